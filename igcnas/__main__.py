@@ -1,0 +1,7 @@
+"""``python -m igcnas``."""
+
+from __future__ import annotations
+
+from igcnas.cli import main
+
+raise SystemExit(main())
