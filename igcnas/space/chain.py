@@ -21,6 +21,8 @@ __all__ = [
     "InfoField",
     "shuffle_permutation",
     "kernel_mask",
+    "compose_kernel",
+    "canonical_shuffle",
     "connectivity",
     "info_field",
     "field_trace",
@@ -168,7 +170,7 @@ def kernel_mask(in_channels: int, out_channels: int, groups: int) -> np.ndarray:
     return (out_group[:, None] == in_group[None, :]).astype(np.int64)
 
 
-def _apply(matrix: np.ndarray, kernel: Kernel, width: int) -> np.ndarray:
+def compose_kernel(matrix: np.ndarray, kernel: Kernel, width: int) -> np.ndarray:
     """Compose one kernel (with its input permutation) onto a path-count matrix (rows: channels, cols: inputs)."""
     if kernel.shuffle_in is not None:
         matrix = matrix[shuffle_permutation(width, kernel.shuffle_in)]
@@ -185,7 +187,7 @@ def connectivity(chain: Chain, *, upto: int | None = None) -> np.ndarray:
     matrix = np.eye(chain.in_channels, dtype=np.int64)
     width = chain.in_channels
     for kernel in chain.kernels[: upto if upto is not None else len(chain.kernels)]:
-        matrix = _apply(matrix, kernel, width)
+        matrix = compose_kernel(matrix, kernel, width)
         width = kernel.resolved_out(width)
     return matrix
 
@@ -197,7 +199,7 @@ def field_trace(chain: Chain) -> list[InfoField]:
     width = chain.in_channels
     spatial = 1
     for kernel in chain.kernels:
-        matrix = _apply(matrix, kernel, width)
+        matrix = compose_kernel(matrix, kernel, width)
         width = kernel.resolved_out(width)
         spatial += kernel.size - 1
         channels = int((matrix > 0).sum(axis=1).min())
@@ -238,3 +240,20 @@ def loose_complementary(chain: Chain, super_channels: int) -> bool:
         width = kernel.resolved_out(width)
     paths = connectivity(chain)
     return bool((paths > 0).all() and (paths == paths.flat[0]).all())
+
+
+def canonical_shuffle(reach: np.ndarray) -> int | None:
+    """IGCV2's interleave before the next grouped kernel: shuffle by the number of reach classes.
+
+    ``reach`` is the boolean reach matrix of the prefix (rows: its output channels, columns: chain inputs). Rows
+    of one group are contiguous; the shuffle by the number of classes puts one channel of every class side by
+    side. Returns None where no shuffle helps (all rows equal, or the prefix is the identity).
+    """
+    channels = reach.shape[0]
+    equal = (reach == reach[0]).all(axis=1)
+    run = channels if equal.all() else int(np.argmin(equal))
+    if run >= channels or channels % run:
+        return None
+    if run == 1 and reach.shape[0] == reach.shape[1] and (reach == np.eye(channels, dtype=bool)).all():
+        return None
+    return channels // run

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from igcnas.errors import UserError
-from igcnas.space.chain import Chain, InfoField, standard_field
+from igcnas.space.chain import Chain, InfoField, canonical_shuffle, standard_field
 from igcnas.space.kernels import KERNEL_KINDS, SPARSE_KINDS, Kernel, divisors
 
 __all__ = ["SpaceOptions", "Verdict", "SpaceResult", "prune_design_space", "evaluate_design", "RULES"]
@@ -174,28 +174,11 @@ def _step(reach: np.ndarray, kind: str, groups: int) -> tuple[np.ndarray, int | 
         return np.ones_like(reach), None
     if grouping == "channelwise":
         return reach, None
-    shuffle = _canonical_shuffle(reach)
+    shuffle = canonical_shuffle(reach)
     if shuffle is not None:
         reach = reach.reshape(shuffle, channels // shuffle, -1).transpose(1, 0, 2).reshape(channels, -1)
     grouped = reach.reshape(groups, channels // groups, -1).any(axis=1)
     return np.repeat(grouped, channels // groups, axis=0), shuffle
-
-
-def _canonical_shuffle(reach: np.ndarray) -> int | None:
-    """Interleave by the number of reach classes (contiguous runs of equal rows) when that helps, else None."""
-    channels = reach.shape[0]
-    equal = (reach == reach[0]).all(axis=1)
-    run = channels if equal.all() else int(np.argmin(equal))
-    if run >= channels or run <= 1 and bool((reach.sum(axis=1) == 1).all()) and _is_identity_like(reach):
-        return None
-    if channels % run:
-        return None
-    return channels // run
-
-
-def _is_identity_like(reach: np.ndarray) -> bool:
-    """True when each row reaches only its own input (the identity: a shuffle would be pointless)."""
-    return bool(reach.shape[0] == reach.shape[1] and (reach == np.eye(reach.shape[0], dtype=bool)).all())
 
 
 class _Searcher:

@@ -1,0 +1,27 @@
+"""Architecture specs and the zoo of the papers' reference networks."""
+
+from __future__ import annotations
+
+from igcnas.arch.spec import (
+    ArchSpec,
+    BlockPlan,
+    BlockSpec,
+    HeadSpec,
+    KernelSpec,
+    StageSpec,
+    StemSpec,
+    load_spec,
+    plan_block,
+)
+
+__all__ = [
+    "ArchSpec",
+    "BlockPlan",
+    "BlockSpec",
+    "HeadSpec",
+    "KernelSpec",
+    "StageSpec",
+    "StemSpec",
+    "load_spec",
+    "plan_block",
+]

@@ -1,0 +1,467 @@
+"""Architecture specs: frozen, JSON-safe dataclasses with a content-hash id.
+
+An :class:`ArchSpec` fully describes a network: input, stem, the block (its chain of kernels with group numbers,
+bottleneck ratio, BN/ReLU placement, identity mapping), the stages (width, depth, stride) and the head.
+``build(spec)`` (in :mod:`igcnas.nn.network`) turns it into an ``nn.Module`` without reading anything global.
+
+Groups of a grouped kernel (GC, PWG) are given either as a count (``groups``) or as channels per group
+(``group_width``, IGCV1's M and IGCV2's K); a stage may override them per kernel (IGCV2 uses K = 8, 16, 32 in
+its three stages). Permutations are IGC interleaving shuffles, placed automatically where the composed kernel
+needs them (``shuffle="interleave"``) or never (``shuffle="none"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from igcnas.errors import UserError
+from igcnas.space.chain import Chain
+from igcnas.space.kernels import KERNEL_KINDS, Kernel, kernel_kind
+
+__all__ = [
+    "KernelSpec",
+    "BlockSpec",
+    "StageSpec",
+    "StemSpec",
+    "HeadSpec",
+    "ArchSpec",
+    "BlockPlan",
+    "plan_block",
+    "load_spec",
+    "SPEC_VERSION",
+]
+
+SPEC_VERSION = 1
+BNPlacement = Literal["each", "block", "none"]
+Shortcut = Literal["projection", "none"]
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel of a block: kind, and for GC/PWG either ``groups`` or ``group_width`` (channels per group)."""
+
+    kind: str
+    groups: int | None = None
+    group_width: int | None = None
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        info = kernel_kind(self.kind)
+        object.__setattr__(self, "kind", info.name)
+        if info.grouping == "grouped":
+            if (self.groups is None) == (self.group_width is None):
+                raise UserError(
+                    f"block.kernels[{self.kind}]: give exactly one of groups or group_width for a {self.kind} kernel"
+                )
+            value = self.groups if self.groups is not None else self.group_width
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"block.kernels[{self.kind}]: groups/group_width {value!r} must be a positive integer")
+        elif self.groups not in (None, 1) or self.group_width is not None:
+            raise UserError(f"block.kernels[{self.kind}]: {self.kind} takes no groups (got {self.groups or self.group_width})")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """The block every stage repeats.
+
+    ``bottleneck`` is the ratio of the inner width to the block's output width (Fog: 0.25, IGCV3/MobileNetV2:
+    expansion 6); it applies to chains whose first and last kernels are pointwise. ``bn="each"`` puts a BN after
+    every kernel (Fog, IGCV3), ``"block"`` one BN after the last kernel (IGCV1: IGC + BN + ReLU).
+    ``relu_after`` lists the kernels (0-based) followed by a ReLU inside the block (IGCV3 Table 6 placements);
+    ``post_relu`` applies a ReLU to the block output (after the identity sum when ``identity``).
+    """
+
+    kernels: tuple[KernelSpec, ...]
+    bottleneck: float = 1.0
+    shuffle: Literal["interleave", "none"] = "interleave"
+    bn: BNPlacement = "each"
+    relu_after: tuple[int, ...] = ()
+    post_relu: bool = True
+    identity: bool = True
+    shortcut: Shortcut = "projection"
+
+    def __post_init__(self) -> None:
+        if not self.kernels:
+            raise UserError("block.kernels: a block needs at least one kernel")
+        if not (isinstance(self.bottleneck, (int, float)) and self.bottleneck > 0 and math.isfinite(self.bottleneck)):
+            raise UserError(f"block.bottleneck: {self.bottleneck!r} must be a positive number (e.g. 0.25 or 6)")
+        if self.shuffle not in ("interleave", "none"):
+            raise UserError(f"block.shuffle: {self.shuffle!r} must be 'interleave' or 'none'")
+        if self.bn not in ("each", "block", "none"):
+            raise UserError(f"block.bn: {self.bn!r} must be 'each', 'block' or 'none'")
+        if self.shortcut not in ("projection", "none"):
+            raise UserError(f"block.shortcut: {self.shortcut!r} must be 'projection' or 'none'")
+        for index in self.relu_after:
+            if not 0 <= index < len(self.kernels):
+                raise UserError(
+                    f"block.relu_after: kernel index {index} is outside 0..{len(self.kernels) - 1}"
+                )
+        if self.bottleneck != 1 and not self.is_bottleneck_form:
+            raise UserError(
+                f"block.bottleneck: {self.bottleneck} needs a chain of >= 3 kernels starting and ending pointwise "
+                f"(PW/PWG), got {self.design}; use bottleneck 1"
+            )
+
+    @property
+    def design(self) -> str:
+        """Kernel kinds joined by '+'."""
+        return "+".join(k.kind for k in self.kernels)
+
+    @property
+    def is_bottleneck_form(self) -> bool:
+        """Length >= 3 with pointwise first and last kernels."""
+        pointwise = {"PW", "PWG"}
+        return len(self.kernels) >= 3 and self.kernels[0].kind in pointwise and self.kernels[-1].kind in pointwise
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage: output width, number of blocks, stride of its first block, optional per-stage overrides.
+
+    ``groups`` overrides the block's group spec per kernel (None keeps it): the value is a group *count* when the
+    block kernel uses ``groups`` and channels per group when it uses ``group_width``.
+    """
+
+    width: int
+    depth: int
+    stride: int = 1
+    groups: tuple[int | None, ...] | None = None
+    bottleneck: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("width", "depth", "stride"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise UserError(f"stages[].{name}: {value!r} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """First convolution (dense k x k, BN, ReLU) and an optional 3x3/2 max-pool (ImageNet layout)."""
+
+    width: int
+    kernel_size: int = 3
+    stride: int = 1
+    pool: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.width, int) or self.width < 1:
+            raise UserError(f"stem.width: {self.width!r} must be a positive integer")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Optional 1x1 conv (+BN+ReLU) to ``width`` before global average pooling, then the linear classifier."""
+
+    width: int | None = None
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network. ``name`` is a label and not part of the id; everything else is.
+
+    Example:
+        >>> spec = ArchSpec.simple("DW+PW", widths=(16, 32, 64), depths=(1, 1, 1))
+        >>> spec == ArchSpec.from_json(spec.to_json()), len(spec.id)
+        (True, 12)
+    """
+
+    stem: StemSpec
+    block: BlockSpec
+    stages: tuple[StageSpec, ...]
+    head: HeadSpec = field(default_factory=HeadSpec)
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise UserError("stages: a network needs at least one stage")
+        if len(self.input_shape) != 3 or any(not isinstance(v, int) or v < 1 for v in self.input_shape):
+            raise UserError(f"input_shape: {self.input_shape!r} must be three positive integers (C, H, W)")
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise UserError(f"num_classes: {self.num_classes!r} must be an integer >= 2")
+        # every stage's block must plan (groups divide widths, ...): fail now, naming the field
+        in_width = self.stem.width
+        for index, stage in enumerate(self.stages):
+            for block_index in range(min(stage.depth, 2)):
+                plan_block(self, index, in_width if block_index == 0 else stage.width, first=block_index == 0)
+            in_width = stage.width
+
+    # -- identity ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (tuples become lists)."""
+        payload = asdict(self)
+        payload["version"] = SPEC_VERSION
+        return json.loads(json.dumps(payload))
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """Canonical JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
+
+    @property
+    def id(self) -> str:
+        """Content hash (12 hex digits) of everything but the name."""
+        payload = self.to_dict()
+        payload.pop("name", None)
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> ArchSpec:
+        """Inverse of :meth:`to_dict`; unknown or missing fields raise UserError naming them."""
+        if not isinstance(payload, dict):
+            raise UserError("arch: expected a JSON object")
+        data = dict(payload)
+        version = data.pop("version", SPEC_VERSION)
+        if version != SPEC_VERSION:
+            raise UserError(f"arch.version: {version!r} is not supported (this igcnas reads version {SPEC_VERSION})")
+        _check_keys("arch", data, cls)
+        try:
+            block = dict(data["block"])
+            _check_keys("arch.block", block, BlockSpec)
+            block["kernels"] = tuple(_build("arch.block.kernels[]", KernelSpec, k) for k in block["kernels"])
+            if "relu_after" in block:
+                block["relu_after"] = tuple(block["relu_after"])
+            stages = []
+            for s in data["stages"]:
+                s = dict(s)
+                if s.get("groups") is not None:
+                    s["groups"] = tuple(s["groups"])
+                stages.append(_build("arch.stages[]", StageSpec, s))
+            return cls(
+                stem=_build("arch.stem", StemSpec, data["stem"]),
+                block=BlockSpec(**block),
+                stages=tuple(stages),
+                head=_build("arch.head", HeadSpec, data.get("head", {})),
+                input_shape=tuple(data.get("input_shape", (3, 32, 32))),  # type: ignore[arg-type]
+                num_classes=data.get("num_classes", 10),
+                name=data.get("name", ""),
+            )
+        except KeyError as missing:
+            raise UserError(f"arch: missing field {missing}") from None
+        except TypeError as error:
+            raise UserError(f"arch: {error}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        """Parse JSON text."""
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as error:
+            raise UserError(f"arch.json: not valid JSON ({error})") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``arch.json`` (path may be a directory)."""
+        target = Path(path)
+        if target.is_dir() or not target.suffix:
+            target.mkdir(parents=True, exist_ok=True)
+            target = target / "arch.json"
+        target.write_text(self.to_json() + "\n")
+        return target
+
+    def with_name(self, name: str) -> ArchSpec:
+        """Same architecture, another label."""
+        return replace(self, name=name)
+
+    @property
+    def design(self) -> str:
+        """The block design, e.g. ``PWG+DW+PWG``."""
+        return self.block.design
+
+    @property
+    def layout(self) -> str:
+        """``imagenet`` for 4-stage 224-input layouts, ``cifar`` otherwise (informational)."""
+        return "imagenet" if self.input_shape[1] >= 128 else "cifar"
+
+    # -- convenience -------------------------------------------------------------------------------------------
+    @classmethod
+    def simple(
+        cls,
+        design: str,
+        *,
+        widths: tuple[int, ...] = (32, 64, 128),
+        depths: tuple[int, ...] = (2, 2, 2),
+        groups: tuple[int | None, ...] | None = None,
+        bottleneck: float = 1.0,
+        input_shape: tuple[int, int, int] = (3, 32, 32),
+        num_classes: int = 10,
+        stem_width: int | None = None,
+        name: str = "",
+    ) -> ArchSpec:
+        """A CIFAR-style network of one design: stride 2 at the first block of every stage but the first."""
+        from igcnas.space.chain import parse_design
+
+        kinds = parse_design(design)
+        groups = groups or tuple(2 if KERNEL_KINDS[k].grouping == "grouped" else None for k in kinds)
+        if len(groups) != len(kinds):
+            raise UserError(f"groups: {len(groups)} values for {len(kinds)} kernels of {design}")
+        kernels = tuple(KernelSpec(k, groups=g) for k, g in zip(kinds, groups, strict=True))
+        pointwise = {"PW", "PWG"}
+        nonlinear = tuple(range(len(kinds) - 1)) if False else ()
+        block = BlockSpec(
+            kernels,
+            bottleneck=bottleneck if len(kinds) >= 3 and kinds[0] in pointwise and kinds[-1] in pointwise else 1.0,
+            relu_after=nonlinear,
+        )
+        stages = tuple(
+            StageSpec(width=w, depth=d, stride=1 if i == 0 else 2)
+            for i, (w, d) in enumerate(zip(widths, depths, strict=True))
+        )
+        return cls(
+            stem=StemSpec(width=stem_width or widths[0]),
+            block=block,
+            stages=stages,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            name=name,
+        )
+
+
+def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
+    """Unknown keys raise UserError listing the allowed ones."""
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _build(where: str, cls: type, data: Any) -> Any:
+    """Instantiate a dataclass from a dict, naming the place of a bad field."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected an object, got {data!r}")
+    _check_keys(where, data, cls)
+    return cls(**data)
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    """Read an ``arch.json`` (or a directory holding one)."""
+    target = Path(path)
+    if target.is_dir():
+        target = target / "arch.json"
+    if not target.is_file():
+        raise UserError(f"{path}: no such arch.json (give a zoo name, an arch.json file or a directory with one)")
+    return ArchSpec.from_json(target.read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Planning one block: concrete widths, groups and permutations
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """A block with every number resolved: the chain (widths, groups, shuffles), stride and residual."""
+
+    chain: Chain
+    stride: int
+    stride_index: int
+    identity: bool
+    projection: bool
+
+    @property
+    def in_channels(self) -> int:
+        """Block input width."""
+        return self.chain.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        """Block output width."""
+        return self.chain.out_channels
+
+
+def _resolve_groups(
+    where: str, kernel: KernelSpec, override: int | None, in_width: int, out_width: int
+) -> int:
+    """Group count of a grouped kernel at the given widths."""
+    if kernel.groups is not None:
+        groups = override if override is not None else kernel.groups
+    else:
+        per_group = override if override is not None else kernel.group_width
+        assert per_group is not None
+        if in_width % per_group:
+            raise UserError(
+                f"{where}.group_width: {per_group} channels per group does not divide the width {in_width}"
+            )
+        groups = in_width // per_group
+    if in_width % groups or out_width % groups:
+        raise UserError(
+            f"{where}.groups: {groups} groups must divide the kernel's input width {in_width} and output width "
+            f"{out_width}; choose a common divisor"
+        )
+    return groups
+
+
+def plan_block(spec: ArchSpec, stage_index: int, in_width: int, *, first: bool) -> BlockPlan:
+    """Resolve the block of one stage at a given input width (``first``: the stage's first block, which strides)."""
+    stage = spec.stages[stage_index]
+    block = spec.block
+    stride = stage.stride if first else 1
+    out_width = stage.width
+    ratio = stage.bottleneck if stage.bottleneck is not None else block.bottleneck
+    inner = out_width
+    if block.is_bottleneck_form:
+        inner = max(1, int(round(out_width * ratio)))
+    count = len(block.kernels)
+    where = f"stages[{stage_index}]"
+    if stage.groups is not None and len(stage.groups) != count:
+        raise UserError(f"{where}.groups: {len(stage.groups)} values for {count} kernels of {block.design}")
+
+    kernels: list[Kernel] = []
+    width = in_width
+    for index, kernel in enumerate(block.kernels):
+        info = KERNEL_KINDS[kernel.kind]
+        if info.grouping == "channelwise":
+            out = width
+        elif index == count - 1:
+            out = out_width
+        elif block.is_bottleneck_form:
+            out = inner
+        else:
+            out = out_width
+        if info.grouping == "grouped":
+            override = stage.groups[index] if stage.groups is not None else None
+            groups = _resolve_groups(f"{where}.block.kernels[{index}]", kernel, override, width, out)
+        else:
+            groups = 1
+        kernels.append(Kernel(kernel.kind, groups=groups, out_channels=out, kernel_size=kernel.kernel_size))
+        width = out
+    if width != out_width:
+        raise UserError(
+            f"{where}.width: the block {block.design} ends with a depthwise kernel, so it cannot change the width "
+            f"from {in_width} to {out_width}; add a pointwise kernel or keep the widths equal"
+        )
+    if block.shuffle == "interleave":
+        kernels = _place_shuffles(in_width, kernels)
+    chain = Chain(in_width, tuple(kernels))
+    spatial = [i for i, k in enumerate(kernels) if KERNEL_KINDS[k.kind].spatial]
+    stride_index = spatial[0] if spatial else 0
+    same_shape = stride == 1 and in_width == out_width
+    identity = block.identity and same_shape
+    projection = block.identity and not same_shape and block.shortcut == "projection"
+    return BlockPlan(chain, stride, stride_index, identity, projection)
+
+
+def _place_shuffles(in_width: int, kernels: list[Kernel]) -> list[Kernel]:
+    """Insert IGC interleaving shuffles where the prefix's reach classes would otherwise stay aligned."""
+    import numpy as np
+
+    from igcnas.space.chain import canonical_shuffle, compose_kernel
+
+    placed: list[Kernel] = []
+    paths = np.eye(in_width, dtype=np.int64)
+    width = in_width
+    for index, kernel in enumerate(kernels):
+        shuffle = None
+        if index > 0 and KERNEL_KINDS[kernel.kind].grouping == "grouped":
+            shuffle = canonical_shuffle(paths > 0)
+        kernel = replace(kernel, shuffle_in=shuffle)
+        placed.append(kernel)
+        paths = compose_kernel(paths, kernel, width)
+        width = kernel.resolved_out(width)
+    return placed

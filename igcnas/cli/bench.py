@@ -1,0 +1,98 @@
+"""``igcnas bench``: the benchmarks that back the speed goals (ratios measured side by side in one run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from igcnas._table import render_table
+from igcnas.cli._common import positive_int
+
+__all__ = ["register", "run"]
+
+HELP = """\
+Benchmarks, each printed as a table (or JSON). They measure ratios side by side in one run, so they are
+meaningful on a noisy machine; run them on your own hardware (CUDA is used when --device cuda).
+  space  the design-space funnel (5460 chains) for several C
+  cost   counting one candidate: closed form vs fvcore vs cached
+  ops    naive vs fast sparse-kernel blocks and zoo networks, train and eval images/s
+  data   igcnas's tensor pipeline vs torchvision ImageFolder + DataLoader (needs --data-dir)
+  train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``bench`` command."""
+    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train)",
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train"), help="which benchmark")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per case (median reported)")
+    parser.add_argument("--batch", type=positive_int, default=64, help="ops: batch size (default 64)")
+    parser.add_argument("--size", type=positive_int, default=32, help="ops: spatial size (default 32)")
+    parser.add_argument("--device", default="cpu", help="ops/train: cpu or cuda (default cpu)")
+    parser.add_argument("--data-dir", help="data/train: an ImageFolder root with train/ and test/ (CIFAR-10 JPGs)")
+    parser.add_argument("--limit", type=positive_int, help="data: use at most this many images")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="train: epochs of the short schedule")
+    parser.add_argument("--train-subset", type=positive_int, help="train: stratified subset of the training set")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``igcnas bench``."""
+    runner: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
+        "space": _space,
+        "cost": _cost,
+        "ops": _ops,
+        "data": _data,
+        "train": _train,
+    }
+    rows = runner[args.what](args)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(render_table(rows))
+    return 0
+
+
+def _space(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from igcnas.bench.space import bench_space
+
+    return bench_space(repeats=args.repeats)
+
+
+def _cost(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from igcnas.bench.cost import bench_cost
+
+    return bench_cost(repeats=args.repeats)
+
+
+def _ops(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from igcnas.bench.ops import bench_blocks
+
+    return list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))
+
+
+def _require_data_dir(args: argparse.Namespace) -> str:
+    from igcnas.errors import UserError
+
+    if not args.data_dir:
+        raise UserError(f"bench {args.what}: give --data-dir, an ImageFolder root with train/<class>/ images "
+                        "(e.g. --data-dir ../shared/datasets/cifar10)")
+    return str(args.data_dir)
+
+
+def _data(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from pathlib import Path
+
+    from igcnas.data import bench_data
+
+    return list(bench_data(Path(_require_data_dir(args)), limit=args.limit))
+
+
+def _train(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from igcnas.bench.train import bench_train
+
+    return bench_train(_require_data_dir(args), epochs=args.epochs, device=args.device,
+                       train_subset=args.train_subset)

@@ -1,0 +1,106 @@
+"""``igcnas fit``: the widest network of a design under a parameter/FLOP budget."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from igcnas._table import render_table
+from igcnas.cli._common import count, positive_int
+from igcnas.units import format_count
+
+__all__ = ["register", "run"]
+
+HELP = """\
+Widen a block design on a standard layout until the next width would exceed the budget (the papers compare
+designs at equal budget this way). Prints the widest network's widths, params and FLOPs (multiply-adds), the
+next width that did not fit, and writes its arch.json with --out.
+
+Example: igcnas fit --design PWG+DW+PWG --max-params 0.5M --groups 2,-,2"""
+
+
+def _int_list(text: str) -> tuple[int | None, ...]:
+    """Parse ``2,-,2`` (``-`` for a kernel without groups)."""
+    values: list[int | None] = []
+    for part in text.split(","):
+        part = part.strip()
+        if part in ("-", "", "none"):
+            values.append(None)
+            continue
+        try:
+            number = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: {part!r} is not an integer or '-'") from None
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: {number} must be positive")
+        values.append(number)
+    return tuple(values)
+
+
+def _depths(text: str) -> tuple[int, ...]:
+    """Parse ``3,3,3``."""
+    values = _int_list(text)
+    if any(v is None for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: every depth must be a positive integer")
+    return tuple(v for v in values if v is not None)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``fit`` command."""
+    parser = subparsers.add_parser("fit", help="widest network of a design within a budget", description=HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--design", required=True, help="block design, kernels joined by '+', e.g. PWG+DW+PWG")
+    parser.add_argument("--max-params", type=count, help="parameter budget, e.g. 0.5M")
+    parser.add_argument("--max-flops", type=count, help="FLOP budget (multiply-adds per image), e.g. 40M")
+    parser.add_argument("--layout", choices=("cifar", "imagenet"), default="cifar",
+                        help="cifar: 3 stages at 32x32; imagenet: the Fog paper's 4-stage 224x224 layout")
+    parser.add_argument("--depths", type=_depths, help="blocks per stage, e.g. 3,3,3 (default: 3,3,3 / 2,2,2,2)")
+    parser.add_argument("--groups", type=_int_list,
+                        help="group count per kernel, '-' for kernels without groups, e.g. 2,-,2 (default 2)")
+    parser.add_argument("--bottleneck", type=float,
+                        help="inner width / output width for bottleneck chains (default 0.25, Fog; 6 for IGCV3)")
+    parser.add_argument("--num-classes", type=positive_int, help="classes (default 10 / 1000)")
+    parser.add_argument("--out", help="write the arch.json of the result to this directory")
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``igcnas fit``."""
+    from igcnas.arch.fit import fit_budget
+    from igcnas.cli._common import die
+
+    if args.max_params is None and args.max_flops is None:
+        die("fit: give a budget with --max-params and/or --max-flops (e.g. --max-params 0.5M)")
+    template: dict[str, object] = {}
+    for key in ("depths", "groups", "bottleneck", "num_classes"):
+        if getattr(args, key) is not None:
+            template[key] = getattr(args, key)
+    result = fit_budget(args.design, max_params=args.max_params, max_flops=args.max_flops, layout=args.layout,
+                        **template)
+    spec = result.spec.with_name(f"{args.design}-fit")
+    if args.out:
+        spec.save(args.out)
+    row = {
+        "design": args.design,
+        "layout": args.layout,
+        "widths": "-".join(str(s.width) for s in spec.stages),
+        "depths": "-".join(str(s.depth) for s in spec.stages),
+        "params": result.params,
+        "flops": result.flops,
+        "next_widths": "-".join(str(result.next_width * 2**i) for i in range(len(spec.stages)))
+        if result.next_width else None,
+        "next_params": result.next_params,
+        "next_flops": result.next_flops,
+        "spec_id": spec.id,
+    }
+    if args.format == "json":
+        print(json.dumps({**row, "arch": spec.to_dict()}, indent=2))
+        return 0
+    shown = dict(row)
+    for key in ("params", "flops", "next_params", "next_flops"):
+        shown[key] = format_count(row[key]) if row[key] is not None else None
+    print(render_table([shown]))
+    if args.out:
+        print(f"wrote {args.out}/arch.json")
+    return 0

@@ -1,0 +1,195 @@
+"""``build(spec) -> nn.Module`` and the closed-form cost of every block, beside the modules they describe.
+
+Budget convention (also what :mod:`igcnas.cost` asks fvcore to count):
+  * params: every trainable parameter — conv weights (no conv bias), BatchNorm weight and bias, the classifier's
+    weight and bias. BN running statistics are buffers and are not counted.
+  * FLOPs: multiply-adds of convolutions and the classifier (one multiply-add = one FLOP), as the papers count.
+    BatchNorm (foldable into the conv at inference), ReLU, pooling, channel shuffles and residual additions are
+    not counted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec, plan_block
+from igcnas.nn.ops import sparse_conv
+
+__all__ = ["Cost", "Block", "Network", "build", "block_cost", "network_cost", "conv_out"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Parameters and FLOPs (multiply-adds) of a module."""
+
+    params: int
+    flops: int
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.params + other.params, self.flops + other.flops)
+
+
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    """Output size of a conv with padding k//2."""
+    return (size + 2 * (kernel // 2) - kernel) // stride + 1
+
+
+class Block(nn.Module):
+    """One block: the planned chain of sparse kernels with BN/ReLU, plus identity or projection shortcut."""
+
+    def __init__(self, plan: BlockPlan, block: BlockSpec, *, impl: str = "auto") -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        widths = plan.chain.widths()
+        last = len(plan.chain.kernels) - 1
+        for index, kernel in enumerate(plan.chain.kernels):
+            stride = plan.stride if index == plan.stride_index else 1
+            layers[f"conv{index}"] = sparse_conv(
+                widths[index],
+                widths[index + 1],
+                kernel.size,
+                stride=stride,
+                groups=kernel.resolved_groups(widths[index]),
+                shuffle_groups=kernel.shuffle_in,
+                impl=impl,  # type: ignore[arg-type]
+            )
+            if block.bn == "each" or (block.bn == "block" and index == last):
+                layers[f"bn{index}"] = nn.BatchNorm2d(widths[index + 1])
+            if index in block.relu_after:
+                layers[f"relu{index}"] = nn.ReLU(inplace=True)
+        self.body = nn.Sequential(layers)
+        self.identity = plan.identity
+        self.shortcut: nn.Module | None = None
+        if plan.projection:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(plan.in_channels, plan.out_channels, 1, stride=plan.stride, bias=False),
+                nn.BatchNorm2d(plan.out_channels),
+            )
+        self.post_relu = block.post_relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        if self.identity:
+            y = y + x
+        elif self.shortcut is not None:
+            y = y + self.shortcut(x)
+        return torch.relu(y) if self.post_relu else y
+
+
+def block_cost(plan: BlockPlan, block: BlockSpec, height: int, width: int) -> tuple[Cost, int, int]:
+    """Closed-form params/FLOPs of one block at an input resolution; returns (cost, out height, out width)."""
+    widths = plan.chain.widths()
+    last = len(plan.chain.kernels) - 1
+    params = flops = 0
+    h, w = height, width
+    for index, kernel in enumerate(plan.chain.kernels):
+        stride = plan.stride if index == plan.stride_index else 1
+        h, w = conv_out(h, kernel.size, stride), conv_out(w, kernel.size, stride)
+        weights = kernel.params(widths[index])
+        params += weights
+        flops += weights * h * w
+        if block.bn == "each" or (block.bn == "block" and index == last):
+            params += 2 * widths[index + 1]
+    if plan.projection:
+        ph, pw = conv_out(height, 1, plan.stride), conv_out(width, 1, plan.stride)
+        params += plan.in_channels * plan.out_channels + 2 * plan.out_channels
+        flops += plan.in_channels * plan.out_channels * ph * pw
+    return Cost(params, flops), h, w
+
+
+class Network(nn.Module):
+    """Stem, stages of blocks, head: the network an :class:`ArchSpec` describes."""
+
+    def __init__(self, spec: ArchSpec, *, impl: str = "auto") -> None:
+        super().__init__()
+        channels = spec.input_shape[0]
+        stem = spec.stem
+        stem_layers: OrderedDict[str, nn.Module] = OrderedDict(
+            conv=nn.Conv2d(channels, stem.width, stem.kernel_size, stride=stem.stride,
+                           padding=stem.kernel_size // 2, bias=False),
+            bn=nn.BatchNorm2d(stem.width),
+            relu=nn.ReLU(inplace=True),
+        )
+        if stem.pool:
+            stem_layers["pool"] = nn.MaxPool2d(3, stride=2, padding=1)
+        self.stem = nn.Sequential(stem_layers)
+        stages: list[nn.Module] = []
+        width = stem.width
+        for index, stage in enumerate(spec.stages):
+            blocks = []
+            for block_index in range(stage.depth):
+                plan = plan_block(spec, index, width, first=block_index == 0)
+                blocks.append(Block(plan, spec.block, impl=impl))
+                width = stage.width
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        head: OrderedDict[str, nn.Module] = OrderedDict()
+        if spec.head.width is not None:
+            head["conv"] = nn.Conv2d(width, spec.head.width, 1, bias=False)
+            head["bn"] = nn.BatchNorm2d(spec.head.width)
+            head["relu"] = nn.ReLU(inplace=True)
+            width = spec.head.width
+        head["pool"] = nn.AdaptiveAvgPool2d(1)
+        head["flatten"] = nn.Flatten()
+        if spec.head.dropout > 0:
+            head["dropout"] = nn.Dropout(spec.head.dropout)
+        self.head = nn.Sequential(head)
+        self.classifier = nn.Linear(width, spec.num_classes)
+        self.spec_id = spec.id
+        _init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.head(self.stages(self.stem(x))))
+
+
+def _init_weights(model: nn.Module) -> None:
+    """He initialisation for convs, unit BN, small linear (as the papers' training recipes)."""
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.01)
+            nn.init.zeros_(module.bias)
+        elif isinstance(weight, nn.Parameter) and weight.dim() == 4:
+            nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+
+
+def build(spec: ArchSpec, *, impl: str = "auto") -> Network:
+    """Build the network a spec describes (a pure function of the spec).
+
+    Example:
+        >>> from igcnas.arch import ArchSpec
+        >>> model = build(ArchSpec.simple("DW+PW", widths=(16, 32), depths=(1, 1)))
+        >>> model(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 10])
+    """
+    return Network(spec, impl=impl)
+
+
+def network_cost(spec: ArchSpec) -> Cost:
+    """Closed-form params/FLOPs of the whole network (equals fvcore under the convention above)."""
+    channels, h, w = spec.input_shape
+    stem = spec.stem
+    h, w = conv_out(h, stem.kernel_size, stem.stride), conv_out(w, stem.kernel_size, stem.stride)
+    stem_weights = stem.kernel_size**2 * channels * stem.width
+    total = Cost(stem_weights + 2 * stem.width, stem_weights * h * w)
+    if stem.pool:
+        h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
+    width = stem.width
+    for index, stage in enumerate(spec.stages):
+        for block_index in range(stage.depth):
+            plan = plan_block(spec, index, width, first=block_index == 0)
+            cost, h, w = block_cost(plan, spec.block, h, w)
+            total = total + cost
+            width = stage.width
+    if spec.head.width is not None:
+        weights = width * spec.head.width
+        total = total + Cost(weights + 2 * spec.head.width, weights * h * w)
+        width = spec.head.width
+    return total + Cost(width * spec.num_classes + spec.num_classes, width * spec.num_classes)

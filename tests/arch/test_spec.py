@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from igcnas.arch import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec, load_spec, plan_block
+from igcnas.errors import UserError
+from igcnas.space import info_field, is_dense
+
+
+def make(**block_kwargs) -> ArchSpec:
+    kernels = block_kwargs.pop("kernels", (KernelSpec("GC", groups=8), KernelSpec("PWG", groups=4)))
+    return ArchSpec(
+        stem=StemSpec(width=32),
+        block=BlockSpec(kernels, **block_kwargs),
+        stages=(StageSpec(32, 2), StageSpec(64, 2, stride=2)),
+    )
+
+
+def test_json_round_trip_is_lossless_and_id_is_stable(tmp_path):
+    spec = make(relu_after=(0,), bn="block")
+    again = ArchSpec.from_json(spec.to_json())
+    assert again == spec and again.id == spec.id
+    path = spec.save(tmp_path)
+    assert path.name == "arch.json" and load_spec(tmp_path) == spec
+    assert spec.with_name("renamed").id == spec.id  # the name is a label, not part of the id
+    assert make(relu_after=(1,), bn="block").id != spec.id
+
+
+def test_first_block_strides_and_projects():
+    spec = make()
+    first = plan_block(spec, 1, 32, first=True)
+    later = plan_block(spec, 1, 64, first=False)
+    assert (first.stride, first.projection, first.identity) == (2, True, False)
+    assert (later.stride, later.projection, later.identity) == (1, False, True)
+
+
+def test_shuffles_are_placed_to_make_the_block_dense():
+    spec = make()
+    plan = plan_block(spec, 0, 32, first=True)
+    assert plan.chain.kernels[1].shuffle_in == 8
+    assert is_dense(plan.chain)
+    unshuffled = plan_block(make(shuffle="none"), 0, 32, first=True)
+    assert not is_dense(unshuffled.chain)
+
+
+def test_group_width_and_stage_overrides():
+    spec = ArchSpec(
+        stem=StemSpec(width=24),
+        block=BlockSpec((KernelSpec("DW"), KernelSpec("PWG", group_width=4), KernelSpec("PWG", group_width=6))),
+        stages=(StageSpec(24, 1), StageSpec(48, 1, stride=2, groups=(None, 8, 6))),
+    )
+    first = plan_block(spec, 0, 24, first=True)
+    assert [k.groups for k in first.chain.kernels] == [1, 6, 4]
+    second = plan_block(spec, 1, 48, first=False)
+    assert [k.groups for k in second.chain.kernels] == [1, 6, 8]
+    assert info_field(second.chain).channels == 48
+
+
+def test_bottleneck_widths():
+    spec = ArchSpec.simple("PWG+DW+PWG", widths=(32, 64), depths=(1, 1), bottleneck=6)
+    plan = plan_block(spec, 1, 32, first=True)
+    assert plan.chain.widths() == [32, 384, 384, 64]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda d: d["block"]["kernels"][0].update(groups=5), "groups"),
+        (lambda d: d["block"]["kernels"][0].update(kind="XYZ"), "unknown kernel kind"),
+        (lambda d: d["stages"][0].update(width=0), "width"),
+        (lambda d: d.update(colour="red"), "colour"),
+        (lambda d: d["block"].update(bottleneck=4.0), "bottleneck"),
+        (lambda d: d["block"].update(relu_after=[7]), "relu_after"),
+        (lambda d: d["stem"].pop("width"), "width"),
+    ],
+)
+def test_invalid_specs_name_the_field(mutate, needle):
+    data = make().to_dict()
+    mutate(data)
+    with pytest.raises(UserError, match=needle):
+        ArchSpec.from_dict(json.loads(json.dumps(data)))
+
+
+def test_kernel_spec_validation():
+    with pytest.raises(UserError, match="exactly one of groups or group_width"):
+        KernelSpec("PWG")
+    with pytest.raises(UserError, match="takes no groups"):
+        KernelSpec("PW", groups=4)
