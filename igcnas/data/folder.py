@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from igcnas.data._progress import Progress
+from igcnas._progress import ProgressBar
 from igcnas.data.cache import CachedSplit, content_key, read_cache, write_cache
 from igcnas.data.tensors import ImageTensors
 from igcnas.errors import UserError
@@ -230,7 +230,7 @@ def decode_images(
     """
     n = len(paths)
     workers = default_workers() if workers is None else max(1, int(workers))
-    bar = Progress(label, total=n, enabled=progress)
+    bar = ProgressBar(label=label, total=n, enabled=progress, keep=True, unit="files/s")
     results: list[np.ndarray | str] = [""] * n
     use_pool = workers > 1 and n >= _MIN_FILES_FOR_POOL and not multiprocessing.current_process().daemon
     try:
@@ -246,19 +246,19 @@ def decode_images(
                         start = futures[future]
                         part = future.result()
                         results[start : start + len(part)] = part
-                        bar.update(len(part))
+                        bar.advance(len(part))
                 return results, workers
             except (OSError, RuntimeError) as exc:  # no processes possible here: decode in this process
                 if progress:
                     sys.stderr.write(
                         f"\n{label}: process pool unavailable ({exc}); decoding in one process\n"
                     )
-                bar = Progress(label, total=n, enabled=progress)
+                bar = ProgressBar(label=label, total=n, enabled=progress, keep=True, unit="files/s")
         for i, path in enumerate(paths):
             results[i] = _decode_one(path)
             if i % 256 == 255:
-                bar.update(256)
-        bar.update(n - bar.done)
+                bar.advance(256)
+        bar.advance(n - bar.done)
         return results, 1
     finally:
         bar.close()

@@ -37,7 +37,7 @@ from igcnas.train._io import (
     state_dict_for_saving,
     write_json_atomic,
 )
-from igcnas.train._progress import ProgressBar, format_duration
+from igcnas._progress import ProgressBar, format_duration
 
 __all__ = [
     "EpochMetrics",

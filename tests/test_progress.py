@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from igcnas.train._progress import ProgressBar, format_duration
+from igcnas._progress import ProgressBar, format_duration
 
 
 def test_format_duration() -> None:

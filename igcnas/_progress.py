@@ -1,4 +1,4 @@
-"""A tiny dependency-free progress bar for training epochs (stderr, carriage-return redraws)."""
+"""A tiny dependency-free progress bar (stderr, carriage-return redraws) for epochs, decoding and searches."""
 
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ class ProgressBar:
         stream: TextIO | None = None,
         width: int = 24,
         min_interval: float = 0.2,
+        enabled: bool = True,
+        keep: bool = False,
+        unit: str = "img/s",
     ) -> None:
         self.total = max(int(total), 0)
         self.label = label
@@ -51,6 +54,13 @@ class ProgressBar:
         self.done = 0
         self.images = 0
         self.loss: float | None = None
+        self.enabled = enabled
+        self.keep = keep
+        self.unit = unit
+
+    def advance(self, count: int) -> None:
+        """Add ``count`` finished items (each counts as one image for the rate)."""
+        self.update(self.done + count, images=self.images + count)
 
     def update(self, done: int, *, images: int, loss: float | None = None, force: bool = False) -> None:
         """Record ``done`` finished batches and ``images`` seen so far; redraw if enough time passed."""
@@ -58,7 +68,7 @@ class ProgressBar:
         if loss is not None:
             self.loss = loss
         now = time.perf_counter()
-        if force or now - self._last_draw >= self.min_interval:
+        if self.enabled and (force or now - self._last_draw >= self.min_interval):
             self._last_draw = now
             self._draw(now)
 
@@ -72,7 +82,7 @@ class ProgressBar:
         loss = f" loss {self.loss:.4f}" if self.loss is not None else ""
         line = (
             f"{self.label} [{'#' * filled}{'-' * (self.width - filled)}] {self.done}/{self.total} "
-            f"{rate:,.0f} img/s ETA {format_duration(eta)}{loss}"
+            f"{rate:,.0f} {self.unit} ETA {format_duration(eta)}{loss}"
         )
         pad = " " * max(self._last_len - len(line), 0)
         self.stream.write("\r" + line + pad)
@@ -80,8 +90,13 @@ class ProgressBar:
         self._last_len = len(line)
 
     def close(self) -> None:
-        """Erase the bar line (leaves the cursor at the start of an empty line)."""
-        if self._last_len:
+        """Erase the bar line, or with ``keep`` draw the final state and end the line."""
+        if self.enabled and self.keep:
+            self._draw(time.perf_counter())
+            self.stream.write("\n")
+            self.stream.flush()
+            self._last_len = 0
+        elif self._last_len:
             self.stream.write("\r" + " " * self._last_len + "\r")
             self.stream.flush()
             self._last_len = 0
