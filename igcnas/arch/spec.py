@@ -12,10 +12,12 @@ needs them (``shuffle="interleave"``) or never (``shuffle="none"``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +40,11 @@ __all__ = [
 
 SPEC_VERSION = 1
 BNPlacement = Literal["each", "block", "none"]
-Shortcut = Literal["projection", "none"]
+Shortcut = Literal["projection", "grouped_projection", "none"]
+BottleneckOf = Literal["out", "in"]
+# fields added after SPEC_VERSION 1 was frozen: omitted from to_dict() at their default, so older ids stay valid
+_BLOCK_DEFAULTS: dict[str, Any] = {"bottleneck_of": "out"}
+_STAGE_DEFAULTS: dict[str, Any] = {"block": None}
 
 
 @dataclass(frozen=True)
@@ -69,21 +75,26 @@ class KernelSpec:
 class BlockSpec:
     """The block every stage repeats.
 
-    ``bottleneck`` is the ratio of the inner width to the block's output width (Fog: 0.25, IGCV3/MobileNetV2:
-    expansion 6); it applies to chains whose first and last kernels are pointwise. ``bn="each"`` puts a BN after
-    every kernel (Fog, IGCV3), ``"block"`` one BN after the last kernel (IGCV1: IGC + BN + ReLU).
-    ``relu_after`` lists the kernels (0-based) followed by a ReLU inside the block (IGCV3 Table 6 placements);
-    ``post_relu`` applies a ReLU to the block output (after the identity sum when ``identity``).
+    ``bottleneck`` is the ratio of the inner width to the block's output width (Fog: 0.25), or to its input
+    width with ``bottleneck_of="in"`` (MobileNetV2/IGCV3 expansion t = 6 of C_in); it applies to chains whose
+    first and last kernels are pointwise. ``bn="each"`` puts a BN after every kernel (Fog, IGCV3), ``"block"`` one
+    BN after the last kernel (IGCV1: IGC + BN + ReLU), a tuple of kernel indices a BN after exactly those (a
+    residual unit of two IGC blocks: ``(1, 3)``). ``relu_after`` lists the kernels (0-based) followed by a ReLU
+    inside the block (IGCV3 Table 6 placements); ``post_relu`` applies a ReLU to the block output (after the
+    identity sum when ``identity``). On a shape change the shortcut is a 1x1 projection + BN (``"projection"``),
+    the same with the group count of the block's first kernel (``"grouped_projection"``, IGCV1's L-group
+    projection), or absent (``"none"``, also for parameter-free shortcuts, which cost nothing).
     """
 
     kernels: tuple[KernelSpec, ...]
     bottleneck: float = 1.0
     shuffle: Literal["interleave", "none"] = "interleave"
-    bn: BNPlacement = "each"
+    bn: BNPlacement | tuple[int, ...] = "each"
     relu_after: tuple[int, ...] = ()
     post_relu: bool = True
     identity: bool = True
     shortcut: Shortcut = "projection"
+    bottleneck_of: BottleneckOf = "out"
 
     def __post_init__(self) -> None:
         if not self.kernels:
@@ -92,10 +103,19 @@ class BlockSpec:
             raise UserError(f"block.bottleneck: {self.bottleneck!r} must be a positive number (e.g. 0.25 or 6)")
         if self.shuffle not in ("interleave", "none"):
             raise UserError(f"block.shuffle: {self.shuffle!r} must be 'interleave' or 'none'")
-        if self.bn not in ("each", "block", "none"):
-            raise UserError(f"block.bn: {self.bn!r} must be 'each', 'block' or 'none'")
-        if self.shortcut not in ("projection", "none"):
-            raise UserError(f"block.shortcut: {self.shortcut!r} must be 'projection' or 'none'")
+        if isinstance(self.bn, (tuple, list)):
+            object.__setattr__(self, "bn", tuple(self.bn))
+            for index in self.bn:
+                if not isinstance(index, int) or not 0 <= index < len(self.kernels):
+                    raise UserError(f"block.bn: kernel index {index!r} is outside 0..{len(self.kernels) - 1}")
+        elif self.bn not in ("each", "block", "none"):
+            raise UserError(f"block.bn: {self.bn!r} must be 'each', 'block', 'none' or a list of kernel indices")
+        if self.shortcut not in ("projection", "grouped_projection", "none"):
+            raise UserError(
+                f"block.shortcut: {self.shortcut!r} must be 'projection', 'grouped_projection' or 'none'"
+            )
+        if self.bottleneck_of not in ("out", "in"):
+            raise UserError(f"block.bottleneck_of: {self.bottleneck_of!r} must be 'out' or 'in'")
         for index in self.relu_after:
             if not 0 <= index < len(self.kernels):
                 raise UserError(
@@ -112,6 +132,12 @@ class BlockSpec:
         """Kernel kinds joined by '+'."""
         return "+".join(k.kind for k in self.kernels)
 
+    def bn_after(self, index: int) -> bool:
+        """Whether kernel ``index`` is followed by a BatchNorm."""
+        if isinstance(self.bn, tuple):
+            return index in self.bn
+        return self.bn == "each" or (self.bn == "block" and index == len(self.kernels) - 1)
+
     @property
     def is_bottleneck_form(self) -> bool:
         """Length >= 3 with pointwise first and last kernels."""
@@ -124,7 +150,9 @@ class StageSpec:
     """A stage: output width, number of blocks, stride of its first block, optional per-stage overrides.
 
     ``groups`` overrides the block's group spec per kernel (None keeps it): the value is a group *count* when the
-    block kernel uses ``groups`` and channels per group when it uses ``group_width``.
+    block kernel uses ``groups`` and channels per group when it uses ``group_width``. ``block`` replaces the
+    network's block in this stage (MobileNetV2's t = 1 stage without expansion conv, IGCV2*'s per-stage number
+    of group convs); ``groups`` then refers to its kernels.
     """
 
     width: int
@@ -132,6 +160,7 @@ class StageSpec:
     stride: int = 1
     groups: tuple[int | None, ...] | None = None
     bottleneck: float | None = None
+    block: BlockSpec | None = None
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "stride"):
@@ -196,16 +225,25 @@ class ArchSpec:
 
     # -- identity ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict (tuples become lists)."""
+        """JSON-safe dict (tuples become lists; fields added later are left out at their default)."""
         payload = asdict(self)
         payload["version"] = SPEC_VERSION
+        _drop_defaults(payload["block"], _BLOCK_DEFAULTS)
+        for stage in payload["stages"]:
+            _drop_defaults(stage, _STAGE_DEFAULTS)
+            if stage.get("block") is not None:
+                _drop_defaults(stage["block"], _BLOCK_DEFAULTS)
         return json.loads(json.dumps(payload))
+
+    def block_of(self, stage_index: int) -> BlockSpec:
+        """The block stage ``stage_index`` repeats (its override, else the network's block)."""
+        return self.stages[stage_index].block or self.block
 
     def to_json(self, *, indent: int | None = 2) -> str:
         """Canonical JSON text."""
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True)
 
-    @property
+    @cached_property
     def id(self) -> str:
         """Content hash (12 hex digits) of everything but the name."""
         payload = self.to_dict()
@@ -224,23 +262,20 @@ class ArchSpec:
             raise UserError(f"arch.version: {version!r} is not supported (this igcnas reads version {SPEC_VERSION})")
         _check_keys("arch", data, cls)
         try:
-            block = dict(data["block"])
-            _check_keys("arch.block", block, BlockSpec)
-            block["kernels"] = tuple(_build("arch.block.kernels[]", KernelSpec, k) for k in block["kernels"])
-            if "relu_after" in block:
-                block["relu_after"] = tuple(block["relu_after"])
             stages = []
             for s in data["stages"]:
                 s = dict(s)
                 if s.get("groups") is not None:
                     s["groups"] = tuple(s["groups"])
+                if s.get("block") is not None:
+                    s["block"] = _block_from_dict("arch.stages[].block", s["block"])
                 stages.append(_build("arch.stages[]", StageSpec, s))
             return cls(
                 stem=_build("arch.stem", StemSpec, data["stem"]),
-                block=BlockSpec(**block),
+                block=_block_from_dict("arch.block", data["block"]),
                 stages=tuple(stages),
                 head=_build("arch.head", HeadSpec, data.get("head", {})),
-                input_shape=tuple(data.get("input_shape", (3, 32, 32))),  # type: ignore[arg-type]
+                input_shape=tuple(data.get("input_shape", (3, 32, 32))),
                 num_classes=data.get("num_classes", 10),
                 name=data.get("name", ""),
             )
@@ -324,6 +359,27 @@ class ArchSpec:
         )
 
 
+def _drop_defaults(payload: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Remove keys that hold their default (keeps ids of specs written before the field existed)."""
+    for key, value in defaults.items():
+        if key in payload and payload[key] == value:
+            del payload[key]
+
+
+def _block_from_dict(where: str, data: Any) -> BlockSpec:
+    """A BlockSpec from its JSON dict (lists become tuples)."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected an object, got {data!r}")
+    block = dict(data)
+    _check_keys(where, block, BlockSpec)
+    block["kernels"] = tuple(_build(f"{where}.kernels[]", KernelSpec, k) for k in block["kernels"])
+    if "relu_after" in block:
+        block["relu_after"] = tuple(block["relu_after"])
+    if isinstance(block.get("bn"), list):
+        block["bn"] = tuple(block["bn"])
+    return BlockSpec(**block)
+
+
 def _check_keys(where: str, data: dict[str, Any], cls: type) -> None:
     """Unknown keys raise UserError listing the allowed ones."""
     allowed = {f.name for f in fields(cls)}
@@ -363,6 +419,7 @@ class BlockPlan:
     stride_index: int
     identity: bool
     projection: bool
+    projection_groups: int = 1
 
     @property
     def in_channels(self) -> int:
@@ -400,13 +457,14 @@ def _resolve_groups(
 def plan_block(spec: ArchSpec, stage_index: int, in_width: int, *, first: bool) -> BlockPlan:
     """Resolve the block of one stage at a given input width (``first``: the stage's first block, which strides)."""
     stage = spec.stages[stage_index]
-    block = spec.block
+    block = spec.block_of(stage_index)
     stride = stage.stride if first else 1
     out_width = stage.width
     ratio = stage.bottleneck if stage.bottleneck is not None else block.bottleneck
     inner = out_width
     if block.is_bottleneck_form:
-        inner = max(1, int(round(out_width * ratio)))
+        base = in_width if block.bottleneck_of == "in" else out_width
+        inner = max(1, int(round(base * ratio)))
     count = len(block.kernels)
     where = f"stages[{stage_index}]"
     if stage.groups is not None and len(stage.groups) != count:
@@ -443,25 +501,55 @@ def plan_block(spec: ArchSpec, stage_index: int, in_width: int, *, first: bool) 
     stride_index = spatial[0] if spatial else 0
     same_shape = stride == 1 and in_width == out_width
     identity = block.identity and same_shape
-    projection = block.identity and not same_shape and block.shortcut == "projection"
-    return BlockPlan(chain, stride, stride_index, identity, projection)
+    projection = block.identity and not same_shape and block.shortcut != "none"
+    projection_groups = 1
+    if projection and block.shortcut == "grouped_projection":
+        projection_groups = chain.kernels[0].resolved_groups(in_width)
+        if in_width % projection_groups or out_width % projection_groups:
+            raise UserError(
+                f"{where}.block.shortcut: the grouped projection takes the first kernel's {projection_groups} "
+                f"groups, which must divide {in_width} and {out_width}; use shortcut 'projection'"
+            )
+    return BlockPlan(chain, stride, stride_index, identity, projection, projection_groups)
 
 
 def _place_shuffles(in_width: int, kernels: list[Kernel]) -> list[Kernel]:
     """Insert IGC interleaving shuffles where the prefix's reach classes would otherwise stay aligned."""
+    shuffles = _shuffles(in_width, tuple(replace(k, shuffle_in=None) for k in kernels))
+    return [replace(k, shuffle_in=s) for k, s in zip(kernels, shuffles, strict=True)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _shuffles(in_width: int, kernels: tuple[Kernel, ...]) -> tuple[int | None, ...]:
+    """The shuffle before each kernel (see :func:`_place_shuffles`); cached, since every block of a stage asks.
+
+    Works on the boolean reach matrix (``paths > 0`` of :func:`~igcnas.space.chain.compose_kernel`), with the
+    input columns merged per group of the first kernel: inputs of one group are reached by the same outputs
+    through the whole chain, so the rows (all :func:`canonical_shuffle` looks at) are unchanged.
+    """
     import numpy as np
 
-    from igcnas.space.chain import canonical_shuffle, compose_kernel
+    from igcnas.space.chain import canonical_shuffle, shuffle_permutation
 
-    placed: list[Kernel] = []
-    paths = np.eye(in_width, dtype=np.int64)
-    width = in_width
-    for index, kernel in enumerate(kernels):
+    first = kernels[0]
+    groups = first.resolved_groups(in_width)
+    out = first.resolved_out(in_width)
+    merged = groups < in_width
+    # reach of the first kernel's outputs over its input groups (the identity over channels when groups == width)
+    reach = np.repeat(np.eye(groups, dtype=bool), out // groups, axis=0)
+    shuffles: list[int | None] = [None]
+    width = out
+    for kernel in kernels[1:]:
         shuffle = None
-        if index > 0 and KERNEL_KINDS[kernel.kind].grouping == "grouped":
-            shuffle = canonical_shuffle(paths > 0)
-        kernel = replace(kernel, shuffle_in=shuffle)
-        placed.append(kernel)
-        paths = compose_kernel(paths, kernel, width)
-        width = kernel.resolved_out(width)
-    return placed
+        if KERNEL_KINDS[kernel.kind].grouping == "grouped":
+            # an extra all-false column keeps a merged (non-square) reach from passing the identity test
+            probe = np.hstack([reach, np.zeros((width, 1), dtype=bool)]) if merged else reach
+            shuffle = canonical_shuffle(probe)
+        shuffles.append(shuffle)
+        if shuffle is not None:
+            reach = reach[shuffle_permutation(width, shuffle)]
+        k_groups = kernel.resolved_groups(width)
+        k_out = kernel.resolved_out(width)
+        reach = np.repeat(reach.reshape(k_groups, width // k_groups, -1).any(axis=1), k_out // k_groups, axis=0)
+        width = k_out
+    return tuple(shuffles)

@@ -22,7 +22,7 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
   train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)"""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
     parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)

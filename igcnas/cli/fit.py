@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from igcnas._table import render_table
 from igcnas.cli._common import count, positive_int
@@ -45,7 +46,7 @@ def _depths(text: str) -> tuple[int, ...]:
     return tuple(v for v in values if v is not None)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``fit`` command."""
     parser = subparsers.add_parser("fit", help="widest network of a design within a budget", description=HELP,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_params is None and args.max_flops is None:
         die("fit: give a budget with --max-params and/or --max-flops (e.g. --max-params 0.5M)")
-    template: dict[str, object] = {}
-    for key in ("depths", "groups", "bottleneck", "num_classes"):
-        if getattr(args, key) is not None:
-            template[key] = getattr(args, key)
+    template: dict[str, Any] = {
+        key: getattr(args, key)
+        for key in ("depths", "groups", "bottleneck", "num_classes")
+        if getattr(args, key) is not None
+    }
     result = fit_budget(args.design, max_params=args.max_params, max_flops=args.max_flops, layout=args.layout,
                         **template)
     spec = result.spec.with_name(f"{args.design}-fit")

@@ -28,7 +28,7 @@ Prints the funnel, the survivors (information field, a witness group assignment 
 parameter formula, and designs equal up to order) and why the paper's example designs were removed."""
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``space`` command."""
     parser = subparsers.add_parser(
         "space", help="enumerate and prune the sparse-kernel design space", description=HELP,

@@ -106,11 +106,8 @@ class Chain:
                     f"{where}.groups: {groups} groups must divide the input width {width} and the output "
                     f"width {out}; pick a common divisor"
                 )
-            if kernel.shuffle_in is not None:
-                if kernel.shuffle_in < 1 or width % kernel.shuffle_in:
-                    raise UserError(
-                        f"{where}.shuffle_in: {kernel.shuffle_in} must divide the width {width} it permutes"
-                    )
+            if kernel.shuffle_in is not None and (kernel.shuffle_in < 1 or width % kernel.shuffle_in):
+                raise UserError(f"{where}.shuffle_in: {kernel.shuffle_in} must divide the width {width} it permutes")
             if kernel.kernel_size < 1 or kernel.kernel_size % 2 == 0:
                 raise UserError(f"{where}.kernel_size: {kernel.kernel_size} must be a positive odd number")
             width = out

@@ -378,7 +378,7 @@ def _evaluate(design: tuple[str, ...], options: SpaceOptions, searcher: _Searche
         field = InfoField(spatial, spatial, options.channels if spatial > 1 else 1)
         relation = "larger" if spatial > options.kernel_size else "smaller"
         return Verdict(
-            design, "field", f"spatial field {spatial}x{spatial} is {relation} than the standard {target}", None
+            design, "field", f"spatial field {spatial}x{spatial} is {relation} than the standard {target}", field
         )
     ok, best, _ = searcher.reachable(design)
     if not ok:

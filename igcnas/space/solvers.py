@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from igcnas.errors import UserError
 from igcnas.space.kernels import divisors
@@ -72,7 +72,7 @@ def balanced_branch_widths(
     free = group_convs - 1 if channelwise_first else group_convs
     weights = [1] * free if channelwise_first else [spatial] + [1] * (free - 1)
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(remaining: int, index: int) -> tuple[int, tuple[int, ...]]:
         if index == len(weights) - 1:
             return weights[index] * remaining, (remaining,)
