@@ -45,7 +45,6 @@ class Block(nn.Module):
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         widths = plan.chain.widths()
-        last = len(plan.chain.kernels) - 1
         for index, kernel in enumerate(plan.chain.kernels):
             stride = plan.stride if index == plan.stride_index else 1
             layers[f"conv{index}"] = sparse_conv(
@@ -57,7 +56,7 @@ class Block(nn.Module):
                 shuffle_groups=kernel.shuffle_in,
                 impl=impl,  # type: ignore[arg-type]
             )
-            if block.bn == "each" or (block.bn == "block" and index == last):
+            if block.bn_after(index):
                 layers[f"bn{index}"] = nn.BatchNorm2d(widths[index + 1])
             if index in block.relu_after:
                 layers[f"relu{index}"] = nn.ReLU(inplace=True)
@@ -66,7 +65,8 @@ class Block(nn.Module):
         self.shortcut: nn.Module | None = None
         if plan.projection:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(plan.in_channels, plan.out_channels, 1, stride=plan.stride, bias=False),
+                nn.Conv2d(plan.in_channels, plan.out_channels, 1, stride=plan.stride, groups=plan.projection_groups,
+                          bias=False),
                 nn.BatchNorm2d(plan.out_channels),
             )
         self.post_relu = block.post_relu
@@ -83,7 +83,6 @@ class Block(nn.Module):
 def block_cost(plan: BlockPlan, block: BlockSpec, height: int, width: int) -> tuple[Cost, int, int]:
     """Closed-form params/FLOPs of one block at an input resolution; returns (cost, out height, out width)."""
     widths = plan.chain.widths()
-    last = len(plan.chain.kernels) - 1
     params = flops = 0
     h, w = height, width
     for index, kernel in enumerate(plan.chain.kernels):
@@ -92,12 +91,13 @@ def block_cost(plan: BlockPlan, block: BlockSpec, height: int, width: int) -> tu
         weights = kernel.params(widths[index])
         params += weights
         flops += weights * h * w
-        if block.bn == "each" or (block.bn == "block" and index == last):
+        if block.bn_after(index):
             params += 2 * widths[index + 1]
     if plan.projection:
         ph, pw = conv_out(height, 1, plan.stride), conv_out(width, 1, plan.stride)
-        params += plan.in_channels * plan.out_channels + 2 * plan.out_channels
-        flops += plan.in_channels * plan.out_channels * ph * pw
+        weights = plan.in_channels * plan.out_channels // plan.projection_groups
+        params += weights + 2 * plan.out_channels
+        flops += weights * ph * pw
     return Cost(params, flops), h, w
 
 
@@ -123,7 +123,7 @@ class Network(nn.Module):
             blocks = []
             for block_index in range(stage.depth):
                 plan = plan_block(spec, index, width, first=block_index == 0)
-                blocks.append(Block(plan, spec.block, impl=impl))
+                blocks.append(Block(plan, spec.block_of(index), impl=impl))
                 width = stage.width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -185,7 +185,7 @@ def network_cost(spec: ArchSpec) -> Cost:
     for index, stage in enumerate(spec.stages):
         for block_index in range(stage.depth):
             plan = plan_block(spec, index, width, first=block_index == 0)
-            cost, h, w = block_cost(plan, spec.block, h, w)
+            cost, h, w = block_cost(plan, spec.block_of(index), h, w)
             total = total + cost
             width = stage.width
     if spec.head.width is not None:
