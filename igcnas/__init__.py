@@ -30,7 +30,11 @@ from igcnas.units import format_count, parse_count
 __version__ = "0.1.0"
 
 # public name -> module that defines it (imported lazily: these pull in torch/pandas)
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "load_exported": "igcnas.export",
+    "load_study": "igcnas.search",
+    "pareto_front": "igcnas.analysis",
+}
 
 __all__ = [
     "Chain",

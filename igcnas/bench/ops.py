@@ -21,8 +21,19 @@ and the fast copy share one state_dict, see the same input and are timed interle
   permuted, and the fast path folds it into the weight (no copy).
 
 All blocks run at ``size`` x ``size`` (default 32, the CIFAR first stage where IGC-L24M2 and IGC-V2*(C416)
-live); inputs are NCHW with ``requires_grad`` so the training step includes the input gradient, as for a block
-inside a network. Run ``python -m igcnas.bench.ops`` (``--help``).
+live). By default each impl gets its input in the layout a network of its own blocks carries (NCHW for naive,
+channels_last for fast on CPU: the fast forms output channels_last); ``--input-format nchw`` makes the fast block
+pay the conversion too. The input requires grad and the backward starts from a fixed output gradient in the
+output's layout, so the training step includes the input gradient, as for a block inside a network.
+Run ``python -m igcnas.bench.ops`` (``--help``).
+
+Measured on the project's 2-core AVX-512 Xeon (shared with other jobs, load 3-5; batch 64, 32x32, 2 threads,
+median of 5; images/s naive -> fast): IGC-L24M2 train 104 -> 421 (4.06x), eval 665 -> 1044 (1.57x);
+IGCV2*-C416 train 14.8 -> 26.9 (1.82x), eval 43.7 -> 74.5 (1.71x); IGCV3-D train 49.8 -> 70.1 (1.41x), eval
+155 -> 239 (1.54x). The IGCV2/IGCV3 blocks are bound by work both impls share: BatchNorm, ReLU, the residual add
+and (IGCV2) the DW conv and the three activation shuffles are memory-bound passes over 50-109 MB tensors that no
+conv form removes (single-thread profile of the fast step: BN/ReLU/add are ~55% of IGCV3-D; BN/ReLU/shuffles
+~37% of IGCV2*, whose DW conv is another ~15%), so even free convs would not give 3x there.
 
 Example:
     >>> rows = bench_blocks(batch=2, size=8, repeats=1)  # doctest: +SKIP
@@ -32,13 +43,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +68,8 @@ __all__ = [
     "igcv3_d_block",
     "bench_pair",
     "bench_blocks",
+    "bench_networks",
+    "NETWORKS",
     "format_table",
     "main",
 ]
@@ -108,7 +123,9 @@ class _InvertedResidual(nn.Module):
         return x + self.body(x)
 
 
-def igcv3_d_block(*, impl: Impl = "auto", channels: int = 32, expansion: int = 6, groups: int = 2) -> nn.Module:
+def igcv3_d_block(
+    *, impl: Impl = "auto", channels: int = 32, expansion: int = 6, groups: int = 2
+) -> nn.Module:
     """IGCV3-D inverted block: PWG expand -> BN -> DW 3x3 -> BN -> ReLU -> interleave + PWG reduce -> BN, + x.
 
     Example:
@@ -141,7 +158,9 @@ class BlockCase:
 
 BLOCKS: tuple[BlockCase, ...] = (
     BlockCase("IGC-L24M2", 48, lambda impl: igc_l24m2_block(impl=impl), "IGCV1 CIFAR, C=48"),
-    BlockCase("IGCV2*-C416", 416, lambda impl: igcv2_star_c416_block(impl=impl), "IGCV2 stage 1, C=416, L*=4"),
+    BlockCase(
+        "IGCV2*-C416", 416, lambda impl: igcv2_star_c416_block(impl=impl), "IGCV2 stage 1, C=416, L*=4"
+    ),
     BlockCase("IGCV3-D", 32, lambda impl: igcv3_d_block(impl=impl), "IGCV3 G1=G2=2, 32->192->32"),
 )
 
@@ -152,11 +171,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _train_step(model: nn.Module, x: Tensor) -> None:
-    """One forward + backward (loss = mean output), gradients cleared first."""
+def _train_step(model: nn.Module, x: Tensor, grad: Tensor | None = None) -> Tensor:
+    """One forward + backward of ``grad`` (default: d(mean)/d(out)), gradients cleared first; returns the output."""
     model.zero_grad(set_to_none=True)
     x.grad = None
-    model(x).float().mean().backward()
+    out = model(x)
+    if grad is None:
+        out.float().mean().backward()
+    else:
+        out.backward(grad)
+    return out
 
 
 def _eval_step(model: nn.Module, x: Tensor) -> None:
@@ -165,7 +189,7 @@ def _eval_step(model: nn.Module, x: Tensor) -> None:
         model(x)
 
 
-def _timed(fn: Callable[[], None], device: torch.device) -> float:
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds of one call, device-synchronized."""
     _sync(device)
     start = time.perf_counter()
@@ -174,22 +198,46 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+_FREE_OPS = ("aten::batch_norm", "aten::relu_", "aten::relu", "aten::add", "aten::add_")
+
+
+def _zero_flops(inputs: Any, outputs: Any) -> Counter[str]:
+    """fvcore op handle counting nothing."""
+    return Counter()
+
+
 def _macs(model: nn.Module, x: Tensor) -> int:
     """fvcore multiply-adds of one eval forward of ``model`` on ``x[:1]`` (BN/ReLU/add count 0)."""
     import logging
-
-    from fvcore.nn import FlopCountAnalysis
+    import warnings
 
     logger = logging.getLogger("fvcore")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        analysis = FlopCountAnalysis(model.eval(), x[:1].detach())
-        analysis.set_op_handle(**dict.fromkeys(("aten::batch_norm", "aten::relu_", "aten::relu", "aten::add")))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        return int(analysis.total())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from fvcore.nn import FlopCountAnalysis
+
+            analysis = FlopCountAnalysis(model.eval(), x[:1].detach())
+            # a None handle does not remove fvcore's default batch_norm handle; a zero handle does
+            analysis.set_op_handle(**dict.fromkeys(_FREE_OPS, _zero_flops))
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            return int(analysis.total())
     finally:
         logger.setLevel(level)
+
+
+InputFormat = Literal["native", "nchw", "channels_last"]
+
+
+def _input_format(impl: str, input_format: InputFormat, device: torch.device) -> torch.memory_format:
+    """Memory format of the block input for ``impl`` (native: what a network of such blocks carries)."""
+    if input_format == "channels_last" or (
+        input_format == "native" and impl != "naive" and device.type == "cpu"
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def bench_pair(
@@ -202,12 +250,19 @@ def bench_pair(
     repeats: int = 5,
     warmup: int = 2,
     device: str | torch.device = "cpu",
+    input_format: InputFormat = "native",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Time ``build("naive")`` against ``build("fast")`` (same weights, same input), interleaved.
+    """Time ``build("naive")`` against ``build("fast")`` (same weights, same input values), interleaved.
 
-    Returns one row: images/s of the training step (forward + backward) and of inference (no_grad forward) for
-    both, the speed-up ratios fast/naive, the max output difference and the block's params and fvcore MACs.
+    The training step is forward + backward of a fixed output gradient (as if it came from the rest of the
+    network, in the output's memory format) including the input gradient; eval is a ``no_grad`` forward in eval
+    mode. ``input_format="native"`` gives each impl the layout a network built from it carries between blocks
+    (NCHW for naive, channels_last for fast on CPU, where the fast forms produce channels_last); ``"nchw"`` or
+    ``"channels_last"`` force one layout on both (then the fast block pays the conversion).
+
+    Returns one row: images/s of the training step and of inference for both, the speed-up ratios
+    fast/naive, the max output difference and the block's params and fvcore MACs (per image).
 
     Example:
         >>> from igcnas.bench.ops import igc_l24m2_block
@@ -215,59 +270,73 @@ def bench_pair(
         >>> row["block"], row["max_abs_diff"] < 1e-4
         ('igc', True)
     """
-    for field, value in (("batch", batch), ("size", size), ("repeats", repeats)):
+    for field, value in (("batch", batch), ("size", size), ("repeats", repeats), ("warmup", warmup + 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"bench: {field}={value!r} is not a positive integer (e.g. {field}=5)")
+    if input_format not in get_args(InputFormat):
+        raise UserError(f"bench: input_format={input_format!r} is not one of {get_args(InputFormat)}")
     dev = torch.device(device)
     torch.manual_seed(seed)
-    naive = build("naive").to(dev)
-    fast = build("fast").to(dev)
-    fast.load_state_dict(naive.state_dict())
-    x = torch.randn(batch, channels, size, size, device=dev, requires_grad=True)
-
-    models = {"naive": naive, "fast": fast}
-    times: dict[tuple[str, str], list[float]] = {(i, m): [] for i in models for m in ("train", "eval")}
-    for model in models.values():
+    models: dict[str, nn.Module] = {"naive": build("naive").to(dev), "fast": build("fast").to(dev)}
+    models["fast"].load_state_dict(models["naive"].state_dict())
+    values = torch.randn(batch, channels, size, size, device=dev)
+    inputs = {
+        impl: values.contiguous(memory_format=_input_format(impl, input_format, dev)).requires_grad_(True)
+        for impl in models
+    }
+    grads: dict[str, Tensor] = {}
+    for impl, model in models.items():
         model.train()
+        out = _train_step(model, inputs[impl])
+        grads[impl] = torch.randn_like(out)  # same layout as the output
         for _ in range(warmup):
-            _train_step(model, x)
+            _train_step(model, inputs[impl], grads[impl])
         model.eval()
         for _ in range(warmup):
-            _eval_step(model, x)
+            _eval_step(model, inputs[impl])
+
+    times: dict[tuple[str, str], list[float]] = {(i, m): [] for i in models for m in ("train", "eval")}
     for round_index in range(repeats):
         order = ("naive", "fast") if round_index % 2 == 0 else ("fast", "naive")
         for impl in order:
-            models[impl].train()
-            times[(impl, "train")].append(_timed(lambda m=models[impl]: _train_step(m, x), dev))
+            times[(impl, "train")].append(
+                _timed(functools.partial(_train_step, models[impl].train(), inputs[impl], grads[impl]), dev)
+            )
         for impl in order:
-            models[impl].eval()
-            times[(impl, "eval")].append(_timed(lambda m=models[impl]: _eval_step(m, x), dev))
+            times[(impl, "eval")].append(
+                _timed(functools.partial(_eval_step, models[impl].eval(), inputs[impl]), dev)
+            )
 
     with torch.no_grad():
-        ref, out = naive.eval()(x), fast.eval()(x)
-        max_diff = float((ref - out).abs().max())
-    ips = {key: batch / statistics.median(values) for key, values in times.items()}
+        max_diff = float((models["naive"](inputs["naive"]) - models["fast"](inputs["fast"])).abs().max())
+    ips = {key: batch / statistics.median(samples) for key, samples in times.items()}
     return {
         "block": name,
         "channels": channels,
         "size": size,
         "batch": batch,
-        "params": sum(p.numel() for p in naive.parameters()),
-        "macs": _macs(naive, x),
-        "naive_train_ips": round(ips[("naive", "train")], 1),
-        "fast_train_ips": round(ips[("fast", "train")], 1),
-        "train_speedup": round(ips[("fast", "train")] / ips[("naive", "train")], 2),
-        "naive_eval_ips": round(ips[("naive", "eval")], 1),
-        "fast_eval_ips": round(ips[("fast", "eval")], 1),
-        "eval_speedup": round(ips[("fast", "eval")] / ips[("naive", "eval")], 2),
+        "params": sum(p.numel() for p in models["naive"].parameters()),
+        "macs": _macs(models["naive"], inputs["naive"]),
+        "naive_train_ips": ips[("naive", "train")],
+        "fast_train_ips": ips[("fast", "train")],
+        "train_speedup": ips[("fast", "train")] / ips[("naive", "train")],
+        "naive_eval_ips": ips[("naive", "eval")],
+        "fast_eval_ips": ips[("fast", "eval")],
+        "eval_speedup": ips[("fast", "eval")] / ips[("naive", "eval")],
         "max_abs_diff": max_diff,
+        "input_format": input_format,
         "device": str(dev),
         "threads": torch.get_num_threads(),
     }
 
 
 def bench_blocks(
-    *, batch: int = 64, size: int = 32, repeats: int = 5, device: str | torch.device = "cpu"
+    *,
+    batch: int = 64,
+    size: int = 32,
+    repeats: int = 5,
+    device: str | torch.device = "cpu",
+    input_format: InputFormat = "native",
 ) -> list[dict[str, Any]]:
     """Benchmark the IGC-L24M2, IGCV2*-C416 and IGCV3-D blocks, naive vs fast (one row each).
 
@@ -277,20 +346,83 @@ def bench_blocks(
         ['IGC-L24M2', 'IGCV2*-C416', 'IGCV3-D']
     """
     return [
-        bench_pair(case.name, case.build, channels=case.channels, batch=batch, size=size, repeats=repeats, device=device)
+        bench_pair(
+            case.name,
+            case.build,
+            channels=case.channels,
+            batch=batch,
+            size=size,
+            repeats=repeats,
+            device=device,
+            input_format=input_format,
+        )
         for case in BLOCKS
     ]
 
 
+NETWORKS: tuple[str, ...] = ("IGC-L24M2-D20", "IGCV2-C64-D20", "IGCV3-D-CIFAR")
+
+
+def bench_networks(
+    names: Sequence[str] = NETWORKS,
+    *,
+    batch: int = 32,
+    repeats: int = 3,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """Whole zoo networks, ``build(spec, impl="naive")`` vs the default build, one row each (as :func:`bench_pair`).
+
+    Example:
+        >>> rows = bench_networks(["IGC-L24M2-D20"], batch=2, repeats=1)  # doctest: +SKIP
+    """
+    from igcnas.nn.network import build
+    from igcnas.zoo import get_zoo
+
+    rows = []
+    for name in names:
+        spec = get_zoo(name).spec
+        rows.append(
+            bench_pair(
+                name,
+                lambda impl, spec=spec: build(spec, impl=impl),  # type: ignore[misc]
+                channels=spec.input_shape[0],
+                size=spec.input_shape[1],
+                batch=batch,
+                repeats=repeats,
+                device=device,
+                input_format="nchw",
+            )
+        )
+    return rows
+
+
 _COLUMNS = (
-    "block", "size", "batch", "naive_train_ips", "fast_train_ips", "train_speedup",
-    "naive_eval_ips", "fast_eval_ips", "eval_speedup", "max_abs_diff",
+    "block",
+    "size",
+    "batch",
+    "input_format",
+    "naive_train_ips",
+    "fast_train_ips",
+    "train_speedup",
+    "naive_eval_ips",
+    "fast_eval_ips",
+    "eval_speedup",
+    "max_abs_diff",
 )
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """Text table of :func:`bench_blocks` rows (images/s; speed-up = fast / naive)."""
-    shown = [{**row, "max_abs_diff": f"{row['max_abs_diff']:.1e}"} for row in rows]
+    shown = [
+        {
+            **row,
+            **{key: round(row[key], 1) for key in _COLUMNS if key.endswith("_ips")},
+            "train_speedup": f"{row['train_speedup']:.2f}x",
+            "eval_speedup": f"{row['eval_speedup']:.2f}x",
+            "max_abs_diff": f"{row['max_abs_diff']:.1e}",
+        }
+        for row in rows
+    ]
     return render_table(shown, _COLUMNS)
 
 
@@ -301,13 +433,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--input-format",
+        default="native",
+        choices=get_args(InputFormat),
+        help="block input layout (default native)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     if args.threads < 1:
         raise UserError(f"--threads: {args.threads} is not a positive integer (e.g. --threads 2)")
     torch.set_num_threads(args.threads)
-    rows = bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device)
+    rows = bench_blocks(
+        batch=args.batch,
+        size=args.size,
+        repeats=args.repeats,
+        device=args.device,
+        input_format=args.input_format,
+    )
     print(format_table(rows))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:

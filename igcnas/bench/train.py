@@ -25,8 +25,13 @@ def bench_train(
     networks: tuple[str, ...] = TRAIN_BENCH_NETWORKS,
     batch_size: int = 64,
     seed: int = 0,
+    threads: int = 1,
 ) -> list[dict[str, Any]]:
-    """Train each network with one cosine schedule on the same data; one row per network."""
+    """Train each network with one cosine schedule on the same data; one row per network.
+
+    ``threads`` defaults to 1: on a shared CPU, OpenMP threads that wait for each other make small networks many
+    times slower than one thread.
+    """
     from igcnas.cost import count
     from igcnas.data import load_data
     from igcnas.nn.network import build
@@ -40,7 +45,7 @@ def bench_train(
         torch.manual_seed(seed)
         model = build(spec)
         config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=0.1, schedule="cosine", seed=seed,
-                             device=device, num_threads=torch.get_num_threads())
+                             device=device, num_threads=threads)
         start = time.perf_counter()
         result = train(model, data, config, evaluate_test=True, progress=True)
         cost = count(spec)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from igcnas._table import render_table
+from igcnas.cli._common import count as count_arg
 from igcnas.cli._common import positive_int
 
 __all__ = ["register", "run"]
@@ -19,14 +20,16 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
   cost   counting one candidate: closed form vs fvcore vs cached
   ops    naive vs fast sparse-kernel blocks and zoo networks, train and eval images/s
   data   igcnas's tensor pipeline vs torchvision ImageFolder + DataLoader (needs --data-dir)
-  train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)"""
+  train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)
+  search random vs TPE vs NSGA-II (equal trials), with vs without pruning (equal epochs), per-trial overhead,
+         on a stratified CIFAR-10 subset (needs --data-dir; --train-subset, default 2000)"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
-    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train)",
+    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train"), help="which benchmark")
+    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search"), help="which benchmark")
     parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per case (median reported)")
     parser.add_argument("--batch", type=positive_int, default=64, help="ops: batch size (default 64)")
@@ -34,8 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="cpu", help="ops/train: cpu or cuda (default cpu)")
     parser.add_argument("--data-dir", help="data/train: an ImageFolder root with train/ and test/ (CIFAR-10 JPGs)")
     parser.add_argument("--limit", type=positive_int, help="data: use at most this many images")
-    parser.add_argument("--epochs", type=positive_int, default=3, help="train: epochs of the short schedule")
-    parser.add_argument("--train-subset", type=positive_int, help="train: stratified subset of the training set")
+    parser.add_argument("--epochs", type=positive_int, default=3,
+                        help="train: epochs of the short schedule; search: epochs per trial")
+    parser.add_argument("--train-subset", type=positive_int,
+                        help="train/search: stratified subset of the training set (search: default 2000)")
+    parser.add_argument("--trials", type=positive_int, default=8, help="search: trained trials per sampler")
+    parser.add_argument("--max-params", type=count_arg, default=50_000,
+                        help="search: parameter budget, also the hypervolume reference (default 50k)")
+    parser.add_argument("--space", default="search_spaces/igc_cifar.yaml", help="search: the search space")
     parser.set_defaults(func=run)
 
 
@@ -47,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         "ops": _ops,
         "data": _data,
         "train": _train,
+        "search": _search,
     }
     rows = runner[args.what](args)
     if args.format == "json":
@@ -69,9 +79,14 @@ def _cost(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _ops(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from igcnas.bench.ops import bench_blocks
+    from igcnas.bench.ops import bench_blocks, bench_networks
 
-    return list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))
+    rows = list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))
+    rows += bench_networks(batch=max(1, args.batch // 2), repeats=max(1, args.repeats // 2), device=args.device)
+    keep = ("block", "batch", "naive_train_ips", "fast_train_ips", "train_speedup", "naive_eval_ips",
+            "fast_eval_ips", "eval_speedup", "max_abs_diff")
+    return [{key: round(row[key], 3 if key != "max_abs_diff" else 8) if isinstance(row[key], float) else row[key]
+             for key in keep} for row in rows]
 
 
 def _require_data_dir(args: argparse.Namespace) -> str:
@@ -96,3 +111,11 @@ def _train(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     return bench_train(_require_data_dir(args), epochs=args.epochs, device=args.device,
                        train_subset=args.train_subset)
+
+
+def _search(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from igcnas.bench.search import bench_search
+
+    return bench_search(data_dir=_require_data_dir(args), train_subset=args.train_subset or 2000,
+                        trials=args.trials, epochs=args.epochs, space=args.space, max_params=args.max_params,
+                        progress=True)

@@ -10,6 +10,7 @@ from igcnas.nn.ops import (
     SparseConv2d,
     channel_shuffle,
     dense_weight,
+    merged_weight,
     select_plan,
     sparse_conv,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "SparseConv2d",
     "channel_shuffle",
     "dense_weight",
+    "merged_weight",
     "select_plan",
     "sparse_conv",
 ]

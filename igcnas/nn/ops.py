@@ -9,39 +9,52 @@ Every implementation is an ``nn.Conv2d`` subclass holding exactly one parameter,
 
 * ``impl="naive"`` -> :class:`SparseConv2d`: a :class:`ChannelShuffle` module followed by the ``nn.Conv2d``
   forward, exactly as the public IGC code does. This is the reference.
-* ``impl="fast"`` / ``"auto"`` -> :class:`FastSparseConv2d`: same parameter, same math, but the form that runs
-  fastest on the device of the input, chosen at forward time by :func:`select_plan` (deterministic, no
-  autotuning). The forms are:
+* ``impl="fast"`` / ``"auto"`` -> :class:`FastSparseConv2d`: same parameter, same math, computed in the form
+  that runs fastest on the input's device, chosen at forward time by :func:`select_plan` (a fixed decision
+  table, no autotuning). The forms:
 
-  ``reference``  shuffle (memory-format preserving) + ``F.conv2d(groups=g)`` on the input as given.
-  ``grouped``    input made channels_last, shuffle done as one NHWC copy, ``F.conv2d(groups=g)`` (oneDNN's
-                 channels_last grouped/depthwise kernels; the NCHW ones are 3-10x slower on CPU).
-  ``dense``      the grouped weight expanded to its block-diagonal dense ``(out, in, k, k)`` form with the input
-                 shuffle folded into the weight's input-channel order (a weight permutation instead of an
-                 activation copy), then one dense channels_last conv. It multiplies ``groups``-fold the
-                 multiply-adds that are actually executed, but a dense 1x1 conv is one GEMM, while PyTorch's CPU
-                 grouped 1x1 conv is a slow loop. The weight expansion is differentiable, so gradients reach
-                 ``weight`` exactly.
+  ``reference``  shuffle + ``F.conv2d(groups=g)`` on the input as given (the shuffle keeps channels_last).
+  ``grouped``    input made channels_last, shuffle as one NHWC copy (``F.channel_shuffle``), then
+                 ``F.conv2d`` with the conv's groups, or with ``merge`` adjacent groups fused into one
+                 block-diagonal group (:func:`merged_weight`) when the groups are narrower than ``MERGE_WIDTH``.
+  ``dense``      the weight expanded to its block-diagonal dense ``(out, in, k, k)`` form with the input
+                 shuffle folded into its input-channel order (:func:`dense_weight`: a weight permutation
+                 instead of an activation copy), then one dense channels_last conv (a GEMM for 1x1).
 
-Decision table (CPU, float32, 2 threads; measured with ``igcnas.bench.ops`` and the notes in the report;
-``G`` = groups, ``W`` = channels per group, ``shuffle`` = shuffle_groups given)::
+  The weight expansions are differentiable and exact (they multiply by 0/1), so gradients reach ``weight``
+  unchanged. ``dense``/``merge`` execute ``groups``- (``merge``-) fold the sparse conv's multiply-adds; they are
+  chosen only where that is still faster (memory-bound sizes).
 
-    kind   case                          fast      auto      why
-    ----   ----------------------------  --------  --------  ------------------------------------------------
-    PW     1x1, G = 1                    dense     dense     shuffle folds into the weight: no copy
-    CONV   kxk, G = 1                    dense     dense     same; channels_last oneDNN conv
-    PWG    1x1, G <= 4 (any W)           dense     dense     GEMM with G-fold MACs beats the grouped loop
-    PWG    1x1, G > 4                    grouped   grouped   G-fold MACs no longer pay; oneDNN grouped NHWC
-    GC     kxk, 1 < G < in               grouped   grouped   oneDNN NHWC grouped conv (NCHW is ~10x slower)
-    DW     kxk, G = in                   grouped   grouped   oneDNN NHWC depthwise (~3x faster than NCHW)
+Decision table (CPU; fast = ``impl="fast"``; auto differs only for NCHW inputs, see below). Speed-ups are
+fast/reference of one op, training step (fwd + bwd), batch 64, float32, 1 thread (thread CPU time, on this
+project's shared 2-core AVX-512 Xeon), for a channels_last input and for an NCHW input (fast pays the
+conversion); block-level numbers come from ``python -m igcnas.bench.ops``::
 
-``auto`` equals ``fast`` on CPU for every row above: for each kind the fast form was faster than the reference
-in every measured case (batch 1 and 64, 8x8 to 32x32, NCHW and channels_last input). On CUDA and other
-accelerators the fast plan is the reference form except that a shuffle before a ``groups == 1`` conv is folded
-into the weight (no activation copy); cuDNN runs grouped and depthwise convs natively, and no accelerator was
-available to measure anything else, so nothing cleverer is claimed there. The code paths are plain
-``F.conv2d`` / ``reshape`` / ``permute`` calls, so they are device agnostic and work under autocast
-(fp16/bf16) and with channels_last tensors.
+    kind  case (G = groups, W = channels/group)  form     example                         CL in  NCHW in
+    ----  -----------------------------------  -------  ------------------------------  -----  -------
+    PW    1x1, G = 1 (shuffle folded)          dense    64->64, shuffle 4, 32x32        1.37x    1.85x
+    CONV  kxk, G = 1 (shuffle folded)          dense    3x3 32->32, 32x32               1.01x    1.45x
+    PWG   in*out*(G-1)/G <= 4096 (<= 16384     dense    48, G=2, shuffle 24, 32x32      2.24x    2.29x
+          with a shuffle, which is folded)              192->32, G=2, shuffle 2, 32x32  1.96x    1.70x
+    PWG   more extra MACs than that            grouped  416, G=52, shuffle 52, 32x32    1.12x    1.45x
+    GC    W < MERGE_WIDTH (8)                  grouped  3x3 48, G=24 (W=2 -> merge 4)   1.21x    3.08x
+          merge s = G (all in 8 channels)      dense
+          W >= MERGE_WIDTH                     grouped  3x3 64, G=4, stride 2           1.01x    1.03x
+    DW    kxk, G = in                          grouped  3x3 96, 32x32                   1.00x    1.81x
+                                                        3x3 96, stride 2, shuffle 2     1.22x    1.05x
+
+At 2 threads on the (shared) machine the NCHW grouped kernels of the reference were 2-3x slower than at 1
+thread, so the 2-thread speed-ups of whole blocks are larger. ``impl="auto"`` is ``fast`` except for an NCHW input on CPU: there it keeps the reference form (no conversion to channels_last)
+for inference (no autograd) unless the op is a GC or a ``dense`` form folding a shuffle (the measured inference
+speed-ups with conversion were 0.4-1.0x), and for tiny inputs (N*H*W < ``AUTO_MIN_PIXELS``), GC excepted.
+On channels_last inputs (what every fast op outputs, so every layer after the first in a network) ``auto`` =
+``fast``.
+
+On CUDA and other accelerators the plan is the reference form, except that a shuffle before a ``groups == 1``
+conv is folded into the weight (no activation copy): cuDNN runs grouped and depthwise convs natively, and no
+accelerator was available to measure anything else, so nothing cleverer is claimed there. Every path is plain
+``F.conv2d`` / ``reshape`` / ``permute`` / elementwise code, so it is device agnostic and works under autocast
+(fp16/bf16) and with channels_last tensors; the tests run the CUDA plans on CPU tensors.
 
 Exporting and counting: while a module is being scripted (``torch.jit.script``), traced (``torch.jit.trace``,
 ``torch.onnx.export(dynamo=False)``, fvcore's ``FlopCountAnalysis``) or exported (``torch.export``), the fast
@@ -78,7 +91,10 @@ __all__ = [
     "PlanForm",
     "ConvSpec",
     "ConvPlan",
-    "DENSE_MAX_GROUPS",
+    "DENSE_EXTRA_MACS",
+    "DENSE_EXTRA_MACS_SHUFFLED",
+    "MERGE_WIDTH",
+    "AUTO_MIN_PIXELS",
     "channel_shuffle",
     "ChannelShuffle",
     "SparseConv2d",
@@ -86,19 +102,33 @@ __all__ = [
     "sparse_conv",
     "select_plan",
     "dense_weight",
+    "merged_weight",
 ]
 
 Impl = Literal["auto", "naive", "fast"]
 KernelKind = Literal["PW", "PWG", "DW", "GC", "CONV"]
 PlanForm = Literal["reference", "grouped", "dense"]
 
-#: largest group count of a 1x1 conv that the CPU fast path runs as one dense (block-diagonal) GEMM
-DENSE_MAX_GROUPS = 4
+#: a grouped 1x1 conv runs as one dense (block-diagonal) GEMM on CPU when the zeros it multiplies cost at most
+#: this many extra multiply-adds per output pixel (``in * out * (groups - 1) / groups``) ...
+DENSE_EXTRA_MACS = 4096
+#: ... or this many when a shuffle precedes it (the dense form folds the shuffle; grouped has to copy)
+DENSE_EXTRA_MACS_SHUFFLED = 16384
+#: ``impl="auto"`` keeps an NCHW input NCHW (reference form) below this many pixels (N * H * W), GC excepted
+AUTO_MIN_PIXELS = 1024
+#: a kxk group conv (GC) on CPU merges adjacent groups into block-diagonal groups up to this many channels wide
+MERGE_WIDTH = 8
 
 
 def _is_channels_last(x: Tensor) -> bool:
     """True when ``x`` is stored NHWC and not also NCHW-contiguous (ambiguous shapes count as NCHW)."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _is_exporting() -> bool:
+    """True inside ``torch.export`` (the API is absent from older torch releases)."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting()) if is_exporting is not None else False
 
 
 def _shuffle(x: Tensor, groups: int) -> Tensor:
@@ -221,24 +251,64 @@ class ConvPlan:
     """How a :class:`FastSparseConv2d` computes its forward on one device type.
 
     ``form``: ``reference`` | ``grouped`` | ``dense`` (see the module docstring); ``channels_last``: whether the
-    input is converted to channels_last first; ``reason``: the decision-table row that chose it.
+    input is converted to channels_last first; ``merge``: for ``grouped``, how many adjacent groups run as one
+    block-diagonal group (1 = the conv's own groups); ``reason``: the decision-table row that chose it.
     """
 
     form: PlanForm
     channels_last: bool
     reason: str
+    merge: int = 1
 
 
-@functools.lru_cache(maxsize=4096)
-def select_plan(spec: ConvSpec, device_type: str, impl: Impl = "auto") -> ConvPlan:
+def _merge_factor(spec: ConvSpec) -> int:
+    """Largest divisor ``s`` of ``groups`` whose merged groups are at most MERGE_WIDTH channels wide (>= 1)."""
+    width = max(spec.in_channels, spec.out_channels) // spec.groups
+    divisors = [s for s in range(1, spec.groups + 1) if spec.groups % s == 0 and s * width <= MERGE_WIDTH]
+    return max(divisors, default=1)
+
+
+def select_plan(
+    spec: ConvSpec,
+    device_type: str,
+    impl: Impl = "auto",
+    *,
+    channels_last_input: bool = True,
+    grad: bool = True,
+    pixels: int = AUTO_MIN_PIXELS,
+) -> ConvPlan:
     """The forward form for ``spec`` on ``device_type`` ("cpu", "cuda", ...) under ``impl`` (decision table).
+
+    ``impl="fast"`` depends on the spec and device only. ``impl="auto"`` also looks at the input: on CPU, for
+    an NCHW input (``channels_last_input=False``) it keeps the reference form where converting to channels_last
+    does not pay: without autograd (``grad=False``) unless the op is a GC or a dense form that folds a shuffle,
+    and for tiny inputs (``pixels`` = N * H * W below ``AUTO_MIN_PIXELS``, GC excepted).
 
     Example:
         >>> select_plan(ConvSpec(48, 48, 1, groups=2, shuffle_groups=24), "cpu").form
         'dense'
         >>> select_plan(ConvSpec(48, 48, 3, groups=48), "cpu").form
         'grouped'
+        >>> select_plan(ConvSpec(48, 48, 3, groups=48), "cpu", channels_last_input=False, grad=False).form
+        'reference'
     """
+    plan = _device_plan(spec, device_type, impl)
+    if impl != "auto" or device_type != "cpu" or plan.form == "reference" or channels_last_input:
+        return plan
+    if spec.kind == "GC":
+        return plan  # NCHW grouped kernels are 3-10x slower: converting always pays
+    if pixels < AUTO_MIN_PIXELS:
+        return ConvPlan(
+            "reference", False, f"auto: tiny NCHW input ({pixels} pixels), conversion does not pay"
+        )
+    if not grad and not (plan.form == "dense" and spec.has_shuffle):
+        return ConvPlan("reference", False, "auto: NCHW inference, conversion to channels_last does not pay")
+    return plan
+
+
+@functools.lru_cache(maxsize=4096)
+def _device_plan(spec: ConvSpec, device_type: str, impl: str) -> ConvPlan:
+    """The input-independent plan of ``select_plan`` (= the ``fast`` plan)."""
     if impl not in get_args(Impl):
         raise UserError(f"sparse_conv: impl={impl!r} is not one of {get_args(Impl)}")
     if impl == "naive":
@@ -249,12 +319,42 @@ def select_plan(spec: ConvSpec, device_type: str, impl: Impl = "auto") -> ConvPl
             return ConvPlan("dense", False, f"{device_type}: shuffle folded into the weight of a dense conv")
         return ConvPlan("reference", False, f"{device_type}: native (cuDNN) grouped/depthwise conv")
     if spec.groups == 1:
-        return ConvPlan("dense", True, f"cpu {kind}: channels_last dense conv, shuffle folded into the weight")
-    if kind == "PWG" and spec.groups <= DENSE_MAX_GROUPS:
+        return ConvPlan("dense", True, f"cpu {kind}: channels_last conv, shuffle folded into the weight")
+    if kind == "DW":
+        return ConvPlan("grouped", True, "cpu DW: channels_last oneDNN depthwise conv")
+    if kind == "PWG":
+        limit = DENSE_EXTRA_MACS_SHUFFLED if spec.has_shuffle else DENSE_EXTRA_MACS
+        extra = spec.in_channels * spec.out_channels * (spec.groups - 1) // spec.groups
+        if extra <= limit:
+            return ConvPlan("dense", True, f"cpu PWG: dense GEMM ({extra} extra MACs/pixel <= {limit})")
         return ConvPlan(
-            "dense", True, f"cpu PWG with groups <= {DENSE_MAX_GROUPS}: block-diagonal dense GEMM"
+            "grouped", True, f"cpu PWG: channels_last grouped conv ({extra} extra MACs/pixel > {limit})"
         )
-    return ConvPlan("grouped", True, f"cpu {kind}: channels_last oneDNN grouped conv")
+    merge = _merge_factor(spec)
+    if merge == spec.groups:
+        return ConvPlan("dense", True, f"cpu GC: all groups fit in {MERGE_WIDTH} channels, one dense conv")
+    return ConvPlan(
+        "grouped", True, f"cpu GC: channels_last grouped conv, {merge} groups merged per block", merge=merge
+    )
+
+
+def merged_weight(weight: Tensor, groups: int, merge: int) -> Tensor:
+    """Weight of the same conv run with ``groups // merge`` groups: each ``merge`` adjacent groups become one.
+
+    The merged group's weight is block diagonal (zeros between the original groups), so
+    ``F.conv2d(x, merged_weight(w, g, s), groups=g // s) == F.conv2d(x, w, groups=g)``. Differentiable.
+
+    Example:
+        >>> merged_weight(torch.randn(8, 2, 3, 3), 4, 2).shape
+        torch.Size([8, 4, 3, 3])
+    """
+    if merge == 1:
+        return weight
+    out_channels, in_per_group, kh, kw = weight.shape
+    blocks = groups // merge
+    eye = torch.eye(merge, dtype=weight.dtype, device=weight.device).view(1, merge, 1, merge, 1, 1, 1)
+    merged = weight.reshape(blocks, merge, out_channels // groups, 1, in_per_group, kh, kw) * eye
+    return merged.reshape(out_channels, merge * in_per_group, kh, kw)
 
 
 def dense_weight(weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor:
@@ -269,13 +369,8 @@ def dense_weight(weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor
         >>> dense_weight(w, 2).shape
         torch.Size([4, 4, 1, 1])
     """
-    out_channels, in_per_group, kh, kw = weight.shape
-    in_channels = in_per_group * groups
-    dense = weight
-    if groups > 1:
-        eye = torch.eye(groups, dtype=weight.dtype, device=weight.device).view(groups, 1, groups, 1, 1, 1)
-        blocks = weight.reshape(groups, out_channels // groups, 1, in_per_group, kh, kw) * eye
-        dense = blocks.reshape(out_channels, in_channels, kh, kw)
+    dense = merged_weight(weight, groups, groups)
+    out_channels, in_channels, kh, kw = dense.shape
     if 1 < shuffle_groups < in_channels:
         # the inverse of channel_shuffle(., s) is channel_shuffle(., in // s); apply it to the input-channel axis
         n_per = in_channels // shuffle_groups
@@ -337,11 +432,13 @@ class FastSparseConv2d(SparseConv2d):
     def __init__(self, spec: ConvSpec, *, impl: Impl = "auto") -> None:
         super().__init__(spec)
         if impl not in ("auto", "fast"):
-            raise UserError(f"FastSparseConv2d: impl={impl!r}; use 'auto' or 'fast' (or SparseConv2d for 'naive')")
+            raise UserError(
+                f"FastSparseConv2d: impl={impl!r}; use 'auto' or 'fast' (or SparseConv2d for 'naive')"
+            )
         self.impl: str = impl
 
     def plan(self, device_type: str) -> ConvPlan:
-        """The plan this module runs on ``device_type``."""
+        """The plan this module runs on ``device_type`` for a channels_last training input."""
         return select_plan(self.spec, device_type, self.impl)  # type: ignore[arg-type]
 
     def forward(self, input: Tensor) -> Tensor:
@@ -352,24 +449,42 @@ class FastSparseConv2d(SparseConv2d):
     @torch.jit.unused
     def _dispatch(self, x: Tensor) -> Tensor:
         """Reference graph while tracing/exporting, else the planned fast form."""
-        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        if torch.jit.is_tracing() or _is_exporting():
             return self._reference_forward(x)
         if x.dim() != 4:
             raise UserError(
                 f"sparse_conv: input has shape {tuple(x.shape)}; give a batched 4-D (N, C, H, W) tensor"
             )
-        return self.run_plan(x, self.plan(x.device.type))
+        plan = select_plan(
+            self.spec,
+            x.device.type,
+            self.impl,  # type: ignore[arg-type]
+            channels_last_input=x.is_contiguous(memory_format=torch.channels_last),
+            grad=torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad),
+            pixels=x.shape[0] * x.shape[2] * x.shape[3],
+        )
+        return self.run_plan(x, plan)
 
     @torch.jit.unused
     def run_plan(self, x: Tensor, plan: ConvPlan) -> Tensor:
         """Compute the forward with an explicit ``plan`` (any plan is valid on any device)."""
+        spec = self.spec
+        if plan.form == "reference":
+            return self._reference_forward(x)
         if plan.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        spec = self.spec
         if plan.form == "dense":
             weight = dense_weight(self.weight, spec.groups, spec.shuffle_groups)
             return F.conv2d(x, weight, None, self.stride, self.padding)
-        return F.conv2d(_shuffle(x, spec.shuffle_groups), self.weight, None, self.stride, self.padding, 1, spec.groups)
+        if spec.has_shuffle:
+            # oneDNN-friendly native kernel on CPU (keeps channels_last); same permutation as channel_shuffle
+            x = (
+                F.channel_shuffle(x, spec.shuffle_groups)
+                if x.device.type == "cpu"
+                else _shuffle(x, spec.shuffle_groups)
+            )
+        weight = merged_weight(self.weight, spec.groups, plan.merge)
+        return F.conv2d(x, weight, None, self.stride, self.padding, 1, spec.groups // plan.merge)
 
 
 def sparse_conv(

@@ -16,7 +16,7 @@ from torch import nn
 from igcnas.errors import UserError
 from igcnas.nn import ops
 from igcnas.nn.ops import (
-    DENSE_MAX_GROUPS,
+    AUTO_MIN_PIXELS,
     ChannelShuffle,
     ConvPlan,
     ConvSpec,
@@ -24,6 +24,7 @@ from igcnas.nn.ops import (
     SparseConv2d,
     channel_shuffle,
     dense_weight,
+    merged_weight,
     select_plan,
     sparse_conv,
 )
@@ -46,7 +47,13 @@ class Case:
 
     def build(self, impl: ops.Impl) -> SparseConv2d:
         return sparse_conv(
-            self.cin, self.cout, self.k, stride=self.stride, groups=self.groups, shuffle_groups=self.shuffle, impl=impl
+            self.cin,
+            self.cout,
+            self.k,
+            stride=self.stride,
+            groups=self.groups,
+            shuffle_groups=self.shuffle,
+            impl=impl,
         )
 
 
@@ -57,6 +64,7 @@ CASES = [
     Case("GC-g24-L24M2", 48, 48, 3, groups=24),
     Case("GC-g24-shuf2", 48, 48, 3, groups=24, shuffle=2),
     Case("GC-g8-expand-s2", 16, 32, 3, groups=8, shuffle=4, stride=2),
+    Case("GC-g2-narrow-shuf4", 8, 8, 3, groups=2, shuffle=4),
     # DW k=3 (groups = channels)
     Case("DW", 24, 24, 3, groups=24),
     Case("DW-shuf3-s2", 24, 24, 3, groups=24, shuffle=3, stride=2, size=8),
@@ -64,12 +72,13 @@ CASES = [
     # PW (groups = 1)
     Case("PW", 24, 40, 1),
     Case("PW-shuf4-s2", 24, 40, 1, shuffle=4, stride=2),
-    # PWG, dense path (groups <= DENSE_MAX_GROUPS) and grouped path
+    # PWG: dense path (few extra MACs) and grouped path
     Case("PWG2-shuf24", 48, 48, 1, groups=2, shuffle=24),
     Case("PWG2-expand-32-192", 32, 192, 1, groups=2, size=5),
     Case("PWG2-reduce-192-32-shuf2", 192, 32, 1, groups=2, shuffle=2, size=5),
     Case("PWG4-shuf12-s2", 48, 48, 1, groups=4, shuffle=12, stride=2),
     Case("PWG8-shuf8", 64, 64, 1, groups=8, shuffle=8),
+    Case("PWG2-96-grouped", 96, 96, 1, groups=2, size=5),
     Case("PWG13-K8-shuf13", 104, 104, 1, groups=13, shuffle=13, size=5),
     # regular dense kxk conv behind a shuffle
     Case("CONV-shuf4-s2", 16, 24, 3, shuffle=4, stride=2, size=9),
@@ -83,7 +92,9 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, *, rtol: float = 1e-5) 
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * max(scale, 1e-6))
 
 
-def _forward_backward(module: nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None = None):
+def _forward_backward(
+    module: SparseConv2d, x: torch.Tensor, grad_out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Output, input gradient and weight gradient for a fixed output gradient."""
     x = x.detach().clone().requires_grad_(True)
     out = module(x)
@@ -106,7 +117,9 @@ def _pair(case: Case, impl: ops.Impl) -> tuple[SparseConv2d, SparseConv2d]:
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("impl", ["fast", "auto"])
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_fast_matches_naive_values_and_gradients(case: Case, impl: ops.Impl, batch: int, channels_last: bool) -> None:
+def test_fast_matches_naive_values_and_gradients(
+    case: Case, impl: ops.Impl, batch: int, channels_last: bool
+) -> None:
     naive, fast = _pair(case, impl)
     x = torch.randn(batch, case.cin, case.size, case.size)
     if channels_last:
@@ -126,7 +139,11 @@ def test_every_plan_is_correct_on_any_device(case: Case) -> None:
     assert isinstance(fast, FastSparseConv2d)
     x = torch.randn(2, case.cin, case.size, case.size)
     ref, ref_gx, ref_gw, grad_out = _forward_backward(naive, x)
-    plans = [ConvPlan(form, cl, "test") for form in ("reference", "grouped", "dense") for cl in (False, True)]
+    merges = [s for s in range(1, case.groups + 1) if case.groups % s == 0]
+    plans = [ConvPlan(form, cl, "test") for form in ("reference", "dense") for cl in (False, True)]
+    plans += [
+        ConvPlan("grouped", cl, "test", merge=s) for s in merges[:3] + merges[-1:] for cl in (False, True)
+    ]
     plans.append(select_plan(fast.spec, "cuda", "fast"))
     for plan in plans:
         xx = x.detach().clone().requires_grad_(True)
@@ -211,7 +228,9 @@ def test_state_dicts_and_parameter_counts_are_interchangeable(case: Case) -> Non
         assert isinstance(module, nn.Conv2d) and isinstance(module, SparseConv2d)
         assert list(module.state_dict()) == ["weight"]
         assert tuple(module.weight.shape) == expected_shape
-        assert sum(p.numel() for p in module.parameters()) == case.cout * (case.cin // case.groups) * case.k**2
+        assert (
+            sum(p.numel() for p in module.parameters()) == case.cout * (case.cin // case.groups) * case.k**2
+        )
     torch.manual_seed(1)
     x = torch.randn(2, case.cin, case.size, case.size)
     for src in modules.values():
@@ -219,24 +238,42 @@ def test_state_dicts_and_parameter_counts_are_interchangeable(case: Case) -> Non
             dst.load_state_dict(src.state_dict())
             _close(dst(x), src(x))
     assert type(modules["naive"]) is SparseConv2d
-    assert isinstance(modules["naive"].shuffle, ChannelShuffle if case.shuffle not in (None, 1) else nn.Identity)
+    assert isinstance(
+        modules["naive"].shuffle, ChannelShuffle if case.shuffle not in (None, 1) else nn.Identity
+    )
 
 
 def test_plans_follow_the_decision_table() -> None:
     cpu = {
-        ConvSpec(48, 48, 1, groups=2, shuffle_groups=24): ("dense", True),
-        ConvSpec(48, 48, 1, groups=DENSE_MAX_GROUPS): ("dense", True),
-        ConvSpec(48, 48, 1, groups=DENSE_MAX_GROUPS * 2): ("grouped", True),
-        ConvSpec(24, 40, 1, shuffle_groups=4): ("dense", True),
-        ConvSpec(16, 32, 3): ("dense", True),
-        ConvSpec(48, 48, 3, groups=24, shuffle_groups=2): ("grouped", True),
-        ConvSpec(48, 48, 3, groups=48): ("grouped", True),
+        ConvSpec(48, 48, 1, groups=2, shuffle_groups=24): ("dense", 1),
+        ConvSpec(64, 64, 1, groups=8): ("dense", 1),  # 3584 extra MACs/pixel
+        ConvSpec(96, 96, 1, groups=2): ("grouped", 1),  # 4608 > DENSE_EXTRA_MACS
+        ConvSpec(96, 96, 1, groups=2, shuffle_groups=2): ("dense", 1),  # <= DENSE_EXTRA_MACS_SHUFFLED
+        ConvSpec(416, 416, 1, groups=52, shuffle_groups=52): ("grouped", 1),
+        ConvSpec(24, 40, 1, shuffle_groups=4): ("dense", 1),
+        ConvSpec(16, 32, 3): ("dense", 1),
+        ConvSpec(48, 48, 3, groups=24, shuffle_groups=2): ("grouped", 4),  # 2-wide groups merged 4 at a time
+        ConvSpec(16, 32, 3, groups=8): ("grouped", 2),  # 2 -> 4 wide: merged 2 at a time
+        ConvSpec(16, 16, 3, groups=2): ("grouped", 1),  # already MERGE_WIDTH wide
+        ConvSpec(8, 8, 3, groups=2, shuffle_groups=4): ("dense", 1),  # merging all groups = dense
+        ConvSpec(48, 48, 3, groups=48): ("grouped", 1),  # DW
     }
-    for spec, (form, channels_last) in cpu.items():
+    for spec, (form, merge) in cpu.items():
         for impl in ("fast", "auto"):
             plan = select_plan(spec, "cpu", impl)
-            assert (plan.form, plan.channels_last) == (form, channels_last), (spec, plan)
+            assert (plan.form, plan.merge, plan.channels_last) == (form, merge, True), (spec, plan)
         assert select_plan(spec, "cpu", "naive").form == "reference"
+    # auto on an NCHW input keeps the reference where converting to channels_last does not pay
+    dw, gc = ConvSpec(48, 48, 3, groups=48), ConvSpec(48, 48, 3, groups=24)
+    pwg = ConvSpec(48, 48, 1, groups=2, shuffle_groups=24)
+    nchw = {"channels_last_input": False}
+    assert select_plan(dw, "cpu", "auto", **nchw, grad=True, pixels=4096).form == "grouped"
+    assert select_plan(dw, "cpu", "auto", **nchw, grad=False, pixels=4096).form == "reference"
+    assert select_plan(dw, "cpu", "auto", **nchw, grad=True, pixels=AUTO_MIN_PIXELS - 1).form == "reference"
+    assert select_plan(dw, "cpu", "fast", **nchw, grad=False, pixels=1).form == "grouped"
+    assert select_plan(gc, "cpu", "auto", **nchw, grad=False, pixels=1).form == "grouped"
+    assert select_plan(pwg, "cpu", "auto", **nchw, grad=False, pixels=4096).form == "dense"
+    assert select_plan(dw, "cpu", "auto", channels_last_input=True, grad=False, pixels=1).form == "grouped"
     assert select_plan(ConvSpec(24, 40, 1, shuffle_groups=4), "cuda").form == "dense"
     assert select_plan(ConvSpec(48, 48, 1, groups=2, shuffle_groups=24), "cuda").form == "reference"
     assert not select_plan(ConvSpec(48, 48, 3, groups=48), "cuda").channels_last
@@ -253,6 +290,17 @@ def test_spec_kinds_and_macs() -> None:
     assert not ConvSpec(8, 8, 1, shuffle_groups=8).has_shuffle
     assert ConvSpec(48, 48, 3, groups=24).macs(32, 32) == 48 * 2 * 9 * 32 * 32
     assert ConvSpec(48, 48, 3, stride=2, groups=24).macs(32, 32) == 48 * 2 * 9 * 16 * 16
+
+
+def test_merged_weight_runs_the_same_conv_with_fewer_groups() -> None:
+    torch.manual_seed(4)
+    weight = torch.randn(24, 2, 3, 3)
+    x = torch.randn(2, 24, 6, 6)
+    expected = nn.functional.conv2d(x, weight, padding=1, groups=12)
+    for merge in (1, 2, 3, 4, 6, 12):
+        merged = merged_weight(weight, 12, merge)
+        assert merged.shape == (24, 2 * merge, 3, 3)
+        _close(nn.functional.conv2d(x, merged, padding=1, groups=12 // merge), expected)
 
 
 def test_dense_weight_equals_shuffle_then_grouped_conv() -> None:
@@ -280,7 +328,12 @@ def _fvcore_flops(module: nn.Module, x: torch.Tensor) -> int:
 
 @pytest.mark.parametrize(
     "case",
-    [c for c in CASES if c.name in {"GC-g24-shuf2", "DW-shuf3-s2", "PW-shuf4-s2", "PWG2-shuf24", "PWG8-shuf8", "CONV-shuf4-s2"}],
+    [
+        c
+        for c in CASES
+        if c.name
+        in {"GC-g24-shuf2", "DW-shuf3-s2", "PW-shuf4-s2", "PWG2-shuf24", "PWG8-shuf8", "CONV-shuf4-s2"}
+    ],
     ids=lambda c: c.name,
 )
 def test_fvcore_counts_fast_exactly_like_naive(case: Case) -> None:
@@ -322,7 +375,7 @@ def test_onnx_export_matches_onnxruntime(impl: ops.Impl) -> None:
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False, input_names=["x"])
+        torch.onnx.export(model, (x,), buffer, opset_version=17, dynamo=False, input_names=["x"])  # type: ignore[arg-type]
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     (result,) = session.run(None, {"x": x.numpy()})
     with torch.no_grad():
@@ -336,10 +389,35 @@ def test_bf16_autocast_stays_close() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref, out = naive(x), fast(x)
     assert out.dtype == ref.dtype == torch.bfloat16
-    torch.testing.assert_close(out.float(), ref.float(), rtol=2e-2, atol=2e-2 * float(ref.abs().max()))
+    torch.testing.assert_close(
+        out.float(), ref.float(), rtol=2e-2, atol=2e-2 * float(ref.detach().abs().max())
+    )
 
 
 def test_fast_output_is_channels_last_on_cpu() -> None:
     module = sparse_conv(48, 48, 3, groups=24, shuffle_groups=2, impl="fast")
     out = module(torch.randn(2, 48, 6, 6))
     assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_auto_keeps_nchw_for_inference_and_converts_for_training() -> None:
+    fast = sparse_conv(48, 48, 3, groups=48, impl="fast")
+    auto = sparse_conv(48, 48, 3, groups=48, impl="auto")
+    auto.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 48, 32, 32)  # 2048 pixels >= AUTO_MIN_PIXELS
+    with torch.no_grad():
+        out_fast, out_auto = fast(x), auto(x)
+    assert out_fast.is_contiguous(memory_format=torch.channels_last) and not out_fast.is_contiguous()
+    assert out_auto.is_contiguous()  # reference form, no conversion
+    _close(out_auto, out_fast)
+    trained = auto(x.clone().requires_grad_(True))
+    assert trained.is_contiguous(memory_format=torch.channels_last) and not trained.is_contiguous()
+
+
+def test_torch_export_sees_the_reference_graph() -> None:
+    module = sparse_conv(48, 48, 1, groups=2, shuffle_groups=24, impl="fast")
+    x = torch.randn(2, 48, 4, 4)
+    exported = torch.export.export(module, (x,))
+    targets = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
+    assert sum("conv" in t for t in targets) == 1 and not any("channel_shuffle" in t for t in targets)
+    _close(exported.module()(x), module(x))

@@ -1,0 +1,149 @@
+"""``igcnas train``: retrain an architecture from scratch (a zoo name, an arch.json or an export folder)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from igcnas.errors import UserError
+
+if TYPE_CHECKING:
+    from igcnas.arch.spec import ArchSpec
+
+__all__ = ["register", "run", "resolve_architecture"]
+
+HELP = """\
+Train an architecture from scratch with the long schedule (SGD + Nesterov momentum, the papers' step schedule:
+lr / 10 at 50%, 75% and 87.5% of the epochs), printing one line per epoch. ARCH is an export folder (its
+arch.json), an arch.json file, or a zoo name. The checkpoint folder --out receives arch.json, metrics.json (after
+every epoch), checkpoint.pt (resumable with --resume) and, at the end, weights.safetensors; load the result with
+igcnas.load_exported(OUT) or measure it with 'igcnas evaluate OUT --dataset ...'.
+
+Examples:
+  igcnas train exported/best --dataset digits --epochs 30 --out runs/best-long
+  igcnas train arch.json --dataset cifar10 --epochs 200 --lr 0.1 --batch-size 64"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``train`` command."""
+    from igcnas.cli._common import count, fraction, positive_int
+
+    parser = subparsers.add_parser("train", help="retrain an architecture from scratch", description=HELP,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("arch", metavar="ARCH", help="export folder, arch.json file or zoo name")
+    parser.add_argument("--dataset", help="dataset (digits, cifar10, ..., imagefolder:PATH); default: the one "
+                                          "recorded in ARCH/export.json")
+    parser.add_argument("--data-dir", help="folder holding the datasets (default: $IGCNAS_DATA_DIR or ./data)")
+    parser.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default: 30)")
+    parser.add_argument("--out", metavar="DIR", help="checkpoint folder (default: runs/<name>-<spec id>)")
+    parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: 0.1)")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="mini-batch size (default: 128)")
+    parser.add_argument("--schedule", choices=("step", "cosine", "step30", "constant"), default="step",
+                        help="learning-rate schedule (default: step, the papers' CIFAR schedule)")
+    parser.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up epochs (default: 0)")
+    parser.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay (default: 1e-4)")
+    parser.add_argument("--val-fraction", type=fraction, default=0.1,
+                        help="fraction of the training set held out for validation (default: 0.1)")
+    parser.add_argument("--train-subset", type=count, help="train on this many images only, e.g. 5k")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data split, initialisation and batches")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--threads", type=positive_int, help="CPU threads used by torch (default: torch's)")
+    parser.add_argument("--no-augment", action="store_true", help="train without pad-crop/flip augmentation")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
+    parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+    parser.set_defaults(func=run)
+
+
+def resolve_architecture(source: str) -> tuple[ArchSpec, Path | None]:
+    """The spec named by ``source`` (folder, arch.json or zoo name) and the folder it came from (if any).
+
+    Example:
+        >>> spec, folder = resolve_architecture("exported/best")  # doctest: +SKIP
+    """
+    from igcnas.arch.spec import ArchSpec, load_spec
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return load_spec(path), path
+    if path.is_file():
+        return load_spec(path), None
+    import importlib
+
+    try:
+        get_zoo = getattr(importlib.import_module("igcnas.zoo"), "get_zoo", None)
+    except ImportError:
+        get_zoo = None
+    if not callable(get_zoo):
+        raise UserError(
+            f"ARCH: {source!r} is neither a folder nor an arch.json file (and the zoo is not available); "
+            "give an export folder or an arch.json"
+        )
+    try:
+        entry = get_zoo(source)
+    except (KeyError, LookupError):
+        raise UserError(
+            f"ARCH: {source!r} is not a folder, an arch.json file or a zoo name (see 'igcnas zoo')"
+        ) from None
+    spec = entry if isinstance(entry, ArchSpec) else getattr(entry, "spec", None)
+    if not isinstance(spec, ArchSpec):
+        raise UserError(f"ARCH: the zoo entry {source!r} has no architecture spec")
+    return spec, None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``igcnas train``."""
+    import torch
+
+    from igcnas.data import load_data
+    from igcnas.export import read_manifest
+    from igcnas.nn.network import build
+    from igcnas.train import CHECKPOINT_FILE, WEIGHTS_FILE, TrainConfig, train
+    from igcnas.units import format_count
+
+    spec, folder = resolve_architecture(args.arch)
+    manifest = read_manifest(folder) if folder is not None else {}
+    dataset = args.dataset or manifest.get("dataset")
+    if not dataset:
+        raise UserError(f"--dataset: {args.arch!r} does not record its dataset; pass --dataset (e.g. --dataset digits)")
+    out = Path(args.out) if args.out else Path("runs") / f"{spec.name or 'arch'}-{spec.id}".replace("/", "-")
+    if not args.resume and ((out / CHECKPOINT_FILE).is_file() or (out / WEIGHTS_FILE).is_file()):
+        raise UserError(
+            f"--out: {str(out)!r} already holds a training run; pass --resume to continue it or choose another --out"
+        )
+    if folder is not None and out.resolve() == folder.resolve():
+        raise UserError(f"--out: {str(out)!r} is the folder ARCH was read from; choose another --out")
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        device=args.device,
+        augment=not args.no_augment,
+        num_threads=args.threads,
+    )
+    data = load_data(str(dataset), data_dir=args.data_dir, val_fraction=args.val_fraction,
+                     train_subset=args.train_subset, seed=args.seed, progress=not args.quiet)
+    if tuple(data.input_shape) != tuple(spec.input_shape) or data.num_classes != spec.num_classes:
+        print(f"igcnas: note: adapting the architecture to {dataset}: input {tuple(spec.input_shape)} -> "
+              f"{tuple(data.input_shape)}, {spec.num_classes} -> {data.num_classes} classes", file=sys.stderr)
+        channels, height, width = data.input_shape
+        spec = replace(spec, input_shape=(channels, height, width), num_classes=data.num_classes)
+    torch.manual_seed(args.seed)
+    model = build(spec)
+    if not args.quiet:
+        params = sum(p.numel() for p in model.parameters())
+        print(f"training {spec.name or spec.id} ({spec.design}, {format_count(params)} params) on {dataset} for "
+              f"{config.epochs} epochs into {out}", file=sys.stderr)
+    result = train(model, data, config, checkpoint_dir=out, arch=spec.to_dict(), progress=not args.quiet,
+                   evaluate_test=data.test is not None, resume=args.resume)
+    test = f", test accuracy {result.test_accuracy:.2%}" if result.test_accuracy is not None else ""
+    print(f"{result.status} after {result.epochs_trained}/{config.epochs} epochs: val accuracy "
+          f"{result.val_accuracy:.2%} (best {result.best_val_accuracy:.2%} at epoch {result.best_epoch}){test}")
+    print(f"checkpoint folder: {out} (igcnas evaluate {out} --dataset {dataset})")
+    return 0 if result.status == "completed" else 1

@@ -1,0 +1,360 @@
+"""The embedded Optuna backend: one study in an RDB storage (SQLite under ``trials/`` by default).
+
+Per candidate: sample (define-by-run) -> spec -> closed-form count (cached by spec id) -> over budget: recorded
+``infeasible`` with its constraint values (Optuna's ``set_constraint``, so NSGA-II/TPE learn the boundary) and
+never trained -> same architecture already completed in the study: the result is reused -> else build and train,
+reporting each epoch's validation accuracy to a pruner. Multi-objective studies cannot use ``trial.report``, so
+each trained trial gets a twin in a single-objective side study ``<study>::fidelity`` that owns the
+successive-halving / Hyperband pruner. Heartbeats mark a killed process's trial as failed, and it is retried once
+(same parameters) by the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from igcnas.errors import UserError
+from igcnas.search._common import (
+    ETA,
+    Progress,
+    SearchConfig,
+    TrialContext,
+    TrialRecord,
+    compare_settings,
+    default_storage,
+    fingerprint,
+    pareto_promote,
+    read_records,
+    redact_url,
+    rung_epochs,
+    study_settings,
+    tally,
+    write_json,
+)
+
+__all__ = ["run_optuna", "open_storage", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S"]
+
+HEARTBEAT_INTERVAL_S = int(os.environ.get("IGCNAS_HEARTBEAT_S", "5"))
+"""Seconds between heartbeats of a running trial (environment: IGCNAS_HEARTBEAT_S)."""
+GRACE_PERIOD_S = int(os.environ.get("IGCNAS_HEARTBEAT_GRACE_S", "20"))
+"""A trial without heartbeat for this long belongs to a dead process: it is failed and retried once."""
+_STATE_ATTR = "igcnas_state"
+
+
+def open_storage(url: str, *, heartbeat: bool = True) -> Any:
+    """An RDBStorage with a generous SQLite busy timeout, heartbeats and one retry of stale trials."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL_S,
+            "grace_period": GRACE_PERIOD_S,
+            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
+        }
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as error:  # noqa: BLE001 - connection errors of any driver
+            if "already exists" in str(error) and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))  # another worker is creating the schema of a new database
+                continue
+            raise UserError(f"--storage: cannot open {redact_url(url)} ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:200]})") from None
+    raise AssertionError("unreachable")
+
+
+def _sampler(config: SearchConfig, seed: int) -> Any:
+    """The Optuna sampler for the config (seeded)."""
+    import optuna
+
+    name = config.sampler_name()
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                          n_startup_trials=max(4, min(10, config.trials // 2)))
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, config.trials // 2)))
+
+
+def _pruner(config: SearchConfig) -> Any:
+    """The pruner of the side study (None for --pruner none)."""
+    import optuna
+
+    if config.pruner == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs, reduction_factor=ETA)
+    return None  # none, or pareto (our own rung bookkeeping in the main study's user_attrs)
+
+
+def _directions(config: SearchConfig) -> list[Any]:
+    """Optuna directions of the objectives."""
+    return ["maximize" if d == "max" else "minimize" for _, d in config.objective_columns()]
+
+
+def _open_study(config: SearchConfig, storage: Any, name: str, settings: dict[str, Any], where: str) -> Any:
+    """Create the study or reuse it after checking its stored settings."""
+    import optuna
+
+    try:
+        existing = optuna.study.get_all_study_names(storage)
+    except Exception as error:  # noqa: BLE001
+        raise UserError(f"--storage: cannot read {where} ({type(error).__name__}: {str(error)[:200]})") from None
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage)
+        stored = study.user_attrs.get("igcnas_settings")
+        for _ in range(20):  # another worker may have created the study a moment ago and not yet tagged it
+            if stored is not None or study.get_trials(deepcopy=False):
+                break
+            time.sleep(0.25)
+            stored = study.user_attrs.get("igcnas_settings")
+        if stored is None:
+            raise UserError(f"study {name!r} in {where} was not created by igcnas search; give another --study name")
+        compare_settings(name, where, stored, settings)
+        return study
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, directions=_directions(config))
+    except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
+        study = optuna.load_study(study_name=name, storage=storage)
+        return study
+    study.set_user_attr("igcnas_settings", settings)
+    study.set_user_attr("igcnas_fingerprint", fingerprint(settings))
+    study.set_metric_names([col for col, _ in config.objective_columns()])
+    return study
+
+
+def run_optuna(
+    config: SearchConfig,
+    space: Any,
+    *,
+    data: Any = None,
+    train_fn: Callable[..., Any] | None = None,
+) -> str:
+    """Run (or resume) a search on the Optuna backend; returns the study name.
+
+    ``train_fn`` replaces :func:`igcnas.train.train` (tests use it to spy on what is trained).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from igcnas.cost import count
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    name = config.study_name(space.name)
+    url = config.storage or default_storage(config.trials_dir)
+    where = redact_url(url)
+    storage = open_storage(url)
+    settings = study_settings(config, space.settings())
+    ctx = TrialContext(config, space, name, data=data, train_fn=train_fn)
+    shape, classes = ctx.shape()  # bad data or a budget nothing fits fail before the study is created
+    _check_space_fits(ctx, space, shape, classes)
+    study = _open_study(config, storage, name, settings, where)
+    ctx.study_dir.mkdir(parents=True, exist_ok=True)
+    write_json(ctx.study_dir / "study.json", {"study": name, "storage": where, **settings,
+                                               "space_path": space.path})
+    progress = Progress(config, name)
+    objectives = config.objective_columns()
+
+    previous = len(study.get_trials(deepcopy=False))
+    study.sampler = _sampler(config, config.seed + previous)
+    pruner = _pruner(config)
+    side = None
+    if pruner is not None:
+        side = optuna.create_study(study_name=f"{name}::fidelity", storage=open_storage(url, heartbeat=False),
+                                   direction="maximize",
+                                   pruner=pruner, load_if_exists=True)
+    optuna.storages.fail_stale_trials(study)
+    progress.line(
+        f"study {name} in {where}: {previous} earlier trials; space {space.name} ({len(space.designs)} designs); "
+        f"{config.dataset} {shape}; budget params {config.max_params or '-'} flops {config.max_flops or '-'}; "
+        f"sampler {config.sampler_name()}, pruner {config.pruner}; {config.trials} trained trials x "
+        f"{config.epochs} epochs"
+    )
+
+    current: dict[str, Any] = {}
+
+    def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
+        current.clear()
+        current["number"] = trial.number
+        t0 = time.perf_counter()
+        params = space.define(trial, fill_budget=config.fill_budget)
+        folder = ctx.trial_dir(trial.number)
+        try:
+            spec, overrides, note = ctx.make_spec(params)
+        except UserError as error:
+            record = TrialRecord(trial=trial.number, state="failed", max_epochs=config.epochs, backend="optuna",
+                                 study=name, reason=f"invalid architecture: {error}", sampled=dict(params))
+            record.write(folder)
+            current["record"] = record
+            trial.set_user_attr(_STATE_ATTR, "failed")
+            trial.set_user_attr("reason", record.reason)
+            raise
+        cost = count(spec)
+        record = ctx.base_record(trial.number, spec, cost, params)
+        spec.save(folder)
+        for key, value in (("spec_id", spec.id), ("params", cost.params), ("flops", cost.flops),
+                           ("design", spec.design), ("widths", record.widths), ("depths", record.depths)):
+            trial.set_user_attr(key, value)
+        constraints, over = ctx.violations(cost.params, cost.flops)
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        values_of = {"params": float(cost.params), "flops": float(cost.flops)}
+        current["record"] = record
+        if over:
+            record.state = "infeasible"
+            record.reason = over + (f"; {note}" if note else "")
+            record.duration_s = time.perf_counter() - t0
+            record.write(folder)
+            trial.set_user_attr(_STATE_ATTR, "infeasible")
+            trial.set_user_attr("reason", record.reason)
+            return _values(objectives, {"accuracy": 0.0, **values_of})
+        key = f"{spec.id}:{fingerprint(overrides)}"
+        trial.set_user_attr("key", key)
+        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if other.user_attrs.get("key") == key and other.user_attrs.get(_STATE_ATTR) == "complete":
+                record.state = "complete"
+                record.reused_from = other.number
+                record.accuracy = other.user_attrs.get("accuracy")
+                record.epochs = other.user_attrs.get("epochs", config.epochs)
+                record.reason = f"duplicate of trial {other.number} (same spec id {spec.id}): result reused"
+                record.duration_s = time.perf_counter() - t0
+                record.write(folder)
+                trial.set_user_attr(_STATE_ATTR, "complete")
+                trial.set_user_attr("reused_from", other.number)
+                trial.set_user_attr("accuracy", record.accuracy)
+                trial.set_user_attr("epochs", record.epochs)
+                return tuple(other.values) if len(other.values) > 1 else other.values[0]
+        side_trial = side.ask() if side is not None else None
+        if side_trial is not None:
+            side_trial.set_user_attr("main_trial", trial.number)
+            trial.set_user_attr("fidelity_trial", side_trial.number)
+
+        def on_epoch(metrics: Any) -> bool:
+            trial.set_user_attr("epochs", int(metrics.epoch))
+            trial.set_user_attr("accuracy", float(metrics.val_accuracy))
+            if config.pruner == "pareto":
+                return _pareto_prune(study, trial, int(metrics.epoch), float(metrics.val_accuracy),
+                                     values_of, objectives, config.epochs)
+            if side_trial is None:
+                return False
+            side_trial.report(float(metrics.val_accuracy), int(metrics.epoch))
+            return int(metrics.epoch) < config.epochs and side_trial.should_prune()
+
+        if note:
+            record.reason = note
+        progress.line(f"#{trial.number:04d} training {spec.design} widths {record.widths} depths {record.depths} "
+                      f"({cost.params:,} params)")
+        record = ctx.train(trial.number, spec, overrides, record, on_epoch)
+        current["record"] = record
+        trial.set_user_attr(_STATE_ATTR, record.state)
+        trial.set_user_attr("reason", record.reason)
+        if side is not None and side_trial is not None:
+            if record.state == "complete" and record.accuracy is not None:
+                side.tell(side_trial, record.accuracy)
+            elif record.state == "pruned":
+                side.tell(side_trial, state=TrialState.PRUNED)
+            else:
+                side.tell(side_trial, state=TrialState.FAIL)
+        if record.state == "pruned":
+            raise optuna.TrialPruned(record.reason)
+        if record.state == "failed":
+            raise _TrialFailed(record.reason)
+        return _values(objectives, {"accuracy": float(record.accuracy or 0.0), **values_of})
+
+    trained = attempts = 0
+    cap = config.attempts_cap()
+    while trained < config.trials and attempts < cap:
+        attempts += 1
+        study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
+        record = current.get("record")
+        if record is None:
+            continue
+        if record.state == "running":  # an exception outside training (a bug): Optuna marked the trial FAIL
+            frozen = study.get_trials(deepcopy=False)[current["number"]]
+            record.state = "failed"
+            record.reason = str(frozen.system_attrs.get("fail_reason", "exception during the trial"))[:500]
+            record.write(ctx.trial_dir(record.trial))
+        if record.state in ("complete", "pruned", "failed") and record.reused_from is None:
+            trained += 1
+        rows = read_records(ctx.study_dir)
+        counts, best = tally(rows, objectives, config.epochs)
+        counts["running"] = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        progress.trial(record, counts, best)
+    if trained < config.trials:
+        smallest, params = space.smallest_spec(input_shape=shape, num_classes=classes)
+        cost = count(smallest)
+        message = (
+            f"stopped after {attempts} sampled candidates with only {trained} of {config.trials} trained: "
+            f"most candidates were over budget or already trained. The smallest architecture of space "
+            f"{space.name} ({smallest.design}, widths {'-'.join(str(s.width) for s in smallest.stages)}) has "
+            f"{cost.params:,} params and {cost.flops:,} FLOPs; raise --max-params/--max-flops, use a space with "
+            f"smaller widths, or raise --max-attempts"
+        )
+        if trained == 0:
+            raise UserError(message)
+        progress.line("warning: " + message)
+    return name
+
+
+def _pareto_prune(study: Any, trial: Any, epoch: int, accuracy: float, costs: dict[str, float],
+                  objectives: list[tuple[str, str]], max_epochs: int) -> bool:
+    """Pareto-aware successive halving on the main study: True when the trial should stop at this rung."""
+    from optuna.trial import TrialState
+
+    if epoch not in rung_epochs(max_epochs):
+        return False
+    key = f"rung:{epoch}"
+    number = trial.number
+    vector = [-accuracy if col == "accuracy" else costs[col] for col, _ in objectives]
+    trial.set_user_attr(key, {"values": vector, "attempt": number})
+    pool = [
+        (t.number, tuple(t.user_attrs[key]["values"]))
+        for t in study.get_trials(deepcopy=False)
+        if t.number != number and t.state != TrialState.FAIL and key in t.user_attrs
+        and t.user_attrs[key].get("attempt") == t.number  # a retried trial inherits its origin's records
+    ]
+    return not pareto_promote(pool, (number, tuple(vector)))
+
+
+class _TrialFailed(RuntimeError):
+    """A trained trial that failed (exception or divergence); its reason is in trial.json."""
+
+
+def _values(objectives: list[tuple[str, str]], values: dict[str, float]) -> float | tuple[float, ...]:
+    """Objective values in order (a float for a single objective)."""
+    out = tuple(float(values[col]) for col, _ in objectives)
+    return out[0] if len(out) == 1 else out
+
+
+def _check_space_fits(ctx: TrialContext, space: Any, shape: tuple[int, int, int], classes: int) -> None:
+    """Fail early when even the cheapest architecture of the space is over budget (nothing could be trained)."""
+    from igcnas.cost import count
+
+    if ctx.config.fill_budget:
+        return
+    budgets = {"params": ctx.config.max_params, "flops": ctx.config.max_flops}
+    for by, budget in budgets.items():
+        if budget is None:
+            continue
+        smallest, value = space.smallest_spec(input_shape=shape, num_classes=classes, by=by)
+        if value > budget:
+            cost = count(smallest)
+            _, over = ctx.violations(cost.params, cost.flops)
+            raise UserError(
+                f"budget too small for space {space.name}: its smallest architecture by {by} ({smallest.design}, "
+                f"widths {'-'.join(str(s.width) for s in smallest.stages)}, depths "
+                f"{'-'.join(str(s.depth) for s in smallest.stages)}) has {cost.params:,} params and "
+                f"{cost.flops:,} FLOPs ({over}); raise --max-{by}"
+            )

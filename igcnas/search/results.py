@@ -1,0 +1,146 @@
+"""Reading studies back: one trials table per study, the same for both backends.
+
+The trial folders (``<trials_dir>/<study>/<trial>/trial.json``) are the record; for Optuna studies the storage
+adds what a killed process could not write (a trial whose heartbeat stopped is ``failed``, not ``running``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from igcnas.errors import UserError
+from igcnas.search._common import read_records, redact_url
+
+__all__ = ["load_study", "list_studies", "study_info"]
+
+
+def study_info(name: str, *, trials_dir: str | Path = "trials") -> dict[str, Any]:
+    """The settings in ``<trials_dir>/<name>/study.json`` (empty when there is none)."""
+    path = Path(trials_dir) / name / "study.json"
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials") -> pd.DataFrame:
+    """The trials table of a study (validated against :data:`igcnas.analysis.TRIAL_COLUMNS`), by trial number.
+
+    Extra columns: ``node`` (the Ray node that ran the trial), ``reused_from`` (a duplicate architecture: the
+    trial whose recorded result it reused instead of training) and ``sampled`` (the sampled parameters, JSON).
+
+    Example:
+        >>> frame = load_study("igc_cifar-digits")  # doctest: +SKIP
+        >>> frame[frame.state == "complete"][["trial", "accuracy", "params"]]  # doctest: +SKIP
+    """
+    from igcnas.analysis import empty_trials_frame, validate_trials_frame
+
+    folder = Path(trials_dir) / name
+    info = study_info(name, trials_dir=trials_dir)
+    if not folder.is_dir() and storage is None:
+        known = sorted(p.parent.name for p in Path(trials_dir).glob("*/study.json"))
+        raise UserError(
+            f"study {name!r}: no folder {folder}; known studies in {trials_dir}: {', '.join(known) or 'none'} "
+            "(see 'igcnas studies')"
+        )
+    rows = read_records(folder)
+    url = storage or (info.get("storage") if info.get("backend") == "optuna" else None)
+    if url and "***" not in url:
+        rows = _merge_optuna(name, url, rows, info)
+    if not rows:
+        return empty_trials_frame()
+    for row in rows:
+        sampled = row.get("sampled")
+        row["sampled"] = json.dumps(sampled, sort_keys=True) if isinstance(sampled, dict) else (sampled or "")
+        for key in ("accuracy", "test_accuracy", "duration_s"):
+            if row.get(key) is None:
+                row[key] = math.nan
+    frame = pd.DataFrame(rows)
+    if "reused_from" in frame.columns:
+        frame["reused_from"] = pd.to_numeric(frame["reused_from"], errors="coerce").astype("Int64")
+    return validate_trials_frame(frame).sort_values("trial", kind="stable").reset_index(drop=True)
+
+
+def _merge_optuna(name: str, url: str, rows: list[dict[str, Any]], info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fill in what only the Optuna storage knows: trials without trial.json, killed (stale) trials."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        return rows  # never create an empty database by reading
+    try:
+        study = optuna.load_study(study_name=name, storage=url)
+        trials = study.get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - the folder is still a complete record
+        return rows
+    by_number = {int(r["trial"]): r for r in rows if "trial" in r}
+    retried: dict[int, int] = {}
+    for t in trials:
+        origin = t.system_attrs.get("failed_trial")
+        if origin is not None:
+            retried[int(origin)] = t.number
+    for t in trials:
+        row = by_number.get(t.number)
+        if row is None:
+            state = {TrialState.RUNNING: "running", TrialState.WAITING: "running", TrialState.COMPLETE: "complete",
+                     TrialState.PRUNED: "pruned"}.get(t.state, "failed")
+            row = {"trial": t.number, "state": state, "accuracy": t.user_attrs.get("accuracy"),
+                   "params": t.user_attrs.get("params"), "flops": t.user_attrs.get("flops"),
+                   "epochs": t.user_attrs.get("epochs", 0), "max_epochs": info.get("epochs", 0),
+                   "spec_id": t.user_attrs.get("spec_id", ""), "design": t.user_attrs.get("design", ""),
+                   "widths": t.user_attrs.get("widths", ""), "depths": t.user_attrs.get("depths", ""),
+                   "backend": "optuna", "study": name, "reason": t.user_attrs.get("reason", ""),
+                   "sampled": dict(t.params)}
+            rows.append(row)
+            by_number[t.number] = row
+        if row.get("state") == "running" and t.state == TrialState.FAIL:
+            row["state"] = "failed"
+            row["reason"] = "the process running it died (heartbeat stopped)"
+        if t.number in retried and row.get("state") == "failed":
+            row["reason"] = f"{row.get('reason', '')}; retried as trial {retried[t.number]}".lstrip("; ")
+    return sorted(rows, key=lambda r: int(r["trial"]))
+
+
+def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = None) -> list[dict[str, Any]]:
+    """One summary per study in ``trials_dir`` (and in ``storage``): trial counts and best values.
+
+    Example:
+        >>> for row in list_studies():  # doctest: +SKIP
+        ...     print(row["study"], row["complete"], row["best_accuracy"])
+    """
+    names = sorted(p.parent.name for p in Path(trials_dir).glob("*/study.json"))
+    if storage:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            stored = optuna.study.get_all_study_names(storage)
+        except Exception as error:  # noqa: BLE001
+            raise UserError(f"--storage: cannot read {redact_url(storage)} ({type(error).__name__})") from None
+        names = sorted(set(names) | {n for n in stored if "::" not in n})
+    out = []
+    for name in names:
+        info = study_info(name, trials_dir=trials_dir)
+        frame = load_study(name, storage=storage, trials_dir=trials_dir)
+        states = frame["state"].astype(str).value_counts().to_dict()
+        full = frame[(frame["state"].astype(str) == "complete") & (frame["epochs"] >= frame["max_epochs"])]
+        out.append({
+            "study": name,
+            "backend": info.get("backend", "optuna"),
+            "space": info.get("space", ""),
+            "dataset": info.get("dataset", ""),
+            "trials": len(frame),
+            **{state: int(states.get(state, 0)) for state in ("complete", "pruned", "infeasible", "failed", "running")},
+            "best_accuracy": float(full["accuracy"].max()) if len(full) else None,
+            "min_params": int(full["params"].min()) if len(full) else None,
+            "min_flops": int(full["flops"].min()) if len(full) else None,
+        })
+    return out

@@ -1,0 +1,72 @@
+"""The naive-vs-fast block benchmark runs end to end on tiny inputs and reports consistent rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from igcnas.bench import ops as bench
+from igcnas.errors import UserError
+from igcnas.nn.ops import FastSparseConv2d, SparseConv2d
+
+
+def test_bench_blocks_rows_are_complete_and_consistent() -> None:
+    rows = bench.bench_blocks(batch=2, size=8, repeats=1)
+    assert [row["block"] for row in rows] == ["IGC-L24M2", "IGCV2*-C416", "IGCV3-D"]
+    for row in rows:
+        for key in ("naive_train_ips", "fast_train_ips", "naive_eval_ips", "fast_eval_ips"):
+            assert row[key] > 0
+        assert row["train_speedup"] == pytest.approx(row["fast_train_ips"] / row["naive_train_ips"], rel=0.02)
+        assert row["max_abs_diff"] < 1e-4
+    # closed-form sizes of the three paper blocks (conv weights + BN affine)
+    igc, v2, v3 = rows
+    assert igc["params"] == 48 * 2 * 9 + 48 * 24 + 2 * 48
+    assert igc["macs"] == (48 * 2 * 9 + 48 * 24) * 8 * 8
+    assert v2["params"] == 416 * 9 + 3 * 416 * 8 + 2 * 416
+    assert v3["params"] == 192 * 16 + 192 * 9 + 32 * 96 + 2 * (192 + 192 + 32)
+    table = bench.format_table(rows)
+    assert "IGCV2*-C416" in table and "train_speedup" in table
+
+
+def test_blocks_use_the_requested_impl_and_share_weights() -> None:
+    for case in bench.BLOCKS:
+        naive, fast = case.build("naive"), case.build("fast")
+        convs_naive = [m for m in naive.modules() if isinstance(m, SparseConv2d)]
+        convs_fast = [m for m in fast.modules() if isinstance(m, SparseConv2d)]
+        assert convs_naive and all(type(m) is SparseConv2d for m in convs_naive)
+        assert convs_fast and all(isinstance(m, FastSparseConv2d) for m in convs_fast)
+        assert naive.state_dict().keys() == fast.state_dict().keys()
+
+
+def test_igcv2_star_has_log_k_group_convs() -> None:
+    # L* = ceil(log_8 416) + 1 = 4: one channel-wise conv + 3 group 1x1 convs of 52 x 8 channels
+    block = bench.igcv2_star_c416_block(impl="naive")
+    convs = [m for m in block.modules() if isinstance(m, SparseConv2d)]
+    assert [(m.groups, m.kernel_size[0], m.shuffle_groups) for m in convs] == [(416, 3, 1)] + [
+        (52, 1, 52)
+    ] * 3
+
+
+def test_main_prints_table_and_writes_json(tmp_path, capsys) -> None:
+    out = tmp_path / "rows.json"
+    threads = torch.get_num_threads()
+    try:
+        assert (
+            bench.main(
+                ["--batch", "1", "--size", "4", "--repeats", "1", "--threads", "1", "--json", str(out)]
+            )
+            == 0
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert "IGC-L24M2" in capsys.readouterr().out
+    assert len(json.loads(out.read_text())) == 3
+
+
+def test_bad_arguments_raise_user_errors() -> None:
+    with pytest.raises(UserError, match="repeats=0"):
+        bench.bench_pair("x", lambda impl: bench.igc_l24m2_block(impl=impl), channels=48, repeats=0)
+    with pytest.raises(UserError, match="--threads"):
+        bench.main(["--threads", "0"])

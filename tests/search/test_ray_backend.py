@@ -1,0 +1,99 @@
+"""The Ray Tune backend: a small end-to-end search, resume, and trials on both nodes of a 2-node local cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from igcnas.data import DataBundle, load_data
+from igcnas.search import SearchConfig, load_study, run_search
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataBundle:
+    return load_data("digits", train_subset=300, seed=0)
+
+
+def _config(tmp_path: Path, **changes: object) -> SearchConfig:
+    base: dict[str, object] = {
+        "space": str(REPO / "search_spaces/igc_cifar.yaml"), "backend": "ray", "trials": 3, "epochs": 2,
+        "max_params": 30_000, "trials_dir": str(tmp_path / "trials"), "device": "cpu", "progress": False,
+        "train_subset": 300,
+    }
+    return SearchConfig(**{**base, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_ray_search_end_to_end_same_trial_format(tmp_path: Path, digits: DataBundle) -> None:
+    config = _config(tmp_path, epochs=3, pruner="sha")  # ASHA
+    name = run_search(config, data=digits)
+    frame = load_study(name, trials_dir=config.trials_dir)
+    assert set(frame.backend) == {"ray"}
+    assert not (frame.state == "running").any()
+    trained = frame[frame.state.isin(["complete", "pruned", "failed"]) & frame.reused_from.isna()]
+    assert len(trained) >= 3
+    assert (frame[frame.state == "infeasible"].params > 30_000).all()
+    folder = Path(config.trials_dir) / name
+    for row in frame.itertuples():
+        trial_dir = folder / f"{row.trial:04d}"
+        assert (trial_dir / "trial.json").is_file() and (trial_dir / "arch.json").is_file()
+        if row.state == "infeasible":
+            assert not (trial_dir / "metrics.json").exists()  # decided before any training
+        if row.state == "complete" and row.reused_from is pd_na():
+            assert row.epochs == 3 and (trial_dir / "weights.safetensors").is_file()
+        if row.state == "pruned":  # ASHA-stopped or cut at the end: partial fidelity, kept off the front
+            assert row.epochs < 3
+        assert row.node  # the Ray node that ran it
+    from igcnas.analysis import pareto_front
+
+    front = pareto_front(frame)
+    assert len(front) >= 1 and (front.epochs == 3).all() and (front.state == "complete").all()
+    # the Optuna study behind OptunaSearch saw the same trials: partial ones are not COMPLETE there
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{Path(config.trials_dir) / 'igcnas.db'}")
+    states = {t.number: t.state.name for t in study.trials}
+    for row in frame.itertuples():
+        if row.state == "pruned":
+            assert states[row.trial] == "PRUNED"
+        if row.state == "infeasible":
+            assert study.trials[row.trial].constraints["max_params"] > 0
+    # a second run resumes the study: more trials, same numbering
+    run_search(config.replace(trials=1), data=digits)
+    again = load_study(name, trials_dir=config.trials_dir)
+    assert len(again) > len(frame) and set(frame.trial) < set(again.trial)
+
+
+def pd_na() -> object:
+    import pandas as pd
+
+    return pd.NA
+
+
+@pytest.mark.slow
+def test_ray_two_node_cluster_places_trials_on_both_nodes(tmp_path: Path, digits: DataBundle) -> None:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        config = _config(tmp_path, trials=4, epochs=2, max_params=None, pruner="none",
+                         address=cluster.address, cpus_per_trial=1.0)
+        name = run_search(config, data=digits)
+        assert not ray.is_initialized()  # run_search connected and disconnected
+        rows = [json.loads(p.read_text()) for p in (Path(config.trials_dir) / name).glob("*/trial.json")]
+        nodes = {r["node"] for r in rows if r["state"] != "infeasible"}
+        assert len(nodes) == 2, f"trials ran on {nodes}"
+        assert all(len(n) > 8 for n in nodes)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
