@@ -1,0 +1,69 @@
+"""The search benchmark on a tiny digits setup: every run's row, equal trials, equal epochs, sane shares."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from igcnas.bench.search import TimedTrain, bench_search
+from igcnas.errors import UserError
+
+_COLUMNS = {
+    "run", "sampler", "pruner", "trials", "complete", "pruned", "infeasible", "epochs", "best_acc", "hypervolume",
+    "train_s", "total_s", "setup_s", "overhead_s_per_trial", "overhead_share", "overhead_share_with_setup",
+}
+
+
+def test_bench_search_rows_on_digits(tmp_path: Path) -> None:
+    rows = bench_search(dataset="digits", train_subset=None, trials=3, epochs=2, max_params=50_000,
+                        trials_dir=str(tmp_path))
+    assert [r["run"] for r in rows] == ["random", "tpe", "nsga2", "nsga2+pareto"]
+    assert [(r["sampler"], r["pruner"]) for r in rows] == [
+        ("random", "none"), ("tpe", "none"), ("nsga2", "none"), ("nsga2", "pareto")]
+    for row in rows:
+        assert set(row) == _COLUMNS
+        assert 0.0 <= row["overhead_share"] <= 1.0
+        assert 0.0 <= row["overhead_share_with_setup"] <= 1.0
+        assert 0.0 <= row["hypervolume"] <= 1.0
+        assert 0.0 < row["train_s"] <= row["total_s"]
+        assert row["setup_s"] <= row["total_s"]
+        assert row["complete"] >= 1 and not math.isnan(row["best_acc"])
+    unpruned = rows[:3]
+    # Equal trial count, full fidelity: every trained trial ran all its epochs.
+    assert all(r["trials"] == 3 and r["epochs"] == 6 and r["pruned"] == 0 for r in unpruned)
+    pruned = rows[3]
+    # Equal compute: the pruned run spends exactly the epochs of the unpruned NSGA-II run.
+    assert pruned["epochs"] == rows[2]["epochs"]
+    assert pruned["pruned"] >= 1 and pruned["trials"] > 3
+    # Each run has its own temporary study folder under trials_dir.
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 4
+
+
+def test_timed_train_stops_at_the_budget() -> None:
+    class Metrics:
+        def __init__(self, epoch: int) -> None:
+            self.epoch = epoch
+
+    class Config:
+        epochs = 3
+
+    def fake_train(model: object, data: object, config: Config, *, on_epoch: object, **_: object) -> list[int]:
+        done = []
+        for epoch in range(1, config.epochs + 1):
+            done.append(epoch)
+            if on_epoch(Metrics(epoch)):  # type: ignore[operator]
+                break
+        return done
+
+    timer = TimedTrain(budget=4, train_fn=fake_train)
+    assert timer(None, None, Config(), on_epoch=lambda m: None) == [1, 2, 3]
+    assert timer(None, None, Config(), on_epoch=lambda m: None) == [1]  # budget spent after 4 epochs
+    assert (timer.calls, timer.epochs) == (2, 4)
+    assert 0.0 <= timer.hook_s <= timer.train_s and timer.net_train_s >= 0.0
+
+
+def test_bench_search_rejects_bad_counts() -> None:
+    with pytest.raises(UserError, match="trials"):
+        bench_search(dataset="digits", trials=0)
