@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from igcnas._progress import ProgressBar, format_duration
 from igcnas.data import DataBundle, ImageTensors, iterate_batches
 from igcnas.errors import UserError
 from igcnas.train._config import TrainConfig, learning_rate
@@ -37,7 +38,6 @@ from igcnas.train._io import (
     state_dict_for_saving,
     write_json_atomic,
 )
-from igcnas._progress import ProgressBar, format_duration
 
 __all__ = [
     "EpochMetrics",
