@@ -230,7 +230,8 @@ def decode_images(
     """
     n = len(paths)
     workers = default_workers() if workers is None else max(1, int(workers))
-    bar = ProgressBar(label=label, total=n, enabled=progress, keep=True, unit="files/s")
+    bar = ProgressBar(label=label, total=n, enabled=progress, keep=True, unit="files/s",
+                      min_interval=0.2 if sys.stderr.isatty() else 15.0)
     results: list[np.ndarray | str] = [""] * n
     use_pool = workers > 1 and n >= _MIN_FILES_FOR_POOL and not multiprocessing.current_process().daemon
     try:
@@ -253,7 +254,8 @@ def decode_images(
                     sys.stderr.write(
                         f"\n{label}: process pool unavailable ({exc}); decoding in one process\n"
                     )
-                bar = ProgressBar(label=label, total=n, enabled=progress, keep=True, unit="files/s")
+                bar = ProgressBar(label=label, total=n, enabled=progress, keep=True, unit="files/s",
+                      min_interval=0.2 if sys.stderr.isatty() else 15.0)
         for i, path in enumerate(paths):
             results[i] = _decode_one(path)
             if i % 256 == 255:
