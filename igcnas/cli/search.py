@@ -24,7 +24,9 @@ ASHA on Ray), so weak ones stop early; only fully trained trials enter the front
 Every trial leaves trials/<study>/<trial>/ with arch.json, trial.json, metrics.json (per epoch) and
 weights.safetensors; the run ends by printing the Pareto front (complete, fully trained, feasible trials) and its
 hypervolume. Rerunning the same command resumes the study and adds --trials more trained trials; several
-processes on one --storage cooperate on one study.
+processes on one --storage cooperate on one study. A trial whose process was killed is marked failed once its
+heartbeat (every $IGCNAS_HEARTBEAT_S seconds, default 5) has been silent for $IGCNAS_HEARTBEAT_GRACE_S seconds
+(default 20), and the next run retries its configuration once.
 
 Examples:
   igcnas search                                          # 20 trials x 6 epochs on digits, <= 50k params

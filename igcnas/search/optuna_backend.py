@@ -38,9 +38,19 @@ from igcnas.search._common import (
 
 __all__ = ["run_optuna", "open_storage", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S"]
 
-HEARTBEAT_INTERVAL_S = int(os.environ.get("IGCNAS_HEARTBEAT_S", "5"))
+
+
+def _env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds >= 1 from the environment variable ``name``."""
+    text = os.environ.get(name, str(default))
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UserError(f"{name}: {text!r} must be a whole number of seconds >= 1 (e.g. {name}={default})")
+    return int(text)
+
+
+HEARTBEAT_INTERVAL_S = _env_seconds("IGCNAS_HEARTBEAT_S", 5)
 """Seconds between heartbeats of a running trial (environment: IGCNAS_HEARTBEAT_S)."""
-GRACE_PERIOD_S = int(os.environ.get("IGCNAS_HEARTBEAT_GRACE_S", "20"))
+GRACE_PERIOD_S = _env_seconds("IGCNAS_HEARTBEAT_GRACE_S", 20)
 """A trial without heartbeat for this long belongs to a dead process: it is failed and retried once."""
 _STATE_ATTR = "igcnas_state"
 
@@ -66,7 +76,8 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
         except Exception as error:  # noqa: BLE001 - connection errors of any driver
-            if "already exists" in str(error) and attempt < 4:
+            racing = "already exists" in str(error) or "UNIQUE constraint failed" in str(error)
+            if racing and attempt < 4:
                 time.sleep(0.5 * (attempt + 1))  # another worker is creating the schema of a new database
                 continue
             raise UserError(f"--storage: cannot open {redact_url(url)} ({type(error).__name__}: "
@@ -189,8 +200,16 @@ def run_optuna(
         current.clear()
         current["number"] = trial.number
         t0 = time.perf_counter()
-        params = space.define(trial, fill_budget=config.fill_budget)
         folder = ctx.trial_dir(trial.number)
+        try:
+            params = space.define(trial, fill_budget=config.fill_budget)
+        except Exception as error:  # a sampler or storage error: recorded, not counted as a trained trial
+            reason = f"sampling failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:500]
+            TrialRecord(trial=trial.number, state="failed", max_epochs=config.epochs, backend="optuna",
+                        study=name, reason=reason).write(folder)
+            trial.set_user_attr(_STATE_ATTR, "failed")
+            trial.set_user_attr("reason", reason)
+            raise
         try:
             spec, overrides, note = ctx.make_spec(params)
         except UserError as error:
@@ -222,6 +241,7 @@ def run_optuna(
             return _values(objectives, {"accuracy": 0.0, **values_of})
         key = f"{spec.id}:{fingerprint(overrides)}"
         trial.set_user_attr("key", key)
+        _wait_for_running_twin(study, trial.number, key)
         for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if other.user_attrs.get("key") == key and other.user_attrs.get(_STATE_ATTR) == "complete":
                 record.state = "complete"
@@ -358,3 +378,25 @@ def _check_space_fits(ctx: TrialContext, space: Any, shape: tuple[int, int, int]
                 f"{'-'.join(str(s.depth) for s in smallest.stages)}) has {cost.params:,} params and "
                 f"{cost.flops:,} FLOPs ({over}); raise --max-{by}"
             )
+
+
+def _wait_for_running_twin(study: Any, number: int, key: str, *, poll_s: float = 1.0) -> None:
+    """Wait while an earlier trial of another worker trains the same architecture, so it is not trained twice.
+
+    Only trials with a lower number are waited for (two workers never wait on each other). A twin whose worker
+    died is failed by its stale heartbeat (``fail_stale_trials``), which ends the wait; its result, when it
+    completes, is then reused by the caller's duplicate check.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    while True:
+        twins = [
+            other for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if other.number < number and other.user_attrs.get("key") == key
+        ]
+        if not twins:
+            return
+        time.sleep(poll_s)
+        if hasattr(optuna.storages, "fail_stale_trials"):
+            optuna.storages.fail_stale_trials(study)

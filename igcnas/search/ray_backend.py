@@ -78,6 +78,9 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         study: Any = self._ot_study
+        if study._storage.get_trial(ot_trial._trial_id).state.is_finished():
+            self._completed_trials.add(trial_id)  # told before the driver died: a restored run replays its end
+            return
         metrics: list[str] = list(self._metric or [])
         result = result or {}
         with warnings.catch_warnings():  # a restored trial may be told twice: its constraints are already set
@@ -337,6 +340,7 @@ def run_ray(
             {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
         )
         monitor = _Monitor(config, TrialContext(config, space, name), progress, objectives)
+        _ACTIVE_MONITORS.append(monitor)
         runs_dir = (ctx.study_dir / "ray").resolve()
         runs = sorted(p for p in runs_dir.glob("run-*") if p.is_dir()) if runs_dir.is_dir() else []
         tuner = None
@@ -355,9 +359,10 @@ def run_ray(
                                           stop=monitor, callbacks=[monitor]),
             )
         grid = tuner.fit()
-        _finalise(grid, ctx, monitor, study)
+        _finalise(grid, ctx, monitor, study, before=previous)
         (run_dir / _DONE_MARKER).write_text("finished\n")
     finally:
+        _ACTIVE_MONITORS.clear()
         if started_ray:
             ray.shutdown()
     if monitor.trained < config.trials:
@@ -371,8 +376,25 @@ def run_ray(
     return name
 
 
+_ACTIVE_MONITORS: list[_Monitor] = []
+
+
+def _active_monitor() -> _Monitor:
+    """The monitor of this process's run: what the monitor pickled in a restored experiment's tuner.pkl becomes."""
+    if not _ACTIVE_MONITORS:
+        raise RuntimeError("no igcnas search is running in this process to restore its Ray experiment into")
+    return _ACTIVE_MONITORS[-1]
+
+
 class _Monitor(Callback, Stopper):
-    """Progress lines per finished trial, and stops the experiment once ``--trials`` trials were trained."""
+    """Progress lines per finished trial, and stops the experiment once ``--trials`` trials were trained.
+
+    ``Tuner.restore`` brings back the run config pickled by the killed run, callbacks and stopper included; a
+    monitor therefore pickles as a reference to the current run's monitor, so a resumed run counts its own trials.
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        return (_active_monitor, ())
 
     def __init__(self, config: SearchConfig, ctx: TrialContext, progress: Progress,
                  objectives: list[tuple[str, str]]) -> None:
@@ -446,9 +468,10 @@ def _fix_record(ctx: TrialContext, number: int, result: dict[str, Any], *, error
     return record
 
 
-def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> None:
+def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any, *, before: int) -> None:
     """After fit: no trial may stay 'running' (trials stopped when the search reached --trials), in trial.json or
-    in the Optuna study (Tune does not tell the searcher about trials it stops at the end)."""
+    in the Optuna study (Tune does not tell the searcher about trials it stops at the end). A trial of an earlier,
+    killed run (number < ``before``) still running now was not in the restored experiment: it is failed."""
     from optuna.trial import TrialState
 
     for result in grid:
@@ -465,5 +488,13 @@ def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> No
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         path = ctx.trial_dir(trial.number) / "trial.json"
         state = json.loads(path.read_text()).get("state") if path.is_file() else "failed"
+        if state == "running" and trial.number < before:
+            data = json.loads(path.read_text())
+            record = TrialRecord(**{k: data[k] for k in TrialRecord.__dataclass_fields__ if k in data})
+            record.state = "failed"
+            record.reason = ("the search process running it was killed, and the resumed Ray experiment did not "
+                             "include it (its last snapshot predates the trial)")
+            record.write(ctx.trial_dir(trial.number))
+            state = "failed"
         if state in ("pruned", "failed"):
             study.tell(trial.number, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL)

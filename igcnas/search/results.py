@@ -53,7 +53,7 @@ def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
     rows = read_records(folder)
     url = storage or (info.get("storage") if info.get("backend") == "optuna" else None)
     if url and "***" not in url:
-        rows = _merge_optuna(name, url, rows, info)
+        rows = _merge_optuna(name, url, rows, info, required=not folder.is_dir())
     if not rows:
         return empty_trials_frame()
     for row in rows:
@@ -68,18 +68,34 @@ def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
     return validate_trials_frame(frame).sort_values("trial", kind="stable").reset_index(drop=True)
 
 
-def _merge_optuna(name: str, url: str, rows: list[dict[str, Any]], info: dict[str, Any]) -> list[dict[str, Any]]:
-    """Fill in what only the Optuna storage knows: trials without trial.json, killed (stale) trials."""
+def _merge_optuna(name: str, url: str, rows: list[dict[str, Any]], info: dict[str, Any], *,
+                  required: bool = False) -> list[dict[str, Any]]:
+    """Fill in what only the Optuna storage knows: trials without trial.json, killed (stale) trials.
+
+    ``required``: there is no trial folder, so a storage that cannot be read or lacks the study is a UserError.
+    """
     import optuna
     from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    where = redact_url(url)
+    missing = (f"study {name!r} is neither a folder of --trials-dir nor in {where}; check the name "
+               "(see 'igcnas studies --storage URL')")
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        if required:
+            raise UserError(missing)
         return rows  # never create an empty database by reading
     try:
         study = optuna.load_study(study_name=name, storage=url)
         trials = study.get_trials(deepcopy=False)
-    except Exception:  # noqa: BLE001 - the folder is still a complete record
+    except KeyError:
+        if required:
+            raise UserError(missing) from None
+        return rows
+    except Exception as error:  # noqa: BLE001 - the folder is still a complete record
+        if required:
+            raise UserError(f"--storage: cannot read {where} ({type(error).__name__}); check the URL and that "
+                            "the database server is reachable") from None
         return rows
     by_number = {int(r["trial"]): r for r in rows if "trial" in r}
     retried: dict[int, int] = {}
