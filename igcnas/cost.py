@@ -16,12 +16,11 @@ import logging
 import threading
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 
 from igcnas.arch.spec import ArchSpec
-from igcnas.nn.network import Cost, build, network_cost
+from igcnas.nn.network import Cost, LayerCost, build, layer_costs, network_cost
 
 __all__ = [
     "Cost",
@@ -140,95 +139,6 @@ def fvcore_cost(spec: ArchSpec) -> Cost:
         )
     params = int(parameter_count(model)[""])
     return _store(key, Cost(params, flops))
-
-
-@dataclass(frozen=True)
-class LayerCost:
-    """Cost of one stage of a network (stem, one block, head conv, classifier), split by what it counts.
-
-    ``weights``: conv/linear weights of the body (no bias); ``shortcut``: weights of a projection shortcut;
-    ``bn``: BatchNorm gamma + beta; ``bias``: the classifier bias; ``flops``: multiply-adds per image.
-    """
-
-    name: str
-    role: str  # "stem" | "block" | "head" | "classifier"
-    in_channels: int
-    out_channels: int
-    stride: int
-    out_size: tuple[int, int]
-    weights: int
-    shortcut: int
-    bn: int
-    bias: int
-    flops: int
-    detail: str = ""
-
-    @property
-    def params(self) -> int:
-        """All trainable parameters of the layer (the budget convention)."""
-        return self.weights + self.shortcut + self.bn + self.bias
-
-
-def layer_costs(spec: ArchSpec) -> list[LayerCost]:
-    """Closed-form cost of the stem, every block, the head conv and the classifier, in network order.
-
-    The ``params``/``flops`` of the rows add up to :func:`count` exactly.
-
-    Example:
-        >>> from igcnas.arch import ArchSpec
-        >>> spec = ArchSpec.simple("DW+PW", widths=(16, 32), depths=(1, 1))
-        >>> sum(r.params for r in layer_costs(spec)) == count(spec).params
-        True
-    """
-    from igcnas.arch.spec import plan_block
-    from igcnas.nn.network import conv_out
-
-    channels, h, w = spec.input_shape
-    stem = spec.stem
-    h, w = conv_out(h, stem.kernel_size, stem.stride), conv_out(w, stem.kernel_size, stem.stride)
-    weights = stem.kernel_size**2 * channels * stem.width
-    detail = f"CONV {stem.kernel_size}x{stem.kernel_size}/{stem.stride}" + (" + maxpool 3x3/2" if stem.pool else "")
-    rows = [LayerCost("stem", "stem", channels, stem.width, stem.stride, (h, w), weights, 0, 2 * stem.width, 0,
-                      weights * h * w, detail)]
-    if stem.pool:
-        h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
-    width = stem.width
-    for index, stage in enumerate(spec.stages):
-        block = spec.block_of(index)
-        for block_index in range(stage.depth):
-            plan = plan_block(spec, index, width, first=block_index == 0)
-            widths = plan.chain.widths()
-            body = flops = bn = 0
-            bh, bw = h, w
-            for k, kernel in enumerate(plan.chain.kernels):
-                stride = plan.stride if k == plan.stride_index else 1
-                bh, bw = conv_out(bh, kernel.size, stride), conv_out(bw, kernel.size, stride)
-                kernel_weights = kernel.params(widths[k])
-                body += kernel_weights
-                flops += kernel_weights * bh * bw
-                if block.bn_after(k):
-                    bn += 2 * widths[k + 1]
-            shortcut = 0
-            if plan.projection:
-                shortcut = plan.in_channels * plan.out_channels // plan.projection_groups
-                flops += shortcut * conv_out(h, 1, plan.stride) * conv_out(w, 1, plan.stride)
-                bn += 2 * plan.out_channels
-            kind = "identity" if plan.identity else ("projection" if plan.projection else "none")
-            rows.append(LayerCost(
-                f"stages.{index}.{block_index}", "block", plan.in_channels, plan.out_channels, plan.stride, (bh, bw),
-                body, shortcut, bn, 0, flops, f"{plan.chain.describe()}; shortcut {kind}",
-            ))
-            h, w = bh, bw
-            width = stage.width
-    if spec.head.width is not None:
-        weights = width * spec.head.width
-        rows.append(LayerCost("head", "head", width, spec.head.width, 1, (h, w), weights, 0, 2 * spec.head.width, 0,
-                              weights * h * w, "PW 1x1"))
-        width = spec.head.width
-    weights = width * spec.num_classes
-    rows.append(LayerCost("classifier", "classifier", width, spec.num_classes, 1, (1, 1), weights, 0, 0,
-                          spec.num_classes, weights, "global average pool + FC"))
-    return rows
 
 
 def count_convention(

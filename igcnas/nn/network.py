@@ -11,7 +11,7 @@ Budget convention (also what :mod:`igcnas.cost` asks fvcore to count):
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -19,7 +19,7 @@ from torch import nn
 from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec, plan_block
 from igcnas.nn.ops import sparse_conv
 
-__all__ = ["Cost", "Block", "Network", "build", "block_cost", "network_cost", "conv_out"]
+__all__ = ["Cost", "LayerCost", "Block", "Network", "build", "block_cost", "layer_costs", "network_cost", "conv_out"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,33 @@ class Cost:
 
     def __add__(self, other: Cost) -> Cost:
         return Cost(self.params + other.params, self.flops + other.flops)
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Cost of one stage of a network (stem, one block, head conv, classifier), split by what it counts.
+
+    ``weights``: conv/linear weights of the body (no bias); ``shortcut``: weights of a projection shortcut;
+    ``bn``: BatchNorm gamma + beta; ``bias``: the classifier bias; ``flops``: multiply-adds per image.
+    """
+
+    name: str
+    role: str  # "stem" | "block" | "head" | "classifier"
+    in_channels: int
+    out_channels: int
+    stride: int
+    out_size: tuple[int, int]
+    weights: int
+    shortcut: int
+    bn: int
+    bias: int
+    flops: int
+    detail: str = ""
+
+    @property
+    def params(self) -> int:
+        """All trainable parameters of the layer (the budget convention)."""
+        return self.weights + self.shortcut + self.bn + self.bias
 
 
 def conv_out(size: int, kernel: int, stride: int) -> int:
@@ -80,25 +107,28 @@ class Block(nn.Module):
         return torch.relu(y) if self.post_relu else y
 
 
-def block_cost(plan: BlockPlan, block: BlockSpec, height: int, width: int) -> tuple[Cost, int, int]:
-    """Closed-form params/FLOPs of one block at an input resolution; returns (cost, out height, out width)."""
+def block_cost(plan: BlockPlan, block: BlockSpec, height: int, width: int) -> tuple[LayerCost, int, int]:
+    """Closed-form cost of one block at an input resolution; returns (its row, out height, out width)."""
     widths = plan.chain.widths()
-    params = flops = 0
+    body = flops = bn = 0
     h, w = height, width
     for index, kernel in enumerate(plan.chain.kernels):
         stride = plan.stride if index == plan.stride_index else 1
         h, w = conv_out(h, kernel.size, stride), conv_out(w, kernel.size, stride)
         weights = kernel.params(widths[index])
-        params += weights
+        body += weights
         flops += weights * h * w
         if block.bn_after(index):
-            params += 2 * widths[index + 1]
+            bn += 2 * widths[index + 1]
+    shortcut = 0
     if plan.projection:
-        ph, pw = conv_out(height, 1, plan.stride), conv_out(width, 1, plan.stride)
-        weights = plan.in_channels * plan.out_channels // plan.projection_groups
-        params += weights + 2 * plan.out_channels
-        flops += weights * ph * pw
-    return Cost(params, flops), h, w
+        shortcut = plan.in_channels * plan.out_channels // plan.projection_groups
+        flops += shortcut * conv_out(height, 1, plan.stride) * conv_out(width, 1, plan.stride)
+        bn += 2 * plan.out_channels
+    kind = "identity" if plan.identity else ("projection" if plan.projection else "none")
+    row = LayerCost("", "block", plan.in_channels, plan.out_channels, plan.stride, (h, w), body, shortcut, bn, 0,
+                    flops, f"{plan.chain.describe()}; shortcut {kind}")
+    return row, h, w
 
 
 class Network(nn.Module):
@@ -172,24 +202,44 @@ def build(spec: ArchSpec, *, impl: str = "auto") -> Network:
     return Network(spec, impl=impl)
 
 
-def network_cost(spec: ArchSpec) -> Cost:
-    """Closed-form params/FLOPs of the whole network (equals fvcore under the convention above)."""
+def layer_costs(spec: ArchSpec) -> list[LayerCost]:
+    """Closed-form cost of the stem, every block, the head conv and the classifier, in network order.
+
+    Example:
+        >>> from igcnas.arch import ArchSpec
+        >>> spec = ArchSpec.simple("DW+PW", widths=(16, 32), depths=(1, 1))
+        >>> sum(r.params for r in layer_costs(spec)) == network_cost(spec).params
+        True
+    """
     channels, h, w = spec.input_shape
     stem = spec.stem
     h, w = conv_out(h, stem.kernel_size, stem.stride), conv_out(w, stem.kernel_size, stem.stride)
-    stem_weights = stem.kernel_size**2 * channels * stem.width
-    total = Cost(stem_weights + 2 * stem.width, stem_weights * h * w)
+    weights = stem.kernel_size**2 * channels * stem.width
+    detail = f"CONV {stem.kernel_size}x{stem.kernel_size}/{stem.stride}" + (" + maxpool 3x3/2" if stem.pool else "")
+    rows = [LayerCost("stem", "stem", channels, stem.width, stem.stride, (h, w), weights, 0, 2 * stem.width, 0,
+                      weights * h * w, detail)]
     if stem.pool:
         h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
     width = stem.width
     for index, stage in enumerate(spec.stages):
+        block = spec.block_of(index)
         for block_index in range(stage.depth):
             plan = plan_block(spec, index, width, first=block_index == 0)
-            cost, h, w = block_cost(plan, spec.block_of(index), h, w)
-            total = total + cost
+            row, h, w = block_cost(plan, block, h, w)
+            rows.append(replace(row, name=f"stages.{index}.{block_index}"))
             width = stage.width
     if spec.head.width is not None:
         weights = width * spec.head.width
-        total = total + Cost(weights + 2 * spec.head.width, weights * h * w)
+        rows.append(LayerCost("head", "head", width, spec.head.width, 1, (h, w), weights, 0, 2 * spec.head.width, 0,
+                              weights * h * w, "PW 1x1"))
         width = spec.head.width
-    return total + Cost(width * spec.num_classes + spec.num_classes, width * spec.num_classes)
+    weights = width * spec.num_classes
+    rows.append(LayerCost("classifier", "classifier", width, spec.num_classes, 1, (1, 1), weights, 0, 0,
+                          spec.num_classes, weights, "global average pool + FC"))
+    return rows
+
+
+def network_cost(spec: ArchSpec) -> Cost:
+    """Closed-form params/FLOPs of the whole network (equals fvcore under the convention above)."""
+    rows = layer_costs(spec)
+    return Cost(sum(r.params for r in rows), sum(r.flops for r in rows))
