@@ -54,6 +54,7 @@ SKIPPED_OPS: tuple[str, ...] = (
     "aten::relu_",
     "aten::add",
     "aten::add_",
+    "aten::sum",
     "aten::mean",
     "aten::dropout",
     "aten::feature_dropout",
@@ -62,7 +63,7 @@ SKIPPED_OPS: tuple[str, ...] = (
 _SHAPE_OPS = {
     "aten::view", "aten::reshape", "aten::transpose", "aten::permute", "aten::contiguous", "aten::flatten",
     "aten::size", "aten::index_select", "aten::chunk", "aten::cat", "aten::unflatten", "aten::expand",
-    "aten::clone", "aten::t", "aten::numpy_T", "aten::select", "aten::slice", "aten::unsqueeze", "aten::squeeze",
+    "aten::clone", "aten::repeat", "aten::t", "aten::numpy_T", "aten::select", "aten::slice", "aten::unsqueeze", "aten::squeeze",
     "aten::pixel_shuffle", "aten::channel_shuffle", "aten::to", "aten::as_strided", "aten::detach",
 }
 

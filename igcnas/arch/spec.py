@@ -43,7 +43,7 @@ BNPlacement = Literal["each", "block", "none"]
 Shortcut = Literal["projection", "grouped_projection", "none"]
 BottleneckOf = Literal["out", "in"]
 # fields added after SPEC_VERSION 1 was frozen: omitted from to_dict() at their default, so older ids stay valid
-_BLOCK_DEFAULTS: dict[str, Any] = {"bottleneck_of": "out"}
+_BLOCK_DEFAULTS: dict[str, Any] = {"bottleneck_of": "out", "fusion": 1}
 _STAGE_DEFAULTS: dict[str, Any] = {"block": None}
 
 
@@ -75,6 +75,9 @@ class KernelSpec:
 class BlockSpec:
     """The block every stage repeats.
 
+    ``fusion`` > 1 is IGCV1's summation fusion: the block input is copied ``fusion`` times side by side, the chain
+    runs on the ``fusion``-times wider tensor (a GC with ``fusion`` groups is then ``fusion`` parallel convolutions
+    of the same input) and its output is summed over the ``fusion`` partitions back to the stage width.
     ``bottleneck`` is the ratio of the inner width to the block's output width (Fog: 0.25), or to its input
     width with ``bottleneck_of="in"`` (MobileNetV2/IGCV3 expansion t = 6 of C_in); it applies to chains whose
     first and last kernels are pointwise. ``bn="each"`` puts a BN after every kernel (Fog, IGCV3), ``"block"`` one
@@ -95,10 +98,13 @@ class BlockSpec:
     identity: bool = True
     shortcut: Shortcut = "projection"
     bottleneck_of: BottleneckOf = "out"
+    fusion: int = 1
 
     def __post_init__(self) -> None:
         if not self.kernels:
             raise UserError("block.kernels: a block needs at least one kernel")
+        if not isinstance(self.fusion, int) or self.fusion < 1:
+            raise UserError(f"block.fusion: {self.fusion!r} must be a positive integer (1: no fusion)")
         if not (isinstance(self.bottleneck, (int, float)) and self.bottleneck > 0 and math.isfinite(self.bottleneck)):
             raise UserError(f"block.bottleneck: {self.bottleneck!r} must be a positive number (e.g. 0.25 or 6)")
         if self.shuffle not in ("interleave", "none"):
@@ -420,16 +426,17 @@ class BlockPlan:
     identity: bool
     projection: bool
     projection_groups: int = 1
+    fusion: int = 1
 
     @property
     def in_channels(self) -> int:
         """Block input width."""
-        return self.chain.in_channels
+        return self.chain.in_channels // self.fusion
 
     @property
     def out_channels(self) -> int:
         """Block output width."""
-        return self.chain.out_channels
+        return self.chain.out_channels // self.fusion
 
 
 def _resolve_groups(
@@ -460,6 +467,8 @@ def plan_block(spec: ArchSpec, stage_index: int, in_width: int, *, first: bool) 
     block = spec.block_of(stage_index)
     stride = stage.stride if first else 1
     out_width = stage.width
+    block_in, block_out = in_width, out_width
+    in_width, out_width = in_width * block.fusion, out_width * block.fusion  # the chain's widths
     ratio = stage.bottleneck if stage.bottleneck is not None else block.bottleneck
     inner = out_width
     if block.is_bottleneck_form:
@@ -499,18 +508,18 @@ def plan_block(spec: ArchSpec, stage_index: int, in_width: int, *, first: bool) 
     chain = Chain(in_width, tuple(kernels))
     spatial = [i for i, k in enumerate(kernels) if KERNEL_KINDS[k.kind].spatial]
     stride_index = spatial[0] if spatial else 0
-    same_shape = stride == 1 and in_width == out_width
+    same_shape = stride == 1 and block_in == block_out
     identity = block.identity and same_shape
     projection = block.identity and not same_shape and block.shortcut != "none"
     projection_groups = 1
     if projection and block.shortcut == "grouped_projection":
         projection_groups = chain.kernels[0].resolved_groups(in_width)
-        if in_width % projection_groups or out_width % projection_groups:
+        if block_in % projection_groups or block_out % projection_groups:
             raise UserError(
                 f"{where}.block.shortcut: the grouped projection takes the first kernel's {projection_groups} "
-                f"groups, which must divide {in_width} and {out_width}; use shortcut 'projection'"
+                f"groups, which must divide {block_in} and {block_out}; use shortcut 'projection'"
             )
-    return BlockPlan(chain, stride, stride_index, identity, projection, projection_groups)
+    return BlockPlan(chain, stride, stride_index, identity, projection, projection_groups, block.fusion)
 
 
 def _place_shuffles(in_width: int, kernels: list[Kernel]) -> list[Kernel]:

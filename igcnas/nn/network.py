@@ -97,9 +97,14 @@ class Block(nn.Module):
                 nn.BatchNorm2d(plan.out_channels),
             )
         self.post_relu = block.post_relu
+        self.fusion = plan.fusion
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
+        if self.fusion > 1:  # summation fusion: the same input on every partition, partitions summed
+            y = self.body(x.repeat(1, self.fusion, 1, 1))
+            y = y.unflatten(1, (self.fusion, y.shape[1] // self.fusion)).sum(dim=1)
+        else:
+            y = self.body(x)
         if self.identity:
             y = y + x
         elif self.shortcut is not None:

@@ -74,6 +74,13 @@ def regconv_plain(width: int, depth: int, *, num_classes: int = 10, name: str = 
                     num_classes=num_classes, name=name)
 
 
+def sumfusion_plain(width: int, depth: int, *, partitions: int = 4, num_classes: int = 10, name: str = "") -> ArchSpec:
+    """IGCV1 Table 2 SumFusion: ``partitions`` parallel 3x3 convs of the same input, summed (BN, ReLU), D = 3B + 2."""
+    block = BlockSpec((KernelSpec("GC", groups=partitions),), bn="block", identity=False, fusion=partitions)
+    return ArchSpec(stem=StemSpec(width), block=block, stages=_three_stages(width, _plain_blocks(depth)),
+                    num_classes=num_classes, name=name)
+
+
 def igcv1_plain(L: int, M: int, depth: int, *, num_classes: int = 10, name: str = "") -> ArchSpec:
     """IGCV1 Table 2 plain IGC-LxMy net: stem L*M, IGC blocks (+BN+ReLU), L fixed and M doubling per stage."""
     block = BlockSpec(_igc_kernels(L), bn="block", identity=False)

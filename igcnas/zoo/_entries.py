@@ -94,6 +94,16 @@ def build_entries() -> list[ZooEntry]:
             b.regconv_plain(width, depth, name=f"RegConv-W{width}-D{depth}"),
             (f"igcv1/RegConv-W{width}/D{depth}/cifar",), "dense", None, _V1_CIFAR,
         ))
+    e.append(ZooEntry(
+        "SumFusion-D20", "igcv1",
+        "IGCV1 Table 2 SumFusion: four parallel 3x3 convs on the same input, summed (4 x (3x3, 8) + summation, then "
+        "(3x3, 16) and (3x3, 32)), BN + ReLU after each block, widths 8/16/32, 6 blocks per stage. Written as a "
+        "GC with 4 groups on the input copied 4 times side by side, summed over the 4 partitions (block.fusion = 4); "
+        "BN acts on each partition before the sum. The paper prints no figures ('nearly the same as RegConv-W16': "
+        "ours 270k params / 40.3M FLOPs vs RegConv-W16's 270k / 40.6M). The composed chain is a GC over the copies, "
+        "so no density is claimed for it.",
+        b.sumfusion_plain(8, 20, name="SumFusion-D20"), (), "none", None, _V1_CIFAR,
+    ))
     for L, M in ((4, 8), (24, 2)):
         name = f"IGC-L{L}M{M}-D20"
         e.append(ZooEntry(

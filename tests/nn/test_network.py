@@ -62,3 +62,25 @@ def test_build_is_pure():
     b = build(spec)
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb)
+
+
+def test_sum_fusion_block_is_parallel_convs_summed():
+    from igcnas.arch import plan_block
+
+    spec = ArchSpec(
+        stem=StemSpec(width=8),
+        block=BlockSpec((KernelSpec("GC", groups=4),), bn="none", identity=False, post_relu=False, fusion=4),
+        stages=(StageSpec(8, 1), StageSpec(16, 1, stride=2)),
+    )
+    assert "fusion" in spec.to_json() and ArchSpec.from_json(spec.to_json()) == spec
+    assert "fusion" not in SPECS["dw_pw"].to_json()  # default omitted: older spec ids are unchanged
+    plan = plan_block(spec, 1, 8, first=True)
+    assert (plan.in_channels, plan.out_channels, plan.chain.widths()) == (8, 16, [32, 64])
+    model = build(spec, impl="naive").eval()
+    block = model.stages[1][0]
+    x = torch.randn(2, 8, 8, 8)
+    conv = block.body.conv0
+    weights = conv.weight.chunk(4, dim=0)  # partition p: 8 inputs -> 16 outputs
+    expected = sum(torch.nn.functional.conv2d(x, w, stride=2, padding=1) for w in weights)
+    torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
+    assert count(spec) == fvcore_cost(spec)
