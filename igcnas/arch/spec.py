@@ -43,7 +43,7 @@ BNPlacement = Literal["each", "block", "none"]
 Shortcut = Literal["projection", "grouped_projection", "none"]
 BottleneckOf = Literal["out", "in"]
 # fields added after SPEC_VERSION 1 was frozen: omitted from to_dict() at their default, so older ids stay valid
-_BLOCK_DEFAULTS: dict[str, Any] = {"bottleneck_of": "out", "fusion": 1}
+_BLOCK_DEFAULTS: dict[str, Any] = {"bottleneck_of": "out", "fusion": 1, "require": "none"}
 _STAGE_DEFAULTS: dict[str, Any] = {"block": None}
 
 
@@ -75,6 +75,9 @@ class KernelSpec:
 class BlockSpec:
     """The block every stage repeats.
 
+    ``require`` makes every stage's planned block prove a property of its composed kernel, or the spec is
+    invalid: ``"dense"``, ``"strict"`` (IGCV1/IGCV2 complementary condition: exactly one path between every input
+    and output channel) or ``"loose:G"`` (IGCV3's condition over G super-channels); ``"none"`` checks nothing.
     ``fusion`` > 1 is IGCV1's summation fusion: the block input is copied ``fusion`` times side by side, the chain
     runs on the ``fusion``-times wider tensor (a GC with ``fusion`` groups is then ``fusion`` parallel convolutions
     of the same input) and its output is summed over the ``fusion`` partitions back to the stage width.
@@ -99,10 +102,12 @@ class BlockSpec:
     shortcut: Shortcut = "projection"
     bottleneck_of: BottleneckOf = "out"
     fusion: int = 1
+    require: str = "none"
 
     def __post_init__(self) -> None:
         if not self.kernels:
             raise UserError("block.kernels: a block needs at least one kernel")
+        _parse_requirement(self.require)
         if not isinstance(self.fusion, int) or self.fusion < 1:
             raise UserError(f"block.fusion: {self.fusion!r} must be a positive integer (1: no fusion)")
         if not (isinstance(self.bottleneck, (int, float)) and self.bottleneck > 0 and math.isfinite(self.bottleneck)):
@@ -506,6 +511,7 @@ def plan_block(spec: ArchSpec, stage_index: int, in_width: int, *, first: bool) 
     if block.shuffle == "interleave":
         kernels = _place_shuffles(in_width, kernels)
     chain = Chain(in_width, tuple(kernels))
+    _check_requirement(where, block, chain, block_in, block_out)
     spatial = [i for i, k in enumerate(kernels) if KERNEL_KINDS[k.kind].spatial]
     stride_index = spatial[0] if spatial else 0
     same_shape = stride == 1 and block_in == block_out
@@ -562,3 +568,35 @@ def _shuffles(in_width: int, kernels: tuple[Kernel, ...]) -> tuple[int | None, .
         reach = np.repeat(reach.reshape(k_groups, width // k_groups, -1).any(axis=1), k_out // k_groups, axis=0)
         width = k_out
     return tuple(shuffles)
+
+
+def _parse_requirement(text: str) -> tuple[str, int | None]:
+    """Parse ``block.require``: none, dense, strict or loose:G."""
+    if text in ("none", "dense", "strict"):
+        return text, None
+    if isinstance(text, str) and text.startswith("loose:") and text[6:].isdigit() and int(text[6:]) >= 1:
+        return "loose", int(text[6:])
+    raise UserError(
+        f"block.require: {text!r} must be 'none', 'dense', 'strict' or 'loose:G' (G super-channels, e.g. loose:2)"
+    )
+
+
+def _check_requirement(where: str, block: BlockSpec, chain: Chain, block_in: int, block_out: int) -> None:
+    """Raise UserError when a stage's block does not have the composed-kernel property the block requires."""
+    from igcnas.space.chain import is_dense, loose_complementary, strict_complementary
+
+    kind, super_channels = _parse_requirement(block.require)
+    if kind == "none":
+        return
+    holds = (
+        is_dense(chain) if kind == "dense"
+        else strict_complementary(chain) if kind == "strict"
+        else loose_complementary(chain, super_channels or 1)
+    )
+    if not holds:
+        raise UserError(
+            f"{where}.width: the block {chain.describe()} at {block_in}->{block_out} channels does not satisfy "
+            f"block.require={block.require!r}; choose widths and group numbers that do (strict: the product of "
+            f"the branch widths equals the width, e.g. GC with L groups then PWG with L channels per group) or "
+            f"relax block.require"
+        )

@@ -88,3 +88,23 @@ def test_kernel_spec_validation():
         KernelSpec("PWG")
     with pytest.raises(UserError, match="takes no groups"):
         KernelSpec("PW", groups=4)
+
+
+def test_required_complementary_condition_is_checked_per_stage():
+    ok = ArchSpec(
+        stem=StemSpec(width=48),
+        block=BlockSpec((KernelSpec("GC", groups=24), KernelSpec("PWG", group_width=24)), require="strict"),
+        stages=(StageSpec(48, 1), StageSpec(96, 1, stride=2)),
+    )
+    assert ArchSpec.from_json(ok.to_json()) == ok and '"require"' in ok.to_json()
+    assert '"require"' not in make().to_json()  # default omitted: existing spec ids unchanged
+    with pytest.raises(UserError, match=r"stages\[0\]\.width.*require='strict'"):
+        ArchSpec(
+            stem=StemSpec(width=48),
+            block=BlockSpec((KernelSpec("GC", groups=8), KernelSpec("PWG", groups=2)), require="strict"),
+            stages=(StageSpec(48, 1),),
+        )
+    with pytest.raises(UserError, match="loose:G"):
+        BlockSpec((KernelSpec("DW"),), require="loose")
+    dense = BlockSpec((KernelSpec("GC", groups=8), KernelSpec("PWG", groups=2)), require="dense")
+    ArchSpec(stem=StemSpec(width=48), block=dense, stages=(StageSpec(48, 1),))  # dense, though not strict
