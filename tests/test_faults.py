@@ -157,6 +157,14 @@ def test_ray_driver_kill_9_then_rerun_resumes(tmp_path: Path, fault_stats: Count
     # snapshot predates it) failed with that reason: never left running
     killed = after.set_index("trial").loc[victim["trial"]]
     assert killed.state in ("complete", "pruned") or (killed.state == "failed" and "killed" in killed.reason)
+    if killed.state == "failed":  # not in the snapshot: its configuration was retried once, as a later trial
+        import optuna
+
+        study = optuna.load_study(study_name="faults", storage=storage)
+        retries = [t for t in study.trials if t.user_attrs.get("retry_of") == victim["trial"]]
+        assert len(retries) == 1, [t.user_attrs for t in study.trials]
+        assert retries[0].params == study.trials[victim["trial"]].params
+        assert after.set_index("trial").loc[retries[0].number].state in ("complete", "pruned")
     trained = _trained_complete(after)
     assert not trained.duplicated(["spec_id", "sampled"]).any()
 

@@ -358,6 +358,11 @@ def run_ray(
                 run_config=tune.RunConfig(name=run_dir.name, storage_path=str(runs_dir), verbose=0,
                                           stop=monitor, callbacks=[monitor]),
             )
+        restored: set[Any] = set()
+        if run_dir in runs:  # the trials the resumed experiment will carry on
+            results: Any = tuner.get_results()
+            restored = {r.config.get("trial_number") for r in results if r.config}
+        _retry_orphans(ctx, study, restored, before=previous)
         grid = tuner.fit()
         _finalise(grid, ctx, monitor, study, before=previous)
         (run_dir / _DONE_MARKER).write_text("finished\n")
@@ -466,6 +471,27 @@ def _fix_record(ctx: TrialContext, number: int, result: dict[str, Any], *, error
             record.reason = f"stopped by {by} after epoch {record.epochs}/{record.max_epochs}"
         record.write(ctx.trial_dir(number))
     return record
+
+
+def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before: int) -> None:
+    """Trials a killed run left running that the resumed experiment does not contain are failed, and their
+    configuration is queued once (``enqueue_trial``): the searcher's next ``ask`` trains it again."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.number >= before or trial.number in restored:
+            continue
+        path = ctx.trial_dir(trial.number) / "trial.json"
+        if path.is_file():
+            data = json.loads(path.read_text())
+            record = TrialRecord(**{k: data[k] for k in TrialRecord.__dataclass_fields__ if k in data})
+            record.state = "failed"
+            record.reason = ("the search process running it was killed before Ray's last experiment snapshot "
+                             "included it; its configuration is retried once as a new trial")
+            record.write(ctx.trial_dir(trial.number))
+        study.tell(trial.number, state=TrialState.FAIL)
+        if "retry_of" not in trial.user_attrs and trial.params:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
 def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any, *, before: int) -> None:
