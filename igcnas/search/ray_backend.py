@@ -364,7 +364,7 @@ def run_ray(
             restored = {r.config.get("trial_number") for r in results if r.config}
         _retry_orphans(ctx, study, restored, before=previous)
         grid = tuner.fit()
-        _finalise(grid, ctx, monitor, study, before=previous)
+        _finalise(grid, ctx, monitor, study)
         (run_dir / _DONE_MARKER).write_text("finished\n")
     finally:
         _ACTIVE_MONITORS.clear()
@@ -473,6 +473,15 @@ def _fix_record(ctx: TrialContext, number: int, result: dict[str, Any], *, error
     return record
 
 
+def _read_record(ctx: TrialContext, number: int) -> TrialRecord | None:
+    """The trial.json of one trial as a record, or None when the trial left no folder."""
+    path = ctx.trial_dir(number) / "trial.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    return TrialRecord(**{k: data[k] for k in TrialRecord.__dataclass_fields__ if k in data})
+
+
 def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before: int) -> None:
     """Trials a killed run left running that the resumed experiment does not contain are failed, and their
     configuration is queued once (``enqueue_trial``): the searcher's next ``ask`` trains it again."""
@@ -481,10 +490,8 @@ def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number >= before or trial.number in restored:
             continue
-        path = ctx.trial_dir(trial.number) / "trial.json"
-        if path.is_file():
-            data = json.loads(path.read_text())
-            record = TrialRecord(**{k: data[k] for k in TrialRecord.__dataclass_fields__ if k in data})
+        record = _read_record(ctx, trial.number)
+        if record is not None:
             record.state = "failed"
             record.reason = ("the search process running it was killed before Ray's last experiment snapshot "
                              "included it; its configuration is retried once as a new trial")
@@ -494,10 +501,10 @@ def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
-def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any, *, before: int) -> None:
+def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> None:
     """After fit: no trial may stay 'running' (trials stopped when the search reached --trials), in trial.json or
-    in the Optuna study (Tune does not tell the searcher about trials it stops at the end). A trial of an earlier,
-    killed run (number < ``before``) still running now was not in the restored experiment: it is failed."""
+    in the Optuna study (Tune does not tell the searcher about trials it stops at the end). Trials of an earlier,
+    killed run outside the restored experiment were already failed and retried by :func:`_retry_orphans`."""
     from optuna.trial import TrialState
 
     for result in grid:
@@ -512,15 +519,7 @@ def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any, *, be
                 record.reason = f"stopped after epoch {record.epochs}/{record.max_epochs}: the search reached --trials"
                 record.write(ctx.trial_dir(int(number)))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        path = ctx.trial_dir(trial.number) / "trial.json"
-        state = json.loads(path.read_text()).get("state") if path.is_file() else "failed"
-        if state == "running" and trial.number < before:
-            data = json.loads(path.read_text())
-            record = TrialRecord(**{k: data[k] for k in TrialRecord.__dataclass_fields__ if k in data})
-            record.state = "failed"
-            record.reason = ("the search process running it was killed, and the resumed Ray experiment did not "
-                             "include it (its last snapshot predates the trial)")
-            record.write(ctx.trial_dir(trial.number))
-            state = "failed"
+        record = _read_record(ctx, trial.number)
+        state = record.state if record is not None else "failed"
         if state in ("pruned", "failed"):
             study.tell(trial.number, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL)
