@@ -25,7 +25,8 @@ HELP = """\
 Read a study's trials, keep the completed, fully trained ones within the budget, and print the non-dominated
 trials (best first; exact ties are all kept and flagged in 'dup_of') with their architecture (design, widths,
 depths) and the hypervolume of the front. The hypervolume's reference point is accuracy 0 and, for params/FLOPs,
-the budget when one is given, else the worst value among the trials shown.
+the budget given here, else the study's own search budget (as `igcnas search` reports it), else the worst value
+among the trials shown.
 
 Examples:
   igcnas pareto --study cifar
@@ -242,7 +243,11 @@ def run(args: argparse.Namespace) -> int:
     parsed = parse_objectives(objectives, columns=study.frame.columns)
     frame = filter_budget(study.frame, max_params=args.max_params, max_flops=args.max_flops)
     front = pareto_front(frame, parsed)
-    reference = _reference(frame, objectives, args.max_params, args.max_flops)
+    settings = study.settings or {}
+    # the hypervolume's reference point: the given budget, else the study's own budget (as `igcnas search` prints)
+    reference = _reference(frame, objectives,
+                           args.max_params if args.max_params is not None else settings.get("max_params"),
+                           args.max_flops if args.max_flops is not None else settings.get("max_flops"))
     hv = front_hypervolume(frame, parsed, reference) if reference and len(front) else 0.0
 
     zoo: pd.DataFrame | None = None

@@ -48,8 +48,8 @@ def test_table_lists_the_front_best_first_with_architecture_and_hypervolume(caps
     assert [int(cells[0]) for cells in lines] == _fake_study_module().FRONT
     assert lines[1][-1] == "1"  # trial 6 ties trial 1 exactly
     assert "PW+DW+PW" in out and "8-16" in out and "1-1" in out
-    # front (accuracy, params): (0.9, 2298), (0.85, 1290), (0.8, 834); reference (0, 2298)
-    expected_hv = 0.85 * (2298 - 1290) + 0.8 * (1290 - 834)
+    # front (accuracy, params): (0.9, 2298), (0.85, 1290), (0.8, 834); reference (0, 20k): the study's own budget
+    expected_hv = 0.9 * (20_000 - 2298) + 0.85 * (2298 - 1290) + 0.8 * (1290 - 834)
     hv_line = next(line for line in out.splitlines() if line.startswith("hypervolume"))
     assert float(hv_line.split()[1]) == pytest.approx(expected_hv, rel=1e-5)
 
