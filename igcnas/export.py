@@ -471,15 +471,11 @@ def export_trial(
     if not arch_file.is_file():
         raise UserError(f"trial {number} of study {study!r}: no {ARCH_FILE} in {str(folder)!r}; it cannot be exported")
     spec = load_spec(arch_file)
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        candidates = sorted(folder.glob("*.pt"))
-        if not candidates:
-            raise UserError(
-                f"trial {number} of study {study!r}: no {WEIGHTS_FILE} in {str(folder)!r} "
-                "(the search keeps weights of completed trials only); pick another trial"
-            )
-        weights = candidates[0]
+    weights = _weights_file(
+        folder,
+        f"trial {number} of study {study!r}: no {WEIGHTS_FILE} in {str(folder)!r} "
+        "(the search keeps weights of completed trials only); pick another trial",
+    )
     from igcnas.nn.network import build
 
     model = load_weights(build(spec, impl="naive"), weights)
@@ -559,12 +555,7 @@ def load_exported(path: str | Path, *, impl: str = "auto", device: str | torch.d
     if not (folder / ARCH_FILE).is_file():
         raise UserError(f"{str(folder)!r} has no {ARCH_FILE}; give an export folder ('igcnas export --out DIR')")
     spec = load_spec(folder)
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        candidates = sorted(folder.glob("*.pt"))
-        if not candidates:
-            raise UserError(f"{str(folder)!r} has no {WEIGHTS_FILE}; re-export or finish training first")
-        weights = candidates[0]
+    weights = _weights_file(folder, f"{str(folder)!r} has no {WEIGHTS_FILE}; re-export or finish training first")
     model = load_weights(build(spec, impl=impl), weights)
     return model.to(device).eval()
 
@@ -627,3 +618,14 @@ def evaluate_exported(
         "loss": float(loss),
         "params": int(manifest["params"]) if isinstance(manifest.get("params"), int) else None,
     }
+
+
+def _weights_file(folder: Path, missing: str) -> Path:
+    """The folder's safetensors weights, else its first ``*.pt`` (read with weights_only); ``missing`` if neither."""
+    weights = folder / WEIGHTS_FILE
+    if weights.is_file():
+        return weights
+    candidates = sorted(folder.glob("*.pt"))
+    if not candidates:
+        raise UserError(missing)
+    return candidates[0]
