@@ -164,10 +164,10 @@ def _unknown_study(name: str, trials_dir: Path) -> UserError:
 
 
 def open_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials") -> StudyTrials:
-    """Load a study's trials (through ``igcnas.search.load_study`` when available) with its folder and settings.
+    """Load a study's trials through ``igcnas.search.load_study``, with its folder and settings.
 
     Without a storage URL the study folder ``<trials_dir>/<name>`` must exist (else a UserError lists the known
-    studies). When ``igcnas.search`` is not importable the folder is read with :func:`read_trials_dir`.
+    studies).
 
     Example:
         >>> study = open_study("e2e", trials_dir="trials")  # doctest: +SKIP
@@ -179,12 +179,7 @@ def open_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
     folder = root / name
     if storage is None and not folder.is_dir():
         raise _unknown_study(name, root)
-    try:
-        from igcnas.search import load_study
-    except ImportError:
-        if not folder.is_dir():
-            raise _unknown_study(name, root) from None
-        frame = read_trials_dir(folder)
-    else:
-        frame = validate_trials_frame(load_study(name, storage=storage, trials_dir=str(root)))
+    from igcnas.search import load_study
+
+    frame = validate_trials_frame(load_study(name, storage=storage, trials_dir=str(root)))
     return StudyTrials(name=name, frame=frame, folder=folder, settings=read_study_settings(folder))
