@@ -15,7 +15,7 @@ from typing import Literal
 from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec
 from igcnas.errors import UserError
 from igcnas.space.chain import parse_design
-from igcnas.space.kernels import KERNEL_KINDS
+from igcnas.space.kernels import KERNEL_KINDS, is_bottleneck_form
 
 __all__ = ["FitResult", "layout_spec", "fit_budget"]
 
@@ -59,9 +59,7 @@ def layout_spec(
                 kernels.append(KernelSpec(kind, groups=value))
         else:
             kernels.append(KernelSpec(kind))
-    pointwise = {"PW", "PWG"}
-    bottleneck_form = len(kinds) >= 3 and kinds[0] in pointwise and kinds[-1] in pointwise
-    ratio = (bottleneck if bottleneck is not None else 0.25) if bottleneck_form else 1.0
+    ratio = (bottleneck if bottleneck is not None else 0.25) if is_bottleneck_form(kinds) else 1.0
     block = BlockSpec(tuple(kernels), bottleneck=ratio, relu_after=relu_after)
     if layout == "cifar":
         depths = depths or (3, 3, 3)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from igcnas.errors import UserError
 from igcnas.space.chain import Chain
-from igcnas.space.kernels import KERNEL_KINDS, Kernel, kernel_kind
+from igcnas.space.kernels import KERNEL_KINDS, Kernel, is_bottleneck_form, kernel_kind
 
 __all__ = [
     "KernelSpec",
@@ -152,8 +152,7 @@ class BlockSpec:
     @property
     def is_bottleneck_form(self) -> bool:
         """Length >= 3 with pointwise first and last kernels."""
-        pointwise = {"PW", "PWG"}
-        return len(self.kernels) >= 3 and self.kernels[0].kind in pointwise and self.kernels[-1].kind in pointwise
+        return is_bottleneck_form([k.kind for k in self.kernels])
 
 
 @dataclass(frozen=True)
@@ -349,13 +348,7 @@ class ArchSpec:
         if len(groups) != len(kinds):
             raise UserError(f"groups: {len(groups)} values for {len(kinds)} kernels of {design}")
         kernels = tuple(KernelSpec(k, groups=g) for k, g in zip(kinds, groups, strict=True))
-        pointwise = {"PW", "PWG"}
-        nonlinear = tuple(range(len(kinds) - 1)) if False else ()
-        block = BlockSpec(
-            kernels,
-            bottleneck=bottleneck if len(kinds) >= 3 and kinds[0] in pointwise and kinds[-1] in pointwise else 1.0,
-            relu_after=nonlinear,
-        )
+        block = BlockSpec(kernels, bottleneck=bottleneck if is_bottleneck_form(kinds) else 1.0)
         stages = tuple(
             StageSpec(width=w, depth=d, stride=1 if i == 0 else 2)
             for i, (w, d) in enumerate(zip(widths, depths, strict=True))

@@ -34,7 +34,7 @@ import numpy as np
 
 from igcnas.errors import UserError
 from igcnas.space.chain import Chain, InfoField, canonical_shuffle, standard_field
-from igcnas.space.kernels import KERNEL_KINDS, SPARSE_KINDS, Kernel, divisors
+from igcnas.space.kernels import KERNEL_KINDS, SPARSE_KINDS, Kernel, divisors, is_bottleneck_form
 
 __all__ = ["SpaceOptions", "Verdict", "SpaceResult", "prune_design_space", "evaluate_design", "RULES"]
 
@@ -235,8 +235,7 @@ class _Searcher:
 
     def bottleneck_form(self, design: tuple[str, ...]) -> bool:
         """Bottleneck reading: length >= 3, first and last kernels pointwise."""
-        pointwise = {"PW", "PWG"}
-        return self.options.bottleneck and len(design) >= 3 and design[0] in pointwise and design[-1] in pointwise
+        return self.options.bottleneck and is_bottleneck_form(design)
 
     def redundancy(self, design: tuple[str, ...]) -> tuple[str | None, Chain | None]:
         """Rule 3: returns (reason it is redundant or None, witness chain when it survives)."""

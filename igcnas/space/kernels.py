@@ -7,7 +7,7 @@ from typing import Literal
 
 from igcnas.errors import UserError
 
-__all__ = ["KernelKind", "KERNEL_KINDS", "SPARSE_KINDS", "kernel_kind", "Kernel", "divisors"]
+__all__ = ["KernelKind", "KERNEL_KINDS", "SPARSE_KINDS", "kernel_kind", "Kernel", "divisors", "is_bottleneck_form"]
 
 Grouping = Literal["dense", "grouped", "channelwise"]
 
@@ -45,6 +45,12 @@ def kernel_kind(name: str) -> KernelKind:
         raise UserError(
             f"unknown kernel kind {name!r}; known kinds: {', '.join(KERNEL_KINDS)}"
         ) from None
+
+
+def is_bottleneck_form(kinds: tuple[str, ...] | list[str]) -> bool:
+    """A low-rank bottleneck chain C -> K -> F: at least 3 kernels, the first and last pointwise (PW or PWG)."""
+    pointwise = {"PW", "PWG"}
+    return len(kinds) >= 3 and kinds[0] in pointwise and kinds[-1] in pointwise
 
 
 def divisors(n: int) -> list[int]:
