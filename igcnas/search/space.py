@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec, plan_block
 from igcnas.errors import UserError
 from igcnas.space.chain import loose_complementary, parse_design, strict_complementary
-from igcnas.space.kernels import KERNEL_KINDS
+from igcnas.space.kernels import KERNEL_KINDS, SPARSE_KINDS, is_bottleneck_form
 
 __all__ = [
     "SearchSpace",
@@ -63,7 +63,6 @@ _TOP_KEYS: tuple[str, ...] = (
 )
 _TRAIN_KEYS: tuple[str, ...] = ("lr", "weight_decay", "batch_size")
 _GROUPED = frozenset(name for name, kind in KERNEL_KINDS.items() if kind.grouping == "grouped")
-_POINTWISE = frozenset({"PW", "PWG"})
 
 
 class SuggestTrial(Protocol):
@@ -97,7 +96,7 @@ class _DesignPlan:
     @property
     def bottleneck_form(self) -> bool:
         """First and last kernels pointwise, length >= 3."""
-        return len(self.kinds) >= 3 and self.kinds[0] in _POINTWISE and self.kinds[-1] in _POINTWISE
+        return is_bottleneck_form(self.kinds)
 
 
 @dataclass(frozen=True)
@@ -569,7 +568,7 @@ def _designs(where: str, value: Any) -> tuple[str, ...]:
         except UserError as error:
             raise UserError(f"{where}: key 'designs': {error}; allowed values: {', '.join(survivors)}") from None
         name = "+".join(kinds)
-        if any(k not in ("GC", "DW", "PW", "PWG") for k in kinds):
+        if any(k not in SPARSE_KINDS for k in kinds):
             raise UserError(f"{where}: key 'designs': {v!r} uses a kernel outside GC, DW, PW, PWG; allowed values: "
                             f"{', '.join(survivors)}")
         verdict = result.verdict(kinds)
