@@ -91,12 +91,11 @@ def read_trials_dir(study_dir: str | Path) -> pd.DataFrame:
     folder = Path(study_dir)
     if not folder.is_dir():
         raise UserError(f"study folder {str(folder)!r} does not exist (run 'igcnas search' first or fix the path)")
+    from igcnas.search._common import iter_trial_files
+
     records: list[dict[str, Any]] = []
-    for trial_file in sorted(folder.glob(f"*/{TRIAL_FILE}")):
-        record = _read_json(trial_file, TRIAL_FILE)
-        if not isinstance(record, dict):
-            raise UserError(f"{trial_file}: expected a JSON object (one trials-table row), got {type(record).__name__}")
-        record = dict(record)
+    for trial_file, row in iter_trial_files(folder, strict=True):
+        record = dict(row)
         record["arch_path"] = _resolve_arch_path(record.get("arch_path"), trial_file.parent)
         if not record.get("study"):
             record["study"] = folder.name

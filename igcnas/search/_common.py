@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -477,15 +477,34 @@ def tally(records: list[dict[str, Any]], objectives: list[tuple[str, str]], max_
     return counts, best
 
 
-def read_records(study_dir: Path) -> list[dict[str, Any]]:
-    """Every ``trial.json`` under a study folder, by trial number."""
-    rows = []
+def iter_trial_files(study_dir: Path, *, strict: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """``(path, row)`` for every ``<study_dir>/*/trial.json`` (one trials-table row each), in path order.
+
+    Lenient by default (the search itself reads while other workers write): an unreadable file or one that
+    is not a JSON object is skipped. ``strict=True`` raises a UserError naming the file instead.
+    """
     for path in sorted(study_dir.glob("*/trial.json")):
         try:
-            rows.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
+            row = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            if strict:
+                raise UserError(f"{path}: trial.json is not valid JSON ({error}); repair or delete it (the "
+                                "search rewrites it)") from None
             continue
-    return sorted(rows, key=lambda r: r.get("trial", 0))
+        except OSError as error:
+            if strict:
+                raise UserError(f"{path}: cannot read trial.json ({error.strerror})") from None
+            continue
+        if not isinstance(row, dict):
+            if strict:
+                raise UserError(f"{path}: expected a JSON object (one trials-table row), got {type(row).__name__}")
+            continue
+        yield path, row
+
+
+def read_records(study_dir: Path) -> list[dict[str, Any]]:
+    """Every readable ``trial.json`` row under a study folder (:func:`iter_trial_files`), by trial number."""
+    return sorted((row for _, row in iter_trial_files(study_dir)), key=lambda r: r.get("trial", 0))
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
