@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
@@ -63,6 +64,11 @@ from igcnas.nn.ops import Impl, sparse_conv
 __all__ = [
     "BlockCase",
     "BLOCKS",
+    "CaseRef",
+    "Runtime",
+    "RUNTIMES",
+    "bench_cases",
+    "LEGEND",
     "igc_l24m2_block",
     "igcv2_star_c416_block",
     "igcv3_d_block",
@@ -229,6 +235,12 @@ def _macs(model: nn.Module, x: Tensor) -> int:
 
 
 InputFormat = Literal["native", "nchw", "channels_last"]
+#: ``system``: malloc as the C library sets it (what a plain PyTorch script gets); ``tuned``: the malloc tuning
+#: igcnas's CPU training applies (:mod:`igcnas._allocator`)
+Runtime = Literal["system", "tuned"]
+RUNTIMES: tuple[Runtime, ...] = ("system", "tuned")
+_IMPLS = ("naive", "fast")
+_MODES = ("train", "eval")
 
 
 def _input_format(impl: str, input_format: InputFormat, device: torch.device) -> torch.memory_format:
@@ -238,6 +250,87 @@ def _input_format(impl: str, input_format: InputFormat, device: torch.device) ->
     ):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def _check_sizes(**values: int) -> None:
+    """Raise a UserError naming the first argument that is not a positive integer."""
+    for field, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"bench: {field}={value!r} is not a positive integer (e.g. {field}=5)")
+
+
+class _PairTimer:
+    """The naive and the fast copy of one module, same weights and input values, ready to be timed in rounds."""
+
+    def __init__(
+        self,
+        build: Callable[[Impl], nn.Module],
+        *,
+        channels: int,
+        batch: int,
+        size: int,
+        warmup: int,
+        device: str | torch.device,
+        input_format: InputFormat,
+        seed: int,
+    ) -> None:
+        self.device = dev = torch.device(device)
+        self.batch = batch
+        torch.manual_seed(seed)
+        self.models: dict[str, nn.Module] = {"naive": build("naive").to(dev), "fast": build("fast").to(dev)}
+        self.models["fast"].load_state_dict(self.models["naive"].state_dict())
+        values = torch.randn(batch, channels, size, size, device=dev)
+        self.inputs = {
+            impl: values.contiguous(memory_format=_input_format(impl, input_format, dev)).requires_grad_(True)
+            for impl in self.models
+        }
+        self.grads: dict[str, Tensor] = {}
+        for impl, model in self.models.items():
+            model.train()
+            out = _train_step(model, self.inputs[impl])
+            self.grads[impl] = torch.randn_like(out)  # same layout as the output
+            for _ in range(warmup):
+                _train_step(model, self.inputs[impl], self.grads[impl])
+            model.eval()
+            for _ in range(warmup):
+                _eval_step(model, self.inputs[impl])
+
+    def round(self, index: int) -> dict[str, float]:
+        """Seconds of one training step and one inference of each impl (order alternates with ``index``)."""
+        order = _IMPLS if index % 2 == 0 else _IMPLS[::-1]
+        seconds: dict[str, float] = {}
+        for impl in order:
+            step = functools.partial(_train_step, self.models[impl].train(), self.inputs[impl], self.grads[impl])
+            seconds[f"{impl}_train"] = _timed(step, self.device)
+        for impl in order:
+            infer = functools.partial(_eval_step, self.models[impl].eval(), self.inputs[impl])
+            seconds[f"{impl}_eval"] = _timed(infer, self.device)
+        return seconds
+
+    def summary(self) -> dict[str, Any]:
+        """Max output difference fast vs naive, and the module's params and fvcore MACs per image."""
+        with torch.no_grad():
+            diff = self.models["naive"](self.inputs["naive"]) - self.models["fast"](self.inputs["fast"])
+        return {
+            "params": sum(p.numel() for p in self.models["naive"].parameters()),
+            "macs": _macs(self.models["naive"], self.inputs["naive"]),
+            "max_abs_diff": float(diff.abs().max()),
+        }
+
+
+def _ratio_fields(ips: dict[tuple[str, str, str], float], runtimes: Sequence[str]) -> dict[str, float]:
+    """Headline images/s and speed-ups from per-(runtime, impl, mode) images/s (see :func:`bench_case`)."""
+    engine = runtimes[-1]
+    row: dict[str, float] = {}
+    for mode in _MODES:
+        row[f"naive_{mode}_ips"] = ips[(runtimes[0], "naive", mode)]
+        row[f"fast_{mode}_ips"] = ips[(engine, "fast", mode)]
+        row[f"{mode}_speedup"] = row[f"fast_{mode}_ips"] / row[f"naive_{mode}_ips"]
+        row[f"{mode}_ops_speedup"] = ips[(engine, "fast", mode)] / ips[(engine, "naive", mode)]
+        for runtime in runtimes:
+            for impl in _IMPLS:
+                row[f"{impl}_{mode}_ips_{runtime}"] = ips[(runtime, impl, mode)]
+    return row
 
 
 def bench_pair(
@@ -253,13 +346,15 @@ def bench_pair(
     input_format: InputFormat = "native",
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Time ``build("naive")`` against ``build("fast")`` (same weights, same input values), interleaved.
+    """Time ``build("naive")`` against ``build("fast")`` (same weights, same input values), interleaved, here.
 
-    The training step is forward + backward of a fixed output gradient (as if it came from the rest of the
-    network, in the output's memory format) including the input gradient; eval is a ``no_grad`` forward in eval
-    mode. ``input_format="native"`` gives each impl the layout a network built from it carries between blocks
-    (NCHW for naive, channels_last for fast on CPU, where the fast forms produce channels_last); ``"nchw"`` or
-    ``"channels_last"`` force one layout on both (then the fast block pays the conversion).
+    Runs in the calling process, under whatever malloc it has (``runtime: "current"``), so the speed-ups are
+    the ops' alone; :func:`bench_case` also compares runtimes. The training step is forward + backward of a
+    fixed output gradient (as if it came from the rest of the network, in the output's memory format)
+    including the input gradient; eval is a ``no_grad`` forward in eval mode. ``input_format="native"`` gives
+    each impl the layout a network built from it carries between blocks (NCHW for naive, channels_last for
+    fast on CPU, where the fast forms produce channels_last); ``"nchw"`` or ``"channels_last"`` force one
+    layout on both (then the fast block pays the conversion).
 
     Returns one row: images/s of the training step and of inference for both, the speed-up ratios
     fast/naive, the max output difference and the block's params and fvcore MACs (per image).
@@ -270,64 +365,209 @@ def bench_pair(
         >>> row["block"], row["max_abs_diff"] < 1e-4
         ('igc', True)
     """
-    for field, value in (("batch", batch), ("size", size), ("repeats", repeats), ("warmup", warmup + 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"bench: {field}={value!r} is not a positive integer (e.g. {field}=5)")
+    _check_sizes(batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
     if input_format not in get_args(InputFormat):
         raise UserError(f"bench: input_format={input_format!r} is not one of {get_args(InputFormat)}")
-    dev = torch.device(device)
-    torch.manual_seed(seed)
-    models: dict[str, nn.Module] = {"naive": build("naive").to(dev), "fast": build("fast").to(dev)}
-    models["fast"].load_state_dict(models["naive"].state_dict())
-    values = torch.randn(batch, channels, size, size, device=dev)
-    inputs = {
-        impl: values.contiguous(memory_format=_input_format(impl, input_format, dev)).requires_grad_(True)
-        for impl in models
-    }
-    grads: dict[str, Tensor] = {}
-    for impl, model in models.items():
-        model.train()
-        out = _train_step(model, inputs[impl])
-        grads[impl] = torch.randn_like(out)  # same layout as the output
-        for _ in range(warmup):
-            _train_step(model, inputs[impl], grads[impl])
-        model.eval()
-        for _ in range(warmup):
-            _eval_step(model, inputs[impl])
-
-    times: dict[tuple[str, str], list[float]] = {(i, m): [] for i in models for m in ("train", "eval")}
-    for round_index in range(repeats):
-        order = ("naive", "fast") if round_index % 2 == 0 else ("fast", "naive")
-        for impl in order:
-            times[(impl, "train")].append(
-                _timed(functools.partial(_train_step, models[impl].train(), inputs[impl], grads[impl]), dev)
-            )
-        for impl in order:
-            times[(impl, "eval")].append(
-                _timed(functools.partial(_eval_step, models[impl].eval(), inputs[impl]), dev)
-            )
-
-    with torch.no_grad():
-        max_diff = float((models["naive"](inputs["naive"]) - models["fast"](inputs["fast"])).abs().max())
-    ips = {key: batch / statistics.median(samples) for key, samples in times.items()}
+    timer = _PairTimer(build, channels=channels, batch=batch, size=size, warmup=warmup, device=device,
+                       input_format=input_format, seed=seed)
+    samples: dict[str, list[float]] = {}
+    for index in range(repeats):
+        for key, seconds in timer.round(index).items():
+            samples.setdefault(key, []).append(seconds)
+    ips = {("current", *key.split("_")): batch / statistics.median(times) for key, times in samples.items()}
     return {
         "block": name,
         "channels": channels,
         "size": size,
         "batch": batch,
-        "params": sum(p.numel() for p in models["naive"].parameters()),
-        "macs": _macs(models["naive"], inputs["naive"]),
-        "naive_train_ips": ips[("naive", "train")],
-        "fast_train_ips": ips[("fast", "train")],
-        "train_speedup": ips[("fast", "train")] / ips[("naive", "train")],
-        "naive_eval_ips": ips[("naive", "eval")],
-        "fast_eval_ips": ips[("fast", "eval")],
-        "eval_speedup": ips[("fast", "eval")] / ips[("naive", "eval")],
-        "max_abs_diff": max_diff,
+        **timer.summary(),
+        **_ratio_fields(ips, ["current"]),  # type: ignore[arg-type]
+        "runtime": "current",
         "input_format": input_format,
-        "device": str(dev),
+        "device": str(timer.device),
         "threads": torch.get_num_threads(),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Side by side under two malloc runtimes: one worker process each, rounds alternating between them
+
+
+@dataclass(frozen=True)
+class CaseRef:
+    """A picklable benchmark case: a reference block (``kind="block"``, a :data:`BLOCKS` name) or a zoo network."""
+
+    kind: Literal["block", "zoo"]
+    name: str
+
+    def build(self, impl: Impl) -> nn.Module:
+        """The module of this case for ``impl``."""
+        if self.kind == "block":
+            return _block_case(self.name).build(impl)
+        from igcnas.nn.network import build
+        from igcnas.zoo import get_zoo
+
+        return build(get_zoo(self.name).spec, impl=impl)
+
+    def input_shape(self, size: int) -> tuple[int, int]:
+        """(channels, spatial size) of the input (a zoo network's own; a block's at ``size``)."""
+        if self.kind == "block":
+            return _block_case(self.name).channels, size
+        from igcnas.zoo import get_zoo
+
+        shape = get_zoo(self.name).spec.input_shape
+        return shape[0], shape[1]
+
+
+def _block_case(name: str) -> BlockCase:
+    """The :data:`BLOCKS` entry called ``name`` (UserError listing the known ones)."""
+    for case in BLOCKS:
+        if case.name == name:
+            return case
+    raise UserError(f"bench: unknown block {name!r}; known: {', '.join(c.name for c in BLOCKS)}")
+
+
+def _runtime_worker(conn: Any, runtime: Runtime, threads: int) -> None:
+    """Worker process: set up ``runtime``, then serve setup/round/summary requests until told to stop."""
+    from igcnas._allocator import allocator_status, tune_cpu_allocator
+
+    if runtime == "tuned":
+        tune_cpu_allocator()
+    torch.set_num_threads(threads)
+    timer: _PairTimer | None = None
+    while True:
+        command, argument = conn.recv()
+        if command == "stop":
+            break
+        try:
+            if command == "setup":
+                timer = None  # free the previous case's tensors before building the next one
+                case, options = argument
+                channels, size = case.input_shape(options.pop("size"))
+                timer = _PairTimer(case.build, channels=channels, size=size, **options)
+                reply: Any = allocator_status() if runtime == "tuned" else "system"
+            elif command == "round":
+                assert timer is not None
+                reply = timer.round(argument)
+            else:
+                assert timer is not None
+                reply = timer.summary()
+            conn.send(("ok", reply))
+        except Exception as error:  # reported to the parent, which raises it there
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class _Workers:
+    """One spawned worker process per runtime (torch threads as in the parent)."""
+
+    def __init__(self, runtimes: Sequence[Runtime]) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.pipes: dict[str, Any] = {}
+        self.processes: list[Any] = []
+        for runtime in runtimes:
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_runtime_worker, args=(child, runtime, torch.get_num_threads()), daemon=True
+            )
+            process.start()
+            child.close()
+            self.pipes[runtime] = parent
+            self.processes.append(process)
+
+    def ask(self, runtime: str, command: str, argument: Any = None) -> Any:
+        """Send one request to ``runtime``'s worker and return its reply (RuntimeError if it failed or died)."""
+        pipe = self.pipes[runtime]
+        try:
+            pipe.send((command, argument))
+            status, reply = pipe.recv()
+        except (EOFError, BrokenPipeError, ConnectionResetError) as error:
+            raise RuntimeError(f"bench: the {runtime} worker process died ({error!r}); out of memory?") from error
+        if status != "ok":
+            raise RuntimeError(f"bench: the {runtime} worker failed: {reply}")
+        return reply
+
+    def close(self) -> None:
+        """Stop the workers."""
+        for pipe in self.pipes.values():
+            with contextlib.suppress(OSError, BrokenPipeError):
+                pipe.send(("stop", None))
+        for process in self.processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+
+def bench_cases(
+    cases: Sequence[CaseRef],
+    *,
+    batch: int = 64,
+    size: int = 32,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str | torch.device = "cpu",
+    input_format: InputFormat = "native",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Naive vs fast for each case, under the system malloc and igcnas's tuned malloc, side by side (CPU).
+
+    Two worker processes, one per runtime (malloc settings are process-wide and cannot be undone), each
+    holding the naive and the fast copy; the rounds alternate between the workers and, inside a worker,
+    between the impls. Per case the row gives images/s for every (runtime, impl, mode) and:
+
+    * ``naive_*_ips``: the naive reference under the system malloc (a plain PyTorch script);
+    * ``fast_*_ips``: igcnas's fast ops under the tuned malloc (what ``igcnas train``/``search`` run);
+    * ``*_speedup``: fast / naive of those two: the training engine against the reference;
+    * ``*_ops_speedup``: fast / naive both under the tuned malloc: the ops alone.
+
+    On a non-CPU device there is one runtime (the parent process) and both speed-ups are the ops'.
+
+    Example:
+        >>> rows = bench_cases([CaseRef("block", "IGC-L24M2")], batch=2, size=8, repeats=1)  # doctest: +SKIP
+    """
+    _check_sizes(batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
+    if input_format not in get_args(InputFormat):
+        raise UserError(f"bench: input_format={input_format!r} is not one of {get_args(InputFormat)}")
+    dev = torch.device(device)
+    if dev.type != "cpu":
+        rows = []
+        for case in cases:
+            channels, case_size = case.input_shape(size)
+            row = bench_pair(case.name, case.build, channels=channels, batch=batch, size=case_size,
+                             repeats=repeats, warmup=warmup, device=dev, input_format=input_format, seed=seed)
+            rows.append(row)
+        return rows
+    workers = _Workers(RUNTIMES)
+    rows = []
+    try:
+        for case in cases:
+            options = {"batch": batch, "size": size, "warmup": warmup, "device": "cpu",
+                       "input_format": input_format, "seed": seed}
+            allocator = {runtime: workers.ask(runtime, "setup", (case, dict(options))) for runtime in RUNTIMES}
+            samples: dict[tuple[str, str, str], list[float]] = {}
+            for index in range(repeats):
+                for runtime in RUNTIMES if index % 2 == 0 else RUNTIMES[::-1]:
+                    for key, seconds in workers.ask(runtime, "round", index).items():
+                        impl, mode = key.split("_")
+                        samples.setdefault((runtime, impl, mode), []).append(seconds)
+            ips = {key: batch / statistics.median(times) for key, times in samples.items()}
+            channels, case_size = case.input_shape(size)
+            rows.append({
+                "block": case.name,
+                "channels": channels,
+                "size": case_size,
+                "batch": batch,
+                **workers.ask("tuned", "summary"),
+                **_ratio_fields(ips, RUNTIMES),
+                "runtime": f"naive: system malloc, fast: {allocator['tuned']} malloc",
+                "input_format": input_format,
+                "device": "cpu",
+                "threads": torch.get_num_threads(),
+            })
+    finally:
+        workers.close()
+    return rows
 
 
 def bench_blocks(
@@ -338,26 +578,15 @@ def bench_blocks(
     device: str | torch.device = "cpu",
     input_format: InputFormat = "native",
 ) -> list[dict[str, Any]]:
-    """Benchmark the IGC-L24M2, IGCV2*-C416 and IGCV3-D blocks, naive vs fast (one row each).
+    """Benchmark the IGC-L24M2, IGCV2*-C416 and IGCV3-D blocks, naive vs fast (one row each, :func:`bench_cases`).
 
     Example:
-        >>> rows = bench_blocks(batch=2, size=8, repeats=1)
-        >>> [r["block"] for r in rows]
+        >>> rows = bench_blocks(batch=2, size=8, repeats=1)  # doctest: +SKIP
+        >>> [r["block"] for r in rows]  # doctest: +SKIP
         ['IGC-L24M2', 'IGCV2*-C416', 'IGCV3-D']
     """
-    return [
-        bench_pair(
-            case.name,
-            case.build,
-            channels=case.channels,
-            batch=batch,
-            size=size,
-            repeats=repeats,
-            device=device,
-            input_format=input_format,
-        )
-        for case in BLOCKS
-    ]
+    return bench_cases([CaseRef("block", case.name) for case in BLOCKS], batch=batch, size=size,
+                       repeats=repeats, device=device, input_format=input_format)
 
 
 NETWORKS: tuple[str, ...] = ("IGC-L24M2-D20", "IGCV2-C64-D20", "IGCV3-D-CIFAR")
@@ -370,30 +599,15 @@ def bench_networks(
     repeats: int = 3,
     device: str | torch.device = "cpu",
 ) -> list[dict[str, Any]]:
-    """Whole zoo networks, ``build(spec, impl="naive")`` vs the default build, one row each (as :func:`bench_pair`).
+    """Whole zoo networks, ``build(spec, impl="naive")`` vs the default build, one row each (:func:`bench_cases`).
+
+    The input is an NCHW image batch for both (the fast network converts it in its first layer).
 
     Example:
         >>> rows = bench_networks(["IGC-L24M2-D20"], batch=2, repeats=1)  # doctest: +SKIP
     """
-    from igcnas.nn.network import build
-    from igcnas.zoo import get_zoo
-
-    rows = []
-    for name in names:
-        spec = get_zoo(name).spec
-        rows.append(
-            bench_pair(
-                name,
-                lambda impl, spec=spec: build(spec, impl=impl),  # type: ignore[misc]
-                channels=spec.input_shape[0],
-                size=spec.input_shape[1],
-                batch=batch,
-                repeats=repeats,
-                device=device,
-                input_format="nchw",
-            )
-        )
-    return rows
+    return bench_cases([CaseRef("zoo", name) for name in names], batch=batch, repeats=repeats, device=device,
+                       input_format="nchw")
 
 
 _COLUMNS = (
@@ -404,35 +618,46 @@ _COLUMNS = (
     "naive_train_ips",
     "fast_train_ips",
     "train_speedup",
+    "train_ops_speedup",
     "naive_eval_ips",
     "fast_eval_ips",
     "eval_speedup",
+    "eval_ops_speedup",
     "max_abs_diff",
 )
 
+LEGEND = """\
+images/s; naive = channel shuffle + nn.Conv2d(groups=) under the system malloc (a plain PyTorch script),
+fast = igcnas's ops under its tuned malloc (what igcnas train/search run on CPU);
+speedup = fast / naive; ops_speedup = fast / naive with both under the tuned malloc (the ops alone)"""
+
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """Text table of :func:`bench_blocks` rows (images/s; speed-up = fast / naive)."""
+    """Text table of :func:`bench_cases` rows (images/s; speed-ups fast / naive), with its legend."""
     shown = [
         {
             **row,
             **{key: round(row[key], 1) for key in _COLUMNS if key.endswith("_ips")},
-            "train_speedup": f"{row['train_speedup']:.2f}x",
-            "eval_speedup": f"{row['eval_speedup']:.2f}x",
+            **{key: f"{row[key]:.2f}x" for key in _COLUMNS if key.endswith("speedup")},
             "max_abs_diff": f"{row['max_abs_diff']:.1e}",
         }
         for row in rows
     ]
-    return render_table(shown, _COLUMNS)
+    return render_table(shown, _COLUMNS) + "\n" + LEGEND
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m igcnas.bench.ops [--batch 64] [--size 32] [--repeats 5] [--device cpu] [--threads 2]``."""
-    parser = argparse.ArgumentParser(prog="python -m igcnas.bench.ops", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cpu")
+    parser = argparse.ArgumentParser(
+        prog="python -m igcnas.bench.ops",
+        description=__doc__.splitlines()[0],
+        epilog=LEGEND,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    parser.add_argument("--size", type=int, default=32, help="input height and width (default 32)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds, median reported (default 5)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument(
         "--input-format",
         default="native",

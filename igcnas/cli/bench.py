@@ -83,8 +83,12 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows = list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))
     rows += bench_networks(batch=max(1, args.batch // 2), repeats=max(1, args.repeats // 2), device=args.device)
-    keep = ("block", "batch", "naive_train_ips", "fast_train_ips", "train_speedup", "naive_eval_ips",
-            "fast_eval_ips", "eval_speedup", "max_abs_diff")
+    keep = ("block", "batch", "naive_train_ips", "fast_train_ips", "train_speedup", "train_ops_speedup",
+            "naive_eval_ips", "fast_eval_ips", "eval_speedup", "eval_ops_speedup", "max_abs_diff")
+    if args.format == "table":
+        from igcnas.bench.ops import LEGEND
+
+        print(LEGEND + "\n")
     return [{key: round(row[key], 3 if key != "max_abs_diff" else 8) if isinstance(row[key], float) else row[key]
              for key in keep} for row in rows]
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from igcnas._allocator import tune_cpu_allocator
 from igcnas._progress import ProgressBar, format_duration
 from igcnas.data import DataBundle, ImageTensors, iterate_batches
 from igcnas.errors import UserError
@@ -218,6 +219,8 @@ def train(
       initialisation yourself (``torch.manual_seed``) before building it. On CPU deterministic algorithms are
       enabled during the run (restored afterwards), so a run is reproducible on the same machine.
     - The model is left on the training device (in channels_last format on CUDA unless disabled).
+    - On CPU, glibc malloc is tuned for the rest of the process so large activations are reused instead of
+      re-faulted every step (:func:`igcnas._allocator.tune_cpu_allocator`; ``IGCNAS_MALLOC=system`` opts out).
 
     Example:
         >>> result = train(net, load_data("digits"), TrainConfig(epochs=5), progress=False)  # doctest: +SKIP
@@ -524,7 +527,11 @@ def _check_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) 
 
 @contextlib.contextmanager
 def _torch_settings(device: torch.device, num_threads: int | None) -> Iterator[None]:
-    """Threads, determinism (CPU) or cuDNN autotuning (CUDA) for the run; restores the previous settings."""
+    """Threads, determinism (CPU) or cuDNN autotuning (CUDA) for the run; restores the previous settings.
+
+    On CPU it also tunes glibc malloc for the process (:mod:`igcnas._allocator`; not undone, opt out with
+    ``IGCNAS_MALLOC=system``): large activations stop being re-faulted every step.
+    """
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
@@ -533,6 +540,7 @@ def _torch_settings(device: torch.device, num_threads: int | None) -> Iterator[N
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         if device.type == "cpu":
+            tune_cpu_allocator()
             torch.use_deterministic_algorithms(True, warn_only=True)
         else:
             torch.backends.cudnn.benchmark = True

@@ -20,6 +20,15 @@ def test_bench_blocks_rows_are_complete_and_consistent() -> None:
             assert row[key] > 0
         assert row["train_speedup"] == pytest.approx(row["fast_train_ips"] / row["naive_train_ips"], rel=0.02)
         assert row["max_abs_diff"] < 1e-4
+        # headline: naive under the system malloc vs fast under the tuned one; ops: both tuned
+        for mode in ("train", "eval"):
+            assert row[f"naive_{mode}_ips"] == row[f"naive_{mode}_ips_system"]
+            assert row[f"fast_{mode}_ips"] == row[f"fast_{mode}_ips_tuned"]
+            assert row[f"{mode}_ops_speedup"] == pytest.approx(
+                row[f"fast_{mode}_ips_tuned"] / row[f"naive_{mode}_ips_tuned"]
+            )
+            assert row[f"fast_{mode}_ips_system"] > 0
+        assert row["runtime"].startswith("naive: system malloc, fast: ")
     # closed-form sizes of the three paper blocks (conv weights + BN affine)
     igc, v2, v3 = rows
     assert igc["params"] == 48 * 2 * 9 + 48 * 24 + 2 * 48
@@ -27,7 +36,24 @@ def test_bench_blocks_rows_are_complete_and_consistent() -> None:
     assert v2["params"] == 416 * 9 + 3 * 416 * 8 + 2 * 416
     assert v3["params"] == 192 * 16 + 192 * 9 + 32 * 96 + 2 * (192 + 192 + 32)
     table = bench.format_table(rows)
-    assert "IGCV2*-C416" in table and "train_speedup" in table
+    assert "IGCV2*-C416" in table and "train_ops_speedup" in table and "tuned malloc" in table
+
+
+def test_bench_pair_measures_in_the_calling_process() -> None:
+    row = bench.bench_pair("igc", lambda impl: bench.igc_l24m2_block(impl=impl), channels=48, batch=2, size=8,
+                           repeats=2)
+    assert row["runtime"] == "current" and row["max_abs_diff"] < 1e-4
+    assert row["train_speedup"] == row["train_ops_speedup"]
+    assert row["naive_train_ips_current"] == row["naive_train_ips"] > 0
+
+
+def test_zoo_cases_run_in_the_workers_and_unknown_blocks_are_named() -> None:
+    rows = bench.bench_cases([bench.CaseRef("zoo", "IGC-L24M2-D20")], batch=2, repeats=1, input_format="nchw")
+    assert rows[0]["size"] == 32 and rows[0]["channels"] == 3 and rows[0]["max_abs_diff"] < 1e-3
+    with pytest.raises(UserError, match="unknown block 'nope'; known: IGC-L24M2"):
+        bench.CaseRef("block", "nope").build("naive")
+    with pytest.raises(RuntimeError, match="system worker failed: UserError: bench: unknown block"):
+        bench.bench_cases([bench.CaseRef("block", "nope")], batch=2, size=8, repeats=1)
 
 
 def test_blocks_use_the_requested_impl_and_share_weights() -> None:
