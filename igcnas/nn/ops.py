@@ -20,6 +20,12 @@ Every implementation is an ``nn.Conv2d`` subclass holding exactly one parameter,
   ``dense``      the weight expanded to its block-diagonal dense ``(out, in, k, k)`` form with the input
                  shuffle folded into its input-channel order (:func:`dense_weight`: a weight permutation
                  instead of an activation copy), then one dense channels_last conv (a GEMM for 1x1).
+  ``native``     (CPU, stride-1 PWG, float32) a small C kernel (:mod:`igcnas.nn._native`, built on first use
+                 with the system compiler) that runs the grouped 1x1 conv on channels_last tensors with the
+                 shuffle folded into its indexing, forward and both backward products (input and weight
+                 gradients in one pass over the output gradient). Not built (no compiler, not Linux,
+                 ``IGCNAS_NATIVE=0``), under autocast or for another dtype, the op uses the form the table has
+                 without it.
 
   The weight expansions are differentiable and exact (they multiply by 0/1), so gradients reach ``weight``
   unchanged. ``dense``/``merge`` execute ``groups``- (``merge``-) fold the sparse conv's multiply-adds; they are
@@ -34,27 +40,54 @@ conversion); block-level numbers come from ``python -m igcnas.bench.ops``::
     ----  -----------------------------------  -------  ------------------------------  -----  -------
     PW    1x1, G = 1 (shuffle folded)          dense    64->64, shuffle 4, 32x32        1.37x    1.85x
     CONV  kxk, G = 1 (shuffle folded)          dense    3x3 32->32, 32x32               1.01x    1.45x
-    PWG   in*out*(G-1)/G <= 4096 (<= 16384     dense    48, G=2, shuffle 24, 32x32      2.24x    2.29x
+    PWG   stride 1, (in/G)*(out/G) <=          native   see the table below
+          NATIVE_MAX_GROUP_WEIGHTS (4096)
+    PWG   otherwise (or native not built):
+          in*out*(G-1)/G <= 4096 (<= 16384     dense    48, G=2, shuffle 24, 32x32      2.24x    2.29x
           with a shuffle, which is folded)              192->32, G=2, shuffle 2, 32x32  1.96x    1.70x
-    PWG   more extra MACs than that            grouped  416, G=52, shuffle 52, 32x32    1.12x    1.45x
+          more extra MACs than that            grouped  416, G=52, shuffle 52, 32x32    1.12x    1.45x
     GC    W < MERGE_WIDTH (8)                  grouped  3x3 48, G=24 (W=2 -> merge 4)   1.21x    3.08x
           merge s = G (all in 8 channels)      dense
           W >= MERGE_WIDTH                     grouped  3x3 64, G=4, stride 2           1.01x    1.03x
     DW    kxk, G = in                          grouped  3x3 96, 32x32                   1.00x    1.81x
                                                         3x3 96, stride 2, shuffle 2     1.22x    1.05x
 
+The ``native`` rows: ms per op, forward / training step (fwd + bwd), batch 64, 32x32, float32, channels_last
+input, 2 threads, median of 9 (wall time, same machine; ``form`` = what the table chose before the kernel)::
+
+    case (in->out, G, shuffle)  form     naive fwd / step  form fwd / step  native fwd / step  step speed-up
+    --------------------------  -------  ----------------  ---------------  -----------------  -------------
+    416, G=52, shuffle 52       grouped      34.2 / 93.0      31.0 / 87.0       11.8 / 33.1      2.63x
+    416, G=52                   grouped      19.6 / 67.4      20.5 / 67.5       11.7 / 32.8      2.06x
+    208, G=26, shuffle 26       grouped      16.1 / 44.3      14.7 / 41.4        6.0 / 16.6      2.49x
+    64, G=8, shuffle 8          dense         5.0 / 12.9       4.2 / 12.0        1.9 /  5.6      2.16x
+    48, G=2, shuffle 24         dense         3.0 /  8.9       2.5 /  7.6        1.5 /  4.7      1.61x
+    32->192, G=2                dense         6.0 / 18.1       6.0 / 17.3        4.1 / 11.7      1.48x
+    192->32, G=2, shuffle 2     dense        10.6 / 26.5       8.4 / 23.3        4.7 / 14.4      1.62x
+    128, G=2, shuffle 2         dense                          8.7 / 27.4        8.2 / 24.3      1.13x
+    512, G=8, shuffle 8         grouped                       34.8 / 116         29.0 / 106      1.10x
+    256, G=2 (128x128 / group)  grouped                       16.2 / 60.5       22.1 / 86.3      0.70x (not used)
+
+At 1 thread the step speed-ups were 1.55-2.7x on the first seven rows (416, G=52, shuffle 52: 171 -> 63 ms). The
+kernel is bound by memory traffic (it reads the input once and writes the output once, with non-temporal stores
+for outputs of 16 MiB and more) plus its small matmuls; oneDNN's grouped GEMMs win once a group's weight is large
+(128 x 128), hence the ``NATIVE_MAX_GROUP_WEIGHTS`` limit. For an NCHW input ``auto`` inference converts to
+channels_last for the native form only when it also folds a shuffle (416, G=52, shuffle 52: 39 ms both ways;
+without a shuffle the reference NCHW conv was faster, 31 vs 40 ms).
+
 At 2 threads on the (shared) machine the NCHW grouped kernels of the reference were 2-3x slower than at 1
 thread, so the 2-thread speed-ups of whole blocks are larger. ``impl="auto"`` is ``fast`` except for an NCHW input on CPU: there it keeps the reference form (no conversion to channels_last)
-for inference (no autograd) unless the op is a GC or a ``dense`` form folding a shuffle (the measured inference
+for inference (no autograd) unless the op is a GC or a ``dense``/``native`` form folding a shuffle (the measured inference
 speed-ups with conversion were 0.4-1.0x), and for tiny inputs (N*H*W < ``AUTO_MIN_PIXELS``), GC excepted.
 On channels_last inputs (what every fast op outputs, so every layer after the first in a network) ``auto`` =
 ``fast``.
 
 On CUDA and other accelerators the plan is the reference form, except that a shuffle before a ``groups == 1``
 conv is folded into the weight (no activation copy): cuDNN runs grouped and depthwise convs natively, and no
-accelerator was available to measure anything else, so nothing cleverer is claimed there. Every path is plain
-``F.conv2d`` / ``reshape`` / ``permute`` / elementwise code, so it is device agnostic and works under autocast
-(fp16/bf16) and with channels_last tensors; the tests run the CUDA plans on CPU tensors.
+accelerator was available to measure anything else, so nothing cleverer is claimed there. Every path but
+``native`` (CPU float32 only, with a fallback) is plain ``F.conv2d`` / ``reshape`` / ``permute`` / elementwise
+code, so it is device agnostic and works under autocast (fp16/bf16) and with channels_last tensors; the tests run
+the CUDA plans on CPU tensors.
 
 Exporting and counting: while a module is being scripted (``torch.jit.script``), traced (``torch.jit.trace``,
 ``torch.onnx.export(dynamo=False)``, fvcore's ``FlopCountAnalysis``) or exported (``torch.export``), the fast
@@ -84,6 +117,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from igcnas.errors import UserError
+from igcnas.nn import _native
 
 __all__ = [
     "Impl",
@@ -95,6 +129,7 @@ __all__ = [
     "DENSE_EXTRA_MACS_SHUFFLED",
     "MERGE_WIDTH",
     "AUTO_MIN_PIXELS",
+    "NATIVE_MAX_GROUP_WEIGHTS",
     "channel_shuffle",
     "ChannelShuffle",
     "SparseConv2d",
@@ -107,7 +142,7 @@ __all__ = [
 
 Impl = Literal["auto", "naive", "fast"]
 KernelKind = Literal["PW", "PWG", "DW", "GC", "CONV"]
-PlanForm = Literal["reference", "grouped", "dense"]
+PlanForm = Literal["reference", "grouped", "dense", "native"]
 
 #: a grouped 1x1 conv runs as one dense (block-diagonal) GEMM on CPU when the zeros it multiplies cost at most
 #: this many extra multiply-adds per output pixel (``in * out * (groups - 1) / groups``) ...
@@ -118,6 +153,9 @@ DENSE_EXTRA_MACS_SHUFFLED = 16384
 AUTO_MIN_PIXELS = 1024
 #: a kxk group conv (GC) on CPU merges adjacent groups into block-diagonal groups up to this many channels wide
 MERGE_WIDTH = 8
+#: a stride-1 grouped 1x1 conv (PWG) runs the native C kernel on CPU when each group's weight has at most this many
+#: entries (``in / groups * out / groups``) and the kernel is available; wider groups keep the oneDNN/GEMM forms
+NATIVE_MAX_GROUP_WEIGHTS = 4096
 
 
 def _is_channels_last(x: Tensor) -> bool:
@@ -276,23 +314,29 @@ def select_plan(
     channels_last_input: bool = True,
     grad: bool = True,
     pixels: int = AUTO_MIN_PIXELS,
+    native: bool | None = None,
 ) -> ConvPlan:
     """The forward form for ``spec`` on ``device_type`` ("cpu", "cuda", ...) under ``impl`` (decision table).
 
     ``impl="fast"`` depends on the spec and device only. ``impl="auto"`` also looks at the input: on CPU, for
     an NCHW input (``channels_last_input=False``) it keeps the reference form where converting to channels_last
-    does not pay: without autograd (``grad=False``) unless the op is a GC or a dense form that folds a shuffle,
-    and for tiny inputs (``pixels`` = N * H * W below ``AUTO_MIN_PIXELS``, GC excepted).
+    does not pay: without autograd (``grad=False``) unless the op is a GC or a dense/native form that folds a shuffle,
+    and for tiny inputs (``pixels`` = N * H * W below ``AUTO_MIN_PIXELS``, GC excepted). ``native``: whether the
+    C kernel of :mod:`igcnas.nn._native` may be used (``None``: where it could be chosen, whether it builds here).
 
     Example:
-        >>> select_plan(ConvSpec(48, 48, 1, groups=2, shuffle_groups=24), "cpu").form
+        >>> select_plan(ConvSpec(48, 48, 1, groups=2, shuffle_groups=24), "cpu", native=False).form
         'dense'
+        >>> select_plan(ConvSpec(256, 256, 1, groups=2), "cpu").form
+        'grouped'
         >>> select_plan(ConvSpec(48, 48, 3, groups=48), "cpu").form
         'grouped'
         >>> select_plan(ConvSpec(48, 48, 3, groups=48), "cpu", channels_last_input=False, grad=False).form
         'reference'
     """
-    plan = _device_plan(spec, device_type, impl)
+    if native is None:
+        native = _native_candidate(spec, device_type, impl) and _native.native_available()
+    plan = _device_plan(spec, device_type, impl, native)
     if impl != "auto" or device_type != "cpu" or plan.form == "reference" or channels_last_input:
         return plan
     if spec.kind == "GC":
@@ -301,14 +345,22 @@ def select_plan(
         return ConvPlan(
             "reference", False, f"auto: tiny NCHW input ({pixels} pixels), conversion does not pay"
         )
-    if not grad and not (plan.form == "dense" and spec.has_shuffle):
+    if not grad and not (plan.form in ("dense", "native") and spec.has_shuffle):
         return ConvPlan("reference", False, "auto: NCHW inference, conversion to channels_last does not pay")
     return plan
 
 
+def _native_candidate(spec: ConvSpec, device_type: str, impl: str) -> bool:
+    """Whether the decision table picks the native kernel for ``spec`` (if it is available): narrow CPU PWG."""
+    if device_type != "cpu" or impl == "naive" or spec.kind != "PWG" or spec.stride != 1:
+        return False
+    group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
+    return group_weights <= NATIVE_MAX_GROUP_WEIGHTS
+
+
 @functools.lru_cache(maxsize=4096)
-def _device_plan(spec: ConvSpec, device_type: str, impl: str) -> ConvPlan:
-    """The input-independent plan of ``select_plan`` (= the ``fast`` plan)."""
+def _device_plan(spec: ConvSpec, device_type: str, impl: str, native: bool = False) -> ConvPlan:
+    """The input-independent plan of ``select_plan`` (= the ``fast`` plan); ``native``: the C kernel is usable."""
     if impl not in get_args(Impl):
         raise UserError(f"sparse_conv: impl={impl!r} is not one of {get_args(Impl)}")
     if impl == "naive":
@@ -322,6 +374,14 @@ def _device_plan(spec: ConvSpec, device_type: str, impl: str) -> ConvPlan:
         return ConvPlan("dense", True, f"cpu {kind}: channels_last conv, shuffle folded into the weight")
     if kind == "DW":
         return ConvPlan("grouped", True, "cpu DW: channels_last oneDNN depthwise conv")
+    if kind == "PWG" and native and _native_candidate(spec, device_type, impl):
+        group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
+        return ConvPlan(
+            "native",
+            True,
+            f"cpu PWG: native grouped 1x1 kernel, shuffle folded ({group_weights} weights/group "
+            f"<= {NATIVE_MAX_GROUP_WEIGHTS})",
+        )
     if kind == "PWG":
         limit = DENSE_EXTRA_MACS_SHUFFLED if spec.has_shuffle else DENSE_EXTRA_MACS
         extra = spec.in_channels * spec.out_channels * (spec.groups - 1) // spec.groups
@@ -379,6 +439,25 @@ def dense_weight(weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor
     return dense
 
 
+def _native_usable(x: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
+    """Whether the native kernel can run this forward (float32 CPU tensors, no autocast, stride 1, built)."""
+    return (
+        spec.kernel_size == 1
+        and spec.stride == 1
+        and _native.supports(x, weight)
+        and not _autocast_on_cpu()
+        and _native.native_available()
+    )
+
+
+def _autocast_on_cpu() -> bool:
+    """Whether CPU autocast is on (``is_autocast_enabled`` takes a device type from torch 2.4 on)."""
+    try:
+        return bool(torch.is_autocast_enabled("cpu"))
+    except TypeError:  # torch < 2.4
+        return bool(torch.is_autocast_cpu_enabled())
+
+
 class SparseConv2d(nn.Conv2d):
     """Reference sparse conv: :class:`ChannelShuffle` on the input, then the ``nn.Conv2d`` forward.
 
@@ -425,8 +504,8 @@ class FastSparseConv2d(SparseConv2d):
 
     Example:
         >>> conv = FastSparseConv2d(ConvSpec(48, 48, 1, groups=2, shuffle_groups=24))
-        >>> conv.plan("cpu").form
-        'dense'
+        >>> conv.plan("cpu").form in ("native", "dense")  # native where the C kernel builds
+        True
     """
 
     def __init__(self, spec: ConvSpec, *, impl: Impl = "auto") -> None:
@@ -469,6 +548,11 @@ class FastSparseConv2d(SparseConv2d):
     def run_plan(self, x: Tensor, plan: ConvPlan) -> Tensor:
         """Compute the forward with an explicit ``plan`` (any plan is valid on any device)."""
         spec = self.spec
+        if plan.form == "native":
+            if _native_usable(x, self.weight, spec):
+                return _native.group_pointwise(x, self.weight, spec.groups, spec.shuffle_groups)
+            # autocast, another dtype or device, or the kernel is not built: the torch form the table has without it
+            plan = _device_plan(spec, x.device.type, self.impl, False)
         if plan.form == "reference":
             return self._reference_forward(x)
         if plan.channels_last:

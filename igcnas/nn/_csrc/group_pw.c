@@ -1,0 +1,306 @@
+/* Grouped 1x1 convolution with a channel permutation folded into its indexing (igcnas.nn._native).
+ *
+ * Tensors are channels_last (NHWC) float32, i.e. row-major (P = N*H*W, C) matrices. A "grouped pointwise"
+ * map with G groups reads, for group g, the In_g input channels in slots [g*In_g, (g+1)*In_g) and writes the
+ * Out_g output channels in slots [g*Out_g, (g+1)*Out_g):
+ *
+ *     out[p, c'] = sum_i w[g][o][i] * in[p, c]   with islot[c] = g*In_g + i and oslot[c'] = g*Out_g + o
+ *
+ * islot / oslot map a natural channel to its slot (NULL = identity), i.e. they are the *inverse* of the
+ * permutation ("slot j holds channel perm[j]"). Forward: islot = inverse shuffle, oslot = NULL, w = weight
+ * (Cout, Ig). Input gradient: in = grad_out, islot = NULL, oslot = inverse shuffle, w = weight transposed per
+ * group (G, Ig, Og); gpw_backward computes it together with the weight gradient in one pass.
+ *
+ * Pixels are processed in tiles of TILE = 16: a tile is transposed (16 x 16 blocks in registers when AVX-512 is
+ * available) into a slot-major buffer (pixel axis innermost), the per-group matmuls run on 16-pixel vectors, and
+ * the result is transposed back (with non-temporal stores for outputs of STREAM_BYTES and more, which would
+ * only evict the caches). Tiles are spread over OpenMP threads; the weight gradient is summed in per-thread,
+ * per-lane accumulators that are added up at the end.
+ *
+ * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#define TILE 16  /* pixels per tile (one 16-float vector) */
+#define WSUB 4   /* tiles per step of the backward kernel (its dw update is written for 4) */
+
+typedef float vf __attribute__((vector_size(64), aligned(64)));
+
+static void *alloc_aligned(size_t bytes) {
+    void *ptr = NULL;
+    if (posix_memalign(&ptr, 64, bytes ? bytes : 64) != 0) return NULL;
+    return ptr;
+}
+
+#if defined(__AVX512F__)
+/* Transpose the 16 x 16 block r[k] (16 rows of 16 floats) in registers. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int k = 0; k < 16; k += 2) {
+        t[k] = _mm512_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm512_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 16; k += 4) {
+        r[k] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[k]), _mm512_castps_pd(t[k + 2])));
+        r[k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[k]), _mm512_castps_pd(t[k + 2])));
+        r[k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[k + 1]), _mm512_castps_pd(t[k + 3])));
+        r[k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[k + 1]), _mm512_castps_pd(t[k + 3])));
+    }
+    /* r[0..15] now hold, per 128-bit lane L, columns 4L + {0,1,2,3} of 4-row groups (rows 4q..4q+3 in r[4q..]) */
+    for (int k = 0; k < 4; ++k) {
+        t[k] = _mm512_shuffle_f32x4(r[k], r[k + 4], 0x88);
+        t[k + 4] = _mm512_shuffle_f32x4(r[k], r[k + 4], 0xdd);
+        t[k + 8] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], 0x88);
+        t[k + 12] = _mm512_shuffle_f32x4(r[k + 8], r[k + 12], 0xdd);
+    }
+    for (int k = 0; k < 4; ++k) {
+        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+        r[k + 4] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0x88);
+        r[k + 12] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0xdd);
+    }
+}
+#endif
+
+/* buf[slot(j)][t] = src[(p0 + t) * c + j] for j < c, t < n (columns t >= n are zero). */
+static void gather_tile(const float *restrict src, int64_t c, int64_t p0, int n, const int64_t *restrict slot,
+                        float *restrict buf) {
+    int64_t j0 = 0;
+#if defined(__AVX512F__)
+    if (n == TILE) {
+        for (; j0 + 16 <= c; j0 += 16) {
+            __m512 r[16];
+            for (int t = 0; t < 16; ++t) r[t] = _mm512_loadu_ps(src + (p0 + t) * c + j0);
+            transpose16(r);
+            for (int k = 0; k < 16; ++k) {
+                const int64_t s = slot ? slot[j0 + k] : j0 + k;
+                _mm512_store_ps(buf + s * TILE, r[k]);
+            }
+        }
+    }
+#endif
+    for (int64_t j = j0; j < c; ++j) {
+        float *restrict dst = buf + (slot ? slot[j] : j) * TILE;
+        int t = 0;
+        for (; t < n; ++t) dst[t] = src[(p0 + t) * c + j];
+        for (; t < TILE; ++t) dst[t] = 0.0f;
+    }
+}
+
+/* dst[(p0 + t) * c + j] = buf[slot(j)][t] for j < c, t < n; stream: non-temporal stores where aligned. */
+static void scatter_tile(float *restrict dst, int64_t c, int64_t p0, int n, const int64_t *restrict slot,
+                         const float *restrict buf, int stream) {
+    int64_t j0 = 0;
+#if defined(__AVX512F__)
+    if (n == TILE) {
+        const int aligned = stream && ((uintptr_t)(dst + p0 * c) & 63) == 0 && (c & 15) == 0;
+        for (; j0 + 16 <= c; j0 += 16) {
+            __m512 r[16];
+            for (int k = 0; k < 16; ++k) {
+                const int64_t s = slot ? slot[j0 + k] : j0 + k;
+                r[k] = _mm512_load_ps(buf + s * TILE);
+            }
+            transpose16(r);
+            if (aligned) {
+                for (int t = 0; t < 16; ++t) _mm512_stream_ps(dst + (p0 + t) * c + j0, r[t]);
+            } else {
+                for (int t = 0; t < 16; ++t) _mm512_storeu_ps(dst + (p0 + t) * c + j0, r[t]);
+            }
+        }
+    }
+#else
+    (void)stream;
+#endif
+    for (int64_t j = j0; j < c; ++j) {
+        const float *restrict b = buf + (slot ? slot[j] : j) * TILE;
+        for (int t = 0; t < n; ++t) dst[(p0 + t) * c + j] = b[t];
+    }
+}
+
+/* Make this thread's non-temporal stores visible before the parallel region ends. */
+static inline void store_fence(void) {
+#if defined(__AVX512F__)
+    _mm_sfence();
+#endif
+}
+
+/* ot[g*Out_g + o] = sum_i w[g][o][i] * it[g*In_g + i] for one tile (slot-major, 16-pixel vectors). */
+static void tile_matmul(const vf *restrict it, const float *restrict w, vf *restrict ot, int64_t groups,
+                        int64_t in_g, int64_t out_g) {
+    for (int64_t g = 0; g < groups; ++g) {
+        const vf *restrict ib = it + g * in_g;
+        const float *restrict wg = w + g * out_g * in_g;
+        vf *restrict ob = ot + g * out_g;
+        int64_t o = 0;
+        for (; o + 8 <= out_g; o += 8) {  /* 8 independent FMA chains keep both FMA units busy */
+            const float *restrict w0 = wg + o * in_g;
+            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+            for (int64_t i = 0; i < in_g; ++i) {
+                const vf xv = ib[i];
+                a0 += w0[i] * xv;
+                a1 += w0[in_g + i] * xv;
+                a2 += w0[2 * in_g + i] * xv;
+                a3 += w0[3 * in_g + i] * xv;
+                a4 += w0[4 * in_g + i] * xv;
+                a5 += w0[5 * in_g + i] * xv;
+                a6 += w0[6 * in_g + i] * xv;
+                a7 += w0[7 * in_g + i] * xv;
+            }
+            ob[o] = a0;
+            ob[o + 1] = a1;
+            ob[o + 2] = a2;
+            ob[o + 3] = a3;
+            ob[o + 4] = a4;
+            ob[o + 5] = a5;
+            ob[o + 6] = a6;
+            ob[o + 7] = a7;
+        }
+        for (; o + 4 <= out_g; o += 4) {
+            const float *restrict w0 = wg + o * in_g;
+            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            for (int64_t i = 0; i < in_g; ++i) {
+                const vf xv = ib[i];
+                a0 += w0[i] * xv;
+                a1 += w0[in_g + i] * xv;
+                a2 += w0[2 * in_g + i] * xv;
+                a3 += w0[3 * in_g + i] * xv;
+            }
+            ob[o] = a0;
+            ob[o + 1] = a1;
+            ob[o + 2] = a2;
+            ob[o + 3] = a3;
+        }
+        for (; o < out_g; ++o) {
+            const float *restrict w0 = wg + o * in_g;
+            vf a0 = {0};
+            for (int64_t i = 0; i < in_g; ++i) a0 += w0[i] * ib[i];
+            ob[o] = a0;
+        }
+    }
+}
+
+static int clamp_threads(int nthreads, int64_t work) {
+    if (nthreads < 1) nthreads = 1;
+    if (work < 1) work = 1;
+    return nthreads > work ? (int)work : nthreads;
+}
+
+/* Outputs at least this large are written with non-temporal stores (they do not fit in the caches anyway). */
+#define STREAM_BYTES ((int64_t)16 << 20)
+
+/* The grouped pointwise map above over all P pixels. Returns 0, or -1 when out of memory. */
+int gpw_forward(const float *in, int64_t in_c, const int64_t *islot, float *out, int64_t out_c,
+                const int64_t *oslot, const float *w, int64_t groups, int64_t pixels, int nthreads) {
+    const int64_t in_g = in_c / groups, out_g = out_c / groups;
+    const int64_t tiles = (pixels + TILE - 1) / TILE;
+    const int stream = pixels * out_c * (int64_t)sizeof(float) >= STREAM_BYTES;
+    int failed = 0;
+    nthreads = clamp_threads(nthreads, tiles);
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        vf *it = alloc_aligned(sizeof(vf) * (size_t)in_c);
+        vf *ot = alloc_aligned(sizeof(vf) * (size_t)out_c);
+        const int ok = it && ot;
+        if (!ok) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t tile = 0; tile < tiles; ++tile) {
+            if (!ok) continue;
+            const int64_t p0 = tile * TILE;
+            const int n = (int)(pixels - p0 < TILE ? pixels - p0 : TILE);
+            gather_tile(in, in_c, p0, n, islot, (float *)it);
+            tile_matmul(it, w, ot, groups, in_g, out_g);
+            scatter_tile(out, out_c, p0, n, oslot, (const float *)ot, stream);
+        }
+        store_fence();
+        free(it);
+        free(ot);
+    }
+    return failed ? -1 : 0;
+}
+
+/* Backward of out[p, g*Og + o] = sum_i w[g*Og + o][i] * x[p, c] (islot[c] = g*Ig + i), in one pass over dy:
+ *   dx[p, c] = sum_o w[g*Og + o][i] * dy[p, g*Og + o]    (when dx != NULL; wt = w transposed per group,
+ *                                                          (G, Ig, Og))
+ *   dw[g*Og + o][i] = sum_p dy[p, g*Og + o] * x[p, c]    (when dw != NULL; overwrites dw)
+ * Returns 0, or -1 when out of memory. */
+int gpw_backward(const float *x, int64_t in_c, const int64_t *islot, const float *dy, int64_t out_c,
+                 const float *wt, float *dx, float *dw, int64_t groups, int64_t pixels, int nthreads) {
+    const int64_t in_g = in_c / groups, out_g = out_c / groups;
+    const int64_t numel = out_c * in_g;
+    const int64_t steps = (pixels + WSUB * TILE - 1) / (WSUB * TILE);
+    const int stream = pixels * in_c * (int64_t)sizeof(float) >= STREAM_BYTES;
+    nthreads = clamp_threads(nthreads, steps);
+    /* per-thread lane accumulators of dw: acc[thread][g*Og + o][i] (16 lanes each) */
+    vf *acc = NULL;
+    if (dw) {
+        acc = alloc_aligned(sizeof(vf) * (size_t)(nthreads * numel));
+        if (!acc) return -1;
+        memset(acc, 0, sizeof(vf) * (size_t)(nthreads * numel));
+    }
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        vf *xt = dw ? alloc_aligned(sizeof(vf) * (size_t)(WSUB * in_c)) : NULL;
+        vf *dt = alloc_aligned(sizeof(vf) * (size_t)(WSUB * out_c));
+        vf *gt = dx ? alloc_aligned(sizeof(vf) * (size_t)in_c) : NULL;
+        const int ok = (xt || !dw) && dt && (gt || !dx);
+        if (!ok) failed = 1;
+        vf *mine = NULL;
+        if (dw) {
+#ifdef _OPENMP
+            mine = acc + (size_t)omp_get_thread_num() * (size_t)numel;
+#else
+            mine = acc;
+#endif
+        }
+#pragma omp for schedule(static)
+        for (int64_t step = 0; step < steps; ++step) {
+            if (!ok) continue;
+            for (int s = 0; s < WSUB; ++s) {
+                const int64_t p0 = (step * WSUB + s) * TILE;
+                const int64_t left = pixels - p0;
+                const int n = (int)(left < 0 ? 0 : (left < TILE ? left : TILE));
+                gather_tile(dy, out_c, p0, n, NULL, (float *)(dt + s * out_c));
+                if (dw) gather_tile(x, in_c, p0, n, islot, (float *)(xt + s * in_c));
+                if (dx && n > 0) {
+                    tile_matmul(dt + s * out_c, wt, gt, groups, out_g, in_g);
+                    scatter_tile(dx, in_c, p0, n, islot, (const float *)gt, stream);
+                }
+            }
+            if (!dw) continue;
+            for (int64_t g = 0; g < groups; ++g) {
+                const vf *restrict x0 = xt + g * in_g;
+                for (int64_t o = 0; o < out_g; ++o) {
+                    const int64_t oc = g * out_g + o;
+                    const vf d0 = dt[oc], d1 = dt[out_c + oc], d2 = dt[2 * out_c + oc], d3 = dt[3 * out_c + oc];
+                    vf *restrict a = mine + oc * in_g;
+                    for (int64_t i = 0; i < in_g; ++i)
+                        a[i] += d0 * x0[i] + d1 * x0[in_c + i] + d2 * x0[2 * in_c + i] + d3 * x0[3 * in_c + i];
+                }
+            }
+        }
+        store_fence();
+        free(xt);
+        free(dt);
+        free(gt);
+    }
+    if (dw && !failed) {
+        for (int64_t e = 0; e < numel; ++e) {
+            vf s = acc[e];
+            for (int th = 1; th < nthreads; ++th) s += acc[(size_t)th * (size_t)numel + (size_t)e];
+            float total = 0.0f;
+            for (int t = 0; t < TILE; ++t) total += s[t];
+            dw[e] = total;
+        }
+    }
+    free(acc);
+    return failed ? -1 : 0;
+}

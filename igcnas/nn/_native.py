@@ -1,0 +1,327 @@
+"""A small C kernel (``_csrc/group_pw.c``) for grouped 1x1 convs with the input channel shuffle folded in.
+
+The kernel runs ``conv1x1(shuffle(x), weight, groups)`` on channels_last float32 CPU tensors without the
+activation copy of the shuffle, and the two backward products (input and weight gradient) the same way. It is
+compiled on first use with the system C compiler (``$CC``, else ``cc`` / ``gcc``; ``-O3 -march=native
+-fopenmp``) into ``$IGCNAS_CACHE_DIR/native`` (default ``~/.cache/igcnas/native``), named by a hash of the source,
+flags, compiler version and CPU, and loaded with :mod:`ctypes`. Where it cannot be built (no compiler, not
+Linux, a compile error) or ``IGCNAS_NATIVE=0`` is set, :func:`native_available` is False,
+:func:`native_status` says why, and callers use their torch form instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["native_available", "native_status", "group_pointwise", "shuffle_permutation", "supports"]
+
+log = logging.getLogger(__name__)
+
+_SOURCE = Path(__file__).resolve().parent / "_csrc" / "group_pw.c"
+_BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+_X86_FLAGS = ("-mprefer-vector-width=512",)
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"lib": None, "status": None}
+
+
+def _cache_dir() -> Path:
+    """``$IGCNAS_CACHE_DIR/native``, else ``~/.cache/igcnas/native``."""
+    root = os.environ.get("IGCNAS_CACHE_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "igcnas"
+    return base / "native"
+
+
+def _compiler() -> str | None:
+    """Path of the C compiler: ``$CC`` if set (and found), else ``cc``, else ``gcc``."""
+    env = os.environ.get("CC")
+    candidates = [env] if env else ["cc", "gcc"]
+    for name in candidates:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _cpu_signature() -> str:
+    """Model name and feature flags of this CPU (``-march=native`` code depends on them)."""
+    keys = ("model name", "flags", "features", "cpu part")
+    lines: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.split(":", 1)[0].strip().lower() in keys:
+                    lines.add(line.strip())
+    except OSError:
+        pass
+    return platform.machine() + "\n" + "\n".join(sorted(lines))
+
+
+def _flags() -> tuple[str, ...]:
+    """Compiler flags (AVX-512 registers preferred on x86-64, where gcc otherwise sticks to 256 bits)."""
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return _BASE_FLAGS + _X86_FLAGS
+    return _BASE_FLAGS
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """Declare the argument types of the kernel entry points."""
+    ptr, i64, cint = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.gpw_forward.argtypes = [ptr, i64, ptr, ptr, i64, ptr, ptr, i64, i64, cint]
+    lib.gpw_forward.restype = cint
+    lib.gpw_backward.argtypes = [ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, i64, cint]
+    lib.gpw_backward.restype = cint
+    return lib
+
+
+def _build() -> ctypes.CDLL:
+    """Compile (or reuse the cached build of) the kernel and load it; raises ``RuntimeError`` with the reason."""
+    if os.environ.get("IGCNAS_NATIVE", "").strip() == "0":
+        raise RuntimeError("disabled by IGCNAS_NATIVE=0")
+    if not sys.platform.startswith("linux"):
+        raise RuntimeError(f"native kernels are built on Linux only (platform {sys.platform})")
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C compiler found ($CC, cc, gcc)")
+    flags = _flags()
+    try:
+        version = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout
+        source = _SOURCE.read_bytes()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"cannot query the compiler or read the kernel source: {exc}") from exc
+    digest = hashlib.sha256()
+    key = (compiler, " ".join(flags), version, _cpu_signature())
+    for part in (source, *(text.encode() for text in key)):
+        digest.update(part)
+        digest.update(b"\0")
+    folder = _cache_dir()
+    target = folder / f"group_pw-{digest.hexdigest()[:24]}.so"
+    if not target.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".group_pw-", suffix=".so.tmp", dir=folder)
+            os.close(fd)
+        except OSError as exc:
+            raise RuntimeError(f"cannot write the build cache {folder}: {exc}") from exc
+        try:
+            result = subprocess.run(
+                [compiler, *flags, "-o", tmp_name, str(_SOURCE)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            if result.returncode != 0:
+                message = (result.stderr or result.stdout).strip().splitlines()[-5:]
+                raise RuntimeError(f"compiling {_SOURCE.name} failed: {' | '.join(message)}")
+            os.replace(tmp_name, target)  # atomic: concurrent builders each publish a complete file
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RuntimeError(f"compiling {_SOURCE.name} failed: {exc}") from exc
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+    try:
+        return _bind(ctypes.CDLL(str(target)))
+    except (OSError, AttributeError) as exc:
+        raise RuntimeError(f"cannot load {target}: {exc}") from exc
+
+
+def _library() -> ctypes.CDLL | None:
+    """The loaded kernel library (built once per process), or None when unavailable."""
+    if _state["status"] is None:
+        with _lock:
+            if _state["status"] is None:
+                try:
+                    _state["lib"] = _build()
+                    _state["status"] = "available"
+                except RuntimeError as exc:
+                    _state["lib"] = None
+                    _state["status"] = f"unavailable: {exc}"
+                    log.debug("igcnas native kernels %s", _state["status"])
+    lib = _state["lib"]
+    return lib if isinstance(lib, ctypes.CDLL) else None
+
+
+def _reset() -> None:
+    """Forget the loaded library and its status (the next use builds/loads again); for tests."""
+    with _lock:
+        _state["lib"] = None
+        _state["status"] = None
+
+
+def native_available() -> bool:
+    """Whether the C kernels could be built and loaded in this process (builds them on first call)."""
+    return _library() is not None
+
+
+def native_status() -> str:
+    """``"available"`` or ``"unavailable: <reason>"`` (builds the kernels on first call)."""
+    _library()
+    return str(_state["status"])
+
+
+def shuffle_permutation(channels: int, shuffle_groups: int) -> list[int]:
+    """``perm`` with ``channel_shuffle(x, s)[:, j] == x[:, perm[j]]`` (identity for ``s`` 1 or ``channels``)."""
+    if shuffle_groups <= 1 or shuffle_groups >= channels:
+        return list(range(channels))
+    per = channels // shuffle_groups
+    return [(j % shuffle_groups) * per + j // shuffle_groups for j in range(channels)]
+
+
+def supports(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``x`` / ``weight`` can take the native path (float32 CPU, 4-D, 1x1 weight)."""
+    return (
+        x.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.dim() == 4
+        and weight.dim() == 4
+        and weight.shape[2] == 1
+        and weight.shape[3] == 1
+    )
+
+
+_perm_cache: dict[tuple[int, int], Tensor] = {}
+
+
+def _slot_tensor(channels: int, shuffle_groups: int) -> Tensor | None:
+    """Slot of each input channel after the shuffle (the inverse permutation, cached int64), None = identity."""
+    if shuffle_groups <= 1 or shuffle_groups >= channels:
+        return None
+    key = (channels, shuffle_groups)
+    slots = _perm_cache.get(key)
+    if slots is None:
+        perm = torch.tensor(shuffle_permutation(channels, shuffle_groups), dtype=torch.int64)
+        slots = torch.argsort(perm)
+        _perm_cache[key] = slots
+    return slots
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    """Raw data pointer of ``t`` (None for a missing tensor)."""
+    return None if t is None else t.data_ptr()
+
+
+def _check(code: int, what: str) -> None:
+    """Raise ``MemoryError`` when a kernel reported an allocation failure."""
+    if code != 0:
+        raise MemoryError(f"igcnas native {what}: out of memory for the per-thread buffers")
+
+
+def _pointwise(
+    lib: ctypes.CDLL,
+    src: Tensor,
+    islot: Tensor | None,
+    w: Tensor,
+    groups: int,
+    out_c: int,
+    oslot: Tensor | None,
+) -> Tensor:
+    """``out[p, c'] = sum_i w[g, o, i] * src[p, c]`` (``islot[c] = g*Ig+i``, ``oslot[c'] = g*Og+o``), NHWC."""
+    n, c, h, wd = src.shape
+    out = torch.empty((n, out_c, h, wd), dtype=src.dtype, memory_format=torch.channels_last)
+    code = lib.gpw_forward(
+        _ptr(src), c, _ptr(islot), _ptr(out), out_c, _ptr(oslot), _ptr(w), groups, n * h * wd,
+        torch.get_num_threads(),
+    )  # fmt: skip
+    _check(code, "grouped pointwise")
+    return out
+
+
+class _GroupPointwise(torch.autograd.Function):
+    """Autograd wrapper of the native grouped 1x1 conv (see :func:`group_pointwise`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int) -> Tensor:
+        lib = _library()
+        assert lib is not None
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = weight.detach().contiguous()
+        slots = _slot_tensor(x.shape[1], shuffle_groups)
+        ctx.save_for_backward(x, weight)
+        ctx.groups = groups
+        ctx.slots = slots
+        return _pointwise(lib, x, slots, w.view(weight.shape[0], -1), groups, weight.shape[0], None)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        lib = _library()
+        assert lib is not None
+        x, weight = ctx.saved_tensors
+        groups: int = ctx.groups
+        slots: Tensor | None = ctx.slots
+        dy = grad.contiguous(memory_format=torch.channels_last)
+        if dy.dtype != torch.float32:
+            dy = dy.float()
+        out_c, in_g = weight.shape[0], weight.shape[1]
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = grad_w = None
+        if need_x:
+            grad_x = torch.empty_like(x, memory_format=torch.channels_last)
+        if need_w:
+            grad_w = torch.empty(weight.shape, dtype=torch.float32)
+        if need_x or need_w:
+            # dx[p, perm(g*Ig+i)] = sum_o W[g*Og+o, i] * dy[p, g*Og+o]: W transposed per group
+            wt = weight.detach().reshape(groups, out_c // groups, in_g).transpose(1, 2).contiguous()
+            n, c, h, wd = x.shape
+            code = lib.gpw_backward(
+                _ptr(x), c, _ptr(slots), _ptr(dy), out_c, _ptr(wt), _ptr(grad_x), _ptr(grad_w), groups,
+                n * h * wd, torch.get_num_threads(),
+            )  # fmt: skip
+            _check(code, "backward")
+        return grad_x, grad_w, None, None
+
+
+def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor:
+    """``F.conv2d(channel_shuffle(x, shuffle_groups), weight, groups=groups)`` for a 1x1 ``weight``, natively.
+
+    ``x`` is a float32 CPU ``(N, C, H, W)`` tensor (made channels_last if it is not), ``weight`` has shape
+    ``(out, C // groups, 1, 1)``; stride 1, no padding, no bias. The shuffle is folded into the kernel's
+    indexing (no activation copy); the output is channels_last. Differentiable in ``x`` and ``weight`` (each
+    gradient is computed only when needed). Requires :func:`native_available`; raises ``RuntimeError``
+    otherwise, so check it (or use :func:`igcnas.nn.ops.sparse_conv`, which falls back by itself).
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> from igcnas.nn.ops import channel_shuffle
+        >>> x = torch.randn(2, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+        >>> w = torch.randn(16, 2, 1, 1)
+        >>> ok = not native_available() or torch.allclose(
+        ...     group_pointwise(x, w, 8, 8), F.conv2d(channel_shuffle(x, 8), w, groups=8), atol=1e-5)
+        >>> ok
+        True
+    """
+    if not native_available():
+        raise RuntimeError(f"igcnas native kernels are {native_status()}")
+    if not supports(x, weight):
+        raise ValueError(
+            f"group_pointwise: needs float32 CPU 4-D x and a 1x1 weight, got x {x.dtype} {tuple(x.shape)} "
+            f"on {x.device}, weight {weight.dtype} {tuple(weight.shape)}"
+        )
+    c = x.shape[1]
+    if c % groups or weight.shape[0] % groups or weight.shape[1] * groups != c or c % shuffle_groups:
+        raise ValueError(
+            f"group_pointwise: weight {tuple(weight.shape)} with groups={groups}, shuffle_groups="
+            f"{shuffle_groups} does not fit {c} input channels"
+        )
+    out: Tensor = _GroupPointwise.apply(x, weight, groups, shuffle_groups)
+    return out

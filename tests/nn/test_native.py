@@ -1,0 +1,225 @@
+"""Native grouped 1x1 kernel (igcnas.nn._native): equals the naive reference, falls back cleanly, planned narrowly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from igcnas.nn import _native
+from igcnas.nn.ops import (
+    NATIVE_MAX_GROUP_WEIGHTS,
+    ConvSpec,
+    FastSparseConv2d,
+    channel_shuffle,
+    select_plan,
+    sparse_conv,
+)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def native() -> None:
+    """Skip (with the reason) where the kernel cannot be built."""
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+
+
+@pytest.fixture
+def fresh_native() -> Iterator[None]:
+    """Forget the loaded kernel before and after the test (the test changes the environment)."""
+    _native._reset()
+    yield
+    _native._reset()
+
+
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+# (in, out, groups, shuffle_groups, (N, H, W))
+SHAPES = [
+    (416, 416, 52, 52, (2, 9, 9)),  # IGCV2*-C416 branch conv, P = 162 (not a multiple of the tiles)
+    (416, 416, 52, None, (1, 4, 4)),  # batch 1, no shuffle
+    (48, 48, 2, 24, (1, 7, 7)),  # IGC-L24M2 secondary
+    (32, 192, 2, None, (2, 5, 5)),  # Cout != Cin, Ig = 16 != Og = 96
+    (192, 32, 2, 2, (2, 3, 3)),  # Ig = 96 != Og = 16, shuffle 2
+    (12, 18, 3, 4, (1, 3, 3)),  # channel counts that are not multiples of 16 (scalar tile paths)
+    (24, 40, 4, 6, (3, 8, 8)),  # P = 192: whole tiles only
+    (64, 64, 8, 8, (2, 16, 16)),  # several tiles per thread
+    (40, 80, 10, 10, (1, 1, 1)),  # a single pixel
+]
+
+
+def _pair(cin: int, cout: int, groups: int, shuffle: int | None) -> tuple[torch.nn.Module, FastSparseConv2d]:
+    naive = sparse_conv(cin, cout, 1, groups=groups, shuffle_groups=shuffle, impl="naive")
+    fast = sparse_conv(cin, cout, 1, groups=groups, shuffle_groups=shuffle, impl="fast")
+    fast.load_state_dict(naive.state_dict())
+    assert isinstance(fast, FastSparseConv2d)
+    return naive, fast
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.parametrize(("cin", "cout", "groups", "shuffle", "size"), SHAPES)
+@pytest.mark.parametrize("nchw_grad", [False, True], ids=["cl-grad", "nchw-grad"])
+def test_native_matches_naive_values_and_gradients(
+    cin: int, cout: int, groups: int, shuffle: int | None, size: tuple[int, int, int], nchw_grad: bool
+) -> None:
+    naive, fast = _pair(cin, cout, groups, shuffle)
+    assert fast.plan("cpu").form == "native"
+    n, h, w = size
+    x = _cl(torch.randn(n, cin, h, w))
+    grad = torch.randn(n, cout, h, w)  # NCHW-contiguous: the Function has to make it channels_last
+    grad = grad if nchw_grad else _cl(grad)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref, out = naive(xr), fast(xf)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    ref.backward(grad)
+    out.backward(grad)
+    assert xf.grad is not None and xr.grad is not None and xf.grad.shape == x.shape
+    torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-5, atol=1e-5)
+    assert fast.weight.grad is not None and naive.weight.grad is not None
+    torch.testing.assert_close(fast.weight.grad, naive.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.usefixtures("native")
+def test_group_pointwise_direct_nchw_input_and_partial_gradients() -> None:
+    x = torch.randn(2, 16, 5, 5)  # NCHW input: converted inside
+    w = torch.randn(24, 2, 1, 1)
+    ref_out = torch.nn.functional.conv2d(channel_shuffle(x, 4), w, groups=8)
+    torch.testing.assert_close(_native.group_pointwise(x, w, 8, 4), ref_out, rtol=1e-5, atol=1e-5)
+    # only the weight needs a gradient (first layer): no input gradient is made
+    wg = w.clone().requires_grad_()
+    _native.group_pointwise(x, wg, 8, 4).sum().backward()
+    ref_w = w.clone().requires_grad_()
+    torch.nn.functional.conv2d(channel_shuffle(x, 4), ref_w, groups=8).sum().backward()
+    assert wg.grad is not None and ref_w.grad is not None
+    torch.testing.assert_close(wg.grad, ref_w.grad, rtol=1e-4, atol=1e-4)
+    # only the input needs a gradient (frozen weight)
+    xg = x.clone().requires_grad_()
+    _native.group_pointwise(xg, w, 8, 4).sum().backward()
+    xr = x.clone().requires_grad_()
+    torch.nn.functional.conv2d(channel_shuffle(xr, 4), w, groups=8).sum().backward()
+    assert xg.grad is not None and xr.grad is not None
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="float32"):
+        _native.group_pointwise(x.double(), w.double(), 8, 4)
+
+
+def test_shuffle_permutation_is_channel_shuffle() -> None:
+    x = torch.arange(24.0).view(1, 24, 1, 1)
+    for groups in (1, 2, 3, 4, 6, 8, 12, 24):
+        perm = _native.shuffle_permutation(24, groups)
+        assert channel_shuffle(x, groups).flatten().tolist() == [float(p) for p in perm]
+
+
+@pytest.mark.usefixtures("native")
+def test_plan_picks_native_only_for_narrow_stride1_cpu_pwg() -> None:
+    native = {
+        ConvSpec(416, 416, 1, groups=52, shuffle_groups=52),
+        ConvSpec(416, 416, 1, groups=52),
+        ConvSpec(48, 48, 1, groups=2, shuffle_groups=24),
+        ConvSpec(32, 192, 1, groups=2),
+        ConvSpec(128, 128, 1, groups=2, shuffle_groups=2),  # 64 x 64 = NATIVE_MAX_GROUP_WEIGHTS
+    }
+    other = {
+        ConvSpec(256, 256, 1, groups=2): "grouped",  # 128 x 128 weights per group: oneDNN wins
+        ConvSpec(48, 48, 1, groups=4, shuffle_groups=12, stride=2): "dense",  # stride 2
+        ConvSpec(64, 64, 1, shuffle_groups=4): "dense",  # PW, groups = 1
+        ConvSpec(48, 48, 3, groups=24): "grouped",  # GC
+        ConvSpec(48, 48, 3, groups=48): "grouped",  # DW
+    }
+    for spec in native:
+        assert (spec.in_channels // spec.groups) * (
+            spec.out_channels // spec.groups
+        ) <= NATIVE_MAX_GROUP_WEIGHTS
+        for impl in ("fast", "auto"):
+            plan = select_plan(spec, "cpu", impl)
+            assert (plan.form, plan.channels_last) == ("native", True), (spec, plan)
+            assert select_plan(spec, "cpu", impl, native=False).form in ("dense", "grouped")
+        assert select_plan(spec, "cpu", "naive").form == "reference"
+        assert select_plan(spec, "cuda", "fast").form == "reference"
+    for spec, form in other.items():
+        assert select_plan(spec, "cpu", "fast").form == form, spec
+    # auto, NCHW inference: converting pays only where the kernel also saves the shuffle copy
+    nchw = {"channels_last_input": False, "grad": False, "pixels": 4096}
+    assert (
+        select_plan(ConvSpec(416, 416, 1, groups=52, shuffle_groups=52), "cpu", "auto", **nchw).form
+        == "native"
+    )
+    assert select_plan(ConvSpec(416, 416, 1, groups=52), "cpu", "auto", **nchw).form == "reference"
+
+
+@pytest.mark.usefixtures("native")
+def test_native_plan_falls_back_under_autocast_and_other_dtypes() -> None:
+    naive, fast = _pair(48, 48, 2, 24)
+    x = _cl(torch.randn(2, 48, 6, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, out = naive(x), fast(x)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    torch.testing.assert_close(
+        out.float(), ref.float(), rtol=2e-2, atol=2e-2 * float(ref.detach().abs().max())
+    )
+    naive.double()
+    fast.double()
+    torch.testing.assert_close(fast(x.double()), naive(x.double()))
+
+
+@pytest.mark.usefixtures("fresh_native")
+def test_disabled_by_environment_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IGCNAS_NATIVE", "0")
+    assert not _native.native_available()
+    assert "IGCNAS_NATIVE=0" in _native.native_status()
+    spec = ConvSpec(416, 416, 1, groups=52, shuffle_groups=52)
+    assert select_plan(spec, "cpu", "fast").form == "grouped"
+    naive, fast = _pair(64, 64, 8, 8)
+    assert fast.plan("cpu").form == "dense"
+    x = _cl(torch.randn(2, 64, 5, 5))
+    torch.testing.assert_close(fast(x), naive(x), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="IGCNAS_NATIVE=0"):
+        _native.group_pointwise(x, fast.weight, 8, 8)
+
+
+@pytest.mark.usefixtures("fresh_native")
+@pytest.mark.parametrize("compiler", ["/nonexistent/cc", "false"])
+def test_missing_or_failing_compiler_is_not_an_error(
+    compiler: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("IGCNAS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", compiler)
+    monkeypatch.delenv("IGCNAS_NATIVE", raising=False)
+    assert not _native.native_available()
+    assert _native.native_status().startswith("unavailable: ")
+    _, fast = _pair(48, 48, 2, 24)
+    assert fast.plan("cpu").form == "dense"
+
+
+@pytest.mark.usefixtures("native", "fresh_native")
+def test_build_goes_to_the_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IGCNAS_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("IGCNAS_NATIVE", raising=False)
+    assert _native.native_available()
+    built = list((tmp_path / "native").iterdir())
+    assert len(built) == 1 and built[0].name.startswith("group_pw-") and built[0].suffix == ".so", built
+
+
+@pytest.mark.usefixtures("native")
+def test_an_explicit_native_plan_runs_anywhere() -> None:
+    """run_plan with a native plan on an input the kernel does not take uses the table's torch form."""
+    naive, fast = _pair(48, 48, 4, 12)
+    plan = select_plan(fast.spec, "cpu", "fast")
+    assert plan.form == "native"
+    x = torch.randn(2, 48, 5, 5, dtype=torch.float64)
+    naive.double()
+    fast.double()
+    torch.testing.assert_close(fast.run_plan(x, plan), naive(x))
+    strided = sparse_conv(48, 48, 1, groups=4, shuffle_groups=12, stride=2, impl="fast")
+    assert isinstance(strided, FastSparseConv2d)
+    ref = sparse_conv(48, 48, 1, groups=4, shuffle_groups=12, stride=2, impl="naive")
+    ref.load_state_dict(strided.state_dict())
+    xf = torch.randn(2, 48, 6, 6)
+    torch.testing.assert_close(strided.run_plan(xf, plan), ref(xf), rtol=1e-5, atol=1e-5)
