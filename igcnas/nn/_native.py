@@ -1,12 +1,14 @@
-"""A small C kernel (``_csrc/group_pw.c``) for grouped 1x1 convs with the input channel shuffle folded in.
+"""Small C kernels for grouped convs with the input channel shuffle folded in (one library, two sources).
 
-The kernel runs ``conv1x1(shuffle(x), weight, groups)`` on channels_last float32 CPU tensors without the
-activation copy of the shuffle, and the two backward products (input and weight gradient) the same way. It is
-compiled on first use with the system C compiler (``$CC``, else ``cc`` / ``gcc``; ``-O3 -march=native
--fopenmp``) into ``$IGCNAS_CACHE_DIR/native`` (default ``~/.cache/igcnas/native``), named by a hash of the source,
-flags, compiler version and CPU, and loaded with :mod:`ctypes`. Where it cannot be built (no compiler, not
-Linux, a compile error) or ``IGCNAS_NATIVE=0`` is set, :func:`native_available` is False,
-:func:`native_status` says why, and callers use their torch form instead.
+``_csrc/group_pw.c`` runs ``conv1x1(shuffle(x), weight, groups)`` (:func:`group_pointwise`) and
+``_csrc/group_conv.c`` the k x k grouped conv with narrow groups, stride s and padding k // 2
+(:func:`group_conv`), on channels_last float32 CPU tensors without the activation copy of the shuffle, and the two
+backward products (input and weight gradient) the same way. The library is compiled on first use with the
+system C compiler (``$CC``, else ``cc`` / ``gcc``; ``-O3 -march=native -fopenmp``) into
+``$IGCNAS_CACHE_DIR/native`` (default ``~/.cache/igcnas/native``), named by a hash of the sources, flags,
+compiler version and CPU, and loaded with :mod:`ctypes`. Where it cannot be built (no compiler, not Linux, a
+compile error) or ``IGCNAS_NATIVE=0`` is set, :func:`native_available` is False, :func:`native_status` says why,
+and callers use their torch form instead.
 """
 
 from __future__ import annotations
@@ -28,11 +30,19 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["native_available", "native_status", "group_pointwise", "shuffle_permutation", "supports"]
+__all__ = [
+    "native_available",
+    "native_status",
+    "group_pointwise",
+    "group_conv",
+    "shuffle_permutation",
+    "supports",
+    "supports_conv",
+]
 
 log = logging.getLogger(__name__)
 
-_SOURCE = Path(__file__).resolve().parent / "_csrc" / "group_pw.c"
+_SOURCES = tuple(Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c"))
 _BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _X86_FLAGS = ("-mprefer-vector-width=512",)
 
@@ -86,6 +96,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gpw_forward.restype = cint
     lib.gpw_backward.argtypes = [ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, i64, cint]
     lib.gpw_backward.restype = cint
+    lib.gc_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]
+    lib.gc_forward.restype = cint
+    lib.gc_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]
+    lib.gc_backward.restype = cint
     return lib
 
 
@@ -103,26 +117,26 @@ def _build() -> ctypes.CDLL:
         version = subprocess.run(
             [compiler, "--version"], capture_output=True, text=True, timeout=60, check=False
         ).stdout
-        source = _SOURCE.read_bytes()
+        sources = [path.read_bytes() for path in _SOURCES]
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"cannot query the compiler or read the kernel source: {exc}") from exc
     digest = hashlib.sha256()
     key = (compiler, " ".join(flags), version, _cpu_signature())
-    for part in (source, *(text.encode() for text in key)):
+    for part in (*sources, *(text.encode() for text in key)):
         digest.update(part)
         digest.update(b"\0")
     folder = _cache_dir()
-    target = folder / f"group_pw-{digest.hexdigest()[:24]}.so"
+    target = folder / f"igcnas_native-{digest.hexdigest()[:24]}.so"
     if not target.exists():
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".group_pw-", suffix=".so.tmp", dir=folder)
+            fd, tmp_name = tempfile.mkstemp(prefix=".igcnas_native-", suffix=".so.tmp", dir=folder)
             os.close(fd)
         except OSError as exc:
             raise RuntimeError(f"cannot write the build cache {folder}: {exc}") from exc
         try:
             result = subprocess.run(
-                [compiler, *flags, "-o", tmp_name, str(_SOURCE)],
+                [compiler, *flags, "-o", tmp_name, *(str(path) for path in _SOURCES)],
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -130,10 +144,10 @@ def _build() -> ctypes.CDLL:
             )
             if result.returncode != 0:
                 message = (result.stderr or result.stdout).strip().splitlines()[-5:]
-                raise RuntimeError(f"compiling {_SOURCE.name} failed: {' | '.join(message)}")
+                raise RuntimeError(f"compiling the native kernels failed: {' | '.join(message)}")
             os.replace(tmp_name, target)  # atomic: concurrent builders each publish a complete file
         except (OSError, subprocess.SubprocessError) as exc:
-            raise RuntimeError(f"compiling {_SOURCE.name} failed: {exc}") from exc
+            raise RuntimeError(f"compiling the native kernels failed: {exc}") from exc
         finally:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
@@ -324,4 +338,119 @@ def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int 
             f"{shuffle_groups} does not fit {c} input channels"
         )
     out: Tensor = _GroupPointwise.apply(x, weight, groups, shuffle_groups)
+    return out
+
+
+def supports_conv(x: Tensor, weight: Tensor, stride: int) -> bool:
+    """Whether ``x`` / ``weight`` can take :func:`group_conv` (float32 CPU, 4-D, odd square kernel, stride >= 1)."""
+    return (
+        x.device.type == "cpu"
+        and weight.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.dim() == 4
+        and weight.dim() == 4
+        and weight.shape[2] == weight.shape[3]
+        and weight.shape[2] % 2 == 1
+        and stride >= 1
+    )
+
+
+_order_cache: dict[tuple[int, int], Tensor] = {}
+
+
+def _perm_tensor(channels: int, shuffle_groups: int) -> Tensor | None:
+    """The shuffle as "slot j holds channel perm[j]" (cached int64), None = identity."""
+    if shuffle_groups <= 1 or shuffle_groups >= channels:
+        return None
+    key = (channels, shuffle_groups)
+    perm = _order_cache.get(key)
+    if perm is None:
+        perm = torch.tensor(shuffle_permutation(channels, shuffle_groups), dtype=torch.int64)
+        _order_cache[key] = perm
+    return perm
+
+
+class _GroupConv(torch.autograd.Function):
+    """Autograd wrapper of the native grouped k x k conv (see :func:`group_conv`)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int, stride: int) -> Tensor:
+        lib = _library()
+        assert lib is not None
+        x = x.contiguous(memory_format=torch.channels_last)
+        w = weight.detach().contiguous()
+        perm = _perm_tensor(x.shape[1], shuffle_groups)
+        n, c, h, wd = x.shape
+        out_c, k = weight.shape[0], weight.shape[2]
+        pad = k // 2
+        out = torch.empty(
+            (n, out_c, (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1),
+            dtype=x.dtype,
+            memory_format=torch.channels_last,
+        )
+        code = lib.gc_forward(
+            _ptr(x), _ptr(perm), _ptr(w), _ptr(out), n, h, wd, c, out_c, groups, k, stride,
+            torch.get_num_threads(),
+        )  # fmt: skip
+        _check(code, "grouped conv")
+        ctx.save_for_backward(x, weight)
+        ctx.groups, ctx.perm, ctx.stride = groups, perm, stride
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        lib = _library()
+        assert lib is not None
+        x, weight = ctx.saved_tensors
+        dy = grad.contiguous(memory_format=torch.channels_last)
+        if dy.dtype != torch.float32:
+            dy = dy.float()
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
+        grad_w = torch.empty(weight.shape, dtype=torch.float32) if need_w else None
+        if need_x or need_w:
+            n, c, h, wd = x.shape
+            code = lib.gc_backward(
+                _ptr(x), _ptr(ctx.perm), _ptr(weight.detach().contiguous()), _ptr(dy), _ptr(grad_x),
+                _ptr(grad_w), n, h, wd, c, weight.shape[0], ctx.groups, weight.shape[2], ctx.stride,
+                torch.get_num_threads(),
+            )  # fmt: skip
+            _check(code, "grouped conv backward")
+        return grad_x, grad_w, None, None, None
+
+
+def group_conv(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int = 1, stride: int = 1) -> Tensor:
+    """``F.conv2d(channel_shuffle(x, shuffle_groups), weight, None, stride, k // 2, 1, groups)``, natively.
+
+    ``weight`` has shape ``(out, C // groups, k, k)`` with odd ``k``; no bias, padding ``k // 2``. Meant for
+    narrow groups (a few channels each; the work buffers hold ``C // groups`` copies of an input row). Otherwise
+    as :func:`group_pointwise`: float32 CPU ``x`` (made channels_last), the shuffle folded into the indexing,
+    channels_last output, differentiable in ``x`` and ``weight``; requires :func:`native_available`.
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> from igcnas.nn.ops import channel_shuffle
+        >>> x = torch.randn(2, 8, 7, 5).contiguous(memory_format=torch.channels_last)
+        >>> w = torch.randn(8, 2, 3, 3)
+        >>> ok = not native_available() or torch.allclose(
+        ...     group_conv(x, w, 4, 2, 2), F.conv2d(channel_shuffle(x, 2), w, None, 2, 1, 1, 4), atol=1e-5)
+        >>> ok
+        True
+    """
+    if not native_available():
+        raise RuntimeError(f"igcnas native kernels are {native_status()}")
+    if not supports_conv(x, weight, stride):
+        raise ValueError(
+            f"group_conv: needs float32 CPU 4-D x and an odd square kernel, got x {x.dtype} {tuple(x.shape)} "
+            f"on {x.device}, weight {weight.dtype} {tuple(weight.shape)}, stride {stride}"
+        )
+    c = x.shape[1]
+    if c % groups or weight.shape[0] % groups or weight.shape[1] * groups != c or c % shuffle_groups:
+        raise ValueError(
+            f"group_conv: weight {tuple(weight.shape)} with groups={groups}, shuffle_groups="
+            f"{shuffle_groups} does not fit {c} input channels"
+        )
+    out: Tensor = _GroupConv.apply(x, weight, groups, shuffle_groups, stride)
     return out

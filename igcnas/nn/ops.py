@@ -20,10 +20,12 @@ Every implementation is an ``nn.Conv2d`` subclass holding exactly one parameter,
   ``dense``      the weight expanded to its block-diagonal dense ``(out, in, k, k)`` form with the input
                  shuffle folded into its input-channel order (:func:`dense_weight`: a weight permutation
                  instead of an activation copy), then one dense channels_last conv (a GEMM for 1x1).
-  ``native``     (CPU, stride-1 PWG, float32) a small C kernel (:mod:`igcnas.nn._native`, built on first use
-                 with the system compiler) that runs the grouped 1x1 conv on channels_last tensors with the
-                 shuffle folded into its indexing, forward and both backward products (input and weight
-                 gradients in one pass over the output gradient). Not built (no compiler, not Linux,
+  ``native``     (CPU, stride-1 PWG and narrow GC, float32) small C kernels (:mod:`igcnas.nn._native`, built
+                 on first use with the system compiler) that run the grouped 1x1 conv (forward and both
+                 backward products, input and weight gradients in one pass over the output gradient) or the
+                 grouped kxk conv (any odd k, any stride; forward, input gradient as the transposed conv,
+                 weight gradient) on channels_last tensors with the shuffle folded into their indexing, without
+                 multiplying the zeros of ``merge``. Not built (no compiler, not Linux,
                  ``IGCNAS_NATIVE=0``), under autocast or for another dtype, the op uses the form the table has
                  without it.
 
@@ -46,7 +48,10 @@ conversion); block-level numbers come from ``python -m igcnas.bench.ops``::
           in*out*(G-1)/G <= 4096 (<= 16384     dense    48, G=2, shuffle 24, 32x32      2.24x    2.29x
           with a shuffle, which is folded)              192->32, G=2, shuffle 2, 32x32  1.96x    1.70x
           more extra MACs than that            grouped  416, G=52, shuffle 52, 32x32    1.12x    1.45x
-    GC    W < MERGE_WIDTH (8)                  grouped  3x3 48, G=24 (W=2 -> merge 4)   1.21x    3.08x
+    GC    (in/G)*(out/G) <=                    native   see the GC table below
+          NATIVE_GC_MAX_GROUP_WEIGHTS (16)
+    GC    otherwise (or native not built):
+          W < MERGE_WIDTH (8)                  grouped  3x3 48, G=24 (W=2 -> merge 4)   1.21x    3.08x
           merge s = G (all in 8 channels)      dense
           W >= MERGE_WIDTH                     grouped  3x3 64, G=4, stride 2           1.01x    1.03x
     DW    kxk, G = in                          grouped  3x3 96, 32x32                   1.00x    1.81x
@@ -74,6 +79,32 @@ for outputs of 16 MiB and more) plus its small matmuls; oneDNN's grouped GEMMs w
 (128 x 128), hence the ``NATIVE_MAX_GROUP_WEIGHTS`` limit. For an NCHW input ``auto`` inference converts to
 channels_last for the native form only when it also folds a shuffle (416, G=52, shuffle 52: 39 ms both ways;
 without a shuffle the reference NCHW conv was faster, 31 vs 40 ms).
+
+The native GC rows (3x3, same setup, median of 7; ``form`` = the table without the kernel, ``grouped`` with
+``m`` adjacent groups merged; W = in/G x out/G; IGC-L24M2-D20 / IGCV1-C96 stage shapes, then wider groups and
+depthwise convs for the rule)::
+
+    case (in->out, G, shuffle, size)  W      form  naive fwd / step  form fwd / step  native fwd / step  step
+    --------------------------------  -----  ----  ----------------  ---------------  -----------------  -----
+    48, G=24, 32x32                   2 x 2  m4        4.6 / 14.8       3.3 / 11.4        1.9 /  6.5     1.76x
+    48, G=24, shuffle 2, 32x32        2 x 2  m4        7.0 / 20.6       4.8 / 15.3        2.2 /  7.5     2.04x
+    96, G=48, shuffle 2, 16x16        2 x 2  m4        3.4 /  9.7       2.2 /  7.1        1.0 /  3.3     2.17x
+    192, G=96, shuffle 2, 8x8         2 x 2  m4        2.0 /  5.4       1.1 /  3.6        0.5 /  1.6     2.22x
+    48->96, G=24, stride 2, 32x32     2 x 4  m2        1.7 /  7.0       1.8 /  6.1        1.9 /  5.5     1.12x
+    96, G=24, 16x16                   4 x 4  m2        1.7 /  5.8       1.6 /  5.7        1.6 /  5.2     1.08x
+    64, G=16, 32x32                   4 x 4  m2        5.0 / 17.6       5.2 / 17.1        4.8 / 14.6     1.17x
+    96->192, G=24, stride 2, 16x16    4 x 8  m1        0.9 /  3.4       1.0 /  3.4        1.9 /  4.7     0.72x
+    192, G=24, 8x8                    8 x 8  m1        1.0 /  3.0       0.9 /  3.0        1.6 /  4.9     0.62x
+    64, G=8, 32x32                    8 x 8  m1        4.9 / 16.9       4.9 / 17.1        8.6 / 27.7     0.62x
+    DW 96, 32x32                      1 x 1  -         2.6 /  9.3       2.7 /  9.0        3.9 / 10.4     0.86x
+    DW 192, 16x16                     1 x 1  -         0.7 /  3.3       0.7 /  3.1        1.0 /  3.7     0.85x
+    DW 96, stride 2, shuffle 2, 32x32 1 x 1  -         4.6 / 12.0       3.1 /  9.8        2.3 /  6.6     1.48x
+
+The GC kernel expands each input row into ``in/G`` copies in output-channel order, so that every product is a
+depthwise conv vectorised across channels; that costs ``out/G`` times the input per row, so it wins only for the
+narrowest groups (where ``merge`` multiplies the most zeros): hence ``NATIVE_GC_MAX_GROUP_WEIGHTS`` (the last
+five rows are not used). Depthwise convs keep oneDNN's channels_last kernel (it wins without a shuffle; with a
+shuffle the native kernel would win, 1.48x, which the table does not use yet).
 
 At 2 threads on the (shared) machine the NCHW grouped kernels of the reference were 2-3x slower than at 1
 thread, so the 2-thread speed-ups of whole blocks are larger. ``impl="auto"`` is ``fast`` except for an NCHW input on CPU: there it keeps the reference form (no conversion to channels_last)
@@ -130,6 +161,7 @@ __all__ = [
     "MERGE_WIDTH",
     "AUTO_MIN_PIXELS",
     "NATIVE_MAX_GROUP_WEIGHTS",
+    "NATIVE_GC_MAX_GROUP_WEIGHTS",
     "channel_shuffle",
     "ChannelShuffle",
     "SparseConv2d",
@@ -156,6 +188,9 @@ MERGE_WIDTH = 8
 #: a stride-1 grouped 1x1 conv (PWG) runs the native C kernel on CPU when each group's weight has at most this many
 #: entries (``in / groups * out / groups``) and the kernel is available; wider groups keep the oneDNN/GEMM forms
 NATIVE_MAX_GROUP_WEIGHTS = 4096
+#: a kxk group conv (GC) runs the native C kernel on CPU when its groups are this narrow: ``in / groups * out /
+#: groups`` (weights per group and tap) at most this (2 x 2, 2 x 4, 4 x 4 channels); wider groups keep oneDNN
+NATIVE_GC_MAX_GROUP_WEIGHTS = 16
 
 
 def _is_channels_last(x: Tensor) -> bool:
@@ -351,11 +386,13 @@ def select_plan(
 
 
 def _native_candidate(spec: ConvSpec, device_type: str, impl: str) -> bool:
-    """Whether the decision table picks the native kernel for ``spec`` (if it is available): narrow CPU PWG."""
-    if device_type != "cpu" or impl == "naive" or spec.kind != "PWG" or spec.stride != 1:
+    """Whether the decision table picks the native kernel for ``spec`` (if it is available): narrow CPU PWG/GC."""
+    if device_type != "cpu" or impl == "naive":
         return False
     group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
-    return group_weights <= NATIVE_MAX_GROUP_WEIGHTS
+    if spec.kind == "GC":
+        return group_weights <= NATIVE_GC_MAX_GROUP_WEIGHTS
+    return spec.kind == "PWG" and spec.stride == 1 and group_weights <= NATIVE_MAX_GROUP_WEIGHTS
 
 
 @functools.lru_cache(maxsize=4096)
@@ -389,6 +426,14 @@ def _device_plan(spec: ConvSpec, device_type: str, impl: str, native: bool = Fal
             return ConvPlan("dense", True, f"cpu PWG: dense GEMM ({extra} extra MACs/pixel <= {limit})")
         return ConvPlan(
             "grouped", True, f"cpu PWG: channels_last grouped conv ({extra} extra MACs/pixel > {limit})"
+        )
+    if native and _native_candidate(spec, device_type, impl):
+        group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
+        return ConvPlan(
+            "native",
+            True,
+            f"cpu GC: native grouped kxk kernel, shuffle folded ({group_weights} weights/group/tap "
+            f"<= {NATIVE_GC_MAX_GROUP_WEIGHTS})",
         )
     merge = _merge_factor(spec)
     if merge == spec.groups:
@@ -440,14 +485,12 @@ def dense_weight(weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor
 
 
 def _native_usable(x: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
-    """Whether the native kernel can run this forward (float32 CPU tensors, no autocast, stride 1, built)."""
-    return (
-        spec.kernel_size == 1
-        and spec.stride == 1
-        and _native.supports(x, weight)
-        and not _autocast_on_cpu()
-        and _native.native_available()
-    )
+    """Whether a native kernel can run this forward (float32 CPU tensors, no autocast, PWG stride 1, built)."""
+    if spec.kernel_size == 1:
+        fits = spec.stride == 1 and _native.supports(x, weight)
+    else:
+        fits = _native.supports_conv(x, weight, spec.stride)
+    return fits and not _autocast_on_cpu() and _native.native_available()
 
 
 def _autocast_on_cpu() -> bool:
@@ -550,7 +593,9 @@ class FastSparseConv2d(SparseConv2d):
         spec = self.spec
         if plan.form == "native":
             if _native_usable(x, self.weight, spec):
-                return _native.group_pointwise(x, self.weight, spec.groups, spec.shuffle_groups)
+                if spec.kernel_size == 1:
+                    return _native.group_pointwise(x, self.weight, spec.groups, spec.shuffle_groups)
+                return _native.group_conv(x, self.weight, spec.groups, spec.shuffle_groups, spec.stride)
             # autocast, another dtype or device, or the kernel is not built: the torch form the table has without it
             plan = _device_plan(spec, x.device.type, self.impl, False)
         if plan.form == "reference":

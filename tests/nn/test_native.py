@@ -1,4 +1,4 @@
-"""Native grouped 1x1 kernel (igcnas.nn._native): equals the naive reference, falls back cleanly, planned narrowly."""
+"""Native grouped 1x1 and kxk kernels (igcnas.nn._native): equal the naive reference, fall back cleanly, planned narrowly."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from igcnas.nn import _native
 from igcnas.nn.ops import (
+    NATIVE_GC_MAX_GROUP_WEIGHTS,
     NATIVE_MAX_GROUP_WEIGHTS,
     ConvSpec,
     FastSparseConv2d,
@@ -130,7 +131,6 @@ def test_plan_picks_native_only_for_narrow_stride1_cpu_pwg() -> None:
         ConvSpec(256, 256, 1, groups=2): "grouped",  # 128 x 128 weights per group: oneDNN wins
         ConvSpec(48, 48, 1, groups=4, shuffle_groups=12, stride=2): "dense",  # stride 2
         ConvSpec(64, 64, 1, shuffle_groups=4): "dense",  # PW, groups = 1
-        ConvSpec(48, 48, 3, groups=24): "grouped",  # GC
         ConvSpec(48, 48, 3, groups=48): "grouped",  # DW
     }
     for spec in native:
@@ -204,7 +204,7 @@ def test_build_goes_to_the_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.delenv("IGCNAS_NATIVE", raising=False)
     assert _native.native_available()
     built = list((tmp_path / "native").iterdir())
-    assert len(built) == 1 and built[0].name.startswith("group_pw-") and built[0].suffix == ".so", built
+    assert len(built) == 1 and built[0].name.startswith("igcnas_native-") and built[0].suffix == ".so", built
 
 
 @pytest.mark.usefixtures("native")
@@ -223,3 +223,138 @@ def test_an_explicit_native_plan_runs_anywhere() -> None:
     ref.load_state_dict(strided.state_dict())
     xf = torch.randn(2, 48, 6, 6)
     torch.testing.assert_close(strided.run_plan(xf, plan), ref(xf), rtol=1e-5, atol=1e-5)
+
+
+# GC: (in, out, groups, shuffle_groups, stride, k, (N, H, W))
+GC_SHAPES = [
+    (48, 48, 24, None, 1, 3, (2, 7, 5)),  # IGC-L24M2 primary, 2 channels per group, odd sizes
+    (48, 48, 24, 2, 1, 3, (1, 8, 8)),  # with the permute-back shuffle, batch 1
+    (48, 96, 24, None, 2, 3, (2, 9, 7)),  # stride-2 first block of a stage (2 -> 4 channels per group)
+    (48, 96, 24, 2, 2, 3, (1, 8, 8)),  # stride 2 with a shuffle, even size
+    (64, 64, 16, 4, 1, 3, (2, 6, 11)),  # 4 channels per group, shuffle 4
+    (32, 32, 8, None, 2, 3, (1, 5, 5)),  # 4 per group, stride 2, odd size
+    (20, 30, 10, 5, 1, 5, (2, 7, 5)),  # k = 5, channel counts that are not whole vectors, Og != Ig
+    (24, 24, 12, 2, 2, 5, (1, 9, 6)),  # k = 5, stride 2
+    (40, 40, 20, 1, 1, 3, (1, 1, 1)),  # a single pixel
+    (96, 96, 48, 8, 1, 3, (1, 3, 17)),  # a shuffle whose lanes need a gather; row longer than two blocks
+]
+
+
+def _gc_pair(
+    cin: int, cout: int, groups: int, shuffle: int | None, stride: int, k: int
+) -> tuple[torch.nn.Module, FastSparseConv2d]:
+    naive = sparse_conv(cin, cout, k, stride=stride, groups=groups, shuffle_groups=shuffle, impl="naive")
+    fast = sparse_conv(cin, cout, k, stride=stride, groups=groups, shuffle_groups=shuffle, impl="fast")
+    fast.load_state_dict(naive.state_dict())
+    assert isinstance(fast, FastSparseConv2d)
+    return naive, fast
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.parametrize(("cin", "cout", "groups", "shuffle", "stride", "k", "size"), GC_SHAPES)
+@pytest.mark.parametrize("nchw_grad", [False, True], ids=["cl-grad", "nchw-grad"])
+def test_native_gc_matches_naive_values_and_gradients(
+    cin: int,
+    cout: int,
+    groups: int,
+    shuffle: int | None,
+    stride: int,
+    k: int,
+    size: tuple[int, int, int],
+    nchw_grad: bool,
+) -> None:
+    naive, fast = _gc_pair(cin, cout, groups, shuffle, stride, k)
+    plan = fast.plan("cpu")
+    n, h, w = size
+    x = _cl(torch.randn(n, cin, h, w))
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = naive(xr)
+    out = (
+        fast.run_plan(xf, plan)
+        if plan.form == "native"
+        else _native.group_conv(xf, fast.weight, groups, shuffle or 1, stride)
+    )
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn(ref.shape)  # NCHW-contiguous: the Function has to make it channels_last
+    grad = grad if nchw_grad else _cl(grad)
+    ref.backward(grad)
+    out.backward(grad)
+    assert xf.grad is not None and xr.grad is not None and xf.grad.shape == x.shape
+    torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-5, atol=1e-5)
+    assert fast.weight.grad is not None and naive.weight.grad is not None
+    torch.testing.assert_close(fast.weight.grad, naive.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.usefixtures("native")
+def test_group_conv_partial_gradients_are_deterministic_and_checked() -> None:
+    x = torch.randn(3, 16, 9, 9)  # NCHW input: converted inside
+    w = torch.randn(16, 2, 3, 3)
+    ref = torch.nn.functional.conv2d(channel_shuffle(x, 2), w, None, 1, 1, 1, 8)
+    torch.testing.assert_close(_native.group_conv(x, w, 8, 2), ref, rtol=1e-5, atol=1e-5)
+    grads = []
+    for _ in range(2):  # only the weight needs a gradient; a fixed thread count sums in a fixed order
+        wg = w.clone().requires_grad_()
+        _native.group_conv(x, wg, 8, 2).square().sum().backward()
+        grads.append(wg.grad)
+    assert grads[0] is not None and grads[1] is not None
+    assert torch.equal(grads[0], grads[1])
+    xg = x.clone().requires_grad_()  # only the input needs a gradient (frozen weight)
+    _native.group_conv(xg, w, 8, 2).sum().backward()
+    xr = x.clone().requires_grad_()
+    torch.nn.functional.conv2d(channel_shuffle(xr, 2), w, None, 1, 1, 1, 8).sum().backward()
+    assert xg.grad is not None and xr.grad is not None
+    torch.testing.assert_close(xg.grad, xr.grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="odd square"):
+        _native.group_conv(x, torch.randn(16, 2, 2, 2), 8)
+    with pytest.raises(ValueError, match="does not fit"):
+        _native.group_conv(x, torch.randn(16, 4, 3, 3), 8)
+
+
+@pytest.mark.usefixtures("native")
+def test_plan_picks_native_for_narrow_cpu_gc() -> None:
+    native = [
+        ConvSpec(48, 48, 3, groups=24),  # IGC-L24M2 primary (2 x 2)
+        ConvSpec(48, 48, 3, groups=24, shuffle_groups=2),
+        ConvSpec(48, 96, 3, stride=2, groups=24),  # 2 x 4
+        ConvSpec(96, 96, 3, groups=24),  # 4 x 4 = NATIVE_GC_MAX_GROUP_WEIGHTS
+        ConvSpec(20, 20, 5, groups=10),  # k = 5
+    ]
+    other = [
+        ConvSpec(96, 192, 3, stride=2, groups=24),  # 4 x 8
+        ConvSpec(192, 192, 3, groups=24),  # 8 x 8
+        ConvSpec(64, 64, 3, groups=8),
+        ConvSpec(96, 96, 3, groups=96),  # DW stays with oneDNN
+    ]
+    for spec in native:
+        assert (spec.in_channels // spec.groups) * (
+            spec.out_channels // spec.groups
+        ) <= NATIVE_GC_MAX_GROUP_WEIGHTS
+        for impl in ("fast", "auto"):
+            assert select_plan(spec, "cpu", impl).form == "native", spec
+            assert select_plan(spec, "cpu", impl, native=False).form in ("grouped", "dense")
+            nchw = select_plan(spec, "cpu", impl, channels_last_input=False, grad=False, pixels=1)
+            assert (nchw.form, nchw.channels_last) == ("native", True)
+        assert select_plan(spec, "cpu", "naive").form == "reference"
+        assert select_plan(spec, "cuda", "fast").form == "reference"
+    for spec in other:
+        assert select_plan(spec, "cpu", "fast").form == "grouped", spec
+
+
+@pytest.mark.usefixtures("native")
+def test_native_gc_falls_back_for_other_dtypes_and_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    naive, fast = _gc_pair(48, 48, 24, 2, 1, 3)
+    x = _cl(torch.randn(2, 48, 6, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, out = naive(x), fast(x)
+    assert out.dtype == ref.dtype == torch.bfloat16
+    naive.double()
+    fast.double()
+    plan = select_plan(fast.spec, "cpu", "fast")
+    assert plan.form == "native"
+    torch.testing.assert_close(fast.run_plan(x.double(), plan), naive(x.double()))
+    monkeypatch.setattr(_native, "native_available", lambda: False)
+    assert select_plan(fast.spec, "cpu", "fast").form == "grouped"
+    naive.float()
+    fast.float()
+    torch.testing.assert_close(fast.run_plan(x, plan), naive(x), rtol=1e-5, atol=1e-5)

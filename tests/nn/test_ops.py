@@ -271,7 +271,7 @@ def test_plans_follow_the_decision_table() -> None:
     assert select_plan(dw, "cpu", "auto", **nchw, grad=False, pixels=4096).form == "reference"
     assert select_plan(dw, "cpu", "auto", **nchw, grad=True, pixels=AUTO_MIN_PIXELS - 1).form == "reference"
     assert select_plan(dw, "cpu", "fast", **nchw, grad=False, pixels=1).form == "grouped"
-    assert select_plan(gc, "cpu", "auto", **nchw, grad=False, pixels=1).form == "grouped"
+    assert select_plan(gc, "cpu", "auto", **nchw, grad=False, pixels=1, native=False).form == "grouped"
     assert select_plan(pwg, "cpu", "auto", **nchw, grad=False, pixels=4096, native=False).form == "dense"
     assert select_plan(dw, "cpu", "auto", channels_last_input=True, grad=False, pixels=1).form == "grouped"
     assert select_plan(ConvSpec(24, 40, 1, shuffle_groups=4), "cuda").form == "dense"
