@@ -42,7 +42,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_SOURCES = tuple(Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c"))
+_SOURCES = tuple(Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c", "bn_act.c"))
 _BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _X86_FLAGS = ("-mprefer-vector-width=512",)
 
@@ -100,6 +100,12 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gc_forward.restype = cint
     lib.gc_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]
     lib.gc_backward.restype = cint
+    lib.bna_stats.argtypes = [ptr, i64, i64, ptr, ptr, cint]
+    lib.bna_stats.restype = cint
+    lib.bna_apply.argtypes = [ptr, i64, i64, ptr, ptr, cint, ptr, cint]
+    lib.bna_apply.restype = None
+    lib.bna_backward.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, cint, ptr, ptr, ptr, cint]
+    lib.bna_backward.restype = cint
     return lib
 
 

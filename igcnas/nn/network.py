@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec, plan_block
+from igcnas.nn.norm import batch_norm_act
 from igcnas.nn.ops import sparse_conv
 
 __all__ = ["Cost", "LayerCost", "Block", "Network", "build", "block_cost", "layer_costs", "network_cost", "conv_out"]
@@ -83,9 +84,11 @@ class Block(nn.Module):
                 shuffle_groups=kernel.shuffle_in,
                 impl=impl,  # type: ignore[arg-type]
             )
-            if block.bn_after(index):
-                layers[f"bn{index}"] = nn.BatchNorm2d(widths[index + 1])
-            if index in block.relu_after:
+            relu = index in block.relu_after
+            if block.bn_after(index):  # BN (+ ReLU), fused into one module where that is faster
+                for suffix, module in batch_norm_act(widths[index + 1], relu=relu, impl=impl):
+                    layers[f"{suffix}{index}"] = module
+            elif relu:
                 layers[f"relu{index}"] = nn.ReLU(inplace=True)
         self.body = nn.Sequential(layers)
         self.identity = plan.identity

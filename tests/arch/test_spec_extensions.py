@@ -45,8 +45,11 @@ def expansion_net() -> ArchSpec:
 
 def test_bn_after_listed_kernels_only():
     spec = igc_unit_net()
-    body = dict(build(spec).named_modules())["stages.1.1.body"]
+    body = dict(build(spec, impl="naive").named_modules())["stages.1.1.body"]
     assert [name for name, _ in body.named_children()] == ["conv0", "conv1", "bn1", "relu1", "conv2", "conv3", "bn3"]
+    fast = dict(build(spec).named_modules())["stages.1.1.body"]  # BN + ReLU fused into one module
+    assert [name for name, _ in fast.named_children()] == ["conv0", "conv1", "bn1", "conv2", "conv3", "bn3"]
+    assert type(fast.bn1).__name__ == "BatchNormAct2d" and fast.bn1.relu
     assert spec.block.bn_after(3) and not spec.block.bn_after(0)
     with pytest.raises(UserError, match="block.bn: kernel index 4"):
         BlockSpec((K("DW"), K("PW")), bn=(4,))

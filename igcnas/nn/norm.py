@@ -1,0 +1,192 @@
+"""BatchNorm with the ReLU after it fused in: fewer passes over the activations when training on CPU.
+
+:class:`BatchNormAct2d` is an ``nn.BatchNorm2d`` (same parameters, buffers and state_dict keys) whose forward
+is ``relu(batch_norm(x))`` (or plain ``batch_norm(x)`` with ``relu=False``). When training on a channels_last
+float32 CPU tensor and the native kernels are available (:mod:`igcnas.nn._native`), forward and backward run
+in a C kernel (``_csrc/bn_act.c``): statistics then normalise+ReLU in the forward (3 passes over the tensor
+instead of 5: BN's 3 plus ReLU's 2), and in the backward two passes that recompute the ReLU mask from the
+input (5 instead of 8). The running statistics are updated exactly as ``nn.BatchNorm2d`` does. Everywhere else
+(eval mode, NCHW or non-float32 inputs, autocast, CUDA, scripting, tracing, export, fvcore) it runs the
+reference ``F.batch_norm`` + ``relu_``, the same graph the naive build (``nn.BatchNorm2d`` + ``nn.ReLU``) has.
+
+Example:
+    >>> import torch
+    >>> bn = BatchNormAct2d(8, relu=True)
+    >>> x = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    >>> bool((bn(x) >= 0).all())
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from igcnas.nn import _native
+from igcnas.nn.ops import _is_exporting
+
+__all__ = ["BatchNormAct2d", "batch_norm_act"]
+
+
+def _ptr(tensor: Tensor | None) -> int | None:
+    """Raw data pointer (None for a missing tensor)."""
+    return None if tensor is None else tensor.data_ptr()
+
+
+def _check(code: int, what: str) -> None:
+    """Raise ``MemoryError`` when the kernel could not allocate its per-thread sums."""
+    if code != 0:
+        raise MemoryError(f"igcnas native {what}: out of memory for the per-thread sums")
+
+
+class _BatchNormAct(torch.autograd.Function):
+    """Training-mode batch norm (+ ReLU) on a channels_last float32 CPU tensor, natively (see the module doc)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        lib = _native._library()
+        assert lib is not None
+        x = x.contiguous(memory_format=torch.channels_last)
+        n, channels, h, w = x.shape
+        pixels = n * h * w
+        mean = torch.empty(channels, dtype=torch.float64)
+        var = torch.empty(channels, dtype=torch.float64)
+        threads = torch.get_num_threads()
+        _check(lib.bna_stats(_ptr(x), pixels, channels, _ptr(mean), _ptr(var), threads), "batch norm")
+        invstd = (var + eps).rsqrt()
+        scale = invstd * weight.detach().double() if weight is not None else invstd
+        shift = -mean * scale
+        if bias is not None:
+            shift = shift + bias.detach().double()
+        scale32, shift32 = scale.float(), shift.float()
+        y = torch.empty_like(x, memory_format=torch.channels_last)
+        lib.bna_apply(_ptr(x), pixels, channels, _ptr(scale32), _ptr(shift32), int(relu), _ptr(y), threads)
+        mean32, invstd32 = mean.float(), invstd.float()
+        ctx.save_for_backward(x, mean32, invstd32, scale32, shift32)
+        ctx.relu = relu
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad: Tensor, _grad_mean: Tensor | None, _grad_var: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
+        lib = _native._library()
+        assert lib is not None
+        x, mean, invstd, scale, shift = ctx.saved_tensors
+        dy = grad.contiguous(memory_format=torch.channels_last)
+        if dy.dtype != torch.float32:
+            dy = dy.float()
+        n, channels, h, w = x.shape
+        dx = torch.empty_like(x, memory_format=torch.channels_last) if ctx.needs_input_grad[0] else None
+        sum_dz = torch.empty(channels, dtype=torch.float64)
+        sum_dzx = torch.empty(channels, dtype=torch.float64)
+        code = lib.bna_backward(
+            _ptr(x), _ptr(dy), n * h * w, channels, _ptr(mean), _ptr(invstd), _ptr(scale), _ptr(shift),
+            int(ctx.relu), _ptr(dx), _ptr(sum_dz), _ptr(sum_dzx), torch.get_num_threads(),
+        )  # fmt: skip
+        _check(code, "batch norm backward")
+        grad_weight = (sum_dzx * invstd.double()).float() if ctx.needs_input_grad[1] else None
+        grad_bias = sum_dz.float() if ctx.needs_input_grad[2] else None
+        return dx, grad_weight, grad_bias, None, None
+
+
+def _autocast_on() -> bool:
+    """Whether CPU autocast is active (the native path is float32-only)."""
+    return bool(torch.is_autocast_enabled("cpu"))
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` followed by an optional ReLU, with a fused native training path on CPU.
+
+    Same parameters, buffers and state_dict keys as ``nn.BatchNorm2d`` (the ReLU has none), so a network
+    built with it loads the weights of one built with ``nn.BatchNorm2d`` + ``nn.ReLU`` and vice versa.
+
+    Example:
+        >>> bn = BatchNormAct2d(4, relu=False)
+        >>> sorted(bn.state_dict()) == sorted(nn.BatchNorm2d(4).state_dict())
+        True
+    """
+
+    def __init__(self, num_features: int, *, relu: bool, eps: float = 1e-5, momentum: float | None = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.relu = bool(relu)
+
+    def forward(self, input: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self._reference(input)
+        return self._dispatch(input)
+
+    def _reference(self, x: Tensor) -> Tensor:
+        """``nn.BatchNorm2d`` forward, then ``relu_`` (the naive build's graph)."""
+        y = super().forward(x)
+        return torch.relu_(y) if self.relu else y
+
+    @torch.jit.unused
+    def uses_native(self, x: Tensor) -> bool:
+        """Whether this forward on ``x`` takes the native kernel."""
+        return (
+            self.training
+            and self.track_running_stats
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and x.dim() == 4
+            and x.shape[0] * x.shape[2] * x.shape[3] > 1
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and not torch.jit.is_tracing()
+            and not _is_exporting()
+            and not _autocast_on()
+            and _native.native_available()
+        )
+
+    @torch.jit.unused
+    def _dispatch(self, x: Tensor) -> Tensor:
+        """The native training path where it applies, else the reference."""
+        if not self.uses_native(x):
+            return self._reference(x)
+        y, mean, var = _BatchNormAct.apply(x, self.weight, self.bias, self.eps, self.relu)
+        self._update_running_stats(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
+        return y
+
+    @torch.jit.unused
+    def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:
+        """``nn.BatchNorm2d``'s update: momentum (or cumulative average), unbiased variance."""
+        assert self.num_batches_tracked is not None and self.running_mean is not None
+        assert self.running_var is not None
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            unbiased = var * (count / (count - 1))
+            self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
+            self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, relu={self.relu}"
+
+
+def batch_norm_act(channels: int, *, relu: bool, impl: str = "auto") -> Iterator[tuple[str, nn.Module]]:
+    """The (suffix, module) pairs of BN (+ ReLU) for ``impl``: BN + ReLU fused unless naive, BN alone as is.
+
+    The suffix is ``"bn"`` or ``"relu"``, so callers name modules ``f"{suffix}{index}"`` as before.
+
+    Example:
+        >>> [(name, type(m).__name__) for name, m in batch_norm_act(8, relu=True, impl="naive")]
+        [('bn', 'BatchNorm2d'), ('relu', 'ReLU')]
+        >>> [(name, type(m).__name__) for name, m in batch_norm_act(8, relu=True)]
+        [('bn', 'BatchNormAct2d')]
+    """
+    if impl != "naive" and relu:
+        yield "bn", BatchNormAct2d(channels, relu=True)
+        return
+    # BN alone: the fused kernel measured no faster than PyTorch's own channels_last batch norm
+    yield "bn", nn.BatchNorm2d(channels)
+    if relu:
+        yield "relu", nn.ReLU(inplace=True)
+

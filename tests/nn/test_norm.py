@@ -1,0 +1,99 @@
+"""The fused BatchNorm(+ReLU) equals nn.BatchNorm2d (+ nn.ReLU): outputs, gradients, running statistics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from igcnas.nn import _native
+from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
+
+needs_native = pytest.mark.skipif(not _native.native_available(), reason=f"native kernels {_native.native_status()}")
+
+CL = torch.channels_last
+
+
+def _pair(channels: int, relu: bool, momentum: float | None = 0.1) -> tuple[BatchNormAct2d, nn.Sequential]:
+    fused = BatchNormAct2d(channels, relu=relu, momentum=momentum)
+    with torch.no_grad():
+        fused.weight.uniform_(0.5, 1.5)
+        fused.bias.uniform_(-0.5, 0.5)
+    reference = nn.Sequential(nn.BatchNorm2d(channels, momentum=momentum), *([nn.ReLU()] if relu else []))
+    reference[0].load_state_dict(fused.state_dict())
+    return fused, reference
+
+
+@needs_native
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("shape", [(4, 8, 5, 7), (1, 3, 2, 2), (3, 48, 9, 9), (2, 17, 3, 1)])
+def test_fused_training_step_equals_the_reference(relu: bool, shape: tuple[int, int, int, int]) -> None:
+    torch.manual_seed(0)
+    fused, reference = _pair(shape[1], relu)
+    for step in range(2):  # the second step starts from updated running statistics
+        x = (torch.randn(shape) * 3 + 1).contiguous(memory_format=CL)
+        x_fused, x_ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        assert fused.uses_native(x_fused)
+        y_fused, y_ref = fused(x_fused), reference(x_ref)
+        grad = torch.randn_like(y_ref)
+        if step == 1:
+            grad = grad.contiguous()  # an NCHW output gradient is accepted too
+        y_fused.backward(grad)
+        y_ref.backward(grad)
+        assert y_fused.is_contiguous(memory_format=CL)
+        torch.testing.assert_close(y_fused, y_ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(x_fused.grad, x_ref.grad, atol=1e-5, rtol=1e-4)
+        bn = reference[0]
+        torch.testing.assert_close(fused.weight.grad, bn.weight.grad, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fused.bias.grad, bn.bias.grad, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fused.running_mean, bn.running_mean)
+        torch.testing.assert_close(fused.running_var, bn.running_var)
+        assert int(fused.num_batches_tracked) == int(bn.num_batches_tracked) == step + 1
+
+
+@needs_native
+def test_cumulative_average_and_determinism() -> None:
+    torch.manual_seed(1)
+    fused, reference = _pair(6, True, momentum=None)
+    for _ in range(3):
+        x = torch.randn(4, 6, 4, 4).contiguous(memory_format=CL)
+        fused(x)
+        reference(x)
+    torch.testing.assert_close(fused.running_var, reference[0].running_var)
+    x = torch.randn(8, 6, 5, 5).contiguous(memory_format=CL).requires_grad_(True)
+    first = fused(x)
+    first.sum().backward()
+    grad = x.grad.clone()
+    x.grad = None
+    second = fused(x)
+    second.sum().backward()
+    assert torch.equal(first, second) and torch.equal(grad, x.grad)
+
+
+def test_reference_path_outside_channels_last_float32_training() -> None:
+    fused, reference = _pair(4, True)
+    x = torch.randn(2, 4, 3, 3)
+    assert not fused.uses_native(x)  # NCHW
+    torch.testing.assert_close(fused(x), reference(x))
+    cl = x.contiguous(memory_format=CL)
+    assert not fused.uses_native(cl.double())
+    assert not fused.uses_native(cl[:1, :, :1, :1])  # one value per channel: BN's own error applies
+    fused.eval()
+    reference.eval()
+    assert not fused.uses_native(cl)
+    torch.testing.assert_close(fused(cl), reference(cl))
+    fused.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.uses_native(cl)
+    graph = str(torch.jit.trace(fused, cl).graph)
+    assert "aten::batch_norm" in graph and "aten::relu_" in graph
+
+
+def test_factory_keeps_the_naive_modules_and_fuses_only_bn_relu() -> None:
+    def kinds(relu: bool, impl: str) -> list[tuple[str, str]]:
+        return [(name, type(module).__name__) for name, module in batch_norm_act(8, relu=relu, impl=impl)]
+
+    assert kinds(True, "naive") == [("bn", "BatchNorm2d"), ("relu", "ReLU")]
+    assert kinds(True, "auto") == [("bn", "BatchNormAct2d")]
+    assert kinds(False, "fast") == [("bn", "BatchNorm2d")]
+    assert sorted(BatchNormAct2d(8, relu=True).state_dict()) == sorted(nn.BatchNorm2d(8).state_dict())
