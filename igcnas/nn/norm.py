@@ -133,15 +133,15 @@ class BatchNormAct2d(nn.BatchNorm2d):
     def uses_native(self, x: Tensor) -> bool:
         """Whether this forward on ``x`` takes the native kernel."""
         return (
-            self.training
+            not torch.jit.is_tracing()  # first: the shape test below would warn while tracing
+            and not _is_exporting()
+            and self.training
             and self.track_running_stats
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and x.dim() == 4
             and x.shape[0] * x.shape[2] * x.shape[3] > 1
             and x.is_contiguous(memory_format=torch.channels_last)
-            and not torch.jit.is_tracing()
-            and not _is_exporting()
             and not _autocast_on()
             and _native.native_available()
         )

@@ -85,7 +85,7 @@ def test_reference_path_outside_channels_last_float32_training() -> None:
     fused.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not fused.uses_native(cl)
-    graph = str(torch.jit.trace(fused, cl).graph)
+    graph = str(torch.jit.trace(fused.eval(), cl).graph)
     assert "aten::batch_norm" in graph and "aten::relu_" in graph
 
 
