@@ -1,6 +1,7 @@
 """Benchmark: naive vs fast sparse-kernel blocks, training step and inference throughput side by side.
 
-Three reference blocks are built from :func:`igcnas.nn.ops.sparse_conv` + ``BatchNorm2d`` + ``ReLU``; the naive
+Three reference blocks are built from :func:`igcnas.nn.ops.sparse_conv` + BatchNorm + ReLU (fused into one
+:class:`~igcnas.nn.norm.BatchNormAct2d` in the fast copy, as in networks); the naive
 and the fast copy share one state_dict, see the same input and are timed interleaved (naive, fast, fast, naive,
 ... alternating the order each round, after warm-up rounds), and the median of ``repeats`` rounds is reported:
 
@@ -25,15 +26,21 @@ live). By default each impl gets its input in the layout a network of its own bl
 channels_last for fast on CPU: the fast forms output channels_last); ``--input-format nchw`` makes the fast block
 pay the conversion too. The input requires grad and the backward starts from a fixed output gradient in the
 output's layout, so the training step includes the input gradient, as for a block inside a network.
+
+On CPU, :func:`bench_cases` measures in two worker processes, one under the system malloc and one under the
+malloc tuning igcnas's CPU training applies (:mod:`igcnas._allocator`: large activations are no longer
+re-faulted every step), with the rounds alternating between them. ``speedup`` compares what a plain PyTorch
+script of the naive blocks gets (system malloc) with what igcnas runs (fast ops, tuned malloc);
+``ops_speedup`` compares the two impls under the same (tuned) malloc: the ops alone.
 Run ``python -m igcnas.bench.ops`` (``--help``).
 
-Measured on the project's 2-core AVX-512 Xeon (shared with other jobs, load 3-5; batch 64, 32x32, 2 threads,
-median of 5; images/s naive -> fast): IGC-L24M2 train 104 -> 421 (4.06x), eval 665 -> 1044 (1.57x);
-IGCV2*-C416 train 14.8 -> 26.9 (1.82x), eval 43.7 -> 74.5 (1.71x); IGCV3-D train 49.8 -> 70.1 (1.41x), eval
-155 -> 239 (1.54x). The IGCV2/IGCV3 blocks are bound by work both impls share: BatchNorm, ReLU, the residual add
-and (IGCV2) the DW conv and the three activation shuffles are memory-bound passes over 50-109 MB tensors that no
-conv form removes (single-thread profile of the fast step: BN/ReLU/add are ~55% of IGCV3-D; BN/ReLU/shuffles
-~37% of IGCV2*, whose DW conv is another ~15%), so even free convs would not give 3x there.
+Measured on the project's 2-core AVX-512 Xeon (``igcnas bench ops --repeats 7``, batch 64, 32x32, 2 threads;
+images/s naive -> fast, speedup, ops_speedup): IGC-L24M2 train 761 -> 2646 (3.47x, ops 3.64x), eval 3857 ->
+10320 (2.68x); IGCV2*-C416 train 37.3 -> 267 (7.16x, ops 2.08x), eval 124 -> 972 (7.83x); IGCV3-D train 159 ->
+579 (3.64x, ops 1.61x), eval 455 -> 2337 (5.14x). Under the system malloc the naive IGCV2*/IGCV3-D steps spend
+more time in the kernel's page-fault handler than in arithmetic. With the same malloc, the IGCV3-D block stays
+bound by work both impls share: BatchNorm, ReLU, the residual add and the depthwise conv are memory-bound passes
+over 50 MB tensors that no conv form removes.
 
 Example:
     >>> rows = bench_blocks(batch=2, size=8, repeats=1)  # doctest: +SKIP
@@ -59,6 +66,7 @@ from torch import Tensor, nn
 
 from igcnas._table import render_table
 from igcnas.errors import UserError
+from igcnas.nn.norm import batch_norm_act
 from igcnas.nn.ops import Impl, sparse_conv
 
 __all__ = [
@@ -81,6 +89,15 @@ __all__ = [
 ]
 
 
+def _bn_relu(channels: int, impl: Impl) -> list[nn.Module]:
+    """BN + ReLU as a network of ``impl`` has them (fused unless naive), always two Sequential slots.
+
+    The fused form fills the ReLU's slot with an ``nn.Identity`` so both impls have the same state_dict keys.
+    """
+    modules = [module for _, module in batch_norm_act(channels, relu=True, impl=impl)]
+    return modules + [nn.Identity()] * (2 - len(modules))
+
+
 def igc_l24m2_block(*, impl: Impl = "auto", channels: int = 48, secondary: int = 2) -> nn.Sequential:
     """IGCV1 block L x (3x3, M) -> interleave -> M x (1x1, L) -> BN -> ReLU (default L=24, M=2, C=48).
 
@@ -92,8 +109,7 @@ def igc_l24m2_block(*, impl: Impl = "auto", channels: int = 48, secondary: int =
     return nn.Sequential(
         sparse_conv(channels, channels, 3, groups=primary, shuffle_groups=secondary, impl=impl),
         sparse_conv(channels, channels, 1, groups=secondary, shuffle_groups=primary, impl=impl),
-        nn.BatchNorm2d(channels),
-        nn.ReLU(inplace=True),
+        *_bn_relu(channels, impl),
     )
 
 
@@ -114,7 +130,7 @@ def igcv2_star_c416_block(*, impl: Impl = "auto", channels: int = 416, branch: i
         sparse_conv(channels, channels, 1, groups=groups, shuffle_groups=groups, impl=impl)
         for _ in range(n_group_convs)
     ]
-    layers += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+    layers += _bn_relu(channels, impl)
     return nn.Sequential(*layers)
 
 
@@ -144,8 +160,7 @@ def igcv3_d_block(
             sparse_conv(channels, mid, 1, groups=groups, impl=impl),
             nn.BatchNorm2d(mid),
             sparse_conv(mid, mid, 3, groups=mid, impl=impl),
-            nn.BatchNorm2d(mid),
-            nn.ReLU(inplace=True),
+            *_bn_relu(mid, impl),
             sparse_conv(mid, channels, 1, groups=groups, shuffle_groups=groups, impl=impl),
             nn.BatchNorm2d(channels),
         )
