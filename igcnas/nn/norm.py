@@ -27,20 +27,10 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from igcnas.nn import _native
+from igcnas.nn._native import _check, _ptr
 from igcnas.nn.ops import _is_exporting
 
 __all__ = ["BatchNormAct2d", "batch_norm_act"]
-
-
-def _ptr(tensor: Tensor | None) -> int | None:
-    """Raw data pointer (None for a missing tensor)."""
-    return None if tensor is None else tensor.data_ptr()
-
-
-def _check(code: int, what: str) -> None:
-    """Raise ``MemoryError`` when the kernel could not allocate its per-thread sums."""
-    if code != 0:
-        raise MemoryError(f"igcnas native {what}: out of memory for the per-thread sums")
 
 
 class _BatchNormAct(torch.autograd.Function):
