@@ -267,8 +267,10 @@ def _input_format(impl: str, input_format: InputFormat, device: torch.device) ->
     return torch.contiguous_format
 
 
-def _check_sizes(**values: int) -> None:
-    """Raise a UserError naming the first argument that is not a positive integer."""
+def _check_options(input_format: str, **values: int) -> None:
+    """Raise a UserError naming the first argument that is not a positive integer, or a bad input format."""
+    if input_format not in get_args(InputFormat):
+        raise UserError(f"bench: input_format={input_format!r} is not one of {get_args(InputFormat)}")
     for field, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"bench: {field}={value!r} is not a positive integer (e.g. {field}=5)")
@@ -380,9 +382,7 @@ def bench_pair(
         >>> row["block"], row["max_abs_diff"] < 1e-4
         ('igc', True)
     """
-    _check_sizes(batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
-    if input_format not in get_args(InputFormat):
-        raise UserError(f"bench: input_format={input_format!r} is not one of {get_args(InputFormat)}")
+    _check_options(input_format, batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
     timer = _PairTimer(build, channels=channels, batch=batch, size=size, warmup=warmup, device=device,
                        input_format=input_format, seed=seed)
     samples: dict[str, list[float]] = {}
@@ -541,9 +541,7 @@ def bench_cases(
     Example:
         >>> rows = bench_cases([CaseRef("block", "IGC-L24M2")], batch=2, size=8, repeats=1)  # doctest: +SKIP
     """
-    _check_sizes(batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
-    if input_format not in get_args(InputFormat):
-        raise UserError(f"bench: input_format={input_format!r} is not one of {get_args(InputFormat)}")
+    _check_options(input_format, batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
     dev = torch.device(device)
     if dev.type != "cpu":
         rows = []

@@ -33,6 +33,14 @@ static int thread_id(void) {
 #endif
 }
 
+/* Add the per-thread partial sums acc[t][2][C] into acc[0] (threads in order: deterministic). */
+static void sum_partials(double *acc, int nthreads, int64_t channels) {
+    for (int t = 1; t < nthreads; ++t) {
+        const double *part = acc + (size_t)(2 * t) * (size_t)channels;
+        for (int64_t e = 0; e < 2 * channels; ++e) acc[e] += part[e];
+    }
+}
+
 /* Per-channel biased mean and variance of x (P, C). Returns 0, or -1 when out of memory. */
 int bna_stats(const float *x, int64_t pixels, int64_t channels, double *mean, double *var, int nthreads) {
     nthreads = thread_count(nthreads, pixels);
@@ -53,14 +61,11 @@ int bna_stats(const float *x, int64_t pixels, int64_t channels, double *mean, do
             }
         }
     }
+    double *t1 = acc, *t2 = acc + channels;
+    sum_partials(acc, nthreads, channels);
     for (int64_t c = 0; c < channels; ++c) {
-        double t1 = 0.0, t2 = 0.0;
-        for (int t = 0; t < nthreads; ++t) {
-            t1 += acc[(size_t)(2 * t) * (size_t)channels + (size_t)c];
-            t2 += acc[(size_t)(2 * t + 1) * (size_t)channels + (size_t)c];
-        }
-        const double m = t1 / (double)pixels;
-        double v = t2 / (double)pixels - m * m;
+        const double m = t1[c] / (double)pixels;
+        double v = t2[c] / (double)pixels - m * m;
         mean[c] = m + (double)shift[c];
         var[c] = v > 0.0 ? v : 0.0;
     }
@@ -123,12 +128,9 @@ int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channe
             }
         }
     }
+    sum_partials(acc, nthreads, channels);
     for (int64_t c = 0; c < channels; ++c) {
-        double t1 = 0.0, t2 = 0.0;
-        for (int t = 0; t < nthreads; ++t) {
-            t1 += acc[(size_t)(2 * t) * (size_t)channels + (size_t)c];
-            t2 += acc[(size_t)(2 * t + 1) * (size_t)channels + (size_t)c];
-        }
+        const double t1 = acc[c], t2 = acc[channels + c];
         sum_dz[c] = t1;
         sum_dzx[c] = t2;
         const double is = (double)invstd[c];
