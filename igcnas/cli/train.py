@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from igcnas.data import load_data
     from igcnas.export import read_manifest
     from igcnas.nn.network import build
-    from igcnas.train import CHECKPOINT_FILE, WEIGHTS_FILE, TrainConfig, train
+    from igcnas.train import CHECKPOINT_FILE, WEIGHTS_FILE, TrainConfig, resolve_device, train
     from igcnas.units import format_count
 
     spec, folder = resolve_architecture(args.arch)
@@ -140,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
         params = sum(p.numel() for p in model.parameters())
         print(f"training {spec.name or spec.id} ({spec.design}, {format_count(params)} params) on {dataset} for "
               f"{config.epochs} epochs into {out}", file=sys.stderr)
+        if resolve_device(config.device).type == "cpu":
+            from igcnas.nn._native import native_status
+
+            status = native_status()
+            kernels = "native C kernels" if status == "available" else f"torch forms (native kernels {status})"
+            print(f"CPU sparse ops: {kernels}", file=sys.stderr)
     result = train(model, data, config, checkpoint_dir=out, arch=spec.to_dict(), progress=not args.quiet,
                    evaluate_test=data.test is not None, resume=args.resume)
     test = f", test accuracy {result.test_accuracy:.2%}" if result.test_accuracy is not None else ""
