@@ -56,6 +56,7 @@ def test_train_retrains_an_export_into_a_checkpoint_folder(exported: Path, tmp_p
     captured = capsys.readouterr()
     assert status == 0
     assert all(f"epoch {e}/3" in captured.err for e in (1, 2, 3))  # per-epoch progress
+    assert "CPU sparse ops: " in captured.err  # native kernels or torch forms, said once
     assert "completed after 3/3 epochs" in captured.out and "test accuracy" in captured.out
     for name in ("arch.json", "weights.safetensors", "metrics.json"):
         assert (out / name).is_file(), name
