@@ -19,6 +19,7 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
   space  the design-space funnel (5460 chains) for several C
   cost   counting one candidate: closed form vs fvcore vs cached
   ops    naive vs fast sparse-kernel blocks and zoo networks, train and eval images/s
+         (with --data-dir, also the data benchmark below: one command for the whole training engine)
   data   igcnas's tensor pipeline vs torchvision ImageFolder + DataLoader (needs --data-dir)
   train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)
   search random vs TPE vs NSGA-II (equal trials), with vs without pruning (equal epochs), per-trial overhead,
@@ -35,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=positive_int, default=64, help="ops: batch size (default 64)")
     parser.add_argument("--size", type=positive_int, default=32, help="ops: spatial size (default 32)")
     parser.add_argument("--device", default="cpu", help="ops/train: cpu or cuda (default cpu)")
-    parser.add_argument("--data-dir", help="data/train: an ImageFolder root with train/ and test/ (CIFAR-10 JPGs)")
+    parser.add_argument("--data-dir", help="data/train/search (and ops, optionally): an ImageFolder root with train/ "
+                        "and test/ (CIFAR-10 JPGs)")
     parser.add_argument("--limit", type=positive_int, help="data: use at most this many images")
     parser.add_argument("--epochs", type=positive_int, default=3,
                         help="train: epochs of the short schedule; search: epochs per trial")
@@ -89,8 +91,16 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]]:
         from igcnas.bench.ops import LEGEND
 
         print(LEGEND + "\n")
-    return [{key: round(row[key], 3 if key != "max_abs_diff" else 8) if isinstance(row[key], float) else row[key]
-             for key in keep} for row in rows]
+    shown = [{key: round(row[key], 3 if key != "max_abs_diff" else 8) if isinstance(row[key], float) else row[key]
+              for key in keep} for row in rows]
+    if not args.data_dir:
+        return shown
+    data_rows = _data(args)
+    if args.format == "json":
+        return shown + data_rows
+    print(render_table(shown) + "\n")
+    print("data pipeline vs torchvision ImageFolder + DataLoader (ratio = images/s over torchvision's):")
+    return data_rows
 
 
 def _require_data_dir(args: argparse.Namespace) -> str:

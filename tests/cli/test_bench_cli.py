@@ -1,0 +1,61 @@
+"""``igcnas bench``: ops (blocks + zoo networks, with the data pipeline when --data-dir is given) and space."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from igcnas.cli import main
+
+SHARED_CIFAR10 = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10"
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """4 training JPGs per CIFAR-10 class in a private folder (and a private user cache)."""
+    if not (SHARED_CIFAR10 / "train").is_dir():
+        pytest.skip(f"shared CIFAR-10 image folder not found at {SHARED_CIFAR10}")
+    monkeypatch.setenv("IGCNAS_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "cifar10"
+    for class_dir in sorted((SHARED_CIFAR10 / "train").iterdir()):
+        target = root / "train" / class_dir.name
+        target.mkdir(parents=True)
+        for src in sorted(class_dir.glob("*.jpg"))[:4]:
+            shutil.copyfile(src, target / src.name)
+    return root
+
+
+def test_bench_ops_json_has_blocks_networks_and_the_data_pipeline(tiny_cifar: Path, capsys) -> None:
+    threads = torch.get_num_threads()
+    try:
+        status = main(["bench", "ops", "--batch", "2", "--size", "8", "--repeats", "1", "--format", "json",
+                       "--data-dir", str(tiny_cifar)])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    rows = json.loads(capsys.readouterr().out)
+    ops = [row for row in rows if "block" in row]
+    assert [row["block"] for row in ops] == ["IGC-L24M2", "IGCV2*-C416", "IGCV3-D", "IGC-L24M2-D20",
+                                              "IGCV2-C64-D20", "IGCV3-D-CIFAR"]
+    assert all(row["train_speedup"] > 0 and row["train_ops_speedup"] > 0 for row in ops)
+    assert all(row["max_abs_diff"] < 1e-3 for row in ops)
+    pipelines = {row["pipeline"] for row in rows if "pipeline" in row}
+    assert pipelines == {"igcnas", "torchvision"}
+
+
+def test_bench_space_table(capsys) -> None:
+    assert main(["bench", "space", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "5460" in out
+
+
+def test_bench_data_without_a_folder_is_a_one_line_error(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "data"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("igcnas: error: bench data: give --data-dir") and len(err.strip().splitlines()) == 1
