@@ -66,6 +66,7 @@ from torch import Tensor, nn
 
 from igcnas._table import render_table
 from igcnas.errors import UserError
+from igcnas.nn.chain_ops import FusedSequential
 from igcnas.nn.norm import batch_norm_act
 from igcnas.nn.ops import Impl, sparse_conv
 
@@ -131,7 +132,9 @@ def igcv2_star_c416_block(*, impl: Impl = "auto", channels: int = 416, branch: i
         for _ in range(n_group_convs)
     ]
     layers += _bn_relu(channels, impl)
-    return nn.Sequential(*layers)
+    if impl == "naive":
+        return nn.Sequential(*layers)
+    return FusedSequential(*layers)  # the 1x1 convs as one native op; same children, same state_dict keys
 
 
 class _InvertedResidual(nn.Module):

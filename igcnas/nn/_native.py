@@ -34,6 +34,7 @@ __all__ = [
     "native_available",
     "native_status",
     "group_pointwise",
+    "pointwise_chain",
     "group_conv",
     "shuffle_permutation",
     "supports",
@@ -96,6 +97,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gpw_forward.restype = cint
     lib.gpw_backward.argtypes = [ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, i64, cint]
     lib.gpw_backward.restype = cint
+    lib.gpc_forward.argtypes = [ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, cint]
+    lib.gpc_forward.restype = cint
+    lib.gpc_backward.argtypes = [ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, cint]
+    lib.gpc_backward.restype = cint
     lib.gc_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]
     lib.gc_forward.restype = cint
     lib.gc_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]
@@ -459,4 +464,129 @@ def group_conv(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int = 1, 
             f"{shuffle_groups} does not fit {c} input channels"
         )
     out: Tensor = _GroupConv.apply(x, weight, groups, shuffle_groups, stride)
+    return out
+
+
+def _pointer_array(values: list[int | None]) -> ctypes.Array[ctypes.c_void_p]:
+    """A C array of pointers (None = NULL) for the chain kernels."""
+    return (ctypes.c_void_p * len(values))(*values)
+
+
+def _chain_layout(
+    x: Tensor, weights: tuple[Tensor, ...], groups: tuple[int, ...], shuffles: tuple[int, ...]
+) -> tuple[Tensor, Tensor, list[Tensor | None]]:
+    """int64 channel counts (L + 1), groups (L) and the inverse shuffle of every layer's input (None = identity)."""
+    chans = [x.shape[1]] + [int(weight.shape[0]) for weight in weights]
+    slots = [_slot_tensor(chans[index], shuffles[index]) for index in range(len(weights))]
+    return torch.tensor(chans, dtype=torch.int64), torch.tensor(groups, dtype=torch.int64), slots
+
+
+class _PointwiseChain(torch.autograd.Function):
+    """Autograd wrapper of the fused chain of grouped 1x1 convs (see :func:`pointwise_chain`)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, groups: tuple[int, ...], shuffles: tuple[int, ...], *weights: Tensor
+    ) -> Tensor:
+        lib = _library()
+        assert lib is not None
+        x = x.contiguous(memory_format=torch.channels_last)
+        ws = [weight.detach().contiguous() for weight in weights]
+        chans, group_t, slots = _chain_layout(x, weights, groups, shuffles)
+        n, _, h, wd = x.shape
+        out = torch.empty((n, int(chans[-1]), h, wd), dtype=x.dtype, memory_format=torch.channels_last)
+        code = lib.gpc_forward(
+            _ptr(x), _ptr(out), len(ws), _ptr(chans), _ptr(group_t), _pointer_array([_ptr(s) for s in slots]),
+            _pointer_array([_ptr(w) for w in ws]), n * h * wd, torch.get_num_threads(),
+        )  # fmt: skip
+        _check(code, "pointwise chain")
+        ctx.save_for_backward(x, *weights)
+        ctx.groups = groups
+        ctx.shuffles = shuffles
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        lib = _library()
+        assert lib is not None
+        x, *weights = ctx.saved_tensors
+        groups: tuple[int, ...] = ctx.groups
+        shuffles: tuple[int, ...] = ctx.shuffles
+        need_x = ctx.needs_input_grad[0]
+        need_w = ctx.needs_input_grad[3:]
+        if not need_x and not any(need_w):
+            return (None, None, None, *([None] * len(weights)))
+        dy = grad.contiguous(memory_format=torch.channels_last)
+        if dy.dtype != torch.float32:
+            dy = dy.float()
+        chans, group_t, slots = _chain_layout(x, tuple(weights), groups, shuffles)
+        perms = [_perm_tensor(int(chans[index]), shuffles[index]) for index in range(len(weights))]
+        ws = [weight.detach().contiguous() for weight in weights]
+        wts = [
+            weight.detach().reshape(g, weight.shape[0] // g, weight.shape[1]).transpose(1, 2).contiguous()
+            for weight, g in zip(weights, groups, strict=True)
+        ]
+        grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
+        grad_ws = [
+            torch.empty(weight.shape, dtype=torch.float32) if needed else None
+            for weight, needed in zip(weights, need_w, strict=True)
+        ]
+        n, _, h, wd = x.shape
+        code = lib.gpc_backward(
+            _ptr(x), _ptr(dy), _ptr(grad_x), len(ws), _ptr(chans), _ptr(group_t),
+            _pointer_array([_ptr(s) for s in slots]), _pointer_array([_ptr(p) for p in perms]),
+            _pointer_array([_ptr(w) for w in ws]), _pointer_array([_ptr(w) for w in wts]),
+            _pointer_array([_ptr(g) for g in grad_ws]), n * h * wd, torch.get_num_threads(),
+        )  # fmt: skip
+        _check(code, "pointwise chain backward")
+        return (grad_x, None, None, *grad_ws)
+
+
+def pointwise_chain(
+    x: Tensor, weights: list[Tensor] | tuple[Tensor, ...], groups: list[int] | tuple[int, ...],
+    shuffle_groups: list[int] | tuple[int, ...],
+) -> Tensor:
+    """Consecutive grouped 1x1 convs ``conv_l(channel_shuffle(., shuffle_groups[l]), weights[l], groups[l])``, fused.
+
+    One native op computes the whole chain per tile of 16 pixels with the intermediates in cache: the forward
+    reads ``x`` once and writes the output once; the backward saves only ``x`` (and the weights), recomputes the
+    intermediates per tile and writes only the input gradient (plus the weight gradients, summed deterministically
+    per thread). ``x``: float32 CPU ``(N, C, H, W)`` (made channels_last); every weight ``(out_l, in_l // groups_l,
+    1, 1)`` with ``in_{l+1} = out_l``; stride 1, no bias; output channels_last. Differentiable in ``x`` and each
+    weight. Requires :func:`native_available` (``RuntimeError`` otherwise).
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> from igcnas.nn.ops import channel_shuffle
+        >>> x = torch.randn(2, 16, 5, 5)
+        >>> w1, w2 = torch.randn(16, 2, 1, 1), torch.randn(16, 4, 1, 1)
+        >>> ref = F.conv2d(channel_shuffle(F.conv2d(channel_shuffle(x, 8), w1, groups=8), 4), w2, groups=4)
+        >>> ok = not native_available() or torch.allclose(
+        ...     pointwise_chain(x, [w1, w2], [8, 4], [8, 4]), ref, atol=1e-4)
+        >>> ok
+        True
+    """
+    if not native_available():
+        raise RuntimeError(f"igcnas native kernels are {native_status()}")
+    weights, groups, shuffles = tuple(weights), tuple(int(g) for g in groups), tuple(int(s) for s in shuffle_groups)
+    if not weights or len(groups) != len(weights) or len(shuffles) != len(weights):
+        raise ValueError(
+            f"pointwise_chain: give one groups and one shuffle_groups entry per weight, got {len(weights)} weights, "
+            f"{len(groups)} groups, {len(shuffles)} shuffle_groups"
+        )
+    channels = x.shape[1] if x.dim() == 4 else -1
+    for index, (weight, g, s) in enumerate(zip(weights, groups, shuffles, strict=True)):
+        if not supports(x, weight):
+            raise ValueError(
+                f"pointwise_chain: needs float32 CPU 4-D x and 1x1 weights, got x {x.dtype} {tuple(x.shape)} on "
+                f"{x.device}, weight {index} {weight.dtype} {tuple(weight.shape)}"
+            )
+        if g < 1 or s < 1 or channels % g or weight.shape[0] % g or weight.shape[1] * g != channels or channels % s:
+            raise ValueError(
+                f"pointwise_chain: weight {index} {tuple(weight.shape)} with groups={g}, shuffle_groups={s} does "
+                f"not fit {channels} input channels"
+            )
+        channels = int(weight.shape[0])
+    out: Tensor = _PointwiseChain.apply(x, groups, shuffles, *weights)
     return out

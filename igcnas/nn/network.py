@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec, plan_block
+from igcnas.nn.chain_ops import fuse_chains
 from igcnas.nn.norm import batch_norm_act
 from igcnas.nn.ops import sparse_conv
 
@@ -90,7 +91,9 @@ class Block(nn.Module):
                     layers[f"{suffix}{index}"] = module
             elif relu:
                 layers[f"relu{index}"] = nn.ReLU(inplace=True)
-        self.body = nn.Sequential(layers)
+        body = nn.Sequential(layers)
+        # runs of grouped 1x1 convs (IGCV2) as one native op; same children and names (state_dict unchanged)
+        self.body = body if impl == "naive" else fuse_chains(body)
         self.identity = plan.identity
         self.shortcut: nn.Module | None = None
         if plan.projection:

@@ -1,0 +1,176 @@
+"""Fused chains of grouped 1x1 convs (igcnas.nn.chain_ops): equal the naive sequence, deterministic, fall back."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from igcnas.nn import _native
+from igcnas.nn.chain_ops import FusedSequential, chain_runs, fuse_chains, run_chain
+from igcnas.nn.network import build
+from igcnas.nn.ops import FastSparseConv2d, sparse_conv
+from igcnas.zoo import get_zoo
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def native() -> None:
+    """Skip (with the reason) where the kernel cannot be built."""
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+
+
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+# channels (L + 1 entries), per layer (groups, shuffle_groups or None), input (N, H, W)
+CHAINS = [
+    ((416, 416, 416, 416), [(52, 52)] * 3, (2, 9, 9)),  # IGCV2*-C416 branch convs, P = 162 (partial tiles)
+    ((64, 64, 64), [(8, 8), (8, 8)], (1, 5, 7)),  # IGCV2-C64, batch 1, odd pixel count
+    ((48, 48, 48, 48, 48), [(6, None), (4, 12), (8, None), (2, 24)], (2, 3, 5)),  # L = 4, mixed shuffles
+    ((24, 48, 12, 36), [(4, 6), (3, 4), (2, 3)], (1, 4, 4)),  # varying widths, Cout != Cin
+    ((32, 32, 32), [(4, None), (16, None)], (3, 8, 8)),  # no shuffles, whole step of tiles
+    ((40, 40, 40), [(10, 10), (5, 8)], (1, 1, 1)),  # a single pixel
+]
+
+
+def _chain(channels: tuple[int, ...], layers: list[tuple[int, int | None]], impl: str) -> list[nn.Module]:
+    return [
+        sparse_conv(channels[i], channels[i + 1], 1, groups=g, shuffle_groups=s, impl=impl)  # type: ignore[arg-type]
+        for i, (g, s) in enumerate(layers)
+    ]
+
+
+def _pair(channels: tuple[int, ...], layers: list[tuple[int, int | None]]) -> tuple[nn.Sequential, FusedSequential]:
+    torch.manual_seed(0)
+    naive = nn.Sequential(*_chain(channels, layers, "naive"))
+    fast = FusedSequential(*_chain(channels, layers, "fast"))
+    fast.load_state_dict(naive.state_dict())
+    return naive, fast
+
+
+def _grads(model: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    x = x.detach().requires_grad_(True)
+    y = model(x)
+    y.backward(dy)
+    assert x.grad is not None
+    return y, [x.grad, *(p.grad for p in model.parameters())]  # type: ignore[misc]
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(b.detach().abs().max())))
+
+
+@pytest.mark.parametrize(("channels", "layers", "shape"), CHAINS)
+def test_fused_chain_matches_naive_values_and_gradients(native, channels, layers, shape) -> None:
+    naive, fast = _pair(channels, layers)
+    assert [len(run) for run in chain_runs(list(fast))] == [len(layers)]
+    n, h, w = shape
+    x = torch.randn(n, channels[0], h, w)
+    dy = torch.randn(n, channels[-1], h, w)  # NCHW output gradient (the fused output is channels_last)
+    ref, ref_grads = _grads(naive, x, dy)
+    calls: list[int] = []
+    original = _native._PointwiseChain.apply
+    try:
+        _native._PointwiseChain.apply = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
+        out, grads = _grads(fast, _cl(x), dy)
+    finally:
+        _native._PointwiseChain.apply = original  # type: ignore[method-assign]
+    assert calls == [1]
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert _close(out, ref)
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert got.shape == want.shape and _close(got, want)
+
+
+def test_fused_chain_is_deterministic_and_partial_gradients(native) -> None:
+    naive, fast = _pair((416, 416, 416, 416), [(52, 52)] * 3)
+    x = _cl(torch.randn(2, 416, 11, 13))
+    dy = torch.randn(2, 416, 11, 13)
+    first = _grads(fast, x, dy)
+    fast.zero_grad()
+    second = _grads(fast, x, dy)
+    for a, b in zip([first[0], *first[1]], [second[0], *second[1]], strict=True):
+        assert torch.equal(a, b)
+    # only some weights need gradients, the input none
+    fast.zero_grad()
+    fast[1].weight.requires_grad_(False)
+    y = fast(x)
+    y.backward(dy)
+    assert fast[1].weight.grad is None
+    assert fast[0].weight.grad is not None and torch.equal(fast[0].weight.grad, first[1][1])
+    assert fast[2].weight.grad is not None and torch.equal(fast[2].weight.grad, first[1][3])
+
+
+def test_falls_back_when_native_is_off_or_input_does_not_fit(native, monkeypatch: pytest.MonkeyPatch) -> None:
+    naive, fast = _pair((64, 64, 64), [(8, 8), (8, 8)])
+    x = torch.randn(2, 64, 4, 4)
+    ref = naive(x)
+
+    def boom(*args: object) -> torch.Tensor:
+        raise AssertionError("the fused kernel must not run")
+
+    monkeypatch.setattr(_native, "pointwise_chain", boom)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast(x).dtype == torch.bfloat16
+    assert torch.allclose(fast.double()(x.double()), ref.double(), atol=1e-4)
+    fast.float()
+    assert torch.allclose(torch.jit.trace(fast, x, check_trace=False)(x), ref, atol=1e-4)
+    assert torch.allclose(torch.jit.script(fast)(x), ref, atol=1e-4)
+    handle = fast[0].register_forward_hook(lambda *a: None)
+    assert torch.allclose(fast(x), ref, atol=1e-4)
+    handle.remove()
+    monkeypatch.setattr(_native, "native_available", lambda: False)
+    assert torch.allclose(fast(_cl(x)), ref, atol=1e-4)
+
+
+def test_auto_nchw_inference_keeps_the_reference_and_runs_are_maximal() -> None:
+    convs = _chain((16, 16, 16, 16), [(4, 4), (4, None), (2, 8)], "fast")
+    mixed: list[nn.Module] = [
+        convs[0],
+        nn.ReLU(),
+        convs[1],
+        convs[2],
+        sparse_conv(16, 16, 3, groups=4, impl="fast"),
+        sparse_conv(16, 16, 1, groups=4, stride=2, impl="fast"),
+        sparse_conv(16, 16, 1, groups=4, impl="fast"),
+    ]
+    assert [[id(c) for c in run] for run in chain_runs(mixed)] == [[id(convs[1]), id(convs[2])]]
+    assert chain_runs([sparse_conv(16, 16, 1, groups=4, impl="naive")] * 2) == []
+    plain = nn.Sequential(OrderedDict(a=nn.ReLU(), b=nn.ReLU()))
+    assert fuse_chains(plain) is plain
+    seq = fuse_chains(nn.Sequential(OrderedDict(conv0=convs[1], conv1=convs[2])))
+    assert isinstance(seq, FusedSequential) and list(seq.state_dict()) == ["conv0.weight", "conv1.weight"]
+    x = torch.randn(2, 16, 40, 40)  # NCHW, auto, inference: the first conv keeps the reference form
+    with torch.no_grad():
+        y = run_chain(x, [c for c in convs[1:] if isinstance(c, FastSparseConv2d)])
+        ref = convs[2](convs[1](x))
+    assert torch.allclose(y, ref, atol=1e-5)
+
+
+def test_zoo_network_gets_chains_with_unchanged_state_dict(native) -> None:
+    spec = get_zoo("IGCV2-C64-D20").spec
+    torch.manual_seed(0)
+    naive, fast = build(spec, impl="naive"), build(spec)
+    assert list(naive.state_dict()) == list(fast.state_dict())
+    assert [k for k, _ in naive.named_parameters()] == [k for k, _ in fast.named_parameters()]
+    convs = [k for k, m in naive.named_modules() if isinstance(m, nn.Conv2d)]
+    assert convs == [k for k, m in fast.named_modules() if isinstance(m, nn.Conv2d)]
+    bodies = [m for m in fast.modules() if isinstance(m, FusedSequential)]
+    assert bodies and all(chain_runs(list(body)) for body in bodies)
+    fast.load_state_dict(naive.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    naive.train()
+    fast.train()
+    out_naive, out_fast = naive(x), fast(x)
+    assert torch.allclose(out_fast, out_naive, atol=1e-4, rtol=1e-4)
+    out_naive.square().sum().backward()
+    out_fast.square().sum().backward()
+    grads = dict(fast.named_parameters())
+    for name, param in naive.named_parameters():
+        assert param.grad is not None and _close(grads[name].grad, param.grad), name  # type: ignore[arg-type]
