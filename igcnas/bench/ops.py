@@ -35,12 +35,12 @@ script of the naive blocks gets (system malloc) with what igcnas runs (fast ops,
 Run ``python -m igcnas.bench.ops`` (``--help``).
 
 Measured on the project's 2-core AVX-512 Xeon (``igcnas bench ops --repeats 7``, batch 64, 32x32, 2 threads;
-images/s naive -> fast, speedup, ops_speedup): IGC-L24M2 train 761 -> 2646 (3.47x, ops 3.64x), eval 3857 ->
-10320 (2.68x); IGCV2*-C416 train 37.3 -> 267 (7.16x, ops 2.08x), eval 124 -> 972 (7.83x); IGCV3-D train 159 ->
-579 (3.64x, ops 1.61x), eval 455 -> 2337 (5.14x). Under the system malloc the naive IGCV2*/IGCV3-D steps spend
-more time in the kernel's page-fault handler than in arithmetic. With the same malloc, the IGCV3-D block stays
-bound by work both impls share: BatchNorm, ReLU, the residual add and the depthwise conv are memory-bound passes
-over 50 MB tensors that no conv form removes.
+images/s naive -> fast, speedup, ops_speedup): IGC-L24M2 train 719 -> 3308 (4.60x, ops 4.06x), eval 3288 ->
+13280 (4.04x, ops 3.07x); IGCV2*-C416 train 37.1 -> 385 (10.4x, ops 2.99x), eval 127 -> 1442 (11.4x, ops
+3.72x); IGCV3-D train 157 -> 644 (4.09x, ops 1.73x), eval 439 -> 2370 (5.40x, ops 1.64x). Under the system
+malloc the naive IGCV2*/IGCV3-D steps spend more time in the kernel's page-fault handler than in arithmetic.
+With the same malloc, the IGCV3-D block stays bound by work both impls share: BatchNorm, the depthwise conv and
+the residual add are memory-bound passes over 50 MB tensors that only a whole-block kernel would remove.
 
 Example:
     >>> rows = bench_blocks(batch=2, size=8, repeats=1)  # doctest: +SKIP
