@@ -423,8 +423,11 @@ class _GroupConv(torch.autograd.Function):
         grad_w = torch.empty(weight.shape, dtype=torch.float32) if need_w else None
         if need_x or need_w:
             n, c, h, wd = x.shape
+            # keep the contiguous copy referenced during the call (a temporary inside _ptr(...) would be freed
+            # before the kernel reads it when the weight is not contiguous)
+            w = weight.detach().contiguous()
             code = lib.gc_backward(
-                _ptr(x), _ptr(ctx.perm), _ptr(weight.detach().contiguous()), _ptr(dy), _ptr(grad_x),
+                _ptr(x), _ptr(ctx.perm), _ptr(w), _ptr(dy), _ptr(grad_x),
                 _ptr(grad_w), n, h, wd, c, weight.shape[0], ctx.groups, weight.shape[2], ctx.stride,
                 torch.get_num_threads(),
             )  # fmt: skip

@@ -358,3 +358,41 @@ def test_native_gc_falls_back_for_other_dtypes_and_when_disabled(monkeypatch: py
     naive.float()
     fast.float()
     torch.testing.assert_close(fast.run_plan(x, plan), naive(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.usefixtures("native")
+def test_group_conv_backward_with_a_non_contiguous_weight() -> None:
+    # the backward used to pass the address of a temporary contiguous copy of the weight that was freed before
+    # the kernel read it (garbage input gradients, a use-after-free under AddressSanitizer)
+    x = _cl(torch.randn(2, 15, 6, 5))
+    base = torch.randn(5, 9, 3, 3)
+    for stride in (1, 2):
+        w = base.transpose(0, 1).requires_grad_()  # (9, 5, 3, 3), not contiguous
+        assert not w.is_contiguous()
+        xf, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+        wr = w.detach().clone().requires_grad_()
+        out = _native.group_conv(xf, w, 3, 3, stride)
+        ref = torch.nn.functional.conv2d(channel_shuffle(xr, 3), wr, None, stride, 1, 1, 3)
+        grad = torch.randn(ref.shape)
+        out.backward(grad)
+        ref.backward(grad)
+        assert xf.grad is not None and xr.grad is not None and w.grad is not None and wr.grad is not None
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(w.grad, wr.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.parametrize("size", [(2, 0, 7), (2, 7, 0), (0, 5, 5), (2, 0, 0)])
+def test_group_conv_empty_input_has_an_empty_output(size: tuple[int, int, int]) -> None:
+    # H or W = 0 with stride > 1: the kernel computed one output row/column ((0 - 1) / s + 1 in C) and wrote
+    # past the empty output tensor
+    n, h, w = size
+    for k, stride in ((1, 2), (3, 2), (3, 3), (5, 1)):
+        x = _cl(torch.randn(n, 4, h, w)).requires_grad_()
+        weight = torch.randn(6, 2, k, k, requires_grad=True)
+        out = _native.group_conv(x, weight, 2, 2, stride)
+        assert out.shape == (n, 6, (h - 1) // stride + 1 if h else 0, (w - 1) // stride + 1 if w else 0)
+        out.sum().backward()
+        assert x.grad is not None and weight.grad is not None and x.grad.shape == x.shape
+        assert torch.equal(weight.grad, torch.zeros_like(weight))

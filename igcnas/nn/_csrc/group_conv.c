@@ -183,7 +183,9 @@ static int geom_init(gc_geom *g, const int64_t *perm, const float *w, int64_t n,
                      int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride) {
     g->n = n, g->h = h, g->wd = wd, g->cin = cin, g->cout = cout, g->groups = groups, g->k = k;
     g->stride = stride, g->pad = k / 2;
-    g->ho = (h + 2 * g->pad - k) / stride + 1, g->wo = (wd + 2 * g->pad - k) / stride + 1;
+    /* h + 2 * pad - k = h - 1 (odd k): an empty input (h or wd 0) has no output rows/columns (C division
+     * truncates -1 / stride to 0, which would give one) */
+    g->ho = h > 0 ? (h + 2 * g->pad - k) / stride + 1 : 0, g->wo = wd > 0 ? (wd + 2 * g->pad - k) / stride + 1 : 0;
     g->ig = cin / groups, g->og = cout / groups;
     g->cpad = round_vl(cout);
     g->epix = g->ig * g->cpad;
