@@ -78,6 +78,9 @@ def test_reference_path_outside_channels_last_float32_training() -> None:
     cl = x.contiguous(memory_format=CL)
     assert not fused.uses_native(cl.double())
     assert not fused.uses_native(cl[:1, :, :1, :1])  # one value per channel: BN's own error applies
+    assert not fused.uses_native(cl[:, :1])  # wrong channel count: BN's own error applies
+    with pytest.raises(RuntimeError):
+        fused(torch.randn(2, 1, 3, 3).contiguous(memory_format=CL))
     fused.eval()
     reference.eval()
     assert not fused.uses_native(cl)
