@@ -136,15 +136,23 @@ def _build() -> ctypes.CDLL:
     for part in (*sources, *(text.encode() for text in key)):
         digest.update(part)
         digest.update(b"\0")
-    folder = _cache_dir()
-    target = folder / f"igcnas_native-{digest.hexdigest()[:24]}.so"
+    name = f"igcnas_native-{digest.hexdigest()[:24]}.so"
+    # the user cache first; a private temporary folder when it is read-only (a cluster's home, a container)
+    folders = [_cache_dir(), Path(tempfile.gettempdir()) / f"igcnas-native-{os.getuid()}"]
+    target = next((folder / name for folder in folders if (folder / name).exists()), folders[0] / name)
     if not target.exists():
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=".igcnas_native-", suffix=".so.tmp", dir=folder)
-            os.close(fd)
-        except OSError as exc:
-            raise RuntimeError(f"cannot write the build cache {folder}: {exc}") from exc
+        errors = []
+        for folder in folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(prefix=".igcnas_native-", suffix=".so.tmp", dir=folder)
+                os.close(fd)
+                target = folder / name
+                break
+            except OSError as exc:
+                errors.append(f"{folder}: {exc.strerror or exc}")
+        else:
+            raise RuntimeError(f"cannot write the build cache ({'; '.join(errors)})")
         try:
             result = subprocess.run(
                 [compiler, *flags, "-o", tmp_name, *(str(path) for path in _SOURCES)],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,6 +207,22 @@ def test_build_goes_to_the_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert _native.native_available()
     built = list((tmp_path / "native").iterdir())
     assert len(built) == 1 and built[0].name.startswith("igcnas_native-") and built[0].suffix == ".so", built
+
+
+@pytest.mark.usefixtures("native", "fresh_native")
+def test_an_unwritable_cache_builds_in_a_private_temporary_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("IGCNAS_CACHE_DIR", str(blocker))  # <file>/native cannot be created
+    monkeypatch.delenv("IGCNAS_NATIVE", raising=False)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    assert _native.native_available(), _native.native_status()
+    built = list((temporary / f"igcnas-native-{os.getuid()}").glob("igcnas_native-*.so"))
+    assert len(built) == 1, built
 
 
 @pytest.mark.usefixtures("native")
