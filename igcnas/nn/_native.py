@@ -13,16 +13,20 @@ and callers use their torch form instead.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import hashlib
 import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,9 @@ log = logging.getLogger(__name__)
 _SOURCES = tuple(Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c", "bn_act.c"))
 _BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _X86_FLAGS = ("-mprefer-vector-width=512",)
+
+#: cached builds of other sources/flags older than this are deleted after a new build
+_STALE_BUILD_S = 7 * 24 * 3600
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"lib": None, "status": None}
@@ -114,6 +121,65 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
+def _private_temp_folder() -> Path:
+    """``<tmp>/igcnas-native-<uid>``, created 0700; OSError unless it is a real folder only this user can write.
+
+    The check matters on shared machines: a library another user could plant there would be loaded and run.
+    """
+    folder = Path(tempfile.gettempdir()) / f"igcnas-native-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise OSError(errno.EPERM, f"{folder} is not a private folder of this user", str(folder))
+    return folder
+
+
+def _build_slot(name: str) -> tuple[Path, str]:
+    """(target path, temporary file in its folder): the user cache, else the private temporary folder."""
+    errors = []
+    for where in (_cache_dir, _private_temp_folder):
+        try:
+            folder = where()
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / name
+            fd, tmp_name = tempfile.mkstemp(prefix=".igcnas_native-", suffix=".so.tmp", dir=folder)
+            os.close(fd)
+            return target, tmp_name
+        except OSError as exc:
+            errors.append(f"{exc.filename or where.__name__}: {exc.strerror or exc}")
+    raise RuntimeError(f"cannot write the build cache ({'; '.join(errors)})")
+
+
+def _compile(compiler: str, flags: tuple[str, ...], name: str) -> Path:
+    """Compile the sources into ``name`` in the first writable build folder (reusing a build already there)."""
+    target, tmp_name = _build_slot(name)
+    if target.exists():  # the private temporary folder already holds this build
+        os.unlink(tmp_name)
+        return target
+    try:
+        result = subprocess.run(
+            [compiler, *flags, "-o", tmp_name, *(str(path) for path in _SOURCES)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            message = (result.stderr or result.stdout).strip().splitlines()[-5:]
+            raise RuntimeError(f"compiling the native kernels failed: {' | '.join(message)}")
+        os.replace(tmp_name, target)  # atomic: concurrent builders each publish a complete file
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"compiling the native kernels failed: {exc}") from exc
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    for stale in target.parent.glob("igcnas_native-*.so"):  # builds of older sources, unused for a week
+        with contextlib.suppress(OSError):
+            if stale != target and time.time() - stale.stat().st_mtime > _STALE_BUILD_S:
+                stale.unlink()
+    return target
+
+
 def _build() -> ctypes.CDLL:
     """Compile (or reuse the cached build of) the kernel and load it; raises ``RuntimeError`` with the reason."""
     if os.environ.get("IGCNAS_NATIVE", "").strip() == "0":
@@ -137,39 +203,9 @@ def _build() -> ctypes.CDLL:
         digest.update(part)
         digest.update(b"\0")
     name = f"igcnas_native-{digest.hexdigest()[:24]}.so"
-    # the user cache first; a private temporary folder when it is read-only (a cluster's home, a container)
-    folders = [_cache_dir(), Path(tempfile.gettempdir()) / f"igcnas-native-{os.getuid()}"]
-    target = next((folder / name for folder in folders if (folder / name).exists()), folders[0] / name)
+    target = _cache_dir() / name
     if not target.exists():
-        errors = []
-        for folder in folders:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                fd, tmp_name = tempfile.mkstemp(prefix=".igcnas_native-", suffix=".so.tmp", dir=folder)
-                os.close(fd)
-                target = folder / name
-                break
-            except OSError as exc:
-                errors.append(f"{folder}: {exc.strerror or exc}")
-        else:
-            raise RuntimeError(f"cannot write the build cache ({'; '.join(errors)})")
-        try:
-            result = subprocess.run(
-                [compiler, *flags, "-o", tmp_name, *(str(path) for path in _SOURCES)],
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            if result.returncode != 0:
-                message = (result.stderr or result.stdout).strip().splitlines()[-5:]
-                raise RuntimeError(f"compiling the native kernels failed: {' | '.join(message)}")
-            os.replace(tmp_name, target)  # atomic: concurrent builders each publish a complete file
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise RuntimeError(f"compiling the native kernels failed: {exc}") from exc
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
+        target = _compile(compiler, flags, name)
     try:
         return _bind(ctypes.CDLL(str(target)))
     except (OSError, AttributeError) as exc:

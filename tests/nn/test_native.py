@@ -225,6 +225,35 @@ def test_an_unwritable_cache_builds_in_a_private_temporary_folder(
     assert len(built) == 1, built
 
 
+@pytest.mark.usefixtures("native", "fresh_native")
+def test_a_library_planted_in_the_temporary_folder_is_never_loaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    temporary = tmp_path / "tmp"
+    shared = temporary / f"igcnas-native-{os.getuid()}"
+    shared.mkdir(parents=True)
+    shared.chmod(0o777)  # writable by anyone: another user could have planted a library here
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    monkeypatch.delenv("IGCNAS_NATIVE", raising=False)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("IGCNAS_CACHE_DIR", str(cache))
+    assert _native.native_available()  # a writable user cache: built there, the temporary folder is not read
+    built = list((cache / "native").glob("igcnas_native-*.so"))
+    assert len(built) == 1
+    planted = shared / built[0].name
+    planted.write_bytes(b"not a library")
+    _native._reset()
+    monkeypatch.setenv("IGCNAS_CACHE_DIR", str(tmp_path / "cache2"))
+    assert _native.native_available()  # an empty writable cache: built there, the planted file is not loaded
+    assert [p.name for p in (tmp_path / "cache2" / "native").glob("*.so")] == [planted.name]
+    _native._reset()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("IGCNAS_CACHE_DIR", str(blocker))  # the user cache cannot be written
+    assert not _native.native_available()  # the fallback folder is refused, the planted file never loaded
+    assert "not a private folder" in _native.native_status()
+
+
 @pytest.mark.usefixtures("native")
 def test_an_explicit_native_plan_runs_anywhere() -> None:
     """run_plan with a native plan on an input the kernel does not take uses the table's torch form."""
