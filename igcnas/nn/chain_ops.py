@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native
-from igcnas.nn.ops import FastSparseConv2d, _autocast_on_cpu, _is_exporting, _native_candidate, select_plan
+from igcnas.nn.ops import FastSparseConv2d, native_candidate, native_kernels_usable, select_plan
 
 __all__ = ["FusedSequential", "chain_member", "chain_runs", "fuse_chains", "run_chain"]
 
@@ -53,7 +53,7 @@ def chain_member(module: nn.Module) -> bool:
     if not isinstance(module, FastSparseConv2d):
         return False
     spec = module.spec
-    return spec.kind == "PWG" and spec.stride == 1 and _native_candidate(spec, "cpu", module.impl)
+    return spec.kind == "PWG" and spec.stride == 1 and native_candidate(spec, "cpu", module.impl)
 
 
 def chain_runs(modules: Sequence[nn.Module]) -> list[list[FastSparseConv2d]]:
@@ -81,12 +81,12 @@ def chain_runs(modules: Sequence[nn.Module]) -> list[list[FastSparseConv2d]]:
 
 
 def _hooked(module: nn.Module) -> bool:
-    """Whether forward (pre-)hooks would see the individual convs (the fused path would skip them)."""
-    return bool(
-        module._forward_hooks
-        or module._forward_pre_hooks
-        or getattr(_module_globals, "_global_forward_hooks", None)
-        or getattr(_module_globals, "_global_forward_pre_hooks", None)
+    """Whether forward or backward (pre-)hooks would see the individual convs (the fused path would skip them)."""
+    local = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    hooks = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+             "_global_backward_pre_hooks")
+    return any(getattr(module, name, None) for name in local) or any(
+        getattr(_module_globals, name, None) for name in hooks
     )
 
 
@@ -98,7 +98,7 @@ def _fusable_now(x: Tensor, convs: Sequence[FastSparseConv2d]) -> bool:
         weight = conv.weight
         if weight.device.type != "cpu" or weight.dtype != torch.float32 or _hooked(conv):
             return False
-    if _autocast_on_cpu() or not _native.native_available():
+    if not native_kernels_usable():
         return False
     first = convs[0]
     plan = select_plan(
@@ -121,7 +121,7 @@ def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:
         >>> run_chain(torch.randn(1, 16, 3, 3), convs).shape
         torch.Size([1, 16, 3, 3])
     """
-    if len(convs) >= 2 and not (torch.jit.is_tracing() or _is_exporting()) and _fusable_now(x, convs):
+    if len(convs) >= 2 and _fusable_now(x, convs):
         return _native.pointwise_chain(
             x,
             [conv.weight for conv in convs],
@@ -157,8 +157,7 @@ class FusedSequential(nn.Sequential):
     def _fused_forward(self, x: Tensor) -> Tensor:
         """The modules in order, each fusable run through :func:`run_chain`."""
         modules = list(self._modules.values())
-        tracing = torch.jit.is_tracing() or _is_exporting()
-        runs = {} if tracing else {id(run[0]): run for run in chain_runs(modules)}
+        runs = {} if not native_kernels_usable() else {id(run[0]): run for run in chain_runs(modules)}
         index = 0
         while index < len(modules):
             run = runs.get(id(modules[index]))

@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from igcnas.nn import _native
 from igcnas.nn._native import _check, _ptr
-from igcnas.nn.ops import _is_exporting
+from igcnas.nn.ops import native_kernels_usable
 
 __all__ = ["BatchNormAct2d", "batch_norm_act"]
 
@@ -88,11 +88,6 @@ class _BatchNormAct(torch.autograd.Function):
         return dx, grad_weight, grad_bias, None, None
 
 
-def _autocast_on() -> bool:
-    """Whether CPU autocast is active (the native path is float32-only)."""
-    return bool(torch.is_autocast_enabled("cpu"))
-
-
 class BatchNormAct2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` followed by an optional ReLU, with a fused native training path on CPU.
 
@@ -123,8 +118,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
     def uses_native(self, x: Tensor) -> bool:
         """Whether this forward on ``x`` takes the native kernel."""
         return (
-            not torch.jit.is_tracing()  # first: the shape test below would warn while tracing
-            and not _is_exporting()
+            native_kernels_usable()  # first: not while tracing (the shape tests below would warn), autocast...
             and self.training
             and self.track_running_stats
             and x.device.type == "cpu"
@@ -133,8 +127,6 @@ class BatchNormAct2d(nn.BatchNorm2d):
             and x.shape[1] == self.num_features  # else nn.BatchNorm2d's own error
             and x.shape[0] * x.shape[2] * x.shape[3] > 1
             and x.is_contiguous(memory_format=torch.channels_last)
-            and not _autocast_on()
-            and _native.native_available()
         )
 
     @torch.jit.unused

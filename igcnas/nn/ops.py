@@ -167,6 +167,8 @@ __all__ = [
     "SparseConv2d",
     "FastSparseConv2d",
     "sparse_conv",
+    "native_kernels_usable",
+    "native_candidate",
     "select_plan",
     "dense_weight",
     "merged_weight",
@@ -370,7 +372,7 @@ def select_plan(
         'reference'
     """
     if native is None:
-        native = _native_candidate(spec, device_type, impl) and _native.native_available()
+        native = native_candidate(spec, device_type, impl) and native_kernels_usable()
     plan = _device_plan(spec, device_type, impl, native)
     if impl != "auto" or device_type != "cpu" or plan.form == "reference" or channels_last_input:
         return plan
@@ -385,7 +387,7 @@ def select_plan(
     return plan
 
 
-def _native_candidate(spec: ConvSpec, device_type: str, impl: str) -> bool:
+def native_candidate(spec: ConvSpec, device_type: str, impl: str) -> bool:
     """Whether the decision table picks the native kernel for ``spec`` (if it is available): narrow CPU PWG/GC."""
     if device_type != "cpu" or impl == "naive":
         return False
@@ -411,7 +413,7 @@ def _device_plan(spec: ConvSpec, device_type: str, impl: str, native: bool = Fal
         return ConvPlan("dense", True, f"cpu {kind}: channels_last conv, shuffle folded into the weight")
     if kind == "DW":
         return ConvPlan("grouped", True, "cpu DW: channels_last oneDNN depthwise conv")
-    if kind == "PWG" and native and _native_candidate(spec, device_type, impl):
+    if kind == "PWG" and native and native_candidate(spec, device_type, impl):
         group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
         return ConvPlan(
             "native",
@@ -427,7 +429,7 @@ def _device_plan(spec: ConvSpec, device_type: str, impl: str, native: bool = Fal
         return ConvPlan(
             "grouped", True, f"cpu PWG: channels_last grouped conv ({extra} extra MACs/pixel > {limit})"
         )
-    if native and _native_candidate(spec, device_type, impl):
+    if native and native_candidate(spec, device_type, impl):
         group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
         return ConvPlan(
             "native",
@@ -490,7 +492,24 @@ def _native_usable(x: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
         fits = spec.stride == 1 and _native.supports(x, weight)
     else:
         fits = _native.supports_conv(x, weight, spec.stride)
-    return fits and not _autocast_on_cpu() and _native.native_available()
+    return fits and native_kernels_usable()
+
+
+def _is_compiling() -> bool:
+    """True while ``torch.compile`` traces (the API is absent from older torch releases)."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling()) if is_compiling is not None else False
+
+
+def native_kernels_usable() -> bool:
+    """Whether the native CPU kernels may run now: built, and not under CPU autocast, torch.compile or tracing.
+
+    While ``torch.compile``, ``torch.jit.trace`` or ``torch.export`` trace a model, the torch forms run instead:
+    they go into the graph, where a ctypes call would break it.
+    """
+    if torch.jit.is_tracing() or _is_exporting() or _is_compiling() or _autocast_on_cpu():
+        return False
+    return _native.native_available()
 
 
 def _autocast_on_cpu() -> bool:

@@ -129,6 +129,11 @@ def test_falls_back_when_native_is_off_or_input_does_not_fit(native, monkeypatch
     handle = fast[0].register_forward_hook(lambda *a: None)
     assert torch.allclose(fast(x), ref, atol=1e-4)
     handle.remove()
+    seen: list[int] = []
+    handle = fast[1].register_full_backward_hook(lambda *a: seen.append(1))  # type: ignore[arg-type]
+    fast(x.clone().requires_grad_(True)).sum().backward()
+    handle.remove()
+    assert seen == [1]  # the member's backward hook ran: the chain was not fused around it
     monkeypatch.setattr(_native, "native_available", lambda: False)
     assert torch.allclose(fast(_cl(x)), ref, atol=1e-4)
 

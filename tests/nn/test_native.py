@@ -443,3 +443,16 @@ def test_group_conv_empty_input_has_an_empty_output(size: tuple[int, int, int]) 
         out.sum().backward()
         assert x.grad is not None and weight.grad is not None and x.grad.shape == x.shape
         assert torch.equal(weight.grad, torch.zeros_like(weight))
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")  # _device_plan is pure
+def test_torch_compile_traces_the_torch_forms_without_graph_breaks() -> None:
+    from igcnas.arch import ArchSpec
+    from igcnas.nn.network import build
+
+    model = build(ArchSpec.simple("GC+PWG+PWG", widths=(16, 32), depths=(1, 1), groups=(8, 4, 4))).train()
+    x = torch.randn(2, 3, 16, 16)
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert _native.native_available()  # eager forwards still use the kernels
