@@ -1,4 +1,4 @@
-"""Suite-wide hooks: the fault-injection tally of ``tests/test_faults.py``, printed at the end of the run."""
+"""Suite-wide hooks: the fault-injection tally of ``tests/test_faults.py`` (printed at the end), malloc left alone."""
 
 from __future__ import annotations
 
@@ -18,6 +18,17 @@ def fault_stats() -> Counter[str]:
     """The suite-wide fault tally (tests increment it for every fault they inject or bad input they try)."""
     FAULTS["modules"] = 1
     return FAULTS
+
+
+def pytest_configure(config: Any) -> None:
+    """Keep glibc malloc as it is in the pytest process (the tuning is process-wide and cannot be undone).
+
+    Training tests would otherwise tune it for the rest of the session; ``tests/test_allocator.py`` checks the
+    tuning in subprocesses, and the end-to-end tests' ``igcnas`` subprocesses tune their own malloc as usual.
+    """
+    from igcnas import _allocator
+
+    _allocator._status = "left as it is in the pytest process (tests/conftest.py)"
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:

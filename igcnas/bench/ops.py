@@ -55,6 +55,7 @@ import functools
 import json
 import math
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -339,7 +340,7 @@ class _PairTimer:
 
 
 def _ratio_fields(ips: dict[tuple[str, str, str], float], runtimes: Sequence[str]) -> dict[str, float]:
-    """Headline images/s and speed-ups from per-(runtime, impl, mode) images/s (see :func:`bench_case`)."""
+    """Headline images/s and speed-ups from per-(runtime, impl, mode) images/s (see :func:`bench_cases`)."""
     engine = runtimes[-1]
     row: dict[str, float] = {}
     for mode in _MODES:
@@ -369,7 +370,7 @@ def bench_pair(
     """Time ``build("naive")`` against ``build("fast")`` (same weights, same input values), interleaved, here.
 
     Runs in the calling process, under whatever malloc it has (``runtime: "current"``), so the speed-ups are
-    the ops' alone; :func:`bench_case` also compares runtimes. The training step is forward + backward of a
+    the ops' alone; :func:`bench_cases` also compares runtimes. The training step is forward + backward of a
     fixed output gradient (as if it came from the rest of the network, in the output's memory format)
     including the input gradient; eval is a ``no_grad`` forward in eval mode. ``input_format="native"`` gives
     each impl the layout a network built from it carries between blocks (NCHW for naive, channels_last for
@@ -447,8 +448,11 @@ def _block_case(name: str) -> BlockCase:
 
 def _runtime_worker(conn: Any, runtime: Runtime, threads: int) -> None:
     """Worker process: set up ``runtime``, then serve setup/round/summary requests until told to stop."""
+    import signal
+
     from igcnas._allocator import allocator_status, tune_cpu_allocator
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     if runtime == "tuned":
         tune_cpu_allocator()
     torch.set_num_threads(threads)
@@ -472,7 +476,7 @@ def _runtime_worker(conn: Any, runtime: Runtime, threads: int) -> None:
                 reply = timer.summary()
             conn.send(("ok", reply))
         except Exception as error:  # reported to the parent, which raises it there
-            conn.send(("error", f"{type(error).__name__}: {error}"))
+            conn.send(("user-error" if isinstance(error, UserError) else "error", f"{type(error).__name__}: {error}"))
 
 
 class _Workers:
@@ -484,15 +488,19 @@ class _Workers:
         context = multiprocessing.get_context("spawn")
         self.pipes: dict[str, Any] = {}
         self.processes: list[Any] = []
-        for runtime in runtimes:
-            parent, child = context.Pipe()
-            process = context.Process(
-                target=_runtime_worker, args=(child, runtime, torch.get_num_threads()), daemon=True
-            )
-            process.start()
-            child.close()
-            self.pipes[runtime] = parent
-            self.processes.append(process)
+        try:
+            for runtime in runtimes:
+                parent, child = context.Pipe()
+                process = context.Process(
+                    target=_runtime_worker, args=(child, runtime, torch.get_num_threads()), daemon=True
+                )
+                process.start()
+                child.close()
+                self.pipes[runtime] = parent
+                self.processes.append(process)
+        except BaseException:
+            self.close()  # the workers already started
+            raise
 
     def ask(self, runtime: str, command: str, argument: Any = None) -> Any:
         """Send one request to ``runtime``'s worker and return its reply (RuntimeError if it failed or died)."""
@@ -502,6 +510,8 @@ class _Workers:
             status, reply = pipe.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError) as error:
             raise RuntimeError(f"bench: the {runtime} worker process died ({error!r}); out of memory?") from error
+        if status == "user-error":  # a bad argument: the same one-line error as in-process
+            raise UserError(str(reply).split(": ", 1)[1])
         if status != "ok":
             raise RuntimeError(f"bench: the {runtime} worker failed: {reply}")
         return reply
@@ -540,6 +550,9 @@ def bench_cases(
     * ``*_ops_speedup``: fast / naive both under the tuned malloc: the ops alone.
 
     On a non-CPU device there is one runtime (the parent process) and both speed-ups are the ops'.
+
+    The workers are started with ``spawn``: a script that calls this must guard its entry point with
+    ``if __name__ == "__main__":`` (the command line tools do).
 
     Example:
         >>> rows = bench_cases([CaseRef("block", "IGC-L24M2")], batch=2, size=8, repeats=1)  # doctest: +SKIP
@@ -701,4 +714,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except UserError as error:  # a bad argument: one line, as the igcnas command prints it
+        print(f"igcnas: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

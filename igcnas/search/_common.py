@@ -486,7 +486,7 @@ def iter_trial_files(study_dir: Path, *, strict: bool = False) -> Iterator[tuple
     for path in sorted(study_dir.glob("*/trial.json")):
         try:
             row = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
+        except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
             if strict:
                 raise UserError(f"{path}: trial.json is not valid JSON ({error}); repair or delete it (the "
                                 "search rewrites it)") from None

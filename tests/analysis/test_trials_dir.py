@@ -51,6 +51,12 @@ def test_bad_files_and_missing_folders_raise_user_errors(tmp_path: Path) -> None
     (folder / "trial.json").write_text("{not json")
     with pytest.raises(UserError, match="trial.json is not valid JSON"):
         read_trials_dir(tmp_path / "s")
+    (folder / "trial.json").write_bytes(b"\xff\xfe{}")  # not UTF-8: the same one-line error
+    with pytest.raises(UserError, match="trial.json is not valid JSON"):
+        read_trials_dir(tmp_path / "s")
+    from igcnas.search._common import read_records
+
+    assert read_records(tmp_path / "s") == []  # the search's lenient reader skips it
     (folder / "trial.json").write_text(json.dumps({"trial": 0, "state": "complete", "accuracy": 93,
                                                    "params": 1, "flops": 1, "epochs": 1, "max_epochs": 1}))
     with pytest.raises(UserError, match="percentage"):
