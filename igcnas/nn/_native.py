@@ -1,15 +1,21 @@
-"""Small C kernels for grouped convs with the input channel shuffle folded in (one library, two sources).
+"""Small C kernels for the CPU training step, bound with ctypes (one library built from three sources).
 
-``_csrc/group_pw.c`` runs ``conv1x1(shuffle(x), weight, groups)`` (:func:`group_pointwise`) and
-``_csrc/group_conv.c`` the k x k grouped conv with narrow groups, stride s and padding k // 2
-(:func:`group_conv`), on channels_last float32 CPU tensors without the activation copy of the shuffle, and the two
-backward products (input and weight gradient) the same way. The library is compiled on first use with the
-system C compiler (``$CC``, else ``cc`` / ``gcc``; ``-O3 -march=native -fopenmp``) into
-``$IGCNAS_CACHE_DIR/native`` (default ``~/.cache/igcnas/native``), named by a hash of the sources, flags,
-compiler version and CPU, and loaded with :mod:`ctypes`. Where it cannot be built (no compiler, not Linux, a
-compile error) or ``IGCNAS_NATIVE=0`` is set, :func:`native_available` is False, :func:`native_status` says why,
-and callers use their torch form instead.
+* ``_csrc/group_pw.c``: ``conv1x1(shuffle(x), weight, groups)`` (:func:`group_pointwise`) and whole runs of such
+  convs with the intermediates kept in cache (:func:`pointwise_chain`, used by :mod:`igcnas.nn.chain_ops`);
+* ``_csrc/group_conv.c``: the k x k grouped conv with narrow groups, stride s and padding k // 2
+  (:func:`group_conv`);
+* ``_csrc/bn_act.c``: training-mode BatchNorm + ReLU (used by :class:`igcnas.nn.norm.BatchNormAct2d`).
+
+All run on channels_last float32 CPU tensors, the convs without the activation copy of the shuffle, forward and
+both backward products (input and weight gradient). The library is compiled on first use with the system C
+compiler (``$CC``, else ``cc`` / ``gcc``; ``-O3 -march=native -fopenmp``) into ``$IGCNAS_CACHE_DIR/native``
+(default ``~/.cache/igcnas/native``; when that cannot be written, a 0700 folder of this user under the temporary
+folder), named by a hash of the sources, flags, compiler version and CPU, and loaded with :mod:`ctypes`. Where it
+cannot be built (no compiler, not Linux, a compile error) or ``IGCNAS_NATIVE=0`` is set, :func:`native_available`
+is False, :func:`native_status` says why, and callers use their torch form instead. The autograd Functions are
+once-differentiable: double backward (``create_graph=True``) needs ``impl="naive"``.
 """
+
 
 from __future__ import annotations
 

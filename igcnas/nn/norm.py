@@ -92,7 +92,9 @@ class BatchNormAct2d(nn.BatchNorm2d):
     """``nn.BatchNorm2d`` followed by an optional ReLU, with a fused native training path on CPU.
 
     Same parameters, buffers and state_dict keys as ``nn.BatchNorm2d`` (the ReLU has none), so a network
-    built with it loads the weights of one built with ``nn.BatchNorm2d`` + ``nn.ReLU`` and vice versa.
+    built with it loads the weights of one built with ``nn.BatchNorm2d`` + ``nn.ReLU`` and vice versa. Because it
+    is an ``nn.BatchNorm2d``, ``nn.SyncBatchNorm.convert_sync_batchnorm`` would replace it and drop the ReLU: for
+    data-parallel training build with ``impl="naive"`` (plain BN + ReLU modules) before converting.
 
     Example:
         >>> bn = BatchNormAct2d(4, relu=False)

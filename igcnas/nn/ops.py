@@ -325,7 +325,7 @@ class ConvSpec:
 class ConvPlan:
     """How a :class:`FastSparseConv2d` computes its forward on one device type.
 
-    ``form``: ``reference`` | ``grouped`` | ``dense`` (see the module docstring); ``channels_last``: whether the
+    ``form``: ``reference`` | ``grouped`` | ``dense`` | ``native`` (see the module docstring); ``channels_last``: whether the
     input is converted to channels_last first; ``merge``: for ``grouped``, how many adjacent groups run as one
     block-diagonal group (1 = the conv's own groups); ``reason``: the decision-table row that chose it.
     """
