@@ -274,20 +274,26 @@ def supports(x: Tensor, weight: Tensor) -> bool:
     )
 
 
-_perm_cache: dict[tuple[int, int], Tensor] = {}
+_shuffle_cache: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
 
 
-def _slot_tensor(channels: int, shuffle_groups: int) -> Tensor | None:
-    """Slot of each input channel after the shuffle (the inverse permutation, cached int64), None = identity."""
+def _shuffle_tensors(channels: int, shuffle_groups: int) -> tuple[Tensor, Tensor] | None:
+    """(perm, slots) of the shuffle as cached int64 tensors: slot j holds channel perm[j]; channel c sits in
+    slot slots[c] (the inverse permutation). None for the identity."""
     if shuffle_groups <= 1 or shuffle_groups >= channels:
         return None
     key = (channels, shuffle_groups)
-    slots = _perm_cache.get(key)
-    if slots is None:
+    cached = _shuffle_cache.get(key)
+    if cached is None:
         perm = torch.tensor(shuffle_permutation(channels, shuffle_groups), dtype=torch.int64)
-        slots = torch.argsort(perm)
-        _perm_cache[key] = slots
-    return slots
+        cached = _shuffle_cache[key] = (perm, torch.argsort(perm))
+    return cached
+
+
+def _slot_tensor(channels: int, shuffle_groups: int) -> Tensor | None:
+    """Slot of each input channel after the shuffle (the inverse permutation), None = identity."""
+    tensors = _shuffle_tensors(channels, shuffle_groups)
+    return None if tensors is None else tensors[1]
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -417,19 +423,10 @@ def supports_conv(x: Tensor, weight: Tensor, stride: int) -> bool:
     )
 
 
-_order_cache: dict[tuple[int, int], Tensor] = {}
-
-
 def _perm_tensor(channels: int, shuffle_groups: int) -> Tensor | None:
-    """The shuffle as "slot j holds channel perm[j]" (cached int64), None = identity."""
-    if shuffle_groups <= 1 or shuffle_groups >= channels:
-        return None
-    key = (channels, shuffle_groups)
-    perm = _order_cache.get(key)
-    if perm is None:
-        perm = torch.tensor(shuffle_permutation(channels, shuffle_groups), dtype=torch.int64)
-        _order_cache[key] = perm
-    return perm
+    """The shuffle as "slot j holds channel perm[j]", None = identity."""
+    tensors = _shuffle_tensors(channels, shuffle_groups)
+    return None if tensors is None else tensors[0]
 
 
 class _GroupConv(torch.autograd.Function):

@@ -413,14 +413,14 @@ def _device_plan(spec: ConvSpec, device_type: str, impl: str, native: bool = Fal
         return ConvPlan("dense", True, f"cpu {kind}: channels_last conv, shuffle folded into the weight")
     if kind == "DW":
         return ConvPlan("grouped", True, "cpu DW: channels_last oneDNN depthwise conv")
-    if kind == "PWG" and native and native_candidate(spec, device_type, impl):
+    if native and native_candidate(spec, device_type, impl):  # PWG or narrow GC
         group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
-        return ConvPlan(
-            "native",
-            True,
-            f"cpu PWG: native grouped 1x1 kernel, shuffle folded ({group_weights} weights/group "
-            f"<= {NATIVE_MAX_GROUP_WEIGHTS})",
+        what, bound = (
+            ("grouped 1x1 kernel", f"weights/group <= {NATIVE_MAX_GROUP_WEIGHTS}")
+            if kind == "PWG"
+            else ("grouped kxk kernel", f"weights/group/tap <= {NATIVE_GC_MAX_GROUP_WEIGHTS}")
         )
+        return ConvPlan("native", True, f"cpu {kind}: native {what}, shuffle folded ({group_weights} {bound})")
     if kind == "PWG":
         limit = DENSE_EXTRA_MACS_SHUFFLED if spec.has_shuffle else DENSE_EXTRA_MACS
         extra = spec.in_channels * spec.out_channels * (spec.groups - 1) // spec.groups
@@ -428,14 +428,6 @@ def _device_plan(spec: ConvSpec, device_type: str, impl: str, native: bool = Fal
             return ConvPlan("dense", True, f"cpu PWG: dense GEMM ({extra} extra MACs/pixel <= {limit})")
         return ConvPlan(
             "grouped", True, f"cpu PWG: channels_last grouped conv ({extra} extra MACs/pixel > {limit})"
-        )
-    if native and native_candidate(spec, device_type, impl):
-        group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
-        return ConvPlan(
-            "native",
-            True,
-            f"cpu GC: native grouped kxk kernel, shuffle folded ({group_weights} weights/group/tap "
-            f"<= {NATIVE_GC_MAX_GROUP_WEIGHTS})",
         )
     merge = _merge_factor(spec)
     if merge == spec.groups:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,14 +15,7 @@ from igcnas.nn.network import build
 from igcnas.nn.ops import FastSparseConv2d, sparse_conv
 from igcnas.zoo import get_zoo
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _at_most_two_threads() -> Iterator[None]:
-    """At most 2 torch threads for this module's tests, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("at_most_two_threads")
 
 
 @pytest.fixture

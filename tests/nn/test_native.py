@@ -21,14 +21,7 @@ from igcnas.nn.ops import (
     sparse_conv,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _at_most_two_threads() -> Iterator[None]:
-    """At most 2 torch threads for this module's tests, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, threads))
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("at_most_two_threads")
 
 
 @pytest.fixture

@@ -1,0 +1,17 @@
+"""Fixtures shared by the tests of ``igcnas.nn``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def at_most_two_threads() -> Iterator[None]:
+    """At most 2 torch threads for a test module (the kernels' speed tables are 2-thread), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, threads))
+    yield
+    torch.set_num_threads(threads)
