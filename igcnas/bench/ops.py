@@ -79,6 +79,7 @@ __all__ = [
     "RUNTIMES",
     "bench_cases",
     "LEGEND",
+    "TABLE_COLUMNS",
     "igc_l24m2_block",
     "igcv2_star_c416_block",
     "igcv3_d_block",
@@ -639,7 +640,7 @@ def bench_networks(
                        input_format="nchw")
 
 
-_COLUMNS = (
+TABLE_COLUMNS = (
     "block",
     "size",
     "batch",
@@ -666,13 +667,13 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     shown = [
         {
             **row,
-            **{key: round(row[key], 1) for key in _COLUMNS if key.endswith("_ips")},
-            **{key: f"{row[key]:.2f}x" for key in _COLUMNS if key.endswith("speedup")},
+            **{key: round(row[key], 1) for key in TABLE_COLUMNS if key.endswith("_ips")},
+            **{key: f"{row[key]:.2f}x" for key in TABLE_COLUMNS if key.endswith("speedup")},
             "max_abs_diff": f"{row['max_abs_diff']:.1e}",
         }
         for row in rows
     ]
-    return render_table(shown, _COLUMNS) + "\n" + LEGEND
+    return render_table(shown, TABLE_COLUMNS) + "\n" + LEGEND
 
 
 def main(argv: Sequence[str] | None = None) -> int:

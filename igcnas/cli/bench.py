@@ -85,8 +85,9 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     rows = list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))
     rows += bench_networks(batch=max(1, args.batch // 2), repeats=max(1, args.repeats // 2), device=args.device)
-    keep = ("block", "batch", "naive_train_ips", "fast_train_ips", "train_speedup", "train_ops_speedup",
-            "naive_eval_ips", "fast_eval_ips", "eval_speedup", "eval_ops_speedup", "max_abs_diff")
+    from igcnas.bench.ops import TABLE_COLUMNS
+
+    keep = [column for column in TABLE_COLUMNS if column not in ("size", "input_format")]
     if args.format == "table" and str(args.device).split(":")[0] == "cpu":  # one runtime elsewhere
         from igcnas.bench.ops import LEGEND
 
