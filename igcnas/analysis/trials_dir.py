@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,18 +44,6 @@ TRIAL_FILE = "trial.json"
 
 STUDY_FILE = "study.json"
 """Name of the search-settings file inside ``trials/<study>/``."""
-
-
-def _read_json(path: Path, what: str) -> Any:
-    """Parse a JSON file, raising UserError naming the file on a bad one."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(
-            f"{path}: {what} is not valid JSON ({error}); repair or delete it (the search rewrites it)"
-        ) from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot read {what} ({error.strerror})") from None
 
 
 def _resolve_arch_path(value: object, trial_dir: Path) -> str:
@@ -119,7 +106,9 @@ def read_study_settings(study_dir: str | Path) -> dict[str, Any]:
     path = Path(study_dir) / STUDY_FILE
     if not path.is_file():
         return {}
-    settings = _read_json(path, STUDY_FILE)
+    from igcnas.search._common import read_json_file
+
+    settings = read_json_file(path, STUDY_FILE)
     if not isinstance(settings, dict):
         raise UserError(f"{path}: expected a JSON object of search settings, got {type(settings).__name__}")
     return settings

@@ -218,7 +218,7 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError(f"cannot load {target}: {exc}") from exc
 
 
-def _library() -> ctypes.CDLL | None:
+def library() -> ctypes.CDLL | None:
     """The loaded kernel library (built once per process), or None when unavailable."""
     if _state["status"] is None:
         with _lock:
@@ -243,12 +243,12 @@ def _reset() -> None:
 
 def native_available() -> bool:
     """Whether the C kernels could be built and loaded in this process (builds them on first call)."""
-    return _library() is not None
+    return library() is not None
 
 
 def native_status() -> str:
     """``"available"`` or ``"unavailable: <reason>"`` (builds the kernels on first call)."""
-    _library()
+    library()
     return str(_state["status"])
 
 
@@ -296,12 +296,12 @@ def _slot_tensor(channels: int, shuffle_groups: int) -> Tensor | None:
     return None if tensors is None else tensors[1]
 
 
-def _ptr(t: Tensor | None) -> int | None:
+def data_ptr(t: Tensor | None) -> int | None:
     """Raw data pointer of ``t`` (None for a missing tensor)."""
     return None if t is None else t.data_ptr()
 
 
-def _check(code: int, what: str) -> None:
+def check_code(code: int, what: str) -> None:
     """Raise ``MemoryError`` when a kernel reported an allocation failure."""
     if code != 0:
         raise MemoryError(f"igcnas native {what}: out of memory for the per-thread buffers")
@@ -320,10 +320,10 @@ def _pointwise(
     n, c, h, wd = src.shape
     out = torch.empty((n, out_c, h, wd), dtype=src.dtype, memory_format=torch.channels_last)
     code = lib.gpw_forward(
-        _ptr(src), c, _ptr(islot), _ptr(out), out_c, _ptr(oslot), _ptr(w), groups, n * h * wd,
+        data_ptr(src), c, data_ptr(islot), data_ptr(out), out_c, data_ptr(oslot), data_ptr(w), groups, n * h * wd,
         torch.get_num_threads(),
     )  # fmt: skip
-    _check(code, "grouped pointwise")
+    check_code(code, "grouped pointwise")
     return out
 
 
@@ -332,7 +332,7 @@ class _GroupPointwise(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int) -> Tensor:
-        lib = _library()
+        lib = library()
         assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
         w = weight.detach().contiguous()
@@ -345,7 +345,7 @@ class _GroupPointwise(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
-        lib = _library()
+        lib = library()
         assert lib is not None
         x, weight = ctx.saved_tensors
         groups: int = ctx.groups
@@ -365,10 +365,10 @@ class _GroupPointwise(torch.autograd.Function):
             wt = weight.detach().reshape(groups, out_c // groups, in_g).transpose(1, 2).contiguous()
             n, c, h, wd = x.shape
             code = lib.gpw_backward(
-                _ptr(x), c, _ptr(slots), _ptr(dy), out_c, _ptr(wt), _ptr(grad_x), _ptr(grad_w), groups,
+                data_ptr(x), c, data_ptr(slots), data_ptr(dy), out_c, data_ptr(wt), data_ptr(grad_x), data_ptr(grad_w), groups,
                 n * h * wd, torch.get_num_threads(),
             )  # fmt: skip
-            _check(code, "backward")
+            check_code(code, "backward")
         return grad_x, grad_w, None, None
 
 
@@ -434,7 +434,7 @@ class _GroupConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int, stride: int) -> Tensor:
-        lib = _library()
+        lib = library()
         assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
         w = weight.detach().contiguous()
@@ -448,10 +448,10 @@ class _GroupConv(torch.autograd.Function):
             memory_format=torch.channels_last,
         )
         code = lib.gc_forward(
-            _ptr(x), _ptr(perm), _ptr(w), _ptr(out), n, h, wd, c, out_c, groups, k, stride,
+            data_ptr(x), data_ptr(perm), data_ptr(w), data_ptr(out), n, h, wd, c, out_c, groups, k, stride,
             torch.get_num_threads(),
         )  # fmt: skip
-        _check(code, "grouped conv")
+        check_code(code, "grouped conv")
         ctx.save_for_backward(x, weight)
         ctx.groups, ctx.perm, ctx.stride = groups, perm, stride
         return out
@@ -459,7 +459,7 @@ class _GroupConv(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
-        lib = _library()
+        lib = library()
         assert lib is not None
         x, weight = ctx.saved_tensors
         dy = grad.contiguous(memory_format=torch.channels_last)
@@ -470,15 +470,15 @@ class _GroupConv(torch.autograd.Function):
         grad_w = torch.empty(weight.shape, dtype=torch.float32) if need_w else None
         if need_x or need_w:
             n, c, h, wd = x.shape
-            # keep the contiguous copy referenced during the call (a temporary inside _ptr(...) would be freed
+            # keep the contiguous copy referenced during the call (a temporary inside data_ptr(...) would be freed
             # before the kernel reads it when the weight is not contiguous)
             w = weight.detach().contiguous()
             code = lib.gc_backward(
-                _ptr(x), _ptr(ctx.perm), _ptr(w), _ptr(dy), _ptr(grad_x),
-                _ptr(grad_w), n, h, wd, c, weight.shape[0], ctx.groups, weight.shape[2], ctx.stride,
+                data_ptr(x), data_ptr(ctx.perm), data_ptr(w), data_ptr(dy), data_ptr(grad_x),
+                data_ptr(grad_w), n, h, wd, c, weight.shape[0], ctx.groups, weight.shape[2], ctx.stride,
                 torch.get_num_threads(),
             )  # fmt: skip
-            _check(code, "grouped conv backward")
+            check_code(code, "grouped conv backward")
         return grad_x, grad_w, None, None, None
 
 
@@ -538,7 +538,7 @@ class _PointwiseChain(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, groups: tuple[int, ...], shuffles: tuple[int, ...], *weights: Tensor
     ) -> Tensor:
-        lib = _library()
+        lib = library()
         assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
         ws = [weight.detach().contiguous() for weight in weights]
@@ -546,10 +546,10 @@ class _PointwiseChain(torch.autograd.Function):
         n, _, h, wd = x.shape
         out = torch.empty((n, int(chans[-1]), h, wd), dtype=x.dtype, memory_format=torch.channels_last)
         code = lib.gpc_forward(
-            _ptr(x), _ptr(out), len(ws), _ptr(chans), _ptr(group_t), _pointer_array([_ptr(s) for s in slots]),
-            _pointer_array([_ptr(w) for w in ws]), n * h * wd, torch.get_num_threads(),
+            data_ptr(x), data_ptr(out), len(ws), data_ptr(chans), data_ptr(group_t), _pointer_array([data_ptr(s) for s in slots]),
+            _pointer_array([data_ptr(w) for w in ws]), n * h * wd, torch.get_num_threads(),
         )  # fmt: skip
-        _check(code, "pointwise chain")
+        check_code(code, "pointwise chain")
         ctx.save_for_backward(x, *weights)
         ctx.groups = groups
         ctx.shuffles = shuffles
@@ -558,7 +558,7 @@ class _PointwiseChain(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        lib = _library()
+        lib = library()
         assert lib is not None
         x, *weights = ctx.saved_tensors
         groups: tuple[int, ...] = ctx.groups
@@ -584,12 +584,12 @@ class _PointwiseChain(torch.autograd.Function):
         ]
         n, _, h, wd = x.shape
         code = lib.gpc_backward(
-            _ptr(x), _ptr(dy), _ptr(grad_x), len(ws), _ptr(chans), _ptr(group_t),
-            _pointer_array([_ptr(s) for s in slots]), _pointer_array([_ptr(p) for p in perms]),
-            _pointer_array([_ptr(w) for w in ws]), _pointer_array([_ptr(w) for w in wts]),
-            _pointer_array([_ptr(g) for g in grad_ws]), n * h * wd, torch.get_num_threads(),
+            data_ptr(x), data_ptr(dy), data_ptr(grad_x), len(ws), data_ptr(chans), data_ptr(group_t),
+            _pointer_array([data_ptr(s) for s in slots]), _pointer_array([data_ptr(p) for p in perms]),
+            _pointer_array([data_ptr(w) for w in ws]), _pointer_array([data_ptr(w) for w in wts]),
+            _pointer_array([data_ptr(g) for g in grad_ws]), n * h * wd, torch.get_num_threads(),
         )  # fmt: skip
-        _check(code, "pointwise chain backward")
+        check_code(code, "pointwise chain backward")
         return (grad_x, None, None, *grad_ws)
 
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from igcnas.nn import _native
-from igcnas.nn._native import _check, _ptr
+from igcnas.nn._native import check_code, data_ptr
 from igcnas.nn.ops import native_kernels_usable
 
 __all__ = ["BatchNormAct2d", "batch_norm_act"]
@@ -40,7 +40,7 @@ class _BatchNormAct(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool
     ) -> tuple[Tensor, Tensor, Tensor]:
-        lib = _native._library()
+        lib = _native.library()
         assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
         n, channels, h, w = x.shape
@@ -48,7 +48,7 @@ class _BatchNormAct(torch.autograd.Function):
         mean = torch.empty(channels, dtype=torch.float64)
         var = torch.empty(channels, dtype=torch.float64)
         threads = torch.get_num_threads()
-        _check(lib.bna_stats(_ptr(x), pixels, channels, _ptr(mean), _ptr(var), threads), "batch norm")
+        check_code(lib.bna_stats(data_ptr(x), pixels, channels, data_ptr(mean), data_ptr(var), threads), "batch norm")
         invstd = (var + eps).rsqrt()
         scale = invstd * weight.detach().double() if weight is not None else invstd
         shift = -mean * scale
@@ -56,7 +56,7 @@ class _BatchNormAct(torch.autograd.Function):
             shift = shift + bias.detach().double()
         scale32, shift32 = scale.float(), shift.float()
         y = torch.empty_like(x, memory_format=torch.channels_last)
-        lib.bna_apply(_ptr(x), pixels, channels, _ptr(scale32), _ptr(shift32), int(relu), _ptr(y), threads)
+        lib.bna_apply(data_ptr(x), pixels, channels, data_ptr(scale32), data_ptr(shift32), int(relu), data_ptr(y), threads)
         mean32, invstd32 = mean.float(), invstd.float()
         ctx.save_for_backward(x, mean32, invstd32, scale32, shift32)
         ctx.relu = relu
@@ -68,7 +68,7 @@ class _BatchNormAct(torch.autograd.Function):
     def backward(
         ctx: Any, grad: Tensor, _grad_mean: Tensor | None, _grad_var: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
-        lib = _native._library()
+        lib = _native.library()
         assert lib is not None
         x, mean, invstd, scale, shift = ctx.saved_tensors
         dy = grad.contiguous(memory_format=torch.channels_last)
@@ -79,10 +79,10 @@ class _BatchNormAct(torch.autograd.Function):
         sum_dz = torch.empty(channels, dtype=torch.float64)
         sum_dzx = torch.empty(channels, dtype=torch.float64)
         code = lib.bna_backward(
-            _ptr(x), _ptr(dy), n * h * w, channels, _ptr(mean), _ptr(invstd), _ptr(scale), _ptr(shift),
-            int(ctx.relu), _ptr(dx), _ptr(sum_dz), _ptr(sum_dzx), torch.get_num_threads(),
+            data_ptr(x), data_ptr(dy), n * h * w, channels, data_ptr(mean), data_ptr(invstd), data_ptr(scale), data_ptr(shift),
+            int(ctx.relu), data_ptr(dx), data_ptr(sum_dz), data_ptr(sum_dzx), torch.get_num_threads(),
         )  # fmt: skip
-        _check(code, "batch norm backward")
+        check_code(code, "batch norm backward")
         grad_weight = (sum_dzx * invstd.double()).float() if ctx.needs_input_grad[1] else None
         grad_bias = sum_dz.float() if ctx.needs_input_grad[2] else None
         return dx, grad_weight, grad_bias, None, None

@@ -477,6 +477,18 @@ def tally(records: list[dict[str, Any]], objectives: list[tuple[str, str]], max_
     return counts, best
 
 
+def read_json_file(path: Path, what: str) -> Any:
+    """Parse a JSON file; a one-line UserError naming the file when it cannot be read or is not JSON (UTF-8)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
+        raise UserError(
+            f"{path}: {what} is not valid JSON ({error}); repair or delete it (the search rewrites it)"
+        ) from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read {what} ({error.strerror})") from None
+
+
 def iter_trial_files(study_dir: Path, *, strict: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
     """``(path, row)`` for every ``<study_dir>/*/trial.json`` (one trials-table row each), in path order.
 
@@ -485,19 +497,12 @@ def iter_trial_files(study_dir: Path, *, strict: bool = False) -> Iterator[tuple
     """
     for path in sorted(study_dir.glob("*/trial.json")):
         try:
-            row = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
-            if strict:
-                raise UserError(f"{path}: trial.json is not valid JSON ({error}); repair or delete it (the "
-                                "search rewrites it)") from None
-            continue
-        except OSError as error:
-            if strict:
-                raise UserError(f"{path}: cannot read trial.json ({error.strerror})") from None
-            continue
-        if not isinstance(row, dict):
-            if strict:
+            row = read_json_file(path, "trial.json")
+            if not isinstance(row, dict):
                 raise UserError(f"{path}: expected a JSON object (one trials-table row), got {type(row).__name__}")
+        except UserError:
+            if strict:
+                raise
             continue
         yield path, row
 
