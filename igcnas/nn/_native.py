@@ -372,6 +372,22 @@ class _GroupPointwise(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+def _check_fit(what: str, weight: Tensor, groups: int, shuffle_groups: int, channels: int) -> None:
+    """ValueError unless ``weight`` with ``groups`` and ``shuffle_groups`` fits ``channels`` input channels."""
+    if (
+        groups < 1
+        or shuffle_groups < 1
+        or channels % groups
+        or weight.shape[0] % groups
+        or weight.shape[1] * groups != channels
+        or channels % shuffle_groups
+    ):
+        raise ValueError(
+            f"{what} {tuple(weight.shape)} with groups={groups}, shuffle_groups={shuffle_groups} does not fit "
+            f"{channels} input channels"
+        )
+
+
 def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor:
     """``F.conv2d(channel_shuffle(x, shuffle_groups), weight, groups=groups)`` for a 1x1 ``weight``, natively.
 
@@ -398,12 +414,7 @@ def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int 
             f"group_pointwise: needs float32 CPU 4-D x and a 1x1 weight, got x {x.dtype} {tuple(x.shape)} "
             f"on {x.device}, weight {weight.dtype} {tuple(weight.shape)}"
         )
-    c = x.shape[1]
-    if c % groups or weight.shape[0] % groups or weight.shape[1] * groups != c or c % shuffle_groups:
-        raise ValueError(
-            f"group_pointwise: weight {tuple(weight.shape)} with groups={groups}, shuffle_groups="
-            f"{shuffle_groups} does not fit {c} input channels"
-        )
+    _check_fit("group_pointwise: weight", weight, groups, shuffle_groups, x.shape[1])
     out: Tensor = _GroupPointwise.apply(x, weight, groups, shuffle_groups)
     return out
 
@@ -507,12 +518,7 @@ def group_conv(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int = 1, 
             f"group_conv: needs float32 CPU 4-D x and an odd square kernel, got x {x.dtype} {tuple(x.shape)} "
             f"on {x.device}, weight {weight.dtype} {tuple(weight.shape)}, stride {stride}"
         )
-    c = x.shape[1]
-    if c % groups or weight.shape[0] % groups or weight.shape[1] * groups != c or c % shuffle_groups:
-        raise ValueError(
-            f"group_conv: weight {tuple(weight.shape)} with groups={groups}, shuffle_groups="
-            f"{shuffle_groups} does not fit {c} input channels"
-        )
+    _check_fit("group_conv: weight", weight, groups, shuffle_groups, x.shape[1])
     out: Tensor = _GroupConv.apply(x, weight, groups, shuffle_groups, stride)
     return out
 
@@ -632,11 +638,7 @@ def pointwise_chain(
                 f"pointwise_chain: needs float32 CPU 4-D x and 1x1 weights, got x {x.dtype} {tuple(x.shape)} on "
                 f"{x.device}, weight {index} {weight.dtype} {tuple(weight.shape)}"
             )
-        if g < 1 or s < 1 or channels % g or weight.shape[0] % g or weight.shape[1] * g != channels or channels % s:
-            raise ValueError(
-                f"pointwise_chain: weight {index} {tuple(weight.shape)} with groups={g}, shuffle_groups={s} does "
-                f"not fit {channels} input channels"
-            )
+        _check_fit(f"pointwise_chain: weight {index}", weight, g, s, channels)
         channels = int(weight.shape[0])
     out: Tensor = _PointwiseChain.apply(x, groups, shuffles, *weights)
     return out
