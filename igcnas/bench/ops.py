@@ -355,6 +355,38 @@ def _ratio_fields(ips: dict[tuple[str, str, str], float], runtimes: Sequence[str
     return row
 
 
+def _impl_mode(key: str) -> tuple[str, str]:
+    """``"naive_train"`` -> ``("naive", "train")`` (the keys of :meth:`_PairTimer.round`)."""
+    impl, mode = key.split("_")
+    return impl, mode
+
+
+def _row(
+    name: str,
+    channels: int,
+    size: int,
+    batch: int,
+    summary: dict[str, Any],
+    ratios: dict[str, float],
+    runtime: str,
+    input_format: str,
+    device: str,
+) -> dict[str, Any]:
+    """One benchmark row (the schema :func:`bench_pair` and :func:`bench_cases` share)."""
+    return {
+        "block": name,
+        "channels": channels,
+        "size": size,
+        "batch": batch,
+        **summary,
+        **ratios,
+        "runtime": runtime,
+        "input_format": input_format,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def bench_pair(
     name: str,
     build: Callable[[Impl], nn.Module],
@@ -394,19 +426,9 @@ def bench_pair(
     for index in range(repeats):
         for key, seconds in timer.round(index).items():
             samples.setdefault(key, []).append(seconds)
-    ips = {("current", *key.split("_")): batch / statistics.median(times) for key, times in samples.items()}
-    return {
-        "block": name,
-        "channels": channels,
-        "size": size,
-        "batch": batch,
-        **timer.summary(),
-        **_ratio_fields(ips, ["current"]),  # type: ignore[arg-type]
-        "runtime": "current",
-        "input_format": input_format,
-        "device": str(timer.device),
-        "threads": torch.get_num_threads(),
-    }
+    ips = {("current", *_impl_mode(key)): batch / statistics.median(times) for key, times in samples.items()}
+    return _row(name, channels, size, batch, timer.summary(), _ratio_fields(ips, ["current"]), "current",
+                input_format, str(timer.device))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -579,22 +601,12 @@ def bench_cases(
             for index in range(repeats):
                 for runtime in RUNTIMES if index % 2 == 0 else RUNTIMES[::-1]:
                     for key, seconds in workers.ask(runtime, "round", index).items():
-                        impl, mode = key.split("_")
-                        samples.setdefault((runtime, impl, mode), []).append(seconds)
+                        samples.setdefault((runtime, *_impl_mode(key)), []).append(seconds)
             ips = {key: batch / statistics.median(times) for key, times in samples.items()}
             channels, case_size = case.input_shape(size)
-            rows.append({
-                "block": case.name,
-                "channels": channels,
-                "size": case_size,
-                "batch": batch,
-                **workers.ask("tuned", "summary"),
-                **_ratio_fields(ips, RUNTIMES),
-                "runtime": f"naive: system malloc, fast: {allocator['tuned']} malloc",
-                "input_format": input_format,
-                "device": "cpu",
-                "threads": torch.get_num_threads(),
-            })
+            label = f"naive: system malloc, fast: {allocator['tuned']} malloc"
+            rows.append(_row(case.name, channels, case_size, batch, workers.ask("tuned", "summary"),
+                             _ratio_fields(ips, RUNTIMES), label, input_format, "cpu"))
     finally:
         workers.close()
     return rows
