@@ -28,7 +28,7 @@ import shutil
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -423,7 +423,7 @@ def export_model(
     check = _example_input(spec, max(1, int(check_batch)), seed + 1)
     diff = check_onnx(files["onnx"], model, check)
     details = dict(info or {})
-    details.setdefault("exported_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    details.setdefault("exported_at", datetime.now(UTC).isoformat(timespec="seconds"))
     details.setdefault("torch_version", torch.__version__)
     result = ExportResult(
         out_dir=out_dir,

@@ -1,13 +1,30 @@
-"""Suite-wide hooks: the fault-injection tally of ``tests/test_faults.py`` (printed at the end), malloc left alone."""
+"""Suite-wide hooks: the fault-injection tally of ``tests/test_faults.py`` (printed at the end), malloc left alone,
+and the shared CIFAR-10 image folder (``../shared`` beside the repository)."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-__all__ = ["FAULTS", "fault_stats", "pytest_terminal_summary"]
+__all__ = ["FAULTS", "SHARED_CIFAR10", "fault_stats", "shared_cifar10", "pytest_terminal_summary"]
+
+SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
+"""The real CIFAR-10 as an image folder, in ``../shared`` relative to the repository."""
+
+
+@pytest.fixture(scope="session")
+def shared_cifar10() -> Path:
+    """The shared CIFAR-10 folder; skipped where it is absent, except under CI (``CI`` set), where it must be."""
+    if not (SHARED_CIFAR10 / "train").is_dir():
+        message = f"the shared CIFAR-10 image folder is not at ../shared/datasets/cifar10 ({SHARED_CIFAR10})"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI runs with ../shared beside the repository")
+        pytest.skip(message)
+    return SHARED_CIFAR10
 
 FAULTS: Counter[str] = Counter()
 """What the fault tests did: ``injected`` faults, ``bad_inputs_tried``, ``completed_trials_lost``, ``modules``."""

@@ -93,7 +93,7 @@ def bench_search(
     trials: int = 8,
     epochs: int = 3,
     seed: int = 0,
-    space: str = "search_spaces/igc_cifar.yaml",
+    space: str = "igc_cifar",
     max_params: int = 50_000,
     pruners: tuple[str, ...] = ("pareto",),
     samplers: tuple[str, ...] = SEARCH_BENCH_SAMPLERS,

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--trials", type=positive_int, default=8, help="search: trained trials per sampler")
     parser.add_argument("--max-params", type=count_arg, default=50_000,
                         help="search: parameter budget, also the hypervolume reference (default 50k)")
-    parser.add_argument("--space", default="search_spaces/igc_cifar.yaml", help="search: the search space")
+    parser.add_argument("--space", default="igc_cifar", help="search: a shipped space name or a YAML file (default: %(default)s)")
     parser.set_defaults(func=run)
 
 

@@ -14,10 +14,10 @@ from igcnas.units import format_count
 __all__ = ["register", "run", "run_studies", "print_front"]
 
 HELP = """\
-Search a space of sparse-kernel networks (search_spaces/*.yaml) for the most accurate ones under a parameter
-and/or FLOP budget. Each candidate's params/FLOPs are counted in closed form before anything is trained: a
-candidate over budget is recorded as infeasible (and the sampler learns the boundary) and never trained; an
-architecture the study already trained is not trained again. Trained candidates report each epoch's validation
+Search a space of sparse-kernel networks (a shipped one, listed by 'igcnas spaces', or your own YAML file) for
+the most accurate ones under a parameter and/or FLOP budget. Each candidate's params/FLOPs are counted in closed
+form before anything is trained: a candidate over budget is recorded as infeasible (and the sampler learns the
+boundary) and never trained; an architecture the study already trained is not trained again. Trained candidates report each epoch's validation
 accuracy to a pruner (Pareto-aware successive halving by default; Optuna's successive halving / Hyperband, or
 ASHA on Ray), so weak ones stop early; only fully trained trials enter the front.
 
@@ -30,7 +30,7 @@ heartbeat (every $IGCNAS_HEARTBEAT_S seconds, default 5) has been silent for $IG
 
 Examples:
   igcnas search                                          # 20 trials x 6 epochs on digits, <= 50k params
-  igcnas search --space search_spaces/fog_designs.yaml --max-params 0.2M --max-flops 30M --objectives acc,flops
+  igcnas search --space fog_designs --max-params 0.2M --max-flops 30M --objectives acc,flops
   igcnas search --backend ray --cpus-per-trial 1 --trials 16
   igcnas search --backend ray --address auto --gpus-per-trial 0.5   # on an existing Ray cluster"""
 
@@ -84,8 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="budgeted multi-objective architecture search", description=HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what to search")
-    g.add_argument("--space", default="search_spaces/igc_cifar.yaml",
-                   help="search-space YAML (default: %(default)s; also fog_designs.yaml, igcv3_mobile.yaml)")
+    g.add_argument("--space", default="igc_cifar",
+                   help="a shipped space by name (default: %(default)s; 'igcnas spaces' lists them) or a "
+                        "search-space YAML file")
     g.add_argument("--dataset", default="digits",
                    help="dataset name (default: %(default)s, 8x8 digits embedded in scikit-learn; also cifar10, "
                         "imagefolder:PATH)")

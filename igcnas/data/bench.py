@@ -66,7 +66,7 @@ def bench_data(
     subset of that many images for every stage.
 
     Example:
-        >>> rows = bench_data("/work/shared/datasets/cifar10", limit=2000)  # doctest: +SKIP
+        >>> rows = bench_data("../shared/datasets/cifar10", limit=2000)  # doctest: +SKIP
         >>> print(format_bench(rows))  # doctest: +SKIP
     """
     from torch.utils.data import DataLoader, Dataset, Subset

@@ -382,7 +382,7 @@ def load_image_folder(
     """Load an image folder dataset (train and optional test split), via the decode cache.
 
     Example:
-        >>> data = load_image_folder(Path("/work/shared/datasets/cifar10"))  # doctest: +SKIP
+        >>> data = load_image_folder(Path("../shared/datasets/cifar10"))  # doctest: +SKIP
         >>> data.train.tensors.images.shape  # doctest: +SKIP
         torch.Size([50000, 3, 32, 32])
     """

@@ -72,7 +72,7 @@ class SearchConfig:
         ('igc_cifar-digits', [('accuracy', 'max'), ('params', 'min')])
     """
 
-    space: str = "search_spaces/igc_cifar.yaml"
+    space: str = "igc_cifar"
     dataset: str = "digits"
     data_dir: str | None = None
     train_subset: int | None = None

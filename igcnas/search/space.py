@@ -8,7 +8,7 @@ condition; ``free`` samples each grouped kernel within divisibility), bottleneck
 identity mappings and optional training hyper-parameter ranges.
 
 Example:
-    >>> space = SearchSpace.load("search_spaces/igc_cifar.yaml")  # doctest: +SKIP
+    >>> space = SearchSpace.load("igc_cifar")  # doctest: +SKIP
     >>> import optuna
     >>> trial = optuna.create_study().ask()  # doctest: +SKIP
     >>> spec, overrides = space.to_spec(space.define(trial), input_shape=(1, 8, 8), num_classes=10)  # doctest: +SKIP
@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec, plan_block
 from igcnas.errors import UserError
+from igcnas.search._shipped import read_space_text
 from igcnas.space.chain import loose_complementary, parse_design, strict_complementary
 from igcnas.space.kernels import KERNEL_KINDS, SPARSE_KINDS, is_bottleneck_form
 
@@ -104,7 +105,7 @@ class SearchSpace:
     """A validated search space (load one with :meth:`load`).
 
     Example:
-        >>> space = SearchSpace.load("search_spaces/fog_designs.yaml")  # doctest: +SKIP
+        >>> space = SearchSpace.load("fog_designs")  # doctest: +SKIP
         >>> space.designs  # doctest: +SKIP
         ('DW+PW', 'GC+PWG', 'PW+DW+PW', 'PWG+DW+PWG')
     """
@@ -132,20 +133,18 @@ class SearchSpace:
     # -- loading -------------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path) -> SearchSpace:
-        """Read and validate a search-space YAML file; mistakes raise UserError naming the file, key and fix."""
+        """Read and validate a search space: a YAML file, or the name of a shipped one (``igc_cifar``).
+
+        Mistakes raise UserError naming the file, key and fix.
+        """
         import yaml
 
-        target = Path(path)
-        if not target.is_file():
-            shipped = sorted(p.name for p in _shipped_dir().glob("*.yaml")) if _shipped_dir().is_dir() else []
-            hint = f"; shipped spaces: {', '.join(shipped)} (in search_spaces/)" if shipped else ""
-            raise UserError(f"--space: {path} is not a file{hint}")
-        text = target.read_text()
+        text, source = read_space_text(path)
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as error:
-            raise UserError(f"{target}: not valid YAML ({str(error).splitlines()[0]})") from None
-        return cls.from_dict(data, source=str(target), digest=hashlib.sha256(text.encode()).hexdigest()[:16])
+            raise UserError(f"{source}: not valid YAML ({str(error).splitlines()[0]})") from None
+        return cls.from_dict(data, source=source, digest=hashlib.sha256(text.encode()).hexdigest()[:16])
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<space>", digest: str = "") -> SearchSpace:
@@ -158,7 +157,7 @@ class SearchSpace:
             raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(_TOP_KEYS)}")
         for required in ("name", "designs", "base_widths", "depths"):
             if required not in data:
-                raise UserError(f"{where}: missing key '{required}' (see search_spaces/igc_cifar.yaml for an example)")
+                raise UserError(f"{where}: missing key '{required}' (see 'igcnas spaces' and search_spaces/igc_cifar.yaml for an example)")
         name = data["name"]
         if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
             raise UserError(f"{where}: key 'name': {name!r} must be a non-empty word without '/', '\\' or spaces")
@@ -475,18 +474,8 @@ def _relu_indices(placement: str, kinds: tuple[str, ...]) -> tuple[int, ...]:
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Shorthand for :meth:`SearchSpace.load`; a bare name (``igc_cifar``), or ``search_spaces/NAME.yaml`` run
-    from outside the checkout, finds the shipped space in the repository's ``search_spaces/``."""
-    target = Path(path)
-    shipped = _shipped_dir() / f"{target.stem}.yaml"
-    if not target.exists() and (target.suffix == "" or target.parent.name == "search_spaces") and shipped.is_file():
-        target = shipped
-    return SearchSpace.load(target)
-
-
-def _shipped_dir() -> Path:
-    """The repository's ``search_spaces/`` folder (next to the package)."""
-    return Path(__file__).resolve().parents[2] / "search_spaces"
+    """Shorthand for :meth:`SearchSpace.load`: a YAML file, or a shipped space by name (``igcnas spaces``)."""
+    return SearchSpace.load(path)
 
 
 # -- validation helpers ----------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Spec builders for the papers' network layouts (IGCV1, IGCV2, IGCV3/MobileNet, the Fog paper's Table 1).
 
-Each builder returns an :class:`~igcnas.arch.ArchSpec` for one layout template of
-``paper_figures.json`` (see ``/work/notes/paper_layouts.md`` for where every choice comes from). Details the spec
-cannot express are replaced by the closest expressible form; the zoo entry that uses a builder says which.
+Each builder returns an :class:`~igcnas.arch.ArchSpec` for one layout template of ``paper_figures.json`` (see
+``docs/paper_layouts.md`` in the repository for where every choice comes from). Details the spec cannot express
+are replaced by the closest expressible form; the zoo entry that uses a builder says which.
 """
 
 from __future__ import annotations

@@ -11,17 +11,13 @@ import torch
 
 from igcnas.cli import main
 
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10"
-
 
 @pytest.fixture
-def tiny_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def tiny_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_cifar10: Path) -> Path:
     """4 training JPGs per CIFAR-10 class in a private folder (and a private user cache)."""
-    if not (SHARED_CIFAR10 / "train").is_dir():
-        pytest.skip(f"shared CIFAR-10 image folder not found at {SHARED_CIFAR10}")
     monkeypatch.setenv("IGCNAS_CACHE_DIR", str(tmp_path / "cache"))
     root = tmp_path / "cifar10"
-    for class_dir in sorted((SHARED_CIFAR10 / "train").iterdir()):
+    for class_dir in sorted((shared_cifar10 / "train").iterdir()):
         target = root / "train" / class_dir.name
         target.mkdir(parents=True)
         for src in sorted(class_dir.glob("*.jpg"))[:4]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-SHARED_CIFAR10 = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "cifar10"
 TRAIN_PER_CLASS = 20
 TEST_PER_CLASS = 5
 
@@ -25,13 +24,11 @@ def _private_cache(
 
 
 @pytest.fixture(scope="session")
-def cifar_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cifar_template(tmp_path_factory: pytest.TempPathFactory, shared_cifar10: Path) -> Path:
     """A read-once copy of 20 train / 5 test JPGs per CIFAR-10 class (the first files of each class)."""
-    if not (SHARED_CIFAR10 / "train").is_dir():
-        pytest.skip(f"shared CIFAR-10 image folder not found at {SHARED_CIFAR10}")
     root = tmp_path_factory.mktemp("cifar-template") / "cifar10"
     for split, count in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
-        for class_dir in sorted((SHARED_CIFAR10 / split).iterdir()):
+        for class_dir in sorted((shared_cifar10 / split).iterdir()):
             target = root / split / class_dir.name
             target.mkdir(parents=True)
             for src in sorted(class_dir.glob("*.jpg"))[:count]:

@@ -71,7 +71,7 @@ def test_search_help_and_bad_options() -> None:
     bad = _igcnas("search", "--objectives", "acc,speed", check=False)
     assert bad.returncode == 2 and "'speed' is not an objective" in bad.stderr
     missing = _igcnas("search", "--space", "nope.yaml", check=False)
-    assert missing.returncode == 2 and "nope.yaml is not a file" in missing.stderr and "igc_cifar.yaml" in missing.stderr
+    assert missing.returncode == 2 and "nope.yaml is not a file" in missing.stderr and "shipped spaces: fog_designs, igc_cifar" in missing.stderr
 
 
 @pytest.mark.slow

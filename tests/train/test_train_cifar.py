@@ -12,17 +12,15 @@ from torch import nn
 from igcnas.data import load_data
 from igcnas.train import TrainConfig, train
 
-CIFAR = Path("/work/shared/datasets/cifar10")
 
-
-def _subset_folder(root: Path, *, train_per_class: int, test_per_class: int) -> Path:
+def _subset_folder(cifar: Path, root: Path, *, train_per_class: int, test_per_class: int) -> Path:
     """Symlink the first N images of every class into ``root/{train,test}/<class>/``."""
     for split, count in (("train", train_per_class), ("test", test_per_class)):
-        for cls in sorted(os.listdir(CIFAR / split)):
+        for cls in sorted(os.listdir(cifar / split)):
             target = root / split / cls
             target.mkdir(parents=True)
-            for name in sorted(os.listdir(CIFAR / split / cls))[:count]:
-                os.symlink(CIFAR / split / cls / name, target / name)
+            for name in sorted(os.listdir(cifar / split / cls))[:count]:
+                os.symlink(cifar / split / cls / name, target / name)
     return root
 
 
@@ -45,9 +43,8 @@ def _cnn() -> nn.Module:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (CIFAR / "train").is_dir(), reason="needs the CIFAR-10 image folder")
-def test_cifar10_subset_learns_above_chance(tmp_path: Path) -> None:
-    root = _subset_folder(tmp_path / "cifar-subset", train_per_class=100, test_per_class=20)
+def test_cifar10_subset_learns_above_chance(tmp_path: Path, shared_cifar10: Path) -> None:
+    root = _subset_folder(shared_cifar10, tmp_path / "cifar-subset", train_per_class=100, test_per_class=20)
     data = load_data(f"imagefolder:{root}", val_fraction=0.2, seed=0)
     assert (len(data.train), len(data.val), data.input_shape) == (800, 200, (3, 32, 32))
     torch.manual_seed(0)
