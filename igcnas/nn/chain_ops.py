@@ -43,7 +43,8 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native
-from igcnas.nn.ops import FastSparseConv2d, native_candidate, native_kernels_usable, select_plan
+from igcnas.nn.ops import FastSparseConv2d
+from igcnas.nn.plan import native_candidate, native_kernels_usable, select_plan
 
 __all__ = ["FusedSequential", "chain_member", "chain_runs", "fuse_chains", "run_chain"]
 

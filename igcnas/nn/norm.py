@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from igcnas.nn import _native
 from igcnas.nn._native import check_code, data_ptr
-from igcnas.nn.ops import native_kernels_usable
+from igcnas.nn.plan import native_kernels_usable
 
 __all__ = ["BatchNormAct2d", "batch_norm_act"]
 

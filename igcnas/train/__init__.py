@@ -12,20 +12,13 @@ Example:
 
 from __future__ import annotations
 
+from igcnas.train._checkpoint import ARCH_FILE, CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE
 from igcnas.train._config import SCHEDULES, TrainConfig, learning_rate
+from igcnas.train._device import resolve_device
+from igcnas.train._evaluate import evaluate
 from igcnas.train._io import load_weights, save_weights
-from igcnas.train.engine import (
-    ARCH_FILE,
-    CHECKPOINT_FILE,
-    METRICS_FILE,
-    WEIGHTS_FILE,
-    EpochMetrics,
-    Status,
-    TrainResult,
-    evaluate,
-    resolve_device,
-    train,
-)
+from igcnas.train._results import EpochMetrics, Status, TrainResult
+from igcnas.train.engine import train
 
 __all__ = [
     "TrainConfig",

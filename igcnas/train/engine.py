@@ -1,5 +1,10 @@
 """The training engine: SGD training with per-epoch validation, pruning hook, divergence stop and checkpoints.
 
+This module holds :func:`train` (the epoch loop, its argument checks and progress output); the results are in
+:mod:`igcnas.train._results`, the run folder and checkpoints in :mod:`igcnas.train._checkpoint`, evaluation in
+:mod:`igcnas.train._evaluate` and device handling in :mod:`igcnas.train._device`. Their public names are
+re-exported here (and from :mod:`igcnas.train`).
+
 Example:
     >>> import torch
     >>> from igcnas.data import load_data
@@ -18,8 +23,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,18 +31,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igcnas._allocator import tune_cpu_allocator
 from igcnas._progress import ProgressBar, format_duration
-from igcnas.data import DataBundle, ImageTensors, iterate_batches
+from igcnas.data import DataBundle, iterate_batches
 from igcnas.errors import UserError
-from igcnas.train._config import TrainConfig, learning_rate
-from igcnas.train._io import (
-    atomic_write,
-    load_weights,
-    save_weights,
-    state_dict_for_saving,
-    write_json_atomic,
+from igcnas.train._checkpoint import (
+    ARCH_FILE,
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    _data_summary,
+    _json_safe,
+    _load_checkpoint,
+    _RunState,
+    _save_checkpoint,
 )
+from igcnas.train._config import TrainConfig, learning_rate
+from igcnas.train._device import _autocast, _place, _torch_settings, resolve_device
+from igcnas.train._evaluate import _check_logits, _evaluate, evaluate
+from igcnas.train._io import load_weights, save_weights, write_json_atomic
+from igcnas.train._results import EpochMetrics, Status, TrainResult
 
 __all__ = [
     "EpochMetrics",
@@ -54,140 +65,8 @@ __all__ = [
     "CHECKPOINT_FILE",
 ]
 
-Status = Literal["completed", "pruned", "diverged"]
-ARCH_FILE = "arch.json"
-WEIGHTS_FILE = "weights.safetensors"
-METRICS_FILE = "metrics.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-_CHECKPOINT_FORMAT = 1
-# Config fields that may differ between an interrupted run and its resumption (they do not change the numbers).
-_RESUME_MAY_DIFFER = frozenset({"device", "num_threads", "eval_batch_size"})
-# Splits up to this size are moved to the GPU once, so batching and augmentation run there.
-_GPU_RESIDENT_BYTES = 4 << 30
 # On CUDA the loss is read back (a device sync) every this many steps; on CPU every step.
 _CUDA_SYNC_EVERY = 25
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    """Numbers of one finished epoch (accuracies are fractions in [0, 1]; ``epoch`` counts from 1)."""
-
-    epoch: int
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    lr: float
-    seconds: float
-    images_per_second: float
-    train_images: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EpochMetrics:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """Outcome of :func:`train`.
-
-    ``status`` is ``"completed"`` (all epochs), ``"pruned"`` (``on_epoch`` asked to stop) or ``"diverged"``
-    (a NaN/inf loss stopped the run; the model's weights are then garbage). ``val_accuracy`` is the validation
-    accuracy after the last completed epoch (0.0 when none completed), ``best_val_accuracy`` the best over
-    epochs (reached at ``best_epoch``). ``reason`` says in words why the run ended.
-    """
-
-    status: Status
-    epochs_trained: int
-    history: list[EpochMetrics]
-    val_accuracy: float
-    best_val_accuracy: float
-    test_accuracy: float | None
-    seconds: float
-    reason: str
-    test_loss: float | None = None
-    best_epoch: int = 0
-    device: str = "cpu"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible dict (history as a list of dicts)."""
-        out = asdict(self)
-        out["history"] = [m.to_dict() for m in self.history]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
-        """Inverse of :meth:`to_dict`."""
-        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-        values["history"] = [EpochMetrics.from_dict(m) for m in data.get("history", [])]
-        return cls(**values)
-
-
-@dataclass
-class _RunState:
-    """Mutable bookkeeping of a run (what ``checkpoint.pt`` stores besides model/optimizer state)."""
-
-    epoch: int = 0
-    step: int = 0
-    seconds: float = 0.0
-    history: list[EpochMetrics] = field(default_factory=list)
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"`` into a ``torch.device`` that exists on this machine."""
-    if isinstance(name, torch.device):
-        name = str(name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"device: {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device: {name!r} requested but CUDA is not available here; use 'cpu' or 'auto'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(
-                f"device: {name!r} does not exist (this machine has {torch.cuda.device_count()} CUDA device(s))"
-            )
-    elif device.type != "cpu":
-        raise UserError(f"device: {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return device
-
-
-def evaluate(
-    model: nn.Module,
-    split: ImageTensors,
-    data: DataBundle,
-    *,
-    batch_size: int = 512,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-    channels_last: bool = False,
-) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``split``, normalised with ``data``'s stats.
-
-    The model is moved to ``device`` and its train/eval mode is restored afterwards.
-
-    Example:
-        >>> loss, acc = evaluate(net, data.val, data, batch_size=512, device="cpu")  # doctest: +SKIP
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserError(f"evaluate: batch_size {batch_size!r} must be a positive integer (e.g. 512)")
-    dev = resolve_device(device)
-    model.to(dev)
-    was_training = model.training
-    try:
-        return _evaluate(
-            model, split, data, batch_size=batch_size, device=dev, amp=amp, channels_last=channels_last
-        )
-    finally:
-        model.train(was_training)
 
 
 def train(
@@ -447,51 +326,6 @@ def train(
         return result
 
 
-def _evaluate(
-    model: nn.Module,
-    split: ImageTensors,
-    data: DataBundle,
-    *,
-    batch_size: int,
-    device: torch.device,
-    amp: bool,
-    channels_last: bool,
-) -> tuple[float, float]:
-    """Loss and accuracy of ``model`` (already on ``device``) over ``split``; leaves the model in eval mode."""
-    count = len(split)
-    if count == 0:
-        raise UserError(f"evaluate: the split of dataset {data.name!r} is empty (use a val_fraction > 0)")
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    transform = data.eval_transform()
-    with torch.inference_mode():
-        for images, labels in iterate_batches(
-            split,
-            batch_size,
-            shuffle=False,
-            generator=None,
-            transform=transform,
-            device=device,
-        ):
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, amp):
-                logits = model(images)
-            logits = logits.float()
-            _check_logits(logits, labels, data.num_classes)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
-            correct += (logits.argmax(dim=1) == labels).sum()
-    return loss_sum.item() / count, correct.item() / count
-
-
-def _place(split: ImageTensors, device: torch.device) -> ImageTensors:
-    """On CUDA, move a split that fits comfortably to the GPU once (batching then runs there)."""
-    if device.type == "cuda" and split.images.numel() <= _GPU_RESIDENT_BYTES:
-        return split.to(device)
-    return split
-
-
 def _check_inputs(
     model: nn.Module, data: DataBundle, config: TrainConfig, *, progress: object, evaluate_test: bool
 ) -> None:
@@ -516,132 +350,6 @@ def _check_inputs(
         raise UserError(f"train: progress={progress!r} must be True, False or 'force'")
 
 
-def _check_logits(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
-    """Raise ``UserError`` when the model's output does not look like ``N x num_classes`` logits."""
-    if logits.dim() != 2 or logits.shape[0] != labels.shape[0] or logits.shape[1] != num_classes:
-        raise UserError(
-            f"train: the model outputs shape {tuple(logits.shape)} for a batch of {labels.shape[0]} images; "
-            f"expected ({labels.shape[0]}, {num_classes}) logits (build it with num_classes={num_classes})"
-        )
-
-
-@contextlib.contextmanager
-def _torch_settings(device: torch.device, num_threads: int | None) -> Iterator[None]:
-    """Threads, determinism (CPU) or cuDNN autotuning (CUDA) for the run; restores the previous settings.
-
-    On CPU it also tunes glibc malloc for the process (:mod:`igcnas._allocator`; not undone, opt out with
-    ``IGCNAS_MALLOC=system``): large activations stop being re-faulted every step.
-    """
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    benchmark = torch.backends.cudnn.benchmark
-    try:
-        if num_threads is not None:
-            torch.set_num_threads(num_threads)
-        if device.type == "cpu":
-            tune_cpu_allocator()
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        else:
-            torch.backends.cudnn.benchmark = True
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
-        torch.backends.cudnn.benchmark = benchmark
-
-
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    """bfloat16 autocast on ``device`` when enabled, else a no-op context."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def _data_summary(data: DataBundle) -> dict[str, Any]:
-    """What identifies the data a run was trained on (stored in checkpoints and metrics)."""
-    return {
-        "name": data.name,
-        "train_size": len(data.train),
-        "val_size": len(data.val),
-        "test_size": len(data.test) if data.test is not None else None,
-        "num_classes": data.num_classes,
-        "input_shape": list(data.input_shape),
-    }
-
-
-def _save_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch_gen: torch.Generator,
-    state: _RunState,
-    config: TrainConfig,
-    data: DataBundle,
-) -> None:
-    """Write ``checkpoint.pt`` (tensors and plain containers only) atomically."""
-    payload = {
-        "format": _CHECKPOINT_FORMAT,
-        "epoch": state.epoch,
-        "step": state.step,
-        "seconds": state.seconds,
-        "history": [m.to_dict() for m in state.history],
-        "config": config.to_dict(),
-        "data": _data_summary(data),
-        "model": state_dict_for_saving(model),
-        "optimizer": optimizer.state_dict(),
-        "batch_rng": batch_gen.get_state(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-    }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def _load_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch_gen: torch.Generator,
-    config: TrainConfig,
-    data: DataBundle,
-) -> _RunState:
-    """Restore model/optimizer/RNG state from ``checkpoint.pt``; the run's config and data must match."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file
-        raise UserError(f"resume: {str(path)!r} is not a readable training checkpoint: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != _CHECKPOINT_FORMAT:
-        raise UserError(
-            f"resume: {str(path)!r} is not an igcnas training checkpoint (format {_CHECKPOINT_FORMAT})"
-        )
-    saved = payload["config"]
-    now = config.to_dict()
-    differ = sorted(k for k in now if k not in _RESUME_MAY_DIFFER and saved.get(k) != now[k])
-    if differ:
-        details = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {now[k]!r}" for k in differ)
-        raise UserError(
-            f"resume: the config differs from the checkpoint's ({details}); resume with the same config or "
-            "start a fresh run (resume=False)"
-        )
-    if payload["data"] != _data_summary(data):
-        raise UserError(
-            f"resume: the data differs from the checkpoint's (saved {payload['data']}, now {_data_summary(data)}); "
-            "load the same dataset with the same val_fraction/train_subset/seed"
-        )
-    model.load_state_dict(payload["model"], strict=True)
-    optimizer.load_state_dict(payload["optimizer"])
-    batch_gen.set_state(payload["batch_rng"])
-    torch.set_rng_state(payload["torch_rng"])
-    if payload["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(payload["cuda_rng"])
-    return _RunState(
-        epoch=int(payload["epoch"]),
-        step=int(payload["step"]),
-        seconds=float(payload["seconds"]),
-        history=[EpochMetrics.from_dict(m) for m in payload["history"]],
-    )
-
-
 def _summary(m: EpochMetrics, epochs: int, remaining: float) -> str:
     """One human line per epoch."""
     eta = f"  eta {format_duration(remaining)}" if m.epoch < epochs else ""
@@ -650,17 +358,6 @@ def _summary(m: EpochMetrics, epochs: int, remaining: float) -> str:
         f"val loss {m.val_loss:.4f} acc {m.val_accuracy:.2%}  lr {m.lr:.3g}  {m.seconds:.1f}s  "
         f"{m.images_per_second:,.0f} img/s{eta}"
     )
-
-
-def _json_safe(obj: Any) -> Any:
-    """Replace non-finite floats by None (strict JSON has no NaN/inf)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 class _Log:

@@ -1,0 +1,261 @@
+"""Measurement of the ops benchmark: naive vs fast copies of one module timed interleaved, in this process.
+
+:class:`_PairTimer` holds the naive and the fast copy of a module (same weights, same input values, warmed up)
+and times one training step and one inference of each per round, device-synchronized; :func:`bench_pair` runs
+its rounds here and returns one row (the schema :func:`_row` / :func:`_ratio_fields` build, shared with
+:func:`igcnas.bench.ops_workers.bench_cases`), with the module's params and fvcore MACs.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Tensor, nn
+
+from igcnas.errors import UserError
+from igcnas.nn.ops import Impl
+
+__all__ = ["InputFormat", "bench_pair"]
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued device work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_step(model: nn.Module, x: Tensor, grad: Tensor | None = None) -> Tensor:
+    """One forward + backward of ``grad`` (default: d(mean)/d(out)), gradients cleared first; returns the output."""
+    model.zero_grad(set_to_none=True)
+    x.grad = None
+    out = model(x)
+    if grad is None:
+        out.float().mean().backward()
+    else:
+        out.backward(grad)
+    return out
+
+
+def _eval_step(model: nn.Module, x: Tensor) -> None:
+    """One inference forward."""
+    with torch.no_grad():
+        model(x)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call, device-synchronized."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+_FREE_OPS = ("aten::batch_norm", "aten::relu_", "aten::relu", "aten::add", "aten::add_")
+
+
+def _zero_flops(inputs: Any, outputs: Any) -> Counter[str]:
+    """fvcore op handle counting nothing."""
+    return Counter()
+
+
+def _macs(model: nn.Module, x: Tensor) -> int:
+    """fvcore multiply-adds of one eval forward of ``model`` on ``x[:1]`` (BN/ReLU/add count 0)."""
+    import logging
+    import warnings
+
+    logger = logging.getLogger("fvcore")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from fvcore.nn import FlopCountAnalysis
+
+            analysis = FlopCountAnalysis(model.eval(), x[:1].detach())
+            # a None handle does not remove fvcore's default batch_norm handle; a zero handle does
+            analysis.set_op_handle(**dict.fromkeys(_FREE_OPS, _zero_flops))
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            return int(analysis.total())
+    finally:
+        logger.setLevel(level)
+
+
+#: block input layout: ``native`` (what a network of the impl's blocks carries), ``nchw`` or ``channels_last``
+InputFormat = Literal["native", "nchw", "channels_last"]
+_IMPLS = ("naive", "fast")
+_MODES = ("train", "eval")
+
+
+def _input_format(impl: str, input_format: InputFormat, device: torch.device) -> torch.memory_format:
+    """Memory format of the block input for ``impl`` (native: what a network of such blocks carries)."""
+    if input_format == "channels_last" or (
+        input_format == "native" and impl != "naive" and device.type == "cpu"
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _check_options(input_format: str, **values: int) -> None:
+    """Raise a UserError naming the first argument that is not a positive integer, or a bad input format."""
+    if input_format not in get_args(InputFormat):
+        raise UserError(f"bench: input_format={input_format!r} is not one of {get_args(InputFormat)}")
+    for field, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"bench: {field}={value!r} is not a positive integer (e.g. {field}=5)")
+
+
+class _PairTimer:
+    """The naive and the fast copy of one module, same weights and input values, ready to be timed in rounds."""
+
+    def __init__(
+        self,
+        build: Callable[[Impl], nn.Module],
+        *,
+        channels: int,
+        batch: int,
+        size: int,
+        warmup: int,
+        device: str | torch.device,
+        input_format: InputFormat,
+        seed: int,
+    ) -> None:
+        self.device = dev = torch.device(device)
+        self.batch = batch
+        torch.manual_seed(seed)
+        self.models: dict[str, nn.Module] = {"naive": build("naive").to(dev), "fast": build("fast").to(dev)}
+        self.models["fast"].load_state_dict(self.models["naive"].state_dict())
+        values = torch.randn(batch, channels, size, size, device=dev)
+        self.inputs = {
+            impl: values.contiguous(memory_format=_input_format(impl, input_format, dev)).requires_grad_(True)
+            for impl in self.models
+        }
+        self.grads: dict[str, Tensor] = {}
+        for impl, model in self.models.items():
+            model.train()
+            out = _train_step(model, self.inputs[impl])
+            self.grads[impl] = torch.randn_like(out)  # same layout as the output
+            for _ in range(warmup):
+                _train_step(model, self.inputs[impl], self.grads[impl])
+            model.eval()
+            for _ in range(warmup):
+                _eval_step(model, self.inputs[impl])
+
+    def round(self, index: int) -> dict[str, float]:
+        """Seconds of one training step and one inference of each impl (order alternates with ``index``)."""
+        order = _IMPLS if index % 2 == 0 else _IMPLS[::-1]
+        seconds: dict[str, float] = {}
+        for impl in order:
+            step = functools.partial(_train_step, self.models[impl].train(), self.inputs[impl], self.grads[impl])
+            seconds[f"{impl}_train"] = _timed(step, self.device)
+        for impl in order:
+            infer = functools.partial(_eval_step, self.models[impl].eval(), self.inputs[impl])
+            seconds[f"{impl}_eval"] = _timed(infer, self.device)
+        return seconds
+
+    def summary(self) -> dict[str, Any]:
+        """Max output difference fast vs naive, and the module's params and fvcore MACs per image."""
+        with torch.no_grad():
+            diff = self.models["naive"](self.inputs["naive"]) - self.models["fast"](self.inputs["fast"])
+        return {
+            "params": sum(p.numel() for p in self.models["naive"].parameters()),
+            "macs": _macs(self.models["naive"], self.inputs["naive"]),
+            "max_abs_diff": float(diff.abs().max()),
+        }
+
+
+def _ratio_fields(ips: dict[tuple[str, str, str], float], runtimes: Sequence[str]) -> dict[str, float]:
+    """Headline images/s and speed-ups from per-(runtime, impl, mode) images/s (see ``bench_cases``)."""
+    engine = runtimes[-1]
+    row: dict[str, float] = {}
+    for mode in _MODES:
+        row[f"naive_{mode}_ips"] = ips[(runtimes[0], "naive", mode)]
+        row[f"fast_{mode}_ips"] = ips[(engine, "fast", mode)]
+        row[f"{mode}_speedup"] = row[f"fast_{mode}_ips"] / row[f"naive_{mode}_ips"]
+        row[f"{mode}_ops_speedup"] = ips[(engine, "fast", mode)] / ips[(engine, "naive", mode)]
+        for runtime in runtimes:
+            for impl in _IMPLS:
+                row[f"{impl}_{mode}_ips_{runtime}"] = ips[(runtime, impl, mode)]
+    return row
+
+
+def _impl_mode(key: str) -> tuple[str, str]:
+    """``"naive_train"`` -> ``("naive", "train")`` (the keys of :meth:`_PairTimer.round`)."""
+    impl, mode = key.split("_")
+    return impl, mode
+
+
+def _row(
+    name: str,
+    channels: int,
+    size: int,
+    batch: int,
+    summary: dict[str, Any],
+    ratios: dict[str, float],
+    runtime: str,
+    input_format: str,
+    device: str,
+) -> dict[str, Any]:
+    """One benchmark row (the schema :func:`bench_pair` and ``ops_workers.bench_cases`` share)."""
+    return {
+        "block": name,
+        "channels": channels,
+        "size": size,
+        "batch": batch,
+        **summary,
+        **ratios,
+        "runtime": runtime,
+        "input_format": input_format,
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def bench_pair(
+    name: str,
+    build: Callable[[Impl], nn.Module],
+    *,
+    channels: int,
+    batch: int = 64,
+    size: int = 32,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str | torch.device = "cpu",
+    input_format: InputFormat = "native",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time ``build("naive")`` against ``build("fast")`` (same weights, same input values), interleaved, here.
+
+    Runs in the calling process, under whatever malloc it has (``runtime: "current"``), so the speed-ups are
+    the ops' alone; :func:`bench_cases` also compares runtimes. The training step is forward + backward of a
+    fixed output gradient (as if it came from the rest of the network, in the output's memory format)
+    including the input gradient; eval is a ``no_grad`` forward in eval mode. ``input_format="native"`` gives
+    each impl the layout a network built from it carries between blocks (NCHW for naive, channels_last for
+    fast on CPU, where the fast forms produce channels_last); ``"nchw"`` or ``"channels_last"`` force one
+    layout on both (then the fast block pays the conversion).
+
+    Returns one row: images/s of the training step and of inference for both, the speed-up ratios
+    fast/naive, the max output difference and the block's params and fvcore MACs (per image).
+
+    Example:
+        >>> from igcnas.bench.ops import igc_l24m2_block
+        >>> row = bench_pair("igc", lambda i: igc_l24m2_block(impl=i), channels=48, batch=2, size=8, repeats=1)
+        >>> row["block"], row["max_abs_diff"] < 1e-4
+        ('igc', True)
+    """
+    _check_options(input_format, batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
+    timer = _PairTimer(build, channels=channels, batch=batch, size=size, warmup=warmup, device=device,
+                       input_format=input_format, seed=seed)
+    samples: dict[str, list[float]] = {}
+    for index in range(repeats):
+        for key, seconds in timer.round(index).items():
+            samples.setdefault(key, []).append(seconds)
+    ips = {("current", *_impl_mode(key)): batch / statistics.median(times) for key, times in samples.items()}
+    return _row(name, channels, size, batch, timer.summary(), _ratio_fields(ips, ["current"]), "current",
+                input_format, str(timer.device))
