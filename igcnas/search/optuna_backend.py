@@ -7,6 +7,10 @@ reporting each epoch's validation accuracy to a pruner. Multi-objective studies 
 each trained trial gets a twin in a single-objective side study ``<study>::fidelity`` that owns the
 successive-halving / Hyperband pruner. Heartbeats mark a killed process's trial as failed, and it is retried once
 (same parameters) by the next run.
+
+For optuna-dashboard (``optuna-dashboard sqlite:///trials/igcnas.db``), the studies' objectives are named
+(``set_metric_names``) and the sampler of both backends copies each trial's named constraints into the
+``constraints`` list the dashboard reads (:func:`mirror_constraints`), so over-budget trials show as infeasible.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 
 from igcnas.errors import UserError
 from igcnas.search._common import (
@@ -36,7 +42,8 @@ from igcnas.search._common import (
     write_json,
 )
 
-__all__ = ["run_optuna", "open_storage", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S"]
+__all__ = ["run_optuna", "open_storage", "mirror_constraints", "name_objectives", "HEARTBEAT_INTERVAL_S",
+           "GRACE_PERIOD_S"]
 
 
 
@@ -85,17 +92,69 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
     raise AssertionError("unreachable")
 
 
-def _sampler(config: SearchConfig, seed: int) -> Any:
-    """The Optuna sampler for the config (seeded)."""
-    import optuna
+_NAMED_CONSTRAINT = "constraints:"
+"""Prefix of the trial system attrs ``Trial.set_constraint(name, value)`` writes in Optuna 5."""
+_CONSTRAINT_LIST = "constraints"
+"""Trial system attr with the constraint values as one list: what Optuna's deprecated ``constraints_func`` writes
+and the only one optuna-dashboard 0.21 reads (its trial's ``constraints``; a trial is feasible there when every
+value is <= 0, so an empty list shows an over-budget COMPLETE trial as a feasible one)."""
 
+
+def mirror_constraints(study: Any, trial: Any) -> list[float]:
+    """Copy a running trial's named constraints into the ``constraints`` list; returns that list.
+
+    The values are ordered by constraint name (``max_flops`` before ``max_params``). Optuna's samplers read both
+    forms (``FrozenTrial.constraints`` merges them), so a mirrored trial counts each violation twice in their
+    penalty sums; that scales every mirrored trial alike and changes no feasibility decision.
+    """
+    attrs = trial.system_attrs
+    named = {key[len(_NAMED_CONSTRAINT):]: float(value) for key, value in attrs.items()
+             if key.startswith(_NAMED_CONSTRAINT)}
+    values = [named[key] for key in sorted(named)]
+    if values and attrs.get(_CONSTRAINT_LIST) != values:
+        study._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINT_LIST, values)
+    return values
+
+
+class _MirrorConstraints(BaseSampler):
+    """Sampler mixin: :func:`mirror_constraints` on every trial right before it is finished (``after_trial``).
+
+    Both backends tell their trials through this sampler (the Optuna backend's ``study.optimize``, the Ray
+    backend's OptunaSearch), wherever they set the constraints, so optuna-dashboard sees them on both.
+    """
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Sequence[float] | None) -> None:
+        mirror_constraints(study, trial)
+        super().after_trial(study, trial, state, values)
+
+
+class _RandomSampler(_MirrorConstraints, RandomSampler):
+    """RandomSampler whose trials' constraints optuna-dashboard shows."""
+
+
+class _TPESampler(_MirrorConstraints, TPESampler):
+    """TPESampler whose trials' constraints optuna-dashboard shows."""
+
+
+class _NSGAIISampler(_MirrorConstraints, NSGAIISampler):
+    """NSGAIISampler whose trials' constraints optuna-dashboard shows."""
+
+
+def _sampler(config: SearchConfig, seed: int) -> Any:
+    """The Optuna sampler for the config (seeded); it mirrors constraints for the dashboard."""
     name = config.sampler_name()
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return _RandomSampler(seed=seed)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=max(4, min(10, config.trials // 2)))
-    return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, config.trials // 2)))
+        return _TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                           n_startup_trials=max(4, min(10, config.trials // 2)))
+    return _NSGAIISampler(seed=seed, population_size=max(4, min(20, config.trials // 2)))
+
+
+def name_objectives(study: Any, names: list[str]) -> None:
+    """Name the study's objectives (``study.set_metric_names``: optuna-dashboard's objective names), unless set."""
+    if study.metric_names is None:
+        study.set_metric_names(names)
 
 
 def _pruner(config: SearchConfig) -> Any:
@@ -133,6 +192,7 @@ def _open_study(config: SearchConfig, storage: Any, name: str, settings: dict[st
         if stored is None:
             raise UserError(f"study {name!r} in {where} was not created by igcnas search; give another --study name")
         compare_settings(name, where, stored, settings)
+        name_objectives(study, [col for col, _ in config.objective_columns()])  # a study of an older igcnas
         return study
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=_directions(config))
@@ -141,7 +201,7 @@ def _open_study(config: SearchConfig, storage: Any, name: str, settings: dict[st
         return study
     study.set_user_attr("igcnas_settings", settings)
     study.set_user_attr("igcnas_fingerprint", fingerprint(settings))
-    study.set_metric_names([col for col, _ in config.objective_columns()])
+    name_objectives(study, [col for col, _ in config.objective_columns()])
     return study
 
 
@@ -186,6 +246,7 @@ def run_optuna(
         side = optuna.create_study(study_name=f"{name}::fidelity", storage=open_storage(url, heartbeat=False),
                                    direction="maximize",
                                    pruner=pruner, load_if_exists=True)
+        name_objectives(side, ["accuracy"])  # validation accuracy per epoch, of the main study's trials
     optuna.storages.fail_stale_trials(study)
     progress.line(
         f"study {name} in {where}: {previous} earlier trials; space {space.name} ({len(space.designs)} designs); "
