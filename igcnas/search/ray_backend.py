@@ -9,7 +9,9 @@ Known traps, and what this module does about them:
   says ``pruned`` with the epochs reached, so they never enter the Pareto front.
 * Optuna's constraints are soft and OptunaSearch copies no metrics to Optuna: the trainable decides feasibility
   from the sampled parameters with the closed-form count *before* training and reports the constraint values,
-  which the searcher stores with ``set_constraint``.
+  which the searcher stores with ``set_constraint``. Tune does not tell the searcher about the trials it stops once
+  the search reached ``--trials``, even one already decided (an infeasible candidate takes a fraction of a second):
+  the end of the run tells every trial Optuna still has RUNNING as its ``trial.json`` says, constraints included.
 * The define-by-run function only samples (no counting inside it); the Optuna study lives in the same RDB storage
   as the Optuna backend's (``sqlite:///trials/igcnas.db``), so trial numbers and the sampler's history carry over
   between runs, and an interrupted run is resumed with ``Tuner.restore``.
@@ -63,17 +65,19 @@ _DONE_MARKER = "igcnas-run-finished"
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells ASHA-stopped trials PRUNED, failed ones FAIL and stores budget constraints."""
+    """OptunaSearch that tells ASHA-stopped trials PRUNED, failed ones FAIL and stores budget constraints.
 
-    def __init__(self, *args: Any, max_fidelity: int, **kwargs: Any) -> None:
+    With ``ctx``, a trial whose reports never reached the searcher (its worker died after deciding it) is told as
+    its ``trial.json`` says.
+    """
+
+    def __init__(self, *args: Any, max_fidelity: int, ctx: TrialContext | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_fidelity = max_fidelity
+        self._ctx = ctx
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
-        import optuna
-        from optuna.trial import TrialState
-
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
@@ -81,30 +85,69 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         if study._storage.get_trial(ot_trial._trial_id).state.is_finished():
             self._completed_trials.add(trial_id)  # told before the driver died: a restored run replays its end
             return
-        metrics: list[str] = list(self._metric or [])
         result = result or {}
-        with warnings.catch_warnings():  # a restored trial may be told twice: its constraints are already set
-            warnings.simplefilter("ignore", UserWarning)
-            for key, value in result.items():
-                if key.startswith("constraint_"):
-                    ot_trial.set_constraint(key[len("constraint_"):], float(value))
-        state = result.get("state")
-        epoch = result.get("epoch")
-        for key in ("spec_id", "params", "flops", "state"):
-            if key in result:
-                ot_trial.set_user_attr(key, result[key])
-        try:
-            if error or state == "failed":
-                study.tell(ot_trial, state=TrialState.FAIL)
-            elif state != "infeasible" and (state != "complete" or epoch is None or epoch < self._max_fidelity):
-                ot_trial.set_user_attr("epochs", epoch)
-                study.tell(ot_trial, state=TrialState.PRUNED)
-            else:
-                values = [float(result[m]) for m in metrics]
-                study.tell(ot_trial, values)
-        except (ValueError, KeyError, optuna.exceptions.OptunaError) as exc:  # e.g. a NaN value
-            warnings.warn(f"trial {trial_id}: could not record it in Optuna ({exc})", stacklevel=1)
+        ctx: TrialContext | None = getattr(self, "_ctx", None)  # a searcher pickled by an older igcnas has none
+        if "state" not in result and ctx is not None:  # no report reached Tune: trust what the trial wrote
+            record = _read_record(ctx, int(ot_trial.number))
+            if record is not None and record.state in _SETTLED:
+                result, error = _outcome(ctx, record), False
+        _tell_outcome(study, ot_trial, result, metrics=list(self._metric or []), max_fidelity=self._max_fidelity,
+                      error=error, label=f"trial {trial_id}")
         self._completed_trials.add(trial_id)
+
+
+_SETTLED = ("complete", "pruned", "failed", "infeasible")
+"""trial.json states that say how a trial ended ('running' ones are fixed up first)."""
+
+
+def _metrics(config: SearchConfig) -> list[str]:
+    """The result keys of the objectives, in order (what OptunaSearch's ``metric`` lists)."""
+    return [_METRIC if col == "accuracy" else col for col, _ in config.objective_columns()]
+
+
+def _outcome(ctx: TrialContext, record: TrialRecord) -> dict[str, Any]:
+    """The trainable's last report rebuilt from its ``trial.json`` (written before each report), constraint values
+    included: they follow from the counted cost alone."""
+    acc = float(record.accuracy or 0.0)
+    out: dict[str, Any] = {"state": record.state, "epoch": int(record.epochs or 0), _METRIC: acc, "accuracy": acc}
+    if record.spec_id:
+        out["spec_id"] = record.spec_id
+    if record.params is not None and record.flops is not None:
+        constraints, _ = ctx.violations(int(record.params), int(record.flops))
+        out.update({"params": float(record.params), "flops": float(record.flops),
+                    **{f"constraint_{k}": v for k, v in constraints.items()}})
+    return out
+
+
+def _tell_outcome(study: Any, ot_trial: Any, result: dict[str, Any], *, metrics: list[str], max_fidelity: int,
+                  error: bool = False, label: str = "") -> None:
+    """Store a running Optuna trial's constraints and attrs from a trainable result, then tell it: FAIL when it
+    failed, PRUNED below full fidelity, else its objective values (infeasible ones too: their positive
+    constraints keep them off the feasible front)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    with warnings.catch_warnings():  # a restored trial may be told twice: its constraints are already set
+        warnings.simplefilter("ignore", UserWarning)
+        for key, value in result.items():
+            if key.startswith("constraint_"):
+                ot_trial.set_constraint(key[len("constraint_"):], float(value))
+    state = result.get("state")
+    epoch = result.get("epoch")
+    for key in ("spec_id", "params", "flops", "state"):
+        if key in result:
+            ot_trial.set_user_attr(key, result[key])
+    try:
+        if error or state == "failed":
+            study.tell(ot_trial, state=TrialState.FAIL)
+        elif state != "infeasible" and (state != "complete" or epoch is None or epoch < max_fidelity):
+            ot_trial.set_user_attr("epochs", epoch)
+            study.tell(ot_trial, state=TrialState.PRUNED)
+        else:
+            values = [float(result[m]) for m in metrics]
+            study.tell(ot_trial, values)
+    except (ValueError, KeyError, optuna.exceptions.OptunaError) as exc:  # e.g. a NaN value
+        warnings.warn(f"{label or 'a trial'}: could not record it in Optuna ({exc})", stacklevel=1)
 
 
 class ParetoASHA(FIFOScheduler):
@@ -316,12 +359,13 @@ def run_ray(
 
         searcher = FidelityAwareOptunaSearch(
             _Define(space, config.fill_budget),
-            metric=[_METRIC if col == "accuracy" else col for col, _ in objectives],
+            metric=_metrics(config),
             mode=[d for _, d in objectives],
             sampler=_sampler(config, config.seed + previous),
             study_name=name,
             storage=storage,
             max_fidelity=config.epochs,
+            ctx=TrialContext(config, space, name),
         )
         assert _directions(config)
         if config.pruner == "none":
@@ -502,9 +546,14 @@ def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before:
 
 
 def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> None:
-    """After fit: no trial may stay 'running' (trials stopped when the search reached --trials), in trial.json or
-    in the Optuna study (Tune does not tell the searcher about trials it stops at the end). Trials of an earlier,
-    killed run outside the restored experiment were already failed and retried by :func:`_retry_orphans`."""
+    """After fit: no trial may stay 'running', in trial.json or in the Optuna study.
+
+    Tune stops the trials still out once the search reached --trials (``stop_all``) without telling the searcher,
+    even one whose worker had already decided it (an infeasible candidate takes a fraction of a second) and
+    written its trial.json: each Optuna trial still RUNNING is told here as its trial.json says, with its
+    constraints (never started: FAIL). Trials of an earlier, killed run outside the restored experiment were
+    already failed and retried by :func:`_retry_orphans`."""
+    import optuna
     from optuna.trial import TrialState
 
     for result in grid:
@@ -518,8 +567,17 @@ def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> No
             if record is not None and record.state == "pruned" and monitor.reached:
                 record.reason = f"stopped after epoch {record.epochs}/{record.max_epochs}: the search reached --trials"
                 record.write(ctx.trial_dir(int(number)))
+    from igcnas.search.optuna_backend import _sampler
+
+    metrics = _metrics(ctx.config)
+    teller: Any = None  # the study with the search's sampler: its after_trial hooks see these trials end too
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         record = _read_record(ctx, trial.number)
-        state = record.state if record is not None else "failed"
-        if state in ("pruned", "failed"):
-            study.tell(trial.number, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL)
+        if record is None:
+            study.tell(trial.number, state=TrialState.FAIL)
+        elif record.state in _SETTLED:
+            if teller is None:
+                teller = optuna.load_study(study_name=study.study_name, storage=study._storage,
+                                           sampler=_sampler(ctx.config, ctx.config.seed))
+            _tell_outcome(teller, optuna.trial.Trial(teller, trial._trial_id), _outcome(ctx, record),
+                          metrics=metrics, max_fidelity=ctx.config.epochs, label=f"trial {trial.number}")

@@ -76,6 +76,68 @@ def pd_na() -> object:
     return pd.NA
 
 
+def _sample(trial: object) -> dict[str, object]:
+    return {}
+
+
+def _write(ctx: object, number: int, state: str, **fields: object) -> None:
+    from igcnas.search._common import TrialRecord
+
+    TrialRecord(trial=number, state=state, max_epochs=3, backend="ray", **fields).write(ctx.trial_dir(number))  # type: ignore[arg-type, attr-defined]
+
+
+def test_finalise_tells_trials_tune_stopped_before_their_report(tmp_path: Path) -> None:
+    """Reaching --trials stops the trials still out without telling the searcher, also ones that had already written
+    their trial.json (an infeasible candidate is decided in a fraction of a second): the end of the run tells them
+    as their trial.json says, with the constraints, never leaving an infeasible row without one."""
+    import optuna
+
+    from igcnas.search._common import Progress, TrialContext
+    from igcnas.search.ray_backend import _finalise, _Monitor
+
+    config = _config(tmp_path, epochs=3)
+    ctx = TrialContext(config, None, "s")
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(5):
+        study.ask()
+    _write(ctx, 0, "infeasible", params=40_000, flops=900_000, spec_id="a")
+    _write(ctx, 1, "complete", params=20_000, flops=500_000, accuracy=0.5, epochs=3, spec_id="b")
+    _write(ctx, 2, "pruned", params=25_000, flops=600_000, accuracy=0.3, epochs=1, spec_id="c")
+    _write(ctx, 3, "failed", reason="invalid architecture")  # never counted: no constraint to know
+    monitor = _Monitor(config, ctx, Progress(config.replace(progress=False), "s"), config.objective_columns())
+    _finalise([], ctx, monitor, study)  # trial 4: asked, never started
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL", "FAIL"]
+    assert trials[0].constraints["max_params"] == 10_000 and trials[0].values == [0.0, 40_000]
+    assert trials[1].constraints["max_params"] == -10_000 and trials[1].values == [0.5, 20_000]
+    assert trials[2].constraints["max_params"] == -5_000 and trials[2].user_attrs["epochs"] == 1
+    assert trials[0].user_attrs["state"] == "infeasible"
+
+
+def test_searcher_tells_a_trial_without_a_report_from_its_trial_json(tmp_path: Path) -> None:
+    """A worker that dies after deciding its trial sends no result: the searcher reads the trial's trial.json."""
+    import optuna
+
+    from igcnas.search._common import TrialContext
+    from igcnas.search.ray_backend import FidelityAwareOptunaSearch
+
+    config = _config(tmp_path, epochs=3)
+    ctx = TrialContext(config, None, "s")
+    searcher = FidelityAwareOptunaSearch(_sample, metric=["val_acc", "params"], mode=["max", "min"],
+                                         storage=optuna.storages.InMemoryStorage(), study_name="s", max_fidelity=3,
+                                         ctx=ctx)
+    for trial_id in ("a", "b"):
+        searcher.suggest(trial_id)
+    _write(ctx, searcher._ot_trials["a"].number, "infeasible", params=31_000, flops=900_000)
+    searcher.on_trial_complete("a", error=True)
+    searcher.on_trial_complete("b", error=True)  # no trial.json: it failed
+    study = searcher._ot_study
+    assert study is not None
+    first, second = study.get_trials()
+    assert first.state.name == "COMPLETE" and first.constraints["max_params"] == 1_000
+    assert second.state.name == "FAIL" and second.constraints == {}
+
+
 @pytest.mark.slow
 def test_ray_two_node_cluster_places_trials_on_both_nodes(tmp_path: Path, digits: DataBundle) -> None:
     import ray
