@@ -38,9 +38,10 @@ import torch
 from torch import nn
 
 from igcnas.analysis.pareto import filter_budget
-from igcnas.analysis.trials_dir import StudyTrials, open_study
 from igcnas.arch.spec import ArchSpec, load_spec
 from igcnas.errors import IgcnasError, UserError
+from igcnas.search.results import StudyTrials, open_study
+from igcnas.store import json_safe
 from igcnas.train import ARCH_FILE, METRICS_FILE, WEIGHTS_FILE, load_weights, save_weights
 from igcnas.units import format_count
 
@@ -95,7 +96,7 @@ class ExportResult:
             "files": {key: path.name for key, path in self.files.items()},
             "onnx_check": {"opset": ONNX_OPSET, "max_abs_diff": self.onnx_max_abs_diff,
                            "rtol": _CHECK_RTOL, "atol": _CHECK_ATOL},
-            **_json_safe(self.info),
+            **json_safe(self.info),
         }
 
 
@@ -191,23 +192,6 @@ def _trial_files(row: pd.Series, study: StudyTrials) -> tuple[Path, Path]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # writing an export
-
-
-def _json_safe(obj: Any) -> Any:
-    """Numpy/pandas scalars to Python, NaN/NA to None, paths to strings."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or obj is pd.NA:
-        return None
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _example_input(spec: ArchSpec, batch: int, seed: int) -> torch.Tensor:
@@ -331,7 +315,7 @@ def _model_card(result: ExportResult, snippet: str) -> str:
     ]
     if settings:
         for key in sorted(settings):
-            lines.append(f"- {key}: `{json.dumps(_json_safe(settings[key]), sort_keys=True)}`")
+            lines.append(f"- {key}: `{json.dumps(json_safe(settings[key]), sort_keys=True)}`")
     else:
         lines.append("- not recorded (exported outside a study)")
     lines += [
@@ -432,7 +416,7 @@ def export_model(
         flops=cost.flops,
         files=files,
         onnx_max_abs_diff=diff,
-        info=_json_safe(details),
+        info=json_safe(details),
     )
     snippet = _snippet(out_dir, spec)
     files["card"].write_text(_model_card(result, snippet), encoding="utf-8")

@@ -107,7 +107,7 @@ def bench_search(
     with a folder given, each run gets a ``tempfile.mkdtemp`` folder inside it that is kept). Torch uses
     ``num_threads`` threads.
 
-    Example:
+    Example (not run as a doctest: four searches, about 12 s; ``tests/bench`` runs this call):
         >>> rows = bench_search(dataset="digits", train_subset=None, trials=3, epochs=2)  # doctest: +SKIP
         >>> [row["run"] for row in rows]  # doctest: +SKIP
         ['random', 'tpe', 'nsga2', 'nsga2+pareto']
@@ -215,7 +215,7 @@ def _trial_starts(config: Any) -> list[float]:
     """Start times (epoch seconds) of the study's trials in its storage, by trial number ([] before it exists)."""
     import optuna
 
-    from igcnas.search._common import default_storage
+    from igcnas.search.config import default_storage
 
     storage = config.storage or default_storage(config.trials_dir)
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():

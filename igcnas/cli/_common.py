@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: an argument parser whose errors are one line, and typed option converters."""
+"""Shared CLI plumbing: a parser whose errors are one line, typed option converters and the shared options."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from typing import NoReturn
 from igcnas.errors import UserError
 from igcnas.units import parse_count
 
-__all__ = ["Parser", "positive_int", "count", "fraction", "die"]
+__all__ = [
+    "Parser", "positive_int", "count", "fraction", "die", "argument_group", "format_parent", "study_parent",
+    "storage_parent", "dataset_parent", "device_parent", "FORMAT_HELP",
+]
 
 
 def die(message: str, *, status: int = 2) -> NoReturn:
@@ -53,3 +56,71 @@ def fraction(text: str) -> float:
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be strictly between 0 and 1")
     return value
+
+
+# Parent parsers: each option shared by several commands is defined once here and added to a command with
+# ``subparsers.add_parser(..., parents=[...])``. ``group``: put the options in the argument group of that title
+# (fetch it with :func:`argument_group` to add the command's own options to it).
+
+FORMAT_HELP = "output format (default: %(default)s)"
+
+
+def _parent(group: str | None) -> tuple[argparse.ArgumentParser, argparse._ActionsContainer]:
+    """A parent parser (no -h) and where to add its options: the parser itself or its group titled ``group``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    return parent, (parent.add_argument_group(group) if group else parent)
+
+
+def argument_group(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """``parser``'s group titled ``title`` (made by a parent), listed after the groups made so far; else a new one."""
+    for group in parser._action_groups:
+        if group.title == title:
+            parser._action_groups.remove(group)  # --help lists groups in this order: keep the command's order
+            parser._action_groups.append(group)
+            return group
+    return parser.add_argument_group(title)
+
+
+def format_parent(choices: tuple[str, ...] = ("table", "json"), default: str = "table") -> argparse.ArgumentParser:
+    """``--format`` with these choices and default, in the group "output" (listed after the command's options)."""
+    parent, where = _parent("output")
+    where.add_argument("--format", choices=choices, default=default, help=FORMAT_HELP)
+    return parent
+
+
+def study_parent() -> argparse.ArgumentParser:
+    """``--study NAME`` (required) of the commands that read an existing study."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--study", required=True, help="study name (a folder under --trials-dir)")
+    return parent
+
+
+def storage_parent(group: str | None = None) -> argparse.ArgumentParser:
+    """``--storage URL`` and ``--trials-dir DIR``: where the search studies are kept."""
+    parent, where = _parent(group)
+    where.add_argument("--storage", help="Optuna storage URL of the studies, e.g. a PostgreSQL/MySQL URL shared by "
+                                         "processes on several machines (default: sqlite:///<trials-dir>/igcnas.db "
+                                         "for 'igcnas search'; the other commands read the URL recorded in the "
+                                         "study's folder)")
+    where.add_argument("--trials-dir", default="trials",
+                       help="folder holding the study folders (default: %(default)s)")
+    return parent
+
+
+def dataset_parent(default_help: str, default: str | None = None, *,
+                   group: str | None = None) -> argparse.ArgumentParser:
+    """``--dataset NAME`` (``default_help`` says what its default is) and ``--data-dir DIR``."""
+    parent, where = _parent(group)
+    where.add_argument("--dataset", default=default,
+                       help=f"dataset name: digits, cifar10, ..., imagefolder:PATH (default: {default_help})")
+    where.add_argument("--data-dir",
+                       help="folder holding the downloaded datasets (default: $IGCNAS_DATA_DIR or ./data)")
+    return parent
+
+
+def device_parent(default: str, *, group: str | None = None) -> argparse.ArgumentParser:
+    """``--device`` (a torch device or auto) with this default."""
+    parent, where = _parent(group)
+    where.add_argument("--device", default=default,
+                       help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)")
+    return parent

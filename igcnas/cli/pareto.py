@@ -79,21 +79,16 @@ def parse_objective_list(text: str) -> tuple[str, ...]:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``pareto`` command."""
-    from igcnas.cli._common import count
+    from igcnas.cli._common import count, format_parent, storage_parent, study_parent
 
     parser = subparsers.add_parser("pareto", help="Pareto front of a study (table, CSV, JSON, plot)",
-                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", required=True, help="study name (a folder under --trials-dir)")
-    parser.add_argument("--storage", help="search storage URL (e.g. sqlite:///trials/optuna.db); default: the "
-                                          "search's default under --trials-dir")
-    parser.add_argument("--trials-dir", default="trials", help="folder holding the studies (default: trials)")
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   parents=[study_parent(), storage_parent(), format_parent(("table", "csv", "json"))])
     parser.add_argument("--objectives", default="acc,params",
                         help="comma-separated objectives: acc, test_acc, params, flops, time or column:max/min "
                              "(default: acc,params)")
     parser.add_argument("--max-params", type=count, help="only trials with at most this many parameters, e.g. 0.2M")
     parser.add_argument("--max-flops", type=count, help="only trials with at most this many FLOPs, e.g. 30M")
-    parser.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                        help="output format (default: table)")
     parser.add_argument("--plot", metavar="FILE", help="also draw the trials and the front to FILE "
                                                        "(.png, .svg, .pdf or a self-contained .html)")
     parser.add_argument("--zoo", action="store_true",
@@ -224,9 +219,9 @@ def _cell(column: str, value: Any) -> Any:
 
 def _records(front: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-safe records of the front."""
-    from igcnas.export import _json_safe
+    from igcnas.store import json_safe
 
-    return [_json_safe(record) for record in front.astype(object).to_dict("records")]
+    return [json_safe(record) for record in front.astype(object).to_dict("records")]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
 
     from igcnas._table import render_table
     from igcnas.analysis import filter_budget, front_hypervolume, pareto_front, parse_objectives, plot_front
-    from igcnas.analysis.trials_dir import open_study
+    from igcnas.search.results import open_study
     from igcnas.units import format_count
 
     objectives = parse_objective_list(args.objectives)

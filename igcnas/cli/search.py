@@ -8,7 +8,14 @@ import sys
 import time
 
 from igcnas._table import render_table
-from igcnas.cli._common import count, positive_int
+from igcnas.cli._common import (
+    argument_group,
+    count,
+    dataset_parent,
+    device_parent,
+    positive_int,
+    storage_parent,
+)
 from igcnas.units import format_count
 
 __all__ = ["register", "run", "run_studies", "print_front"]
@@ -81,16 +88,18 @@ def _budget(text: str) -> int | None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``search`` and ``studies`` commands."""
+    what = "what to search"
+    training = "training (per trial; a space's train: ranges override them)"
+    study = "study and backend"
     p = subparsers.add_parser("search", help="budgeted multi-objective architecture search", description=HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("what to search")
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              parents=[dataset_parent("%(default)s, 8x8 digits embedded in scikit-learn", "digits",
+                                                      group=what),
+                                       device_parent("auto", group=training), storage_parent(group=study)])
+    g = argument_group(p, what)
     g.add_argument("--space", default="igc_cifar",
                    help="a shipped space by name (default: %(default)s; 'igcnas spaces' lists them) or a "
                         "search-space YAML file")
-    g.add_argument("--dataset", default="digits",
-                   help="dataset name (default: %(default)s, 8x8 digits embedded in scikit-learn; also cifar10, "
-                        "imagefolder:PATH)")
-    g.add_argument("--data-dir", help="folder of downloaded datasets (default: $IGCNAS_DATA_DIR or ./data)")
     g.add_argument("--train-subset", type=positive_int,
                    help="train on a stratified subset of this many images (default: all)")
     g = p.add_argument_group("budget and objectives")
@@ -121,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                        "(default: %(default)s)")
     g.add_argument("--max-attempts", type=positive_int,
                    help="most candidates to sample in this run (default: 20 x --trials + 20)")
-    g = p.add_argument_group("training (per trial; a space's train: ranges override them)")
+    g = argument_group(p, training)
     g.add_argument("--batch-size", type=positive_int, default=64,
                    help="mini-batch size (default: %(default)s, the IGC papers' CIFAR batch)")
     g.add_argument("--lr", type=_positive_float, default=0.1, help="initial learning rate, cosine schedule "
@@ -129,18 +138,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--weight-decay", type=_nonnegative_float, default=1e-4, help="weight decay (default: 1e-4)")
     g.add_argument("--num-threads", type=positive_int, default=1,
                    help="torch CPU threads per trial (default: %(default)s: small models train fastest on one)")
-    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    g = p.add_argument_group("study and backend")
+    g = argument_group(p, study)
     g.add_argument("--study", help="study name (default: <space>-<dataset>, e.g. igc_cifar-digits); rerun with "
                                    "the same name to resume")
-    g.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<trials-dir>/igcnas.db); a "
-                                     "PostgreSQL/MySQL URL lets processes on several machines cooperate")
-    g.add_argument("--trials-dir", default="trials", help="folder of the trial folders (default: %(default)s)")
     g.add_argument("--backend", choices=("optuna", "ray"), default="optuna",
                    help="optuna: embedded, in this process; ray: Ray Tune (Tuner + OptunaSearch + ASHA) on a local "
                         "Ray instance or --address (default: %(default)s)")
     g.add_argument("--address", help="Ray cluster address ('auto' for the running cluster); default: start a "
                                      "local Ray instance")
+    g.add_argument("--storage-path", metavar="URI",
+                   help="Ray: where Tune keeps its experiment state for resuming (a local or NFS path, or a "
+                        "pyarrow URI such as s3://bucket/igcnas); default: trials/<study>/ray on the driver. "
+                        "Trial records, metrics and weights always reach the driver's --trials-dir")
     g.add_argument("--cpus-per-trial", type=_positive_float, default=1.0,
                    help="Ray: CPUs reserved per trial (default: 1)")
     g.add_argument("--gpus-per-trial", type=_nonnegative_float, default=0.0,
@@ -150,9 +159,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     s = subparsers.add_parser("studies", help="list search studies with trial counts and best values",
                               description="List the studies under --trials-dir (and in --storage) with their trial "
-                                          "counts per state and best full-fidelity values.")
-    s.add_argument("--trials-dir", default="trials", help="folder of the trial folders (default: %(default)s)")
-    s.add_argument("--storage", help="also list the studies of this Optuna storage URL")
+                                          "counts per state and best full-fidelity values.",
+                              parents=[storage_parent()])
     s.set_defaults(func=run_studies)
 
 
@@ -178,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
         pruner=args.pruner,
         backend=args.backend,
         address=args.address,
+        storage_path=args.storage_path,
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         seed=args.seed,

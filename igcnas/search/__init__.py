@@ -12,17 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from igcnas.search._common import (
+from igcnas.search.config import (
     BACKENDS,
     OBJECTIVES,
     PRUNERS,
     SAMPLERS,
     SearchConfig,
-    TrialRecord,
     redact_url,
 )
 from igcnas.search.results import list_studies, load_study, study_info
 from igcnas.search.space import SearchSpace, load_space
+from igcnas.store import TrialRecord
 
 __all__ = [
     "BACKENDS",

@@ -24,23 +24,18 @@ from typing import Any
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 
 from igcnas.errors import UserError
-from igcnas.search._common import (
-    ETA,
-    Progress,
+from igcnas.search._fidelity import ETA, pareto_promote, rung_epochs
+from igcnas.search._progress import Progress, tally
+from igcnas.search.config import (
     SearchConfig,
-    TrialContext,
-    TrialRecord,
     compare_settings,
     default_storage,
     fingerprint,
-    pareto_promote,
-    read_records,
     redact_url,
-    rung_epochs,
     study_settings,
-    tally,
-    write_json,
 )
+from igcnas.search.runner import TrialContext, run_trial
+from igcnas.store import StudyStore, TrialRecord
 
 __all__ = ["run_optuna", "open_storage", "mirror_constraints", "name_objectives", "HEARTBEAT_INTERVAL_S",
            "GRACE_PERIOD_S"]
@@ -228,13 +223,12 @@ def run_optuna(
     where = redact_url(url)
     storage = open_storage(url)
     settings = study_settings(config, space.settings())
-    ctx = TrialContext(config, space, name, data=data, train_fn=train_fn)
+    store = StudyStore(config.trials_dir, name)
+    ctx = TrialContext(config, space, store, data=data, train_fn=train_fn)
     shape, classes = ctx.shape()  # bad data or a budget nothing fits fail before the study is created
     _check_space_fits(ctx, space, shape, classes)
     study = _open_study(config, storage, name, settings, where)
-    ctx.study_dir.mkdir(parents=True, exist_ok=True)
-    write_json(ctx.study_dir / "study.json", {"study": name, "storage": where, **settings,
-                                               "space_path": space.path})
+    store.write_settings({"study": name, "storage": where, **settings, "space_path": space.path})
     progress = Progress(config, name)
     objectives = config.objective_columns()
 
@@ -260,99 +254,32 @@ def run_optuna(
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         current.clear()
         current["number"] = trial.number
-        t0 = time.perf_counter()
-        folder = ctx.trial_dir(trial.number)
         try:
             params = space.define(trial, fill_budget=config.fill_budget)
         except Exception as error:  # a sampler or storage error: recorded, not counted as a trained trial
             reason = f"sampling failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:500]
-            TrialRecord(trial=trial.number, state="failed", max_epochs=config.epochs, backend="optuna",
-                        study=name, reason=reason).write(folder)
+            store.write_record(TrialRecord(trial=trial.number, state="failed", max_epochs=config.epochs,
+                                           backend="optuna", study=name, reason=reason))
             trial.set_user_attr(_STATE_ATTR, "failed")
             trial.set_user_attr("reason", reason)
             raise
-        try:
-            spec, overrides, note = ctx.make_spec(params)
-        except UserError as error:
-            record = TrialRecord(trial=trial.number, state="failed", max_epochs=config.epochs, backend="optuna",
-                                 study=name, reason=f"invalid architecture: {error}", sampled=dict(params))
-            record.write(folder)
-            current["record"] = record
-            trial.set_user_attr(_STATE_ATTR, "failed")
-            trial.set_user_attr("reason", record.reason)
-            raise
-        cost = count(spec)
-        record = ctx.base_record(trial.number, spec, cost, params)
-        spec.save(folder)
-        for key, value in (("spec_id", spec.id), ("params", cost.params), ("flops", cost.flops),
-                           ("design", spec.design), ("widths", record.widths), ("depths", record.depths)):
-            trial.set_user_attr(key, value)
-        constraints, over = ctx.violations(cost.params, cost.flops)
-        for key, value in constraints.items():
-            trial.set_constraint(key, value)
-        values_of = {"params": float(cost.params), "flops": float(cost.flops)}
-        current["record"] = record
-        if over:
-            record.state = "infeasible"
-            record.reason = over + (f"; {note}" if note else "")
-            record.duration_s = time.perf_counter() - t0
-            record.write(folder)
-            trial.set_user_attr(_STATE_ATTR, "infeasible")
-            trial.set_user_attr("reason", record.reason)
-            return _values(objectives, {"accuracy": 0.0, **values_of})
-        key = f"{spec.id}:{fingerprint(overrides)}"
-        trial.set_user_attr("key", key)
-        _wait_for_running_twin(study, trial.number, key)
-        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if other.user_attrs.get("key") == key and other.user_attrs.get(_STATE_ATTR) == "complete":
-                record.state = "complete"
-                record.reused_from = other.number
-                record.accuracy = other.user_attrs.get("accuracy")
-                record.epochs = other.user_attrs.get("epochs", config.epochs)
-                record.reason = f"duplicate of trial {other.number} (same spec id {spec.id}): result reused"
-                record.duration_s = time.perf_counter() - t0
-                record.write(folder)
-                trial.set_user_attr(_STATE_ATTR, "complete")
-                trial.set_user_attr("reused_from", other.number)
-                trial.set_user_attr("accuracy", record.accuracy)
-                trial.set_user_attr("epochs", record.epochs)
-                return tuple(other.values) if len(other.values) > 1 else other.values[0]
-        side_trial = side.ask() if side is not None else None
-        if side_trial is not None:
-            side_trial.set_user_attr("main_trial", trial.number)
-            trial.set_user_attr("fidelity_trial", side_trial.number)
-
-        def on_epoch(metrics: Any) -> bool:
-            trial.set_user_attr("epochs", int(metrics.epoch))
-            trial.set_user_attr("accuracy", float(metrics.val_accuracy))
-            if config.pruner == "pareto":
-                return _pareto_prune(study, trial, int(metrics.epoch), float(metrics.val_accuracy),
-                                     values_of, objectives, config.epochs)
-            if side_trial is None:
-                return False
-            side_trial.report(float(metrics.val_accuracy), int(metrics.epoch))
-            return int(metrics.epoch) < config.epochs and side_trial.should_prune()
-
-        if note:
-            record.reason = note
-        progress.line(f"#{trial.number:04d} training {spec.design} widths {record.widths} depths {record.depths} "
-                      f"({cost.params:,} params)")
-        record = ctx.train(trial.number, spec, overrides, record, on_epoch)
+        adapter = _OptunaTrial(study, trial, side, config, objectives, progress)
+        record = run_trial(ctx, trial.number, params, adapter)
         current["record"] = record
         trial.set_user_attr(_STATE_ATTR, record.state)
         trial.set_user_attr("reason", record.reason)
-        if side is not None and side_trial is not None:
-            if record.state == "complete" and record.accuracy is not None:
-                side.tell(side_trial, record.accuracy)
-            elif record.state == "pruned":
-                side.tell(side_trial, state=TrialState.PRUNED)
-            else:
-                side.tell(side_trial, state=TrialState.FAIL)
+        adapter.close(record)
+        if record.reused_from is not None:
+            trial.set_user_attr("reused_from", record.reused_from)
+            trial.set_user_attr("accuracy", record.accuracy)
+            trial.set_user_attr("epochs", record.epochs)
         if record.state == "pruned":
             raise optuna.TrialPruned(record.reason)
         if record.state == "failed":
             raise _TrialFailed(record.reason)
-        return _values(objectives, {"accuracy": float(record.accuracy or 0.0), **values_of})
+        accuracy = float(record.accuracy or 0.0) if record.state == "complete" else 0.0
+        return _values(objectives, {"accuracy": accuracy, "params": float(record.params or 0),
+                                    "flops": float(record.flops or 0)})
 
     trained = attempts = 0
     cap = config.attempts_cap()
@@ -366,10 +293,10 @@ def run_optuna(
             frozen = study.get_trials(deepcopy=False)[current["number"]]
             record.state = "failed"
             record.reason = str(frozen.system_attrs.get("fail_reason", "exception during the trial"))[:500]
-            record.write(ctx.trial_dir(record.trial))
-        if record.state in ("complete", "pruned", "failed") and record.reused_from is None:
+            store.write_record(record)
+        if record.trained:
             trained += 1
-        rows = read_records(ctx.study_dir)
+        rows = store.rows()
         counts, best = tally(rows, objectives, config.epochs)
         counts["running"] = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         progress.trial(record, counts, best)
@@ -407,6 +334,82 @@ def _pareto_prune(study: Any, trial: Any, epoch: int, accuracy: float, costs: di
         and t.user_attrs[key].get("attempt") == t.number  # a retried trial inherits its origin's records
     ]
     return not pareto_promote(pool, (number, tuple(vector)))
+
+
+class _OptunaTrial:
+    """The Optuna backend's part in :func:`~igcnas.search.runner.run_trial` for one ``optuna.Trial``.
+
+    Costs and constraints go on the trial (the sampler learns the budget boundary); a twin is a COMPLETE trial of
+    the study with the same key (after waiting for an earlier worker's running one); epochs go to the Pareto
+    pruner on the main study, or to the side study ``<study>::fidelity`` that owns Optuna's pruners.
+    """
+
+    backend = "optuna"
+    node = ""
+
+    def __init__(self, study: Any, trial: Any, side: Any, config: SearchConfig,
+                 objectives: list[tuple[str, str]], progress: Progress) -> None:
+        self.study = study
+        self.trial = trial
+        self.side = side
+        self.side_trial: Any = None
+        self.config = config
+        self.objectives = objectives
+        self.progress = progress
+        self.costs: dict[str, float] = {}
+
+    def counted(self, record: TrialRecord, constraints: dict[str, float]) -> None:
+        attrs: dict[str, Any] = {"spec_id": record.spec_id, "params": record.params, "flops": record.flops,
+                                 "design": record.design, "widths": record.widths, "depths": record.depths}
+        for key, value in attrs.items():
+            self.trial.set_user_attr(key, value)
+        for name, limit in constraints.items():
+            self.trial.set_constraint(name, limit)
+        self.costs = {"params": float(record.params or 0), "flops": float(record.flops or 0)}
+
+    def twin(self, record: TrialRecord, key: str) -> dict[str, Any] | None:
+        from optuna.trial import TrialState
+
+        self.trial.set_user_attr("key", key)
+        _wait_for_running_twin(self.study, self.trial.number, key)
+        for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if other.user_attrs.get("key") == key and other.user_attrs.get(_STATE_ATTR) == "complete":
+                return {"trial": other.number, "accuracy": other.user_attrs.get("accuracy"),
+                        "epochs": other.user_attrs.get("epochs", self.config.epochs)}
+        return None
+
+    def training(self, record: TrialRecord) -> None:
+        self.side_trial = self.side.ask() if self.side is not None else None
+        if self.side_trial is not None:
+            self.side_trial.set_user_attr("main_trial", self.trial.number)
+            self.trial.set_user_attr("fidelity_trial", self.side_trial.number)
+        self.progress.line(f"#{record.trial:04d} training {record.design} widths {record.widths} depths "
+                           f"{record.depths} ({int(record.params or 0):,} params)")
+
+    def report(self, record: TrialRecord, metrics: Any) -> bool:
+        epoch, accuracy = int(metrics.epoch), float(metrics.val_accuracy)
+        self.trial.set_user_attr("epochs", epoch)
+        self.trial.set_user_attr("accuracy", accuracy)
+        if self.config.pruner == "pareto":
+            return _pareto_prune(self.study, self.trial, epoch, accuracy, self.costs, self.objectives,
+                                 self.config.epochs)
+        if self.side_trial is None:
+            return False
+        self.side_trial.report(accuracy, epoch)
+        return epoch < self.config.epochs and bool(self.side_trial.should_prune())
+
+    def close(self, record: TrialRecord) -> None:
+        """Tell the side study how the trained trial ended."""
+        from optuna.trial import TrialState
+
+        if self.side is None or self.side_trial is None:
+            return
+        if record.state == "complete" and record.accuracy is not None:
+            self.side.tell(self.side_trial, record.accuracy)
+        elif record.state == "pruned":
+            self.side.tell(self.side_trial, state=TrialState.PRUNED)
+        else:
+            self.side.tell(self.side_trial, state=TrialState.FAIL)
 
 
 class _TrialFailed(RuntimeError):

@@ -1,293 +1,90 @@
 """The Ray Tune backend: Tuner + OptunaSearch (define-by-run on the search space) + ASHA, local or on a cluster.
 
-Known traps, and what this module does about them:
+* Trials run :func:`igcnas.search.runner.run_trial` on the workers (:mod:`igcnas.search._ray_worker`); every
+  file they produce reaches the driver's trial store through a store actor on the driver's node, so a cluster
+  needs no shared filesystem.
+* The searcher and schedulers that keep Optuna's view right live in :mod:`igcnas.search._ray_tune`.
+* The Optuna study lives in the same RDB storage as the Optuna backend's (``sqlite:///trials/igcnas.db``), so
+  trial numbers and the sampler's history carry over between runs; an interrupted run is resumed with
+  ``Tuner.restore`` from the Tune experiment in ``trials/<study>/ray/`` (or ``--storage-path URI/<study>/``).
 
-* OptunaSearch uses a NopPruner and sends nothing intermediate to Optuna for several metrics, so early stopping
-  comes from Tune's ASHA scheduler on one per-epoch key (``val_acc``, time attribute ``epoch``).
-* When ASHA stops a trial, OptunaSearch would tell Optuna COMPLETE with the half-trained metrics.
-  :class:`FidelityAwareOptunaSearch` tells such trials PRUNED (and failed ones FAIL), and their ``trial.json``
-  says ``pruned`` with the epochs reached, so they never enter the Pareto front.
-* Optuna's constraints are soft and OptunaSearch copies no metrics to Optuna: the trainable decides feasibility
-  from the sampled parameters with the closed-form count *before* training and reports the constraint values,
-  which the searcher stores with ``set_constraint``. Tune does not tell the searcher about the trials it stops once
-  the search reached ``--trials``, even one already decided (an infeasible candidate takes a fraction of a second):
-  the end of the run tells every trial Optuna still has RUNNING as its ``trial.json`` says, constraints included.
-* The define-by-run function only samples (no counting inside it); the Optuna study lives in the same RDB storage
-  as the Optuna backend's (``sqlite:///trials/igcnas.db``), so trial numbers and the sampler's history carry over
-  between runs, and an interrupted run is resumed with ``Tuner.restore``.
-
-Results land in ``trials/<study>/<trial>/trial.json`` like the Optuna backend's, with the Ray node id.
+A cluster started with ``ray start`` (Ray >= 2.60) uses token authentication: every process that joins it, the
+worker nodes and the igcnas driver, needs ``RAY_AUTH_MODE=token`` and the cluster's token (``~/.ray/auth_token``,
+or ``RAY_AUTH_TOKEN``); see the README's "Searching on several machines".
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from igcnas.errors import UserError
-from igcnas.search._common import (
-    ETA,
-    Progress,
-    SearchConfig,
-    TrialContext,
-    TrialRecord,
-    compare_settings,
-    default_storage,
-    fingerprint,
-    pareto_promote,
-    read_records,
-    redact_url,
-    rung_epochs,
-    study_settings,
-    tally,
-    write_json,
-)
+from igcnas.search._fidelity import ETA
+from igcnas.search._progress import Progress, tally
+from igcnas.search.config import SearchConfig, compare_settings, default_storage, redact_url, study_settings
+from igcnas.search.runner import TrialContext
+from igcnas.store import SETTLED_STATES, StudyStore, TrialRecord
 
-__all__ = ["run_ray", "FidelityAwareOptunaSearch"]
+__all__ = ["run_ray"]
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 from ray.tune import Callback, Stopper  # noqa: E402
-from ray.tune.schedulers import FIFOScheduler, TrialScheduler  # noqa: E402
-from ray.tune.search.optuna import OptunaSearch  # noqa: E402
+from ray.tune.schedulers import FIFOScheduler  # noqa: E402
 
-_METRIC = "val_acc"
+from igcnas.search._ray_tune import (  # noqa: E402
+    Define,
+    FidelityAwareOptunaSearch,
+    ParetoASHA,
+    objective_metrics,
+    outcome_of,
+    tell_outcome,
+)
+from igcnas.search._ray_worker import METRIC, pack_data, start_store, trainable  # noqa: E402
+
 _DONE_MARKER = "igcnas-run-finished"
 
 
-class FidelityAwareOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells ASHA-stopped trials PRUNED, failed ones FAIL and stores budget constraints.
+class _Runs:
+    """The Tune experiments of one study: ``run-000``, ``run-001``, ... in a local folder or a pyarrow URI."""
 
-    With ``ctx``, a trial whose reports never reached the searcher (its worker died after deciding it) is told as
-    its ``trial.json`` says.
-    """
+    def __init__(self, location: str) -> None:
+        import pyarrow.fs as pafs
 
-    def __init__(self, *args: Any, max_fidelity: int, ctx: TrialContext | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._max_fidelity = max_fidelity
-        self._ctx = ctx
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
-                          error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        ot_trial = self._ot_trials[trial_id]
-        study: Any = self._ot_study
-        if study._storage.get_trial(ot_trial._trial_id).state.is_finished():
-            self._completed_trials.add(trial_id)  # told before the driver died: a restored run replays its end
-            return
-        result = result or {}
-        ctx: TrialContext | None = getattr(self, "_ctx", None)  # a searcher pickled by an older igcnas has none
-        if "state" not in result and ctx is not None:  # no report reached Tune: trust what the trial wrote
-            record = _read_record(ctx, int(ot_trial.number))
-            if record is not None and record.state in _SETTLED:
-                result, error = _outcome(ctx, record), False
-        _tell_outcome(study, ot_trial, result, metrics=list(self._metric or []), max_fidelity=self._max_fidelity,
-                      error=error, label=f"trial {trial_id}")
-        self._completed_trials.add(trial_id)
-
-
-_SETTLED = ("complete", "pruned", "failed", "infeasible")
-"""trial.json states that say how a trial ended ('running' ones are fixed up first)."""
-
-
-def _metrics(config: SearchConfig) -> list[str]:
-    """The result keys of the objectives, in order (what OptunaSearch's ``metric`` lists)."""
-    return [_METRIC if col == "accuracy" else col for col, _ in config.objective_columns()]
-
-
-def _outcome(ctx: TrialContext, record: TrialRecord) -> dict[str, Any]:
-    """The trainable's last report rebuilt from its ``trial.json`` (written before each report), constraint values
-    included: they follow from the counted cost alone."""
-    acc = float(record.accuracy or 0.0)
-    out: dict[str, Any] = {"state": record.state, "epoch": int(record.epochs or 0), _METRIC: acc, "accuracy": acc}
-    if record.spec_id:
-        out["spec_id"] = record.spec_id
-    if record.params is not None and record.flops is not None:
-        constraints, _ = ctx.violations(int(record.params), int(record.flops))
-        out.update({"params": float(record.params), "flops": float(record.flops),
-                    **{f"constraint_{k}": v for k, v in constraints.items()}})
-    return out
-
-
-def _tell_outcome(study: Any, ot_trial: Any, result: dict[str, Any], *, metrics: list[str], max_fidelity: int,
-                  error: bool = False, label: str = "") -> None:
-    """Store a running Optuna trial's constraints and attrs from a trainable result, then tell it: FAIL when it
-    failed, PRUNED below full fidelity, else its objective values (infeasible ones too: their positive
-    constraints keep them off the feasible front)."""
-    import optuna
-    from optuna.trial import TrialState
-
-    with warnings.catch_warnings():  # a restored trial may be told twice: its constraints are already set
-        warnings.simplefilter("ignore", UserWarning)
-        for key, value in result.items():
-            if key.startswith("constraint_"):
-                ot_trial.set_constraint(key[len("constraint_"):], float(value))
-    state = result.get("state")
-    epoch = result.get("epoch")
-    for key in ("spec_id", "params", "flops", "state"):
-        if key in result:
-            ot_trial.set_user_attr(key, result[key])
-    try:
-        if error or state == "failed":
-            study.tell(ot_trial, state=TrialState.FAIL)
-        elif state != "infeasible" and (state != "complete" or epoch is None or epoch < max_fidelity):
-            ot_trial.set_user_attr("epochs", epoch)
-            study.tell(ot_trial, state=TrialState.PRUNED)
+        if "://" in location:
+            self.fs, self.path = pafs.FileSystem.from_uri(location)
+            self.root = location.rstrip("/")
         else:
-            values = [float(result[m]) for m in metrics]
-            study.tell(ot_trial, values)
-    except (ValueError, KeyError, optuna.exceptions.OptunaError) as exc:  # e.g. a NaN value
-        warnings.warn(f"{label or 'a trial'}: could not record it in Optuna ({exc})", stacklevel=1)
+            self.fs, self.path = pafs.LocalFileSystem(), str(Path(location).resolve())
+            self.root = self.path
 
+    def names(self) -> list[str]:
+        """The experiments so far, oldest first."""
+        import pyarrow.fs as pafs
 
-class ParetoASHA(FIFOScheduler):
-    """Asynchronous successive halving that ranks a rung's trials by Pareto dominance on the objectives."""
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("run-"))
 
-    def __init__(self, objectives: list[tuple[str, str]], max_epochs: int) -> None:
-        super().__init__()
-        self.objectives = objectives
-        self.rungs = rung_epochs(max_epochs)
-        self.entries: dict[int, dict[str, tuple[float, ...]]] = {r: {} for r in self.rungs}
+    def uri(self, name: str) -> str:
+        """Where experiment ``name`` lives (for ``Tuner.restore``)."""
+        return f"{self.root}/{name}"
 
-    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-        epoch = int(result.get("epoch", 0))
-        if epoch not in self.entries or result.get("state") != "running":
-            return str(TrialScheduler.CONTINUE)
-        vector = tuple(-float(result[_METRIC]) if col == "accuracy" else float(result[col])
-                       for col, _ in self.objectives)
-        pool = [(tid, values) for tid, values in self.entries[epoch].items() if tid != trial.trial_id]
-        self.entries[epoch][trial.trial_id] = vector
-        keep = pareto_promote(pool, (trial.trial_id, vector))
-        return str(TrialScheduler.CONTINUE if keep else TrialScheduler.STOP)
+    def finished(self, name: str) -> bool:
+        """True when experiment ``name`` ran to its end."""
+        import pyarrow.fs as pafs
 
+        return bool(self.fs.get_file_info(f"{self.path}/{name}/{_DONE_MARKER}").type == pafs.FileType.File)
 
-class _Define:
-    """The define-by-run function given to OptunaSearch (a picklable object: the searcher is checkpointed)."""
-
-    def __init__(self, space: Any, fill_budget: bool) -> None:
-        self.space = space
-        self.fill_budget = fill_budget
-
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        self.space.define(trial, fill_budget=self.fill_budget)
-        return {"trial_number": int(trial.ot_trial.number)}
-
-
-_SPLITS = ("train", "val", "test")
-
-
-def _pack(bundle: Any) -> tuple[Any, dict[str, Any]]:
-    """Split a DataBundle into a tensor-free shell and numpy arrays (Ray shares numpy zero-copy between workers;
-    torch tensors would be copied into every worker)."""
-    from igcnas.data import ImageTensors
-
-    arrays: dict[str, Any] = {}
-    shells: dict[str, Any] = {}
-    for name in _SPLITS:
-        split = getattr(bundle, name)
-        if split is None:
-            continue
-        arrays[f"{name}.images"] = split.images.cpu().numpy()
-        arrays[f"{name}.labels"] = split.labels.cpu().numpy()
-        shells[name] = ImageTensors(split.images[:0], split.labels[:0])
-    return replace(bundle, **shells), arrays
-
-
-def _unpack(shell: Any, arrays: dict[str, Any]) -> Any:
-    """Inverse of :func:`_pack` (the tensors view the shared read-only arrays; training only reads them)."""
-    import torch
-
-    from igcnas.data import ImageTensors
-
-    splits = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
-        for name in _SPLITS:
-            if f"{name}.images" in arrays:
-                splits[name] = ImageTensors(torch.from_numpy(arrays[f"{name}.images"]),
-                                            torch.from_numpy(arrays[f"{name}.labels"]))
-    return replace(shell, **splits)
-
-
-def _trainable(tune_config: dict[str, Any], payload: dict[str, Any], arrays: dict[str, Any]) -> None:
-    """One Ray trial: count, decide feasibility, reuse a duplicate or train with per-epoch reports."""
-    import ray
-    from ray import tune
-
-    from igcnas.cost import count
-
-    config: SearchConfig = payload["config"]
-    space = payload["space"]
-    data = _unpack(payload["data"], arrays)
-    ctx = TrialContext(config, space, payload["study"], data=data, train_fn=payload["train_fn"])
-    number = int(tune_config["trial_number"])
-    params = {k: v for k, v in tune_config.items() if k != "trial_number"}
-    node = ray.get_runtime_context().get_node_id()
-    folder = ctx.trial_dir(number)
-    t0 = time.perf_counter()
-    base = {"trial_number": number, "node": node, "epoch": 0, _METRIC: 0.0, "accuracy": 0.0}
-    try:
-        spec, overrides, note = ctx.make_spec(params)
-    except UserError as error:
-        record = TrialRecord(trial=number, state="failed", max_epochs=config.epochs, backend="ray",
-                             study=ctx.study, reason=f"invalid architecture: {error}", node=node, sampled=params)
-        record.write(folder)
-        tune.report({**base, "state": "failed"})
-        return
-    cost = count(spec)
-    record = ctx.base_record(number, spec, cost, params)
-    record.node = node
-    spec.save(folder)
-    constraints, over = ctx.violations(cost.params, cost.flops)
-    base.update({"params": float(cost.params), "flops": float(cost.flops), "spec_id": spec.id,
-                 **{f"constraint_{k}": v for k, v in constraints.items()}})
-    if over:
-        record.state = "infeasible"
-        record.reason = over + (f"; {note}" if note else "")
-        record.duration_s = time.perf_counter() - t0
-        record.write(folder)
-        tune.report({**base, "state": "infeasible"})
-        return
-    key = f"{spec.id}:{fingerprint(overrides)}"
-    for row in read_records(ctx.study_dir):
-        sampled = row.get("sampled") or {}
-        hyper = {k: sampled[k] for k in ("lr", "weight_decay", "batch_size") if k in sampled}
-        same = row.get("spec_id") == spec.id and fingerprint(hyper) == fingerprint(overrides)
-        if same and row.get("state") == "complete" and row.get("reused_from") is None and row["trial"] != number:
-            record.state = "complete"
-            record.reused_from = int(row["trial"])
-            record.accuracy = row.get("accuracy")
-            record.epochs = row.get("epochs")
-            record.reason = f"duplicate of trial {row['trial']} (same spec id {spec.id}): result reused"
-            record.duration_s = time.perf_counter() - t0
-            record.write(folder)
-            acc = float(record.accuracy or 0.0)
-            tune.report({**base, _METRIC: acc, "accuracy": acc, "epoch": int(record.epochs or 0),
-                         "state": "complete", "key": key})
-            return
-    if note:
-        record.reason = note
-
-    def on_epoch(metrics: Any) -> bool:
-        if int(metrics.epoch) < config.epochs:  # the last epoch is reported after training (weights saved)
-            acc = float(metrics.val_accuracy)
-            tune.report({**base, _METRIC: acc, "accuracy": acc, "epoch": int(metrics.epoch), "state": "running"})
-        return False
-
-    record = ctx.train(number, spec, overrides, record, on_epoch)
-    acc = float(record.accuracy or 0.0)
-    tune.report({**base, _METRIC: acc, "accuracy": acc, "epoch": int(record.epochs or 0), "state": record.state,
-                 "key": key})
+    def mark_finished(self, name: str) -> None:
+        """Record that experiment ``name`` ran to its end."""
+        with self.fs.open_output_stream(f"{self.path}/{name}/{_DONE_MARKER}") as out:
+            out.write(b"finished\n")
 
 
 def run_ray(
@@ -312,7 +109,8 @@ def run_ray(
     url = config.storage or default_storage(config.trials_dir)
     where = redact_url(url)
     settings = study_settings(config, space.settings())
-    ctx = TrialContext(config, space, name, data=data, train_fn=train_fn)
+    store = StudyStore(config.trials_dir, name)
+    ctx = TrialContext(config, space, store, data=data, train_fn=train_fn)
     shape, classes = ctx.shape()
     bundle = ctx.data
     from igcnas.search.optuna_backend import _check_space_fits
@@ -322,8 +120,7 @@ def run_ray(
     study = _open_study(config, storage, name, settings, where)
     stored = study.user_attrs.get("igcnas_settings", {})
     compare_settings(name, where, stored, settings)
-    ctx.study_dir.mkdir(parents=True, exist_ok=True)
-    write_json(ctx.study_dir / "study.json", {"study": name, "storage": where, **settings, "space_path": space.path})
+    store.write_settings({"study": name, "storage": where, **settings, "space_path": space.path})
     progress = Progress(config, name)
     objectives = config.objective_columns()
 
@@ -358,14 +155,14 @@ def run_ray(
         )
 
         searcher = FidelityAwareOptunaSearch(
-            _Define(space, config.fill_budget),
-            metric=_metrics(config),
+            Define(space, config.fill_budget),
+            metric=objective_metrics(config),
             mode=[d for _, d in objectives],
             sampler=_sampler(config, config.seed + previous),
             study_name=name,
             storage=storage,
             max_fidelity=config.epochs,
-            ctx=TrialContext(config, space, name),
+            ctx=TrialContext(config, space, store),
         )
         assert _directions(config)
         if config.pruner == "none":
@@ -373,43 +170,43 @@ def run_ray(
         elif config.pruner == "pareto":
             scheduler = ParetoASHA(objectives, config.epochs)
         else:
-            scheduler = ASHAScheduler(time_attr="epoch", metric=_METRIC, mode="max", max_t=config.epochs,
+            scheduler = ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max", max_t=config.epochs,
                                       grace_period=1, reduction_factor=ETA)
-        # Ray workers run in their own folders: give them an absolute trials folder (shared storage on clusters)
-        worker_config = config.replace(trials_dir=str(Path(config.trials_dir).resolve()))
-        shell, arrays = _pack(bundle)
-        payload = {"config": worker_config, "space": space, "study": name, "data": shell, "train_fn": train_fn}
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, payload=payload, arrays=arrays),
+        # Workers never write the driver's folders: their records and files go through the store actor
+        _, remote_store = start_store(store)
+        shell, arrays = pack_data(bundle)
+        payload = {"config": config, "space": space, "store": remote_store, "data": shell, "train_fn": train_fn}
+        with_data = tune.with_resources(
+            tune.with_parameters(trainable, payload=payload, arrays=arrays),
             {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
         )
-        monitor = _Monitor(config, TrialContext(config, space, name), progress, objectives)
+        monitor = _Monitor(config, ctx, progress, objectives)
         _ACTIVE_MONITORS.append(monitor)
-        runs_dir = (ctx.study_dir / "ray").resolve()
-        runs = sorted(p for p in runs_dir.glob("run-*") if p.is_dir()) if runs_dir.is_dir() else []
+        runs = _Runs(f"{config.storage_path.rstrip('/')}/{name}" if config.storage_path else str(store.folder / "ray"))
+        earlier = runs.names()
         tuner = None
-        if runs and not (runs[-1] / _DONE_MARKER).exists() and tune.Tuner.can_restore(str(runs[-1])):
-            progress.line(f"resuming the interrupted Ray run {runs[-1].name}")
-            tuner = tune.Tuner.restore(str(runs[-1]), trainable=trainable, resume_unfinished=True,
+        if earlier and not runs.finished(earlier[-1]) and tune.Tuner.can_restore(runs.uri(earlier[-1])):
+            progress.line(f"resuming the interrupted Ray run {earlier[-1]}")
+            tuner = tune.Tuner.restore(runs.uri(earlier[-1]), trainable=with_data, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
-            run_dir = runs[-1]
+            run_name = earlier[-1]
         if tuner is None:
-            run_dir = runs_dir / f"run-{len(runs):03d}"
+            run_name = f"run-{len(earlier):03d}"
             tuner = tune.Tuner(
-                trainable,
+                with_data,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                             num_samples=config.attempts_cap(), reuse_actors=True),
-                run_config=tune.RunConfig(name=run_dir.name, storage_path=str(runs_dir), verbose=0,
+                run_config=tune.RunConfig(name=run_name, storage_path=runs.root, verbose=0,
                                           stop=monitor, callbacks=[monitor]),
             )
         restored: set[Any] = set()
-        if run_dir in runs:  # the trials the resumed experiment will carry on
+        if run_name in earlier:  # the trials the resumed experiment will carry on
             results: Any = tuner.get_results()
             restored = {r.config.get("trial_number") for r in results if r.config}
         _retry_orphans(ctx, study, restored, before=previous)
         grid = tuner.fit()
         _finalise(grid, ctx, monitor, study)
-        (run_dir / _DONE_MARKER).write_text("finished\n")
+        runs.mark_finished(run_name)
     finally:
         _ACTIVE_MONITORS.clear()
         if started_ray:
@@ -488,23 +285,21 @@ class _Monitor(Callback, Stopper):
             self.trained += 1
         if self.trained >= self.config.trials:
             self.reached = True
-        counts, best = tally(read_records(self.ctx.study_dir), self.objectives, self.config.epochs)
+        counts, best = tally(self.ctx.store.rows(), self.objectives, self.config.epochs)
         counts["running"] = max(0, sum(1 for t in trials if t.status == "RUNNING") - 1)
         self.progress.trial(record, counts, best)
 
 
 def _fix_record(ctx: TrialContext, number: int, result: dict[str, Any], *, error: Any) -> TrialRecord | None:
     """Turn a trial.json left 'running' (ASHA stop, search end, crash) into pruned/failed; return the record."""
-    path = ctx.trial_dir(number) / "trial.json"
-    if not path.is_file():
+    store = ctx.store
+    record = store.record(number)
+    if record is None:
         record = TrialRecord(trial=number, state="failed", max_epochs=ctx.config.epochs, backend="ray",
                              study=ctx.study, reason=f"the trial crashed before writing its record ({error})",
                              node=str(result.get("node", "")))
-        record.write(ctx.trial_dir(number))
+        store.write_record(record)
         return record
-    data = json.loads(path.read_text())
-    known = {k: data[k] for k in TrialRecord.__dataclass_fields__ if k in data}
-    record = TrialRecord(**known)
     if record.state == "running":
         if error:
             record.state = "failed"
@@ -513,17 +308,8 @@ def _fix_record(ctx: TrialContext, number: int, result: dict[str, Any], *, error
             record.state = "pruned"
             by = "Pareto ASHA" if ctx.config.pruner == "pareto" else "ASHA"
             record.reason = f"stopped by {by} after epoch {record.epochs}/{record.max_epochs}"
-        record.write(ctx.trial_dir(number))
+        store.write_record(record)
     return record
-
-
-def _read_record(ctx: TrialContext, number: int) -> TrialRecord | None:
-    """The trial.json of one trial as a record, or None when the trial left no folder."""
-    path = ctx.trial_dir(number) / "trial.json"
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text())
-    return TrialRecord(**{k: data[k] for k in TrialRecord.__dataclass_fields__ if k in data})
 
 
 def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before: int) -> None:
@@ -534,12 +320,12 @@ def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number >= before or trial.number in restored:
             continue
-        record = _read_record(ctx, trial.number)
+        record = ctx.store.record(trial.number)
         if record is not None:
             record.state = "failed"
             record.reason = ("the search process running it was killed before Ray's last experiment snapshot "
                              "included it; its configuration is retried once as a new trial")
-            record.write(ctx.trial_dir(trial.number))
+            ctx.store.write_record(record)
         study.tell(trial.number, state=TrialState.FAIL)
         if "retry_of" not in trial.user_attrs and trial.params:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
@@ -560,24 +346,23 @@ def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> No
         number = (result.config or {}).get("trial_number")
         if number is None:
             continue
-        error = result.error
-        path = Path(ctx.trial_dir(int(number))) / "trial.json"
-        if path.is_file() and '"state": "running"' in path.read_text():
-            record = _fix_record(ctx, int(number), result.metrics or {}, error=error)
+        current = ctx.store.record(int(number))
+        if current is not None and current.state == "running":
+            record = _fix_record(ctx, int(number), result.metrics or {}, error=result.error)
             if record is not None and record.state == "pruned" and monitor.reached:
                 record.reason = f"stopped after epoch {record.epochs}/{record.max_epochs}: the search reached --trials"
-                record.write(ctx.trial_dir(int(number)))
+                ctx.store.write_record(record)
     from igcnas.search.optuna_backend import _sampler
 
-    metrics = _metrics(ctx.config)
+    metrics = objective_metrics(ctx.config)
     teller: Any = None  # the study with the search's sampler: its after_trial hooks see these trials end too
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        record = _read_record(ctx, trial.number)
+        record = ctx.store.record(trial.number)
         if record is None:
             study.tell(trial.number, state=TrialState.FAIL)
-        elif record.state in _SETTLED:
+        elif record.state in SETTLED_STATES:
             if teller is None:
                 teller = optuna.load_study(study_name=study.study_name, storage=study._storage,
                                            sampler=_sampler(ctx.config, ctx.config.seed))
-            _tell_outcome(teller, optuna.trial.Trial(teller, trial._trial_id), _outcome(ctx, record),
+            tell_outcome(teller, optuna.trial.Trial(teller, trial._trial_id), outcome_of(ctx, record),
                           metrics=metrics, max_fidelity=ctx.config.epochs, label=f"trial {trial.number}")

@@ -1,33 +1,28 @@
 """Reading studies back: one trials table per study, the same for both backends.
 
-The trial folders (``<trials_dir>/<study>/<trial>/trial.json``) are the record; for Optuna studies the storage
-adds what a killed process could not write (a trial whose heartbeat stopped is ``failed``, not ``running``).
+The trial store (``<trials_dir>/<study>/<trial>/trial.json``, :mod:`igcnas.store`) is the record; for Optuna
+studies the storage adds what a killed process could not write (a trial whose heartbeat stopped is ``failed``,
+not ``running``), and the rows of trials whose folder is elsewhere.
 """
 
 from __future__ import annotations
 
-import json
-import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from igcnas.errors import UserError
-from igcnas.search._common import read_records, redact_url
+from igcnas.search.config import redact_url
+from igcnas.store import StudyStore, fully_trained_mask, list_study_names
 
-__all__ = ["load_study", "list_studies", "study_info"]
+__all__ = ["load_study", "list_studies", "study_info", "open_study", "StudyTrials"]
 
 
 def study_info(name: str, *, trials_dir: str | Path = "trials") -> dict[str, Any]:
-    """The settings in ``<trials_dir>/<name>/study.json`` (empty when there is none)."""
-    path = Path(trials_dir) / name / "study.json"
-    if not path.is_file():
-        return {}
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError):
-        return {}
+    """The settings in ``<trials_dir>/<name>/study.json`` (empty when there is none or it is unreadable)."""
+    return StudyStore(trials_dir, name).settings()
 
 
 def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials") -> pd.DataFrame:
@@ -35,37 +30,27 @@ def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
 
     Extra columns: ``node`` (the Ray node that ran the trial), ``reused_from`` (a duplicate architecture: the
     trial whose recorded result it reused instead of training) and ``sampled`` (the sampled parameters, JSON).
+    Unreadable trial.json files are skipped (a search may be writing them).
 
     Example:
         >>> frame = load_study("igc_cifar-digits")  # doctest: +SKIP
         >>> frame[frame.state == "complete"][["trial", "accuracy", "params"]]  # doctest: +SKIP
     """
-    from igcnas.analysis import empty_trials_frame, validate_trials_frame
+    from igcnas.analysis.trials_dir import rows_frame
 
-    folder = Path(trials_dir) / name
-    info = study_info(name, trials_dir=trials_dir)
-    if not folder.is_dir() and storage is None:
-        known = sorted(p.parent.name for p in Path(trials_dir).glob("*/study.json"))
+    store = StudyStore(trials_dir, name)
+    info = store.settings()
+    if not store.exists() and storage is None:
+        known = list_study_names(trials_dir)
         raise UserError(
-            f"study {name!r}: no folder {folder}; known studies in {trials_dir}: {', '.join(known) or 'none'} "
+            f"study {name!r}: no folder {store.folder}; known studies in {trials_dir}: {', '.join(known) or 'none'} "
             "(see 'igcnas studies')"
         )
-    rows = read_records(folder)
+    rows = store.rows()
     url = storage or (info.get("storage") if info.get("backend") == "optuna" else None)
     if url and "***" not in url:
-        rows = _merge_optuna(name, url, rows, info, required=not folder.is_dir())
-    if not rows:
-        return empty_trials_frame()
-    for row in rows:
-        sampled = row.get("sampled")
-        row["sampled"] = json.dumps(sampled, sort_keys=True) if isinstance(sampled, dict) else (sampled or "")
-        for key in ("accuracy", "test_accuracy", "duration_s"):
-            if row.get(key) is None:
-                row[key] = math.nan
-    frame = pd.DataFrame(rows)
-    if "reused_from" in frame.columns:
-        frame["reused_from"] = pd.to_numeric(frame["reused_from"], errors="coerce").astype("Int64")
-    return validate_trials_frame(frame).sort_values("trial", kind="stable").reset_index(drop=True)
+        rows = _merge_optuna(name, url, rows, info, required=not store.exists())
+    return rows_frame(((store.trial_dir(int(r["trial"])), r) for r in rows), study=name)
 
 
 def _merge_optuna(name: str, url: str, rows: list[dict[str, Any]], info: dict[str, Any], *,
@@ -132,7 +117,7 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
         >>> for row in list_studies():  # doctest: +SKIP
         ...     print(row["study"], row["complete"], row["best_accuracy"])
     """
-    names = sorted(p.parent.name for p in Path(trials_dir).glob("*/study.json"))
+    names = [n for n in list_study_names(trials_dir) if (Path(trials_dir) / n / "study.json").is_file()]
     if storage:
         import optuna
 
@@ -147,7 +132,7 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
         info = study_info(name, trials_dir=trials_dir)
         frame = load_study(name, storage=storage, trials_dir=trials_dir)
         states = frame["state"].astype(str).value_counts().to_dict()
-        full = frame[(frame["state"].astype(str) == "complete") & (frame["epochs"] >= frame["max_epochs"])]
+        full = frame[fully_trained_mask(frame)]
         out.append({
             "study": name,
             "backend": info.get("backend", "optuna"),
@@ -160,3 +145,39 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
             "min_flops": int(full["flops"].min()) if len(full) else None,
         })
     return out
+
+
+@dataclass(frozen=True)
+class StudyTrials:
+    """A study's trials frame, its folder under the trials directory and its search settings."""
+
+    name: str
+    frame: pd.DataFrame = field(repr=False)
+    folder: Path
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def open_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials") -> StudyTrials:
+    """A study's trials (:func:`load_study`), with its folder and settings (strictly read).
+
+    Without a storage URL the study folder ``<trials_dir>/<name>`` must exist (else a UserError lists the known
+    studies).
+
+    Example:
+        >>> open_study("nope", trials_dir="/nonexistent/trials")
+        Traceback (most recent call last):
+        ...
+        igcnas.errors.UserError: --study: no study 'nope' in '/nonexistent/trials' (no study found under '/nonexistent/trials'); check the name, pass --trials-dir, or run 'igcnas search --study NAME' first
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"--study: {name!r} is not a study name (e.g. --study cifar-search)")
+    store = StudyStore(trials_dir, name)
+    if storage is None and not store.exists():
+        known = list_study_names(trials_dir)
+        listing = f"known studies: {', '.join(known)}" if known else f"no study found under {str(trials_dir)!r}"
+        raise UserError(
+            f"--study: no study {name!r} in {str(trials_dir)!r} ({listing}); "
+            "check the name, pass --trials-dir, or run 'igcnas search --study NAME' first"
+        )
+    frame = load_study(name, storage=storage, trials_dir=trials_dir)
+    return StudyTrials(name=name, frame=frame, folder=store.folder, settings=store.settings(strict=True))

@@ -3,13 +3,12 @@
 ``checkpoint.pt`` holds the model/optimizer/RNG state and the :class:`_RunState` bookkeeping after every epoch
 (:func:`_save_checkpoint`, atomic; plain tensors and containers, loadable with ``weights_only=True``);
 :func:`_load_checkpoint` restores it for ``resume=True`` after checking that the config and the data match.
-:func:`_data_summary` identifies the data (stored in both files) and :func:`_json_safe` keeps ``metrics.json``
-strict JSON.
+:func:`_data_summary` identifies the data (stored in both files). The file names are the trial store's
+(:mod:`igcnas.store`): a trial folder of a search is a run folder of the engine.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,13 @@ from torch import nn
 
 from igcnas.data import DataBundle
 from igcnas.errors import UserError
+from igcnas.store import ARCH_FILE, CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE, atomic_write
 from igcnas.train._config import TrainConfig
-from igcnas.train._io import atomic_write, state_dict_for_saving
+from igcnas.train._io import state_dict_for_saving
 from igcnas.train._results import EpochMetrics
 
 __all__ = ["ARCH_FILE", "WEIGHTS_FILE", "METRICS_FILE", "CHECKPOINT_FILE"]
 
-ARCH_FILE = "arch.json"
-WEIGHTS_FILE = "weights.safetensors"
-METRICS_FILE = "metrics.json"
-CHECKPOINT_FILE = "checkpoint.pt"
 _CHECKPOINT_FORMAT = 1
 # Config fields that may differ between an interrupted run and its resumption (they do not change the numbers).
 _RESUME_MAY_DIFFER = frozenset({"device", "num_threads", "eval_batch_size"})
@@ -126,14 +122,3 @@ def _load_checkpoint(
         seconds=float(payload["seconds"]),
         history=[EpochMetrics.from_dict(m) for m in payload["history"]],
     )
-
-
-def _json_safe(obj: Any) -> Any:
-    """Replace non-finite floats by None (strict JSON has no NaN/inf)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj

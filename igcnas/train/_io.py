@@ -1,11 +1,8 @@
-"""Atomic file writes, safetensors weights and ``load_weights``."""
+"""Safetensors weights and ``load_weights``; atomic writes are the trial store's (re-exported here)."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,36 +11,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from igcnas.errors import UserError
+from igcnas.store import atomic_write
+from igcnas.store import write_json as write_json_atomic
 
 __all__ = ["atomic_write", "write_json_atomic", "save_weights", "load_weights", "state_dict_for_saving"]
-
-
-def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
-    """Call ``writer(tmp_path)`` on a temp file next to ``path``, then ``os.replace`` it onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (tmp file + ``os.replace``)."""
-
-    def _write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    atomic_write(path, _write)
 
 
 def state_dict_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -70,10 +41,11 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         >>> import tempfile, torch
         >>> from pathlib import Path
         >>> net = torch.nn.Linear(2, 3)
-        >>> d = Path(tempfile.mkdtemp())
-        >>> save_weights(net, d / "w.safetensors")
-        >>> load_weights(torch.nn.Linear(2, 3), d / "w.safetensors").weight.shape
-        torch.Size([3, 2])
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     save_weights(net, Path(d) / "w.safetensors")
+        ...     loaded = load_weights(torch.nn.Linear(2, 3), Path(d) / "w.safetensors")
+        >>> torch.equal(loaded.weight, net.weight), torch.equal(loaded.bias, net.bias)
+        (True, True)
     """
     path = Path(path)
     if not path.is_file():

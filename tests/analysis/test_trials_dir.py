@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from igcnas.analysis import TRIAL_COLUMNS
-from igcnas.analysis.trials_dir import list_study_dirs, open_study, read_study_settings, read_trials_dir
+from igcnas.analysis.trials_dir import list_study_dirs, read_study_settings, read_trials_dir
 from igcnas.errors import UserError
+from igcnas.search.results import open_study
 
 
 def _write(folder: Path, trial: int, **extra: object) -> Path:
@@ -54,9 +55,9 @@ def test_bad_files_and_missing_folders_raise_user_errors(tmp_path: Path) -> None
     (folder / "trial.json").write_bytes(b"\xff\xfe{}")  # not UTF-8: the same one-line error
     with pytest.raises(UserError, match="trial.json is not valid JSON"):
         read_trials_dir(tmp_path / "s")
-    from igcnas.search._common import read_records
+    from igcnas.store import StudyStore
 
-    assert read_records(tmp_path / "s") == []  # the search's lenient reader skips it
+    assert StudyStore(tmp_path, "s").rows() == []  # the search's lenient reader skips it
     (folder / "trial.json").write_text(json.dumps({"trial": 0, "state": "complete", "accuracy": 93,
                                                    "params": 1, "flops": 1, "epochs": 1, "max_epochs": 1}))
     with pytest.raises(UserError, match="percentage"):

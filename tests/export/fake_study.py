@@ -114,7 +114,7 @@ def write_empty_study(trials_dir: Path, name: str = "empty") -> Path:
 
 def read_study(name: str, trials_dir: Path) -> pd.DataFrame:
     """The study's trials frame (through igcnas.search.load_study when it exists, else the local reader)."""
-    from igcnas.analysis.trials_dir import open_study
+    from igcnas.search.results import open_study
 
     return open_study(name, trials_dir=trials_dir).frame
 

@@ -175,7 +175,7 @@ def test_load_study_is_exported_lazily(tmp_path: Path) -> None:
 
 
 def test_pareto_promotion_keeps_small_networks() -> None:
-    from igcnas.search._common import pareto_promote, rung_epochs
+    from igcnas.search._fidelity import pareto_promote, rung_epochs
 
     assert rung_epochs(10) == (1, 3, 9) and rung_epochs(3) == (1,) and rung_epochs(1) == ()
     big = ("big", (-0.9, 50_000.0))

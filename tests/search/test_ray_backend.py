@@ -81,9 +81,9 @@ def _sample(trial: object) -> dict[str, object]:
 
 
 def _write(ctx: object, number: int, state: str, **fields: object) -> None:
-    from igcnas.search._common import TrialRecord
+    from igcnas.store import TrialRecord
 
-    TrialRecord(trial=number, state=state, max_epochs=3, backend="ray", **fields).write(ctx.trial_dir(number))  # type: ignore[arg-type, attr-defined]
+    ctx.store.write_record(TrialRecord(trial=number, state=state, max_epochs=3, backend="ray", **fields))  # type: ignore[arg-type, attr-defined]
 
 
 def test_finalise_tells_trials_tune_stopped_before_their_report(tmp_path: Path) -> None:
@@ -92,11 +92,13 @@ def test_finalise_tells_trials_tune_stopped_before_their_report(tmp_path: Path) 
     as their trial.json says, with the constraints, never leaving an infeasible row without one."""
     import optuna
 
-    from igcnas.search._common import Progress, TrialContext
+    from igcnas.search._progress import Progress
     from igcnas.search.ray_backend import _finalise, _Monitor
+    from igcnas.search.runner import TrialContext
+    from igcnas.store import StudyStore
 
     config = _config(tmp_path, epochs=3)
-    ctx = TrialContext(config, None, "s")
+    ctx = TrialContext(config, None, StudyStore(config.trials_dir, "s"))
     study = optuna.create_study(directions=["maximize", "minimize"])
     for _ in range(5):
         study.ask()
@@ -118,11 +120,12 @@ def test_searcher_tells_a_trial_without_a_report_from_its_trial_json(tmp_path: P
     """A worker that dies after deciding its trial sends no result: the searcher reads the trial's trial.json."""
     import optuna
 
-    from igcnas.search._common import TrialContext
-    from igcnas.search.ray_backend import FidelityAwareOptunaSearch
+    from igcnas.search._ray_tune import FidelityAwareOptunaSearch
+    from igcnas.search.runner import TrialContext
+    from igcnas.store import StudyStore
 
     config = _config(tmp_path, epochs=3)
-    ctx = TrialContext(config, None, "s")
+    ctx = TrialContext(config, None, StudyStore(config.trials_dir, "s"))
     searcher = FidelityAwareOptunaSearch(_sample, metric=["val_acc", "params"], mode=["max", "min"],
                                          storage=optuna.storages.InMemoryStorage(), study_name="s", max_fidelity=3,
                                          ctx=ctx)

@@ -68,7 +68,9 @@ def test_write_json_atomic_replaces_and_leaves_no_temp_files(tmp_path: Path) -> 
     write_json_atomic(target, {"a": 1})
     write_json_atomic(target, {"a": 2})
     assert json.loads(target.read_text()) == {"a": 2}
-    with pytest.raises(ValueError):
-        write_json_atomic(target, {"a": float("nan")})  # strict JSON: the old file stays intact
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"a": object()})  # not JSON: the old file stays intact
     assert json.loads(target.read_text()) == {"a": 2}
+    write_json_atomic(target, {"a": float("nan")})  # strict JSON: NaN is written as null
+    assert json.loads(target.read_text()) == {"a": None}
     assert [p.name for p in target.parent.iterdir()] == ["m.json"]

@@ -1,0 +1,202 @@
+"""The settings of one search (:class:`SearchConfig`), what defines a study, and storage URLs.
+
+Example:
+    >>> cfg = SearchConfig(trials=3, epochs=2, max_params=50_000)
+    >>> cfg.study_name("igc_cifar"), cfg.objective_columns()
+    ('igc_cifar-digits', [('accuracy', 'max'), ('params', 'min')])
+    >>> redact_url("postgresql://me:secret@db/igcnas")
+    'postgresql://me:***@db/igcnas'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from igcnas.errors import UserError
+
+__all__ = [
+    "SearchConfig",
+    "OBJECTIVES",
+    "SAMPLERS",
+    "PRUNERS",
+    "BACKENDS",
+    "study_settings",
+    "compare_settings",
+    "fingerprint",
+    "redact_url",
+    "default_storage",
+]
+
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "acc": ("accuracy", "max"),
+    "accuracy": ("accuracy", "max"),
+    "params": ("params", "min"),
+    "flops": ("flops", "min"),
+}
+"""Objective name -> (trials-table column, direction)."""
+SAMPLERS: tuple[str, ...] = ("auto", "random", "tpe", "nsga2")
+PRUNERS: tuple[str, ...] = ("sha", "hyperband", "pareto", "none")
+BACKENDS: tuple[str, ...] = ("optuna", "ray")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Every setting of one ``igcnas search`` (the CLI's options; see ``igcnas search --help``).
+
+    ``trials`` counts *trained* trials (completed, pruned or failed) this run adds to the study; infeasible
+    candidates (over budget, never trained) and duplicates (an architecture the study already trained) do not
+    count. At most ``max_attempts`` candidates are sampled per run (default ``20 * trials + 20``). The sampler is
+    seeded with ``seed + <trials already in the study>``: a fresh study is reproducible, and a resumed one does not
+    replay its first samples.
+
+    Example:
+        >>> cfg = SearchConfig(trials=3, epochs=2, max_params=50_000)
+        >>> cfg.study_name("igc_cifar"), cfg.objective_columns()
+        ('igc_cifar-digits', [('accuracy', 'max'), ('params', 'min')])
+    """
+
+    space: str = "igc_cifar"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    train_subset: int | None = None
+    trials: int = 20
+    epochs: int = 6
+    study: str | None = None
+    storage: str | None = None
+    max_params: int | None = 50_000
+    max_flops: int | None = None
+    fill_budget: bool = False
+    objectives: tuple[str, ...] = ("acc", "params")
+    sampler: str = "auto"
+    pruner: str = "pareto"
+    backend: str = "optuna"
+    address: str | None = None
+    storage_path: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    seed: int = 0
+    trials_dir: str = "trials"
+    batch_size: int = 64
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    num_threads: int = 1
+    device: str = "auto"
+    max_attempts: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "epochs", "batch_size", "num_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"--{name.replace('_', '-')}: {value!r} must be a positive integer")
+        objectives = tuple(o.strip().lower() for o in self.objectives if o.strip())
+        if not objectives:
+            raise UserError("--objectives: give at least one of acc, params, flops (e.g. acc,params)")
+        for o in objectives:
+            if o not in OBJECTIVES:
+                raise UserError(f"--objectives: {o!r} is not an objective; allowed: acc, params, flops")
+        columns = [OBJECTIVES[o][0] for o in objectives]
+        if len(set(columns)) != len(columns):
+            raise UserError(f"--objectives: {','.join(objectives)} names an objective twice")
+        object.__setattr__(self, "objectives", objectives)
+        if self.sampler not in SAMPLERS:
+            raise UserError(f"--sampler: {self.sampler!r} is not allowed; allowed: {', '.join(SAMPLERS)}")
+        if self.pruner not in PRUNERS:
+            raise UserError(f"--pruner: {self.pruner!r} is not allowed; allowed: {', '.join(PRUNERS)}")
+        if self.backend not in BACKENDS:
+            raise UserError(f"--backend: {self.backend!r} is not allowed; allowed: {', '.join(BACKENDS)}")
+        if self.study is not None and not _NAME.match(self.study):
+            raise UserError(f"--study: {self.study!r} must be letters, digits, '_', '-' or '.' (e.g. igc-digits)")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (e.g. 1 and 0.5)")
+        if self.fill_budget and self.max_params is None and self.max_flops is None:
+            raise UserError("--fill-budget needs a budget: give --max-params and/or --max-flops")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise UserError("--lr must be > 0 and --weight-decay >= 0")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise UserError(f"--max-attempts: {self.max_attempts} must be a positive integer")
+
+    def study_name(self, space_name: str) -> str:
+        """The explicit study name, or ``<space>-<dataset>`` (with the subset size when one is used)."""
+        if self.study:
+            return self.study
+        dataset = re.sub(r"[^A-Za-z0-9_.\-]", "_", self.dataset.split(":")[-1].strip("/").split("/")[-1])
+        subset = f"-n{self.train_subset}" if self.train_subset else ""
+        return f"{space_name}-{dataset}{subset}"
+
+    def objective_columns(self) -> list[tuple[str, str]]:
+        """(column, direction) of each objective, in order."""
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    def sampler_name(self) -> str:
+        """The sampler ``auto`` resolves to: NSGA-II for several objectives, TPE for one."""
+        if self.sampler != "auto":
+            return self.sampler
+        return "nsga2" if len(self.objectives) > 1 else "tpe"
+
+    def attempts_cap(self) -> int:
+        """Most candidates one run samples."""
+        return self.max_attempts or 20 * self.trials + 20
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        """Copy with some fields changed."""
+        return replace(self, **changes)
+
+
+def study_settings(config: SearchConfig, space_settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that define a study: a rerun must use the same ones (checked on resume)."""
+    return {
+        "space": space_settings["name"],
+        "space_digest": space_settings["digest"],
+        "dataset": config.dataset,
+        "train_subset": config.train_subset,
+        "epochs": config.epochs,
+        "max_params": config.max_params,
+        "max_flops": config.max_flops,
+        "fill_budget": config.fill_budget,
+        "objectives": list(config.objectives),
+        "sampler": config.sampler_name(),
+        "pruner": config.pruner,
+        "backend": config.backend,
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+    }
+
+
+def compare_settings(name: str, where: str, stored: dict[str, Any], current: dict[str, Any]) -> None:
+    """Raise UserError listing the settings that differ from the stored study's."""
+    diff = [
+        f"{key} {stored.get(key)!r} (stored) vs {current.get(key)!r} (now)"
+        for key in current
+        if stored.get(key) != current.get(key)
+    ]
+    if diff:
+        raise UserError(
+            f"study {name!r} in {where} was created with different settings: {'; '.join(diff)}; rerun with the "
+            f"stored settings to resume it, or give a new --study name"
+        )
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a database URL (``postgresql://user:***@host/db``)."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def default_storage(trials_dir: str | Path) -> str:
+    """``sqlite:////abs/path/<trials_dir>/igcnas.db`` (absolute, so readers in other folders find it)."""
+    folder = Path(trials_dir).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'igcnas.db'}"
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    """Short hash of a settings dict."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
