@@ -9,7 +9,7 @@ from typing import Any
 
 from igcnas._table import render_table
 from igcnas.cli._common import count as count_arg
-from igcnas.cli._common import positive_int
+from igcnas.cli._common import format_parent, positive_int
 
 __all__ = ["register", "run"]
 
@@ -29,9 +29,9 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
     parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search)",
-                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   parents=[format_parent()])
     parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search"), help="which benchmark")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per case (median reported)")
     parser.add_argument("--batch", type=positive_int, default=64, help="ops: batch size (default 64)")
     parser.add_argument("--size", type=positive_int, default=32, help="ops: spatial size (default 32)")

@@ -11,6 +11,7 @@ from typing import Any
 
 from igcnas._table import render_table
 from igcnas.arch.spec import ArchSpec
+from igcnas.cli._common import format_parent
 from igcnas.units import format_count
 
 __all__ = ["register", "run", "resolve", "describe"]
@@ -28,9 +29,9 @@ Example: igcnas describe IGC-L24M2-D20 --fvcore"""
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``describe`` command."""
     parser = subparsers.add_parser("describe", help="per-layer cost, block checks and paper figures of a network",
-                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   parents=[format_parent()])
     parser.add_argument("arch", metavar="NAME|arch.json", help="zoo name (case-insensitive) or arch.json path")
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.add_argument("--fvcore", action="store_true",
                         help="also count with fvcore on the built model (seconds) and compare with the closed form")
     parser.set_defaults(func=run)

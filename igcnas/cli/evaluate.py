@@ -15,18 +15,15 @@ Example: igcnas evaluate exported/best --dataset digits"""
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``evaluate`` command."""
-    from igcnas.cli._common import positive_int
+    from igcnas.cli._common import dataset_parent, device_parent, format_parent, positive_int
 
     parser = subparsers.add_parser("evaluate", help="test accuracy of an exported model", description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   parents=[dataset_parent("the one recorded in DIR/export.json"),
+                                            device_parent("cpu"), format_parent(("text", "json"), "text")])
     parser.add_argument("path", metavar="DIR", help="export or training folder (arch.json + weights)")
-    parser.add_argument("--dataset", help="dataset name (digits, cifar10, ..., imagefolder:PATH); default: the one "
-                                          "recorded in DIR/export.json")
-    parser.add_argument("--data-dir", help="folder holding the datasets (default: $IGCNAS_DATA_DIR or ./data)")
     parser.add_argument("--split", choices=("test", "val"), default="test", help="split to measure (default: test)")
     parser.add_argument("--batch-size", type=positive_int, default=512, help="evaluation batch size (default: 512)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
     parser.set_defaults(func=run)
 
 

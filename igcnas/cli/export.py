@@ -20,13 +20,11 @@ Examples:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``export`` command."""
-    from igcnas.cli._common import count
+    from igcnas.cli._common import count, format_parent, storage_parent, study_parent
 
     parser = subparsers.add_parser("export", help="export a trial (ONNX, TorchScript, weights, model card)",
-                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--study", required=True, help="study name (a folder under --trials-dir)")
-    parser.add_argument("--storage", help="search storage URL; default: the search's default under --trials-dir")
-    parser.add_argument("--trials-dir", default="trials", help="folder holding the studies (default: trials)")
+                                   description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   parents=[study_parent(), storage_parent(), format_parent(("text", "json"), "text")])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--trial", type=int, metavar="N", help="export trial number N")
     which.add_argument("--best", action="store_true", help="export the most accurate completed trial (default)")
@@ -35,7 +33,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--best-under-flops", type=count, metavar="COUNT",
                         help="the most accurate completed trial with at most COUNT FLOPs, e.g. 30M")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the export into")
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="report format (default: text)")
     parser.set_defaults(func=run)
 
 

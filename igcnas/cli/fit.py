@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from igcnas._table import render_table
-from igcnas.cli._common import count, positive_int
+from igcnas.cli._common import count, format_parent, positive_int
 from igcnas.units import format_count
 
 __all__ = ["register", "run"]
@@ -49,7 +49,7 @@ def _depths(text: str) -> tuple[int, ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``fit`` command."""
     parser = subparsers.add_parser("fit", help="widest network of a design within a budget", description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, parents=[format_parent()])
     parser.add_argument("--design", required=True, help="block design, kernels joined by '+', e.g. PWG+DW+PWG")
     parser.add_argument("--max-params", type=count, help="parameter budget, e.g. 0.5M")
     parser.add_argument("--max-flops", type=count, help="FLOP budget (multiply-adds per image), e.g. 40M")
@@ -62,7 +62,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="inner width / output width for bottleneck chains (default 0.25, Fog; 6 for IGCV3)")
     parser.add_argument("--num-classes", type=positive_int, help="classes (default 10 / 1000)")
     parser.add_argument("--out", help="write the arch.json of the result to this directory")
-    parser.add_argument("--format", choices=("table", "json"), default="table")
     parser.set_defaults(func=run)
 
 

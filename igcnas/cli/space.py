@@ -6,7 +6,7 @@ import argparse
 import json
 
 from igcnas._table import render_table
-from igcnas.cli._common import positive_int
+from igcnas.cli._common import format_parent, positive_int
 from igcnas.space import RULES, SpaceOptions, SpaceResult, prune_design_space, standard_field
 
 __all__ = ["register", "run", "PAPER_EXAMPLES"]
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``space`` command."""
     parser = subparsers.add_parser(
         "space", help="enumerate and prune the sparse-kernel design space", description=HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter, parents=[format_parent()],
     )
     parser.add_argument("--channels", "-C", type=positive_int, default=64, metavar="C",
                         help="channel count C of the standard convolution being replaced (default: 64)")
@@ -48,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--explain", action="append", default=[], metavar="DESIGN",
                         help="also explain this design, e.g. --explain GC+PWG+PW (repeatable)")
     parser.add_argument("--all", action="store_true", help="list every design with its verdict (long)")
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.set_defaults(func=run)
 
 

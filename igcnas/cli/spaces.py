@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from igcnas._table import render_table
+from igcnas.cli._common import format_parent
 
 __all__ = ["register", "run", "space_rows"]
 
@@ -23,9 +24,8 @@ Examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``spaces`` command."""
     parser = subparsers.add_parser("spaces", help="list the shipped search spaces", description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, parents=[format_parent()])
     parser.add_argument("--show", metavar="NAME", help="print the YAML of this shipped space instead of the list")
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.set_defaults(func=run)
 
 

@@ -29,14 +29,13 @@ Examples:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``train`` command."""
-    from igcnas.cli._common import count, fraction, positive_int
+    from igcnas.cli._common import count, dataset_parent, device_parent, fraction, positive_int
 
     parser = subparsers.add_parser("train", help="retrain an architecture from scratch", description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   parents=[dataset_parent("the one recorded in ARCH/export.json"),
+                                            device_parent("auto")])
     parser.add_argument("arch", metavar="ARCH", help="export folder, arch.json file or zoo name")
-    parser.add_argument("--dataset", help="dataset (digits, cifar10, ..., imagefolder:PATH); default: the one "
-                                          "recorded in ARCH/export.json")
-    parser.add_argument("--data-dir", help="folder holding the datasets (default: $IGCNAS_DATA_DIR or ./data)")
     parser.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default: 30)")
     parser.add_argument("--out", metavar="DIR", help="checkpoint folder (default: runs/<name>-<spec id>)")
     parser.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: 0.1)")
@@ -49,7 +48,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="fraction of the training set held out for validation (default: 0.1)")
     parser.add_argument("--train-subset", type=count, help="train on this many images only, e.g. 5k")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data split, initialisation and batches")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads used by torch (default: torch's)")
     parser.add_argument("--no-augment", action="store_true", help="train without pad-crop/flip augmentation")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint.pt")
@@ -61,7 +59,14 @@ def resolve_architecture(source: str) -> tuple[ArchSpec, Path | None]:
     """The spec named by ``source`` (folder, arch.json or zoo name) and the folder it came from (if any).
 
     Example:
-        >>> spec, folder = resolve_architecture("exported/best")  # doctest: +SKIP
+        >>> import tempfile
+        >>> spec, folder = resolve_architecture("IGC-L24M2-D20")  # a zoo name
+        >>> spec.design, folder
+        ('GC+PWG', None)
+        >>> with tempfile.TemporaryDirectory() as export:  # a folder holding arch.json, e.g. an export
+        ...     _ = (Path(export) / "arch.json").write_text(spec.to_json())
+        ...     resolve_architecture(export) == (spec, Path(export))
+        True
     """
     from igcnas.arch.spec import ArchSpec, load_spec
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from igcnas._table import render_table
+from igcnas.cli._common import format_parent
 from igcnas.units import format_count
 
 __all__ = ["register", "run", "zoo_rows"]
@@ -24,10 +25,9 @@ Example: igcnas zoo --family igcv3"""
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``zoo`` command (igcnas.zoo is imported only when it runs)."""
     parser = subparsers.add_parser("zoo", help="list the papers' reference networks", description=HELP,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, parents=[format_parent()])
     parser.add_argument("--family", metavar="FAMILY",
                         help="only this family: igcv1, igcv2, igcv3, mobilenet or fog")
-    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     parser.set_defaults(func=run)
 
 
