@@ -162,3 +162,17 @@ def test_ray_two_node_cluster_places_trials_on_both_nodes(tmp_path: Path, digits
         if ray.is_initialized():
             ray.shutdown()
         cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_storage_path_keeps_tunes_experiment_elsewhere(tmp_path: Path, digits: DataBundle) -> None:
+    """--storage-path: Tune's experiment state goes to <path>/<study>/run-NNN; the trials stay in --trials-dir."""
+    config = _config(tmp_path, trials=1, epochs=1, pruner="none", storage_path=str(tmp_path / "tune-state"))
+    name = run_search(config, data=digits)
+    runs = tmp_path / "tune-state" / name
+    assert (runs / "run-000" / "igcnas-run-finished").is_file()
+    assert not (Path(config.trials_dir) / name / "ray").exists()
+    frame = load_study(name, trials_dir=config.trials_dir)
+    assert (frame.state == "complete").sum() >= 1
+    run_search(config, data=digits)  # a second run: a new experiment beside the finished one
+    assert (runs / "run-001" / "igcnas-run-finished").is_file()
