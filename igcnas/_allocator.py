@@ -46,8 +46,9 @@ def tune_cpu_allocator() -> bool:
     Idempotent; a no-op returning False with ``IGCNAS_MALLOC=system`` or on a C library other than glibc.
 
     Example:
-        >>> tune_cpu_allocator() in (True, False)
-        True
+        >>> in_effect = tune_cpu_allocator()
+        >>> in_effect == (allocator_status() == "tuned"), tune_cpu_allocator() == in_effect  # idempotent
+        (True, True)
     """
     global _status
     if _status is not None:

@@ -26,9 +26,15 @@ class ProgressBar:
 
     Example:
         >>> import io
-        >>> bar = ProgressBar(total=4, label="epoch 1/1", stream=io.StringIO(), min_interval=0.0)
+        >>> stream = io.StringIO()
+        >>> bar = ProgressBar(total=4, label="epoch 1/1", stream=stream, min_interval=0.0)
         >>> bar.update(2, images=256, loss=1.5)
-        >>> bar.close()
+        >>> print(stream.getvalue().lstrip("\\r"))  # doctest: +ELLIPSIS
+        epoch 1/1 [############------------] 2/4 ... img/s ETA ... loss 1.5000
+        >>> bar.close()  # erases the line: carriage return, as many blanks as the bar had, carriage return
+        >>> _, line, blank, end = stream.getvalue().split("\\r")
+        >>> blank == " " * len(line), end
+        (True, '')
     """
 
     def __init__(

@@ -101,7 +101,11 @@ def count(spec: ArchSpec) -> Cost:
 
     Example:
         >>> from igcnas.arch import ArchSpec
-        >>> count(ArchSpec.simple("DW+PW", widths=(16, 32), depths=(1, 1))).params > 0
+        >>> from igcnas.nn.network import build
+        >>> spec = ArchSpec.simple("DW+PW", widths=(16, 32), depths=(1, 1))
+        >>> count(spec)
+        Cost(params=2586, flops=1151296)
+        >>> count(spec).params == sum(p.numel() for p in build(spec).parameters())
         True
     """
     key = (spec.id, "closed")

@@ -47,9 +47,13 @@ the blocks and cases are in :mod:`igcnas.bench.ops_blocks`, the in-process timin
 :mod:`igcnas.bench.ops_timing` and the two-runtime worker processes (:func:`bench_cases`) in
 :mod:`igcnas.bench.ops_workers`; all their public names are re-exported here.
 
-Example:
+Example (not run as a doctest: two worker processes, several seconds; ``tests/bench`` runs this call):
     >>> rows = bench_blocks(batch=2, size=8, repeats=1)  # doctest: +SKIP
     >>> print(format_table(rows))  # doctest: +SKIP
+    block        size  batch  input_format  naive_train_ips  fast_train_ips  train_speedup  ...
+    -----------  ----  -----  ------------  ---------------  --------------  -------------  ...
+    IGC-L24M2       8      2  native                  180.5            2265  12.55x         ...
+    ...
 """
 
 from __future__ import annotations
@@ -107,10 +111,10 @@ def bench_blocks(
 ) -> list[dict[str, Any]]:
     """Benchmark the IGC-L24M2, IGCV2*-C416 and IGCV3-D blocks, naive vs fast (one row each, :func:`bench_cases`).
 
-    Example:
+    Example (not run as a doctest: two worker processes, several seconds; ``tests/bench`` runs this call):
         >>> rows = bench_blocks(batch=2, size=8, repeats=1)  # doctest: +SKIP
-        >>> [r["block"] for r in rows]  # doctest: +SKIP
-        ['IGC-L24M2', 'IGCV2*-C416', 'IGCV3-D']
+        >>> [r["block"] for r in rows], all(r["max_abs_diff"] < 1e-4 for r in rows)  # doctest: +SKIP
+        (['IGC-L24M2', 'IGCV2*-C416', 'IGCV3-D'], True)
     """
     return bench_cases([CaseRef("block", case.name) for case in BLOCKS], batch=batch, size=size,
                        repeats=repeats, device=device, input_format=input_format)
@@ -127,8 +131,10 @@ def bench_networks(
 
     The input is an NCHW image batch for both (the fast network converts it in its first layer).
 
-    Example:
+    Example (not run as a doctest: two worker processes, several seconds; ``tests/bench`` runs this case):
         >>> rows = bench_networks(["IGC-L24M2-D20"], batch=2, repeats=1)  # doctest: +SKIP
+        >>> [(r["block"], r["size"], r["input_format"]) for r in rows], rows[0]["max_abs_diff"] < 1e-3  # doctest: +SKIP
+        ([('IGC-L24M2-D20', 32, 'nchw')], True)
     """
     return bench_cases([CaseRef("zoo", name) for name in names], batch=batch, repeats=repeats, device=device,
                        input_format="nchw")

@@ -144,7 +144,14 @@ def bench_cases(
     ``if __name__ == "__main__":`` (the command line tools do).
 
     Example:
-        >>> rows = bench_cases([CaseRef("block", "IGC-L24M2")], batch=2, size=8, repeats=1)  # doctest: +SKIP
+        >>> rows = bench_cases([CaseRef("block", "IGC-L24M2")], batch=2, size=8, repeats=1)
+        >>> row = rows[0]
+        >>> row["block"], row["runtime"], row["max_abs_diff"] < 1e-4
+        ('IGC-L24M2', 'naive: system malloc, fast: tuned malloc', True)
+        >>> row["train_speedup"] == row["fast_train_ips_tuned"] / row["naive_train_ips_system"]
+        True
+        >>> row["train_ops_speedup"] == row["fast_train_ips_tuned"] / row["naive_train_ips_tuned"]
+        True
     """
     _check_options(input_format, batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
     dev = torch.device(device)

@@ -65,7 +65,7 @@ def bench_data(
     ``ratio`` is each row's images/s divided by the torchvision epoch's. ``limit`` takes a stratified
     subset of that many images for every stage.
 
-    Example:
+    Example (not run as a doctest: it needs the real CIFAR-10 image folder, ``../shared`` beside the repository):
         >>> rows = bench_data("../shared/datasets/cifar10", limit=2000)  # doctest: +SKIP
         >>> print(format_bench(rows))  # doctest: +SKIP
     """

@@ -101,7 +101,9 @@ class DataBundle:
         >>> bundle = load_data("digits", seed=0)
         >>> bundle.input_shape, bundle.num_classes
         ((1, 8, 8), 10)
-        >>> augment = bundle.train_transform()   # BatchAugment(mean, std, pad=1, flip=False)
+        >>> augment = bundle.train_transform()
+        >>> augment.pad, augment.flip, augment.mean == bundle.mean
+        (1, False, True)
     """
 
     name: str
