@@ -246,7 +246,7 @@ def test_one_failing_trial_is_recorded_and_the_study_goes_on(tmp_path: Path, dig
 def test_a_sampling_error_is_recorded_and_not_counted(tmp_path: Path, digits: Any, monkeypatch: pytest.MonkeyPatch,
                                                      fault_stats: Counter[str]) -> None:
     from igcnas.search import SearchConfig, load_space, load_study, run_search
-    from igcnas.search.space import SearchSpace
+    from igcnas.search.search_space import SearchSpace
 
     space = load_space(SPACE)
     define = SearchSpace.define

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from igcnas.arch.layout import layout_arch
 from igcnas.arch.spec import (
     ArchSpec,
     BlockPlan,
@@ -22,6 +23,7 @@ __all__ = [
     "KernelSpec",
     "StageSpec",
     "StemSpec",
+    "layout_arch",
     "load_spec",
     "plan_block",
 ]

@@ -9,17 +9,16 @@ valid.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec
+from igcnas.arch.layout import Layout, layout_arch
+from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec
 from igcnas.errors import UserError
 from igcnas.space.chain import parse_design
 from igcnas.space.kernels import KERNEL_KINDS, is_bottleneck_form
 
-__all__ = ["FitResult", "layout_spec", "fit_budget"]
-
-Layout = Literal["cifar", "imagenet"]
+__all__ = ["FitResult", "WidthFit", "Layout", "layout_spec", "fit_budget", "widest_within", "budget_violations"]
 
 
 def layout_spec(
@@ -61,22 +60,8 @@ def layout_spec(
             kernels.append(KernelSpec(kind))
     ratio = (bottleneck if bottleneck is not None else 0.25) if is_bottleneck_form(kinds) else 1.0
     block = BlockSpec(tuple(kernels), bottleneck=ratio, relu_after=relu_after)
-    if layout == "cifar":
-        depths = depths or (3, 3, 3)
-        stem = StemSpec(width=base_width)
-        shape = input_shape or (3, 32, 32)
-        classes = num_classes or 10
-    elif layout == "imagenet":
-        depths = depths or (2, 2, 2, 2)
-        stem = StemSpec(width=base_width, kernel_size=3, stride=2, pool=True)
-        shape = input_shape or (3, 224, 224)
-        classes = num_classes or 1000
-    else:
-        raise UserError(f"layout: {layout!r} must be 'cifar' or 'imagenet'")
-    stages = tuple(
-        StageSpec(width=base_width * 2**i, depth=d, stride=1 if i == 0 else 2) for i, d in enumerate(depths)
-    )
-    return ArchSpec(stem=stem, block=block, stages=stages, input_shape=shape, num_classes=classes, name=name)
+    return layout_arch(block, base_width=base_width, depths=depths or None, layout=layout,
+                       input_shape=input_shape or None, num_classes=num_classes or None, name=name)
 
 
 @dataclass(frozen=True)
@@ -109,44 +94,103 @@ def fit_budget(
         >>> fit.params <= 100_000 < fit.next_params
         True
     """
-    from igcnas.cost import count
-
     if max_params is None and max_flops is None:
         raise UserError("give a budget: --max-params and/or --max-flops (e.g. --max-params 0.5M)")
     groups = template.get("groups")
     quantum = step or _quantum(groups)  # type: ignore[arg-type]
-
-    def fits(cost_params: int, cost_flops: int) -> bool:
-        return (max_params is None or cost_params <= max_params) and (max_flops is None or cost_flops <= max_flops)
-
-    best: FitResult | None = None
-    smallest: tuple[int, int, int] | None = None
-    width = quantum
-    while width <= max_width:
-        try:
-            spec = layout_spec(design, width, layout=layout, **template)  # type: ignore[arg-type]
-        except UserError:
-            width += quantum
-            continue
-        cost = count(spec)
-        if smallest is None:
-            smallest = (width, cost.params, cost.flops)
-        if fits(cost.params, cost.flops):
-            best = FitResult(spec, width, cost.params, cost.flops, None, None, None)
-        elif best is not None:
-            return FitResult(best.spec, best.base_width, best.params, best.flops, width, cost.params, cost.flops)
-        else:
-            break
-        width += quantum
+    best, over = widest_within(
+        lambda width: layout_spec(design, width, layout=layout, **template),  # type: ignore[arg-type]
+        quantum, max_params=max_params, max_flops=max_flops, max_width=max_width,
+    )
     if best is None:
+        # the scan stops at the first valid width over budget: with nothing within budget, that is the narrowest
         detail = (
-            f"the narrowest valid {design} network (base width {smallest[0]}) already has "
-            f"{smallest[1]:,} params and {smallest[2]:,} FLOPs"
-            if smallest
+            f"the narrowest valid {design} network (base width {over.width}) already has "
+            f"{over.params:,} params and {over.flops:,} FLOPs"
+            if over is not None
             else f"no valid width of {design} up to {max_width}"
         )
         raise UserError(f"budget too small: {detail}; raise --max-params/--max-flops or use a shallower layout")
-    return best
+    if over is None:
+        return FitResult(best.spec, best.width, best.params, best.flops, None, None, None)
+    return FitResult(best.spec, best.width, best.params, best.flops, over.width, over.params, over.flops)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The one budget filler (``igcnas fit`` and the search's budget filling)
+
+
+@dataclass(frozen=True)
+class WidthFit:
+    """One scanned base width: its spec and closed-form cost."""
+
+    width: int
+    spec: ArchSpec
+    params: int
+    flops: int
+
+
+def budget_violations(
+    params: int, flops: int, *, max_params: float | None, max_flops: float | None
+) -> tuple[dict[str, float], str]:
+    """Constraint values (> 0 means over budget) and a reason naming by how much, '' when feasible.
+
+    Example:
+        >>> budget_violations(1_200, 10, max_params=1_000, max_flops=None)
+        ({'max_params': 200.0}, 'params 1.2k > budget 1k (+200, 20% over)')
+    """
+    from igcnas.units import format_count
+
+    values: dict[str, float] = {}
+    reasons: list[str] = []
+    for name, value, budget in (("params", params, max_params), ("flops", flops, max_flops)):
+        if budget is None:
+            continue
+        values[f"max_{name}"] = float(value - budget)
+        if value > budget:
+            reasons.append(
+                f"{name} {format_count(value)} > budget {format_count(budget)} "
+                f"(+{format_count(value - budget)}, {100 * (value - budget) / budget:.0f}% over)"
+            )
+    return values, "; ".join(reasons)
+
+
+def widest_within(
+    build: Callable[[int], ArchSpec | None],
+    quantum: int,
+    *,
+    max_params: float | None,
+    max_flops: float | None,
+    max_width: int = 4096,
+) -> tuple[WidthFit | None, WidthFit | None]:
+    """Scan base widths ``quantum, 2*quantum, ... <= max_width`` until one is over budget.
+
+    ``build(width)`` gives the spec at a base width, or None (or raises UserError) when that width is not valid
+    (skipped). Returns the widest width within budget (None when the narrowest valid one is already over it) and
+    the first valid width over budget (None when every valid width up to ``max_width`` fits).
+
+    Example:
+        >>> best, over = widest_within(lambda w: layout_spec("DW+PW", w), 8, max_params=50_000, max_flops=None)
+        >>> best.params <= 50_000 < over.params, over.width - best.width
+        (True, 8)
+    """
+    from igcnas.cost import count
+
+    best: WidthFit | None = None
+    width = quantum
+    while width <= max_width:
+        try:
+            spec = build(width)
+        except UserError:
+            spec = None
+        if spec is not None:
+            cost = count(spec)
+            point = WidthFit(width, spec, cost.params, cost.flops)
+            if budget_violations(cost.params, cost.flops, max_params=max_params, max_flops=max_flops)[1]:
+                return best, point
+            best = point
+        width += quantum
+    return best, None
 
 
 def _quantum(groups: tuple[int | None, ...] | None) -> int:

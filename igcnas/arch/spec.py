@@ -227,11 +227,37 @@ class ArchSpec:
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise UserError(f"num_classes: {self.num_classes!r} must be an integer >= 2")
         # every stage's block must plan (groups divide widths, ...): fail now, naming the field
-        in_width = self.stem.width
-        for index, stage in enumerate(self.stages):
-            for block_index in range(min(stage.depth, 2)):
-                plan_block(self, index, in_width if block_index == 0 else stage.width, first=block_index == 0)
-            in_width = stage.width
+        self.plans()
+
+    # -- block plans ------------------------------------------------------------------------------------------
+    def plans(self) -> tuple[tuple[BlockPlan, ...], ...]:
+        """Per stage, the plan of its first block and (depth >= 2) the one plan all its later blocks share.
+
+        Planned once per spec (when it is made, which validates it) and kept on the instance, outside the
+        dataclass fields: ``to_dict()``, equality, hashing and the id do not see it.
+
+        Example:
+            >>> spec = ArchSpec.simple("DW+PW", widths=(16, 32), depths=(1, 3))
+            >>> [[p.chain.widths() for p in stage] for stage in spec.plans()]
+            [[[16, 16, 16]], [[16, 16, 32], [32, 32, 32]]]
+        """
+        cached = self.__dict__.get("_plans")
+        if cached is None:
+            stages: list[tuple[BlockPlan, ...]] = []
+            in_width = self.stem.width
+            for index, stage in enumerate(self.stages):
+                stages.append(tuple(
+                    plan_block(self, index, in_width if block_index == 0 else stage.width, first=block_index == 0)
+                    for block_index in range(min(stage.depth, 2))
+                ))
+                in_width = stage.width
+            cached = tuple(stages)
+            object.__setattr__(self, "_plans", cached)
+        return cached
+
+    def block_plan(self, stage_index: int, block_index: int) -> BlockPlan:
+        """The plan of block ``block_index`` of stage ``stage_index`` (from :meth:`plans`)."""
+        return self.plans()[stage_index][min(block_index, 1)]
 
     # -- identity ---------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -341,6 +367,7 @@ class ArchSpec:
         name: str = "",
     ) -> ArchSpec:
         """A CIFAR-style network of one design: stride 2 at the first block of every stage but the first."""
+        from igcnas.arch.layout import layout_arch
         from igcnas.space.chain import parse_design
 
         kinds = parse_design(design)
@@ -349,18 +376,8 @@ class ArchSpec:
             raise UserError(f"groups: {len(groups)} values for {len(kinds)} kernels of {design}")
         kernels = tuple(KernelSpec(k, groups=g) for k, g in zip(kinds, groups, strict=True))
         block = BlockSpec(kernels, bottleneck=bottleneck if is_bottleneck_form(kinds) else 1.0)
-        stages = tuple(
-            StageSpec(width=w, depth=d, stride=1 if i == 0 else 2)
-            for i, (w, d) in enumerate(zip(widths, depths, strict=True))
-        )
-        return cls(
-            stem=StemSpec(width=stem_width or widths[0]),
-            block=block,
-            stages=stages,
-            input_shape=input_shape,
-            num_classes=num_classes,
-            name=name,
-        )
+        return layout_arch(block, widths=widths, depths=depths, layout="cifar", input_shape=input_shape,
+                           num_classes=num_classes, stem_width=stem_width, name=name)
 
 
 def _drop_defaults(payload: dict[str, Any], defaults: dict[str, Any]) -> None:

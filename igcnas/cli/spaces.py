@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def space_rows() -> list[dict[str, Any]]:
     """One row per shipped space: name, layout, designs, base widths, depths and its one-line description."""
     from igcnas.search._shipped import shipped_spaces
-    from igcnas.search.space import SearchSpace
+    from igcnas.search.search_space import SearchSpace
 
     rows = []
     for name in shipped_spaces():

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec, plan_block
+from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec
 from igcnas.nn.chain_ops import fuse_chains
 from igcnas.nn.norm import batch_norm_act
 from igcnas.nn.ops import sparse_conv
@@ -163,8 +163,7 @@ class Network(nn.Module):
         for index, stage in enumerate(spec.stages):
             blocks = []
             for block_index in range(stage.depth):
-                plan = plan_block(spec, index, width, first=block_index == 0)
-                blocks.append(Block(plan, spec.block_of(index), impl=impl))
+                blocks.append(Block(spec.block_plan(index, block_index), spec.block_of(index), impl=impl))
                 width = stage.width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -235,8 +234,7 @@ def layer_costs(spec: ArchSpec) -> list[LayerCost]:
     for index, stage in enumerate(spec.stages):
         block = spec.block_of(index)
         for block_index in range(stage.depth):
-            plan = plan_block(spec, index, width, first=block_index == 0)
-            row, h, w = block_cost(plan, block, h, w)
+            row, h, w = block_cost(spec.block_plan(index, block_index), block, h, w)
             rows.append(replace(row, name=f"stages.{index}.{block_index}"))
             width = stage.width
     if spec.head.width is not None:

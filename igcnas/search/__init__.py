@@ -21,7 +21,7 @@ from igcnas.search.config import (
     redact_url,
 )
 from igcnas.search.results import list_studies, load_study, study_info
-from igcnas.search.space import SearchSpace, load_space
+from igcnas.search.search_space import SearchSpace, load_space
 from igcnas.store import TrialRecord
 
 __all__ = [

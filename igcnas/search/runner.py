@@ -144,47 +144,18 @@ class TrialContext:
     # -- candidates ----------------------------------------------------------------------------------------
     def make_spec(self, params: dict[str, Any]) -> tuple[Any, dict[str, Any], str]:
         """Spec, train overrides and a fill note for sampled params (budget filling widens the base width)."""
-        from igcnas.cost import count
-
         shape, classes = self.shape()
         if not self.config.fill_budget:
             spec, overrides = self.space.to_spec(params, input_shape=shape, num_classes=classes)
             return spec, overrides, ""
-        quantum = self.space.width_quantum(params)
-        best = None
-        width = quantum
-        while width <= 4096:
-            try:
-                spec, overrides = self.space.to_spec(params, input_shape=shape, num_classes=classes, base_width=width)
-            except UserError:
-                width += quantum
-                continue
-            cost = count(spec)
-            if self.violations(cost.params, cost.flops)[1]:
-                break
-            best = (spec, overrides)
-            width += quantum
-        if best is None:
-            spec, overrides = self.space.to_spec(params, input_shape=shape, num_classes=classes, base_width=quantum)
-            return spec, overrides, f"budget filling: even base width {quantum} is over budget"
-        return best[0], best[1], f"budget filling: base width {best[0].stem.width}"
+        return self.space.fill_budget(params, input_shape=shape, num_classes=classes,
+                                      max_params=self.config.max_params, max_flops=self.config.max_flops)
 
     def violations(self, params: int, flops: int) -> tuple[dict[str, float], str]:
         """Constraint values (> 0 means over budget) and a reason naming by how much, '' when feasible."""
-        values: dict[str, float] = {}
-        reasons: list[str] = []
-        from igcnas.units import format_count
+        from igcnas.arch.fit import budget_violations
 
-        for name, value, budget in (("params", params, self.config.max_params), ("flops", flops, self.config.max_flops)):
-            if budget is None:
-                continue
-            values[f"max_{name}"] = float(value - budget)
-            if value > budget:
-                reasons.append(
-                    f"{name} {format_count(value)} > budget {format_count(budget)} "
-                    f"(+{format_count(value - budget)}, {100 * (value - budget) / budget:.0f}% over)"
-                )
-        return values, "; ".join(reasons)
+        return budget_violations(params, flops, max_params=self.config.max_params, max_flops=self.config.max_flops)
 
     def base_record(self, number: int, spec: Any, cost: Any, params: dict[str, Any], *, backend: str,
                     node: str = "") -> TrialRecord:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from igcnas.arch.spec import ArchSpec, BlockPlan, plan_block
+from igcnas.arch.spec import ArchSpec, BlockPlan
 from igcnas.space.chain import Chain, InfoField, shuffle_permutation
 
 if TYPE_CHECKING:
@@ -199,15 +199,7 @@ def paper_comparison(entry: ZooEntry) -> list[dict[str, Any]]:
 
 def stage_plans(spec: ArchSpec) -> list[BlockPlan]:
     """The representative block of every stage: a later block at the stage width, or the only (first) block."""
-    plans = []
-    width = spec.stem.width
-    for index, stage in enumerate(spec.stages):
-        if stage.depth >= 2:
-            plans.append(plan_block(spec, index, stage.width, first=False))
-        else:
-            plans.append(plan_block(spec, index, width, first=True))
-        width = stage.width
-    return plans
+    return [stage[-1] for stage in spec.plans()]
 
 
 def chain_paths(chain: Chain) -> np.ndarray:

@@ -44,3 +44,41 @@ def test_fit_cli(capsys, tmp_path):
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "PWG+DW+PWG" in out and (tmp_path / "arch.json").exists()
+
+
+def test_widest_within_is_the_one_scan_of_fit_budget():
+    from igcnas.arch.fit import widest_within
+
+    fit = fit_budget("GC+PWG", max_params=200_000, groups=(8, 4))
+    best, over = widest_within(lambda w: layout_spec("GC+PWG", w, groups=(8, 4)), 8, max_params=200_000,
+                               max_flops=None)
+    assert best is not None and over is not None
+    assert (best.spec, best.width, best.params, over.width, over.params) == (
+        fit.spec, fit.base_width, fit.params, fit.next_width, fit.next_params)
+    # invalid widths (None or UserError) are skipped; a first valid width over budget comes back as `over`
+    best, over = widest_within(lambda w: None if w < 24 else layout_spec("DW+PW", w), 8, max_params=1_000,
+                               max_flops=None)
+    assert best is None and over is not None and over.width == 24
+    best, over = widest_within(lambda w: layout_spec("DW+PW", w), 8, max_params=None, max_flops=None, max_width=32)
+    assert over is None and best is not None and best.width == 32
+
+
+def test_layout_builders_agree():
+    from igcnas.arch import ArchSpec, BlockSpec, KernelSpec
+    from igcnas.arch.layout import layout_arch
+
+    block = BlockSpec((KernelSpec("DW"), KernelSpec("PW")))
+    assert layout_spec("DW+PW", 16, depths=(1, 2, 1)) == layout_arch(block, base_width=16, depths=(1, 2, 1))
+    assert ArchSpec.simple("DW+PW", widths=(16, 32, 64), depths=(1, 2, 1)) == layout_arch(
+        block, widths=(16, 32, 64), depths=(1, 2, 1))
+    with pytest.raises(UserError, match="must be 'cifar' or 'imagenet'"):
+        layout_arch(block, base_width=16, layout="mobile")
+
+
+def test_budget_violations_names_the_overshoot():
+    from igcnas.arch.fit import budget_violations
+
+    values, reason = budget_violations(1_500, 2_000_000, max_params=1_000, max_flops=1_000_000)
+    assert values == {"max_params": 500.0, "max_flops": 1_000_000.0}
+    assert reason == "params 1.5k > budget 1k (+500, 50% over); flops 2M > budget 1M (+1M, 100% over)"
+    assert budget_violations(900, 10, max_params=1_000, max_flops=None) == ({"max_params": -100.0}, "")

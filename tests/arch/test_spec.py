@@ -108,3 +108,46 @@ def test_required_complementary_condition_is_checked_per_stage():
         BlockSpec((KernelSpec("DW"),), require="loose")
     dense = BlockSpec((KernelSpec("GC", groups=8), KernelSpec("PWG", groups=2)), require="dense")
     ArchSpec(stem=StemSpec(width=48), block=dense, stages=(StageSpec(48, 1),))  # dense, though not strict
+
+
+def test_each_block_position_is_planned_once_per_spec(monkeypatch):
+    """Validating, building and counting a spec (and the zoo's stage plans) plan each (stage, block) once."""
+    import igcnas.arch.spec as spec_module
+    from igcnas.cost import count
+    from igcnas.nn.network import build, layer_costs, network_cost
+    from igcnas.zoo.compare import stage_plans
+
+    calls: list[tuple[int, int, bool]] = []
+    real = spec_module.plan_block
+
+    def counting(spec, stage_index, in_width, *, first):
+        calls.append((stage_index, in_width, first))
+        return real(spec, stage_index, in_width, first=first)
+
+    monkeypatch.setattr(spec_module, "plan_block", counting)
+    spec = ArchSpec.simple("GC+PWG", widths=(16, 32, 64), depths=(3, 1, 2), groups=(4, 2), name="counted")
+    build(spec)
+    build(spec, impl="naive")
+    network_cost(spec)
+    layer_costs(spec)
+    count(spec)
+    stage_plans(spec)
+    assert len(spec.block_plan(0, 2).chain.kernels) == 2
+    # stage 0: first block and the later blocks' shared plan; stage 1 (depth 1): its first block only; stage 2: both
+    assert calls == [(0, 16, True), (0, 16, False), (1, 16, True), (2, 32, True), (2, 64, False)]
+
+
+def test_cached_plans_leave_identity_alone():
+    """The plan cache is no field: JSON, equality, hashing, the id and pickling are as without it."""
+    import pickle
+
+    spec = make()
+    fresh = ArchSpec.from_json(spec.to_json())
+    assert spec.plans() is spec.plans()  # one tuple, kept
+    assert "_plans" not in spec.to_dict() and "_plans" not in spec.to_json()
+    assert spec == fresh and hash(spec) == hash(fresh) and spec.id == fresh.id
+    again = pickle.loads(pickle.dumps(spec))
+    assert again == spec and again.id == spec.id and again.plans() == spec.plans()
+    assert [len(stage) for stage in spec.plans()] == [2, 2]
+    assert spec.block_plan(1, 0) == plan_block(spec, 1, 32, first=True)
+    assert spec.block_plan(1, 5) == plan_block(spec, 1, 64, first=False)

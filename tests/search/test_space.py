@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from igcnas.errors import UserError
-from igcnas.search.space import SearchSpace, load_space
+from igcnas.search.search_space import SearchSpace, load_space
 from igcnas.space.chain import loose_complementary, strict_complementary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,3 +140,24 @@ def test_smallest_spec_is_the_cheapest_sample() -> None:
     for params in _sample(space, 30, seed=3):
         spec, _ = space.to_spec(params, input_shape=SHAPE, num_classes=10)
         assert count(spec).params >= smallest
+
+
+def test_fill_budget_widens_the_base_width_to_the_budget() -> None:
+    from igcnas.cost import count
+
+    space = load_space("igc_cifar")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=4))
+    for _ in range(5):
+        params = space.define(study.ask(), fill_budget=True)
+        assert "base_width" not in params
+        quantum = space.width_quantum(params)
+        spec, overrides, note = space.fill_budget(params, input_shape=SHAPE, num_classes=10, max_params=20_000,
+                                                  max_flops=None)
+        width = spec.stem.width
+        assert note == f"budget filling: base width {width}" and width % quantum == 0
+        assert count(spec).params <= 20_000
+        wider, _ = space.to_spec(params, input_shape=SHAPE, num_classes=10, base_width=width + quantum)
+        assert count(wider).params > 20_000
+        assert overrides == space.to_spec(params, input_shape=SHAPE, num_classes=10, base_width=width)[1]
+        spec, _, note = space.fill_budget(params, input_shape=SHAPE, num_classes=10, max_params=10, max_flops=None)
+        assert note == f"budget filling: even base width {quantum} is over budget" and spec.stem.width == quantum

@@ -1,4 +1,8 @@
-"""Search spaces: a YAML file of architecture (and training) choices, validated, sampled and turned into specs.
+"""The search space: a YAML file of architecture (and training) choices, validated, sampled and turned into specs.
+
+Not to be confused with the *design space* of :mod:`igcnas.space` (kernel chains and the funnel that prunes
+them): a search space picks designs from it and adds widths, depths, group numbers and the rest. The YAML keys
+are checked in :mod:`igcnas.search._space_yaml`; sampling, building and budget filling are here.
 
 A search space lists, for one layout (``cifar``: 3 stages of widths w, 2w, 4w; ``imagenet``: the Fog paper's 4
 stages), the block designs (each must survive the design-space funnel of :func:`igcnas.space.prune_design_space`),
@@ -23,11 +27,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec, plan_block
+from igcnas.arch.layout import layout_arch
+from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec
 from igcnas.errors import UserError
 from igcnas.search._shipped import read_space_text
+from igcnas.search._space_yaml import (
+    GROUPS_RULES,
+    LAYOUTS,
+    RELU_PLACEMENTS,
+    FloatRange,
+    parse_space,
+)
 from igcnas.space.chain import loose_complementary, parse_design, strict_complementary
-from igcnas.space.kernels import KERNEL_KINDS, SPARSE_KINDS, is_bottleneck_form
+from igcnas.space.kernels import KERNEL_KINDS, is_bottleneck_form
 
 __all__ = [
     "SearchSpace",
@@ -39,31 +51,8 @@ __all__ = [
     "load_space",
 ]
 
-RELU_PLACEMENTS: tuple[str, ...] = ("none", "all", "first", "spatial")
-"""ReLU placement inside a block (the block output always gets a ReLU after the identity sum):
-``none`` (Fog: ReLU only after the addition), ``all`` (after every kernel but the last), ``first`` (after the
-first kernel), ``spatial`` (after the k x k kernel(s), IGCV3's choice)."""
-GROUPS_RULES: tuple[str, ...] = ("complementary", "free")
-LAYOUTS: tuple[str, ...] = ("cifar", "imagenet")
-BN_CHOICES: tuple[str, ...] = ("each", "block", "none")
-_TOP_KEYS: tuple[str, ...] = (
-    "name",
-    "description",
-    "layout",
-    "stages",
-    "designs",
-    "base_widths",
-    "depths",
-    "groups",
-    "groups_rule",
-    "bottlenecks",
-    "bn",
-    "relu",
-    "identity",
-    "train",
-)
-_TRAIN_KEYS: tuple[str, ...] = ("lr", "weight_decay", "batch_size")
 _GROUPED = frozenset(name for name, kind in KERNEL_KINDS.items() if kind.grouping == "grouped")
+_HYPER_KEYS: tuple[str, ...] = ("lr", "weight_decay", "batch_size")
 
 
 class SuggestTrial(Protocol):
@@ -72,15 +61,6 @@ class SuggestTrial(Protocol):
     def suggest_categorical(self, name: str, choices: Any) -> Any: ...
 
     def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    """A float hyper-parameter range ``[low, high]``, sampled on a log scale when ``log``."""
-
-    low: float
-    high: float
-    log: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,71 +129,12 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "<space>", digest: str = "") -> SearchSpace:
         """Validate a parsed YAML mapping (see the module docstring for the keys)."""
-        where = source
-        if not isinstance(data, dict):
-            raise UserError(f"{where}: expected a mapping of keys ({', '.join(_TOP_KEYS)}), got {type(data).__name__}")
-        unknown = sorted(str(k) for k in data if k not in _TOP_KEYS)
-        if unknown:
-            raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(_TOP_KEYS)}")
-        for required in ("name", "designs", "base_widths", "depths"):
-            if required not in data:
-                raise UserError(f"{where}: missing key '{required}' (see 'igcnas spaces' and search_spaces/igc_cifar.yaml for an example)")
-        name = data["name"]
-        if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
-            raise UserError(f"{where}: key 'name': {name!r} must be a non-empty word without '/', '\\' or spaces")
-        layout = _choice(where, "layout", data.get("layout", "cifar"), LAYOUTS)
-        default_stages = 3 if layout == "cifar" else 4
-        stages = data.get("stages", default_stages)
-        if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= 6:
-            raise UserError(f"{where}: key 'stages': {stages!r} must be an integer from 1 to 6 (default {default_stages})")
-        designs = _designs(where, data["designs"])
-        base_widths = _ints(where, "base_widths", data["base_widths"], minimum=1)
-        depths = _ints(where, "depths", data["depths"], minimum=1)
-        groups = _ints(where, "groups", data.get("groups", [2]), minimum=1)
-        rule = _choice(where, "groups_rule", data.get("groups_rule", "free"), GROUPS_RULES)
-        bottlenecks = _floats(where, "bottlenecks", data.get("bottlenecks", [0.25]))
-        bn = tuple(_choice(where, "bn", v, BN_CHOICES) for v in _as_list(data.get("bn", ["each"])))
-        relu = tuple(_choice(where, "relu", v, RELU_PLACEMENTS) for v in _as_list(data.get("relu", ["none"])))
-        identity = _bools(where, "identity", data.get("identity", [True]))
-        for key, values in (("bn", bn), ("relu", relu), ("identity", identity)):
-            if not values:
-                raise UserError(f"{where}: key '{key}': give at least one value")
-        lr = weight_decay = None
-        batch_size = None
-        train = data.get("train")
-        if train is not None:
-            if not isinstance(train, dict):
-                raise UserError(f"{where}: key 'train': expected a mapping with keys {', '.join(_TRAIN_KEYS)}")
-            bad = sorted(str(k) for k in train if k not in _TRAIN_KEYS)
-            if bad:
-                raise UserError(f"{where}: key 'train': unknown key(s) {', '.join(bad)}; allowed: {', '.join(_TRAIN_KEYS)}")
-            if "lr" in train:
-                lr = _range(where, "train.lr", train["lr"])
-            if "weight_decay" in train:
-                weight_decay = _range(where, "train.weight_decay", train["weight_decay"], allow_zero=True)
-            if "batch_size" in train:
-                batch_size = _ints(where, "train.batch_size", train["batch_size"], minimum=1)
         space = cls(
-            name=name,
             path=source,
-            layout=layout,
-            stages=stages,
-            designs=designs,
-            base_widths=base_widths,
-            depths=depths,
-            groups=groups,
-            groups_rule=rule,
-            bottlenecks=bottlenecks,
-            bn=bn,
-            relu=relu,
-            identity=identity,
-            lr=lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            description=str(data.get("description", "")),
+            **parse_space(data, source),
             digest=digest or hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16],
         )
-        return replace(space, plans=tuple(space._plan(d) for d in designs))
+        return replace(space, plans=tuple(space._plan(d) for d in space.designs))
 
     # -- group numbers -----------------------------------------------------------------------------------
     def _plan(self, design: str) -> _DesignPlan:
@@ -268,15 +189,14 @@ class SearchSpace:
         ratios = self.bottlenecks if plan.bottleneck_form else (1.0,)
         for base in self.base_widths:
             for ratio in ratios:
-                try:
-                    spec = self._build(plan, base, (1,) * self.stages, g_values=(g,), bottleneck=ratio,
+                try:  # two blocks a stage: the later one (stage width in and out) is the one checked
+                    spec = self._build(plan, base, (2,) * self.stages, g_values=(g,), bottleneck=ratio,
                                        bn="each", relu="none", identity=True, input_shape=(3, 32, 32),
                                        num_classes=10)
                 except UserError:
                     return False
-                for s in range(self.stages):
-                    chain = plan_block(spec, s, spec.stages[s].width, first=False).chain
-                    if not (strict_complementary(chain) or loose_complementary(chain, g)):
+                for _first, later in spec.plans():
+                    if not (strict_complementary(later.chain) or loose_complementary(later.chain, g)):
                         return False
         return True
 
@@ -358,8 +278,7 @@ class SearchSpace:
             input_shape=input_shape,
             num_classes=num_classes,
         )
-        overrides: dict[str, Any] = {k: params[k] for k in ("lr", "weight_decay", "batch_size") if k in params}
-        return spec, overrides
+        return spec, _overrides(params)
 
     def width_quantum(self, params: dict[str, Any]) -> int:
         """Base-width step that keeps the sampled group numbers dividing every width (budget filling)."""
@@ -376,6 +295,32 @@ class SearchSpace:
         if plan.bottleneck_form and ratio < 1:
             quantum = math.lcm(quantum, max(1, int(round(quantum / ratio))))
         return quantum
+
+    def fill_budget(
+        self,
+        params: dict[str, Any],
+        *,
+        input_shape: tuple[int, int, int],
+        num_classes: int,
+        max_params: float | None,
+        max_flops: float | None,
+    ) -> tuple[ArchSpec, dict[str, Any], str]:
+        """The widest spec of sampled ``params`` within budget (base widths in steps of :meth:`width_quantum`).
+
+        Returns the spec, the training overrides and a note naming the base width; when even the narrowest
+        width is over budget, the spec at base width one quantum (the trial is then infeasible).
+        """
+        from igcnas.arch.fit import widest_within
+
+        quantum = self.width_quantum(params)
+        best, _ = widest_within(
+            lambda width: self.to_spec(params, input_shape=input_shape, num_classes=num_classes, base_width=width)[0],
+            quantum, max_params=max_params, max_flops=max_flops,
+        )
+        if best is None:
+            spec, overrides = self.to_spec(params, input_shape=input_shape, num_classes=num_classes, base_width=quantum)
+            return spec, overrides, f"budget filling: even base width {quantum} is over budget"
+        return best.spec, _overrides(params), f"budget filling: base width {best.spec.stem.width}"
 
     def smallest_spec(
         self, *, input_shape: tuple[int, int, int], num_classes: int, by: Literal["params", "flops"] = "params"
@@ -446,19 +391,18 @@ class SearchSpace:
             relu_after=_relu_indices(relu, plan.kinds),
             identity=identity,
         )
-        if self.layout == "cifar":
-            stem = StemSpec(width=base_width)
-        else:
-            stem = StemSpec(width=base_width, kernel_size=3, stride=2, pool=True)
-        stages = tuple(
-            StageSpec(width=base_width * 2**i, depth=d, stride=1 if i == 0 else 2) for i, d in enumerate(depths)
-        )
-        return ArchSpec(stem=stem, block=block, stages=stages, input_shape=input_shape, num_classes=num_classes)
+        return layout_arch(block, base_width=base_width, depths=depths, layout=self.layout, input_shape=input_shape,
+                           num_classes=num_classes)
 
     def settings(self) -> dict[str, Any]:
         """JSON-safe summary (stored with the study)."""
         return {"name": self.name, "path": self.path, "digest": self.digest, "layout": self.layout,
                 "designs": list(self.designs), "groups_rule": self.groups_rule}
+
+
+def _overrides(params: dict[str, Any]) -> dict[str, Any]:
+    """The sampled training hyper-parameters of ``params`` (lr, weight_decay, batch_size)."""
+    return {k: params[k] for k in _HYPER_KEYS if k in params}
 
 
 def _relu_indices(placement: str, kinds: tuple[str, ...]) -> tuple[int, ...]:
@@ -476,96 +420,3 @@ def _relu_indices(placement: str, kinds: tuple[str, ...]) -> tuple[int, ...]:
 def load_space(path: str | Path) -> SearchSpace:
     """Shorthand for :meth:`SearchSpace.load`: a YAML file, or a shipped space by name (``igcnas spaces``)."""
     return SearchSpace.load(path)
-
-
-# -- validation helpers ----------------------------------------------------------------------------------------
-def _as_list(value: Any) -> list[Any]:
-    """A scalar becomes a one-element list."""
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _choice(where: str, key: str, value: Any, allowed: tuple[Any, ...]) -> Any:
-    """One of ``allowed``."""
-    if value not in allowed:
-        raise UserError(f"{where}: key '{key}': {value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}")
-    return value
-
-
-def _ints(where: str, key: str, value: Any, *, minimum: int) -> tuple[int, ...]:
-    """A non-empty list of distinct integers >= minimum, sorted."""
-    values = _as_list(value)
-    if not values:
-        raise UserError(f"{where}: key '{key}': give at least one integer")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-            raise UserError(f"{where}: key '{key}': {v!r} is not allowed; allowed values: integers >= {minimum}")
-    return tuple(sorted(set(values)))
-
-
-def _floats(where: str, key: str, value: Any) -> tuple[float, ...]:
-    """A non-empty list of positive finite numbers."""
-    values = _as_list(value)
-    if not values:
-        raise UserError(f"{where}: key '{key}': give at least one number")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise UserError(f"{where}: key '{key}': {v!r} is not allowed; allowed values: positive numbers (e.g. 0.25, 6)")
-    return tuple(sorted({float(v) for v in values}))
-
-
-def _bools(where: str, key: str, value: Any) -> tuple[bool, ...]:
-    """A non-empty list of booleans."""
-    values = _as_list(value)
-    for v in values:
-        if not isinstance(v, bool):
-            raise UserError(f"{where}: key '{key}': {v!r} is not allowed; allowed values: true, false")
-    return tuple(dict.fromkeys(values))
-
-
-def _range(where: str, key: str, value: Any, *, allow_zero: bool = False) -> FloatRange:
-    """``{low, high, log}`` or ``[low, high]``."""
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        value = {"low": value[0], "high": value[1]}
-    if not isinstance(value, dict) or set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
-        raise UserError(f"{where}: key '{key}': give {{low: L, high: H, log: true|false}} or [L, H], got {value!r}")
-    low, high, log = value["low"], value["high"], value.get("log", False)
-    for v in (low, high):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise UserError(f"{where}: key '{key}': {v!r} is not allowed; allowed values: finite numbers >= 0")
-    if not isinstance(log, bool):
-        raise UserError(f"{where}: key '{key}.log': {log!r} is not allowed; allowed values: true, false")
-    if low > high or (log and low <= 0) or (not allow_zero and low <= 0):
-        raise UserError(f"{where}: key '{key}': need 0 < low <= high (log scale needs low > 0), got [{low}, {high}]")
-    return FloatRange(float(low), float(high), log)
-
-
-def _designs(where: str, value: Any) -> tuple[str, ...]:
-    """Block designs that survive the design-space funnel (a removed one names the rule that removed it)."""
-    from igcnas.space import prune_design_space
-
-    values = _as_list(value)
-    if not values:
-        raise UserError(f"{where}: key 'designs': give at least one block design, e.g. [GC+PWG, DW+PW]")
-    result = prune_design_space()
-    survivors = [v.name for v in result.survivors()]
-    out: list[str] = []
-    for v in values:
-        if not isinstance(v, str):
-            raise UserError(f"{where}: key 'designs': {v!r} is not a design; allowed values: {', '.join(survivors)}")
-        try:
-            kinds = parse_design(v)
-        except UserError as error:
-            raise UserError(f"{where}: key 'designs': {error}; allowed values: {', '.join(survivors)}") from None
-        name = "+".join(kinds)
-        if any(k not in SPARSE_KINDS for k in kinds):
-            raise UserError(f"{where}: key 'designs': {v!r} uses a kernel outside GC, DW, PW, PWG; allowed values: "
-                            f"{', '.join(survivors)}")
-        verdict = result.verdict(kinds)
-        if not verdict.survives:
-            raise UserError(
-                f"{where}: key 'designs': {name} was removed by the design-space rule '{verdict.removed_by}' "
-                f"({verdict.reason}); allowed values: {', '.join(survivors)}"
-            )
-        if name not in out:
-            out.append(name)
-    return tuple(out)
