@@ -15,34 +15,37 @@ The ONNX file is checked with onnxruntime on a random batch before the export is
 be allclose to PyTorch's. Models take inputs normalised like the training data (``(x / 255 - mean) / std`` per
 channel, the dataset's ``eval_transform()``).
 
+This module chooses and exports a trial of a study (:func:`select_trial`, :func:`export_row`,
+:func:`export_trial`); the rest lives in private modules and is re-exported here: writing the folder
+(:mod:`igcnas._artifacts`), the TorchScript/ONNX files and the ONNX check (:mod:`igcnas._onnx`), the model card
+(:mod:`igcnas._model_card`) and reading an export back (:mod:`igcnas._exported`).
+
 Example:
+    >>> from igcnas import load_study, pareto_front
+    >>> front = pareto_front(load_study("e2e", trials_dir="trials"))  # doctest: +SKIP
+    >>> result = export_row(front.iloc[0], out_dir="exported/best")  # doctest: +SKIP
     >>> result = export_trial("e2e", "exported/best", trials_dir="trials")  # doctest: +SKIP
     >>> model = load_exported("exported/best")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
+from igcnas._artifacts import MANIFEST_FILE, MODEL_CARD_FILE, ExportResult, export_model
+from igcnas._exported import evaluate_exported, load_exported, read_manifest, weights_file
+from igcnas._onnx import ONNX_FILE, ONNX_OPSET, TORCHSCRIPT_FILE, check_onnx
 from igcnas.analysis.pareto import filter_budget
-from igcnas.arch.spec import ArchSpec, load_spec
-from igcnas.errors import IgcnasError, UserError
+from igcnas.arch.spec import load_spec
+from igcnas.errors import UserError
 from igcnas.search.results import StudyTrials, open_study
-from igcnas.store import json_safe
-from igcnas.train import ARCH_FILE, METRICS_FILE, WEIGHTS_FILE, load_weights, save_weights
+from igcnas.store import ARCH_FILE, METRICS_FILE, WEIGHTS_FILE, StudyStore, read_json_file, trial_folder_name
 from igcnas.units import format_count
 
 __all__ = [
@@ -53,6 +56,7 @@ __all__ = [
     "ONNX_OPSET",
     "ExportResult",
     "select_trial",
+    "export_row",
     "export_trial",
     "export_model",
     "load_exported",
@@ -61,43 +65,7 @@ __all__ = [
     "evaluate_exported",
 ]
 
-TORCHSCRIPT_FILE = "model.ts"
-ONNX_FILE = "model.onnx"
-MODEL_CARD_FILE = "MODEL_CARD.md"
-MANIFEST_FILE = "export.json"
-ONNX_OPSET = 17
-_CHECK_RTOL = 1e-4
-_CHECK_ATOL = 1e-5
-
-
-@dataclass(frozen=True)
-class ExportResult:
-    """What :func:`export_model` wrote: the folder, the numbers in the model card and the ONNX check."""
-
-    out_dir: Path
-    spec: ArchSpec
-    params: int
-    flops: int
-    files: dict[str, Path]
-    onnx_max_abs_diff: float
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (the content of ``export.json``)."""
-        return {
-            "out_dir": str(self.out_dir),
-            "name": self.spec.name,
-            "spec_id": self.spec.id,
-            "design": self.spec.design,
-            "input_shape": list(self.spec.input_shape),
-            "num_classes": self.spec.num_classes,
-            "params": self.params,
-            "flops": self.flops,
-            "files": {key: path.name for key, path in self.files.items()},
-            "onnx_check": {"opset": ONNX_OPSET, "max_abs_diff": self.onnx_max_abs_diff,
-                           "rtol": _CHECK_RTOL, "atol": _CHECK_ATOL},
-            **json_safe(self.info),
-        }
+SEARCH_METRICS_FILE = "search_metrics.json"  # the trial's metrics.json, copied into the export
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,251 +146,188 @@ def select_trial(
     return frame.loc[ranked.index[0]]
 
 
-def _trial_files(row: pd.Series, study: StudyTrials) -> tuple[Path, Path]:
-    """A trial's folder and arch.json: the recorded ``arch_path`` when it exists, else ``<study>/<trial:04d>/``."""
-    arch_path = str(row.get("arch_path", "") or "")
-    if arch_path:
-        candidate = Path(arch_path).expanduser()
-        for path in (candidate, study.folder.parent / candidate, study.folder / candidate):
-            if path.is_file():
-                return path.parent, path
-    folder = study.folder / f"{int(row['trial']):04d}"
-    return folder, folder / ARCH_FILE
-
-
 # ---------------------------------------------------------------------------------------------------------------
-# writing an export
+# exporting a row of a trials frame
 
 
-def _example_input(spec: ArchSpec, batch: int, seed: int) -> torch.Tensor:
-    """A seeded random batch shaped like the network's input."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn((batch, *spec.input_shape), generator=generator)
-
-
-def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """Script the model (trace it if scripting fails) and save it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            module: torch.jit.ScriptModule = torch.jit.script(model)
-        except Exception:  # scripting is stricter than tracing; the traced graph is equivalent for this net
-            module = torch.jit.trace(model, example)
-        torch.jit.save(module, str(path))
-
-
-def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    """ONNX export (TorchScript-based exporter, opset 17) with a dynamic batch axis."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            str(path),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=ONNX_OPSET,
-            dynamo=False,
+def _row_dict(row: object) -> dict[str, Any]:
+    """A trials-frame row (a Series or a mapping) as a plain dict; a UserError for anything else."""
+    if isinstance(row, pd.DataFrame):
+        raise UserError(
+            f"export_row: got a frame of {len(row)} rows; pass one row, e.g. pareto_front(frame).iloc[0]"
         )
+    if isinstance(row, pd.Series):
+        return {str(key): value for key, value in row.items()}
+    if isinstance(row, Mapping):
+        return {str(key): value for key, value in row.items()}
+    raise UserError(
+        f"export_row: expected a row of a trials frame (a pandas Series or a dict), got {type(row).__name__}; "
+        "pass e.g. pareto_front(load_study(name)).iloc[0]"
+    )
 
 
-def check_onnx(path: str | Path, model: nn.Module, inputs: torch.Tensor) -> float:
-    """Run the ONNX file with onnxruntime on ``inputs``; return the max |difference| to PyTorch's outputs.
-
-    Raises :class:`~igcnas.errors.IgcnasError` when the outputs are not allclose (rtol 1e-4, atol 1e-5).
-
-    Example:
-        >>> diff = check_onnx("exported/best/model.onnx", load_exported("exported/best"), torch.randn(4, 1, 8, 8))  # doctest: +SKIP
-    """
-    import onnx
-    import onnxruntime as ort
-
-    onnx.checker.check_model(str(path))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, min(2, torch.get_num_threads()))
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    got = np.asarray(session.run(None, {name: inputs.detach().cpu().numpy().astype(np.float32)})[0])
-    model.eval()
-    with torch.no_grad():
-        expected = model(inputs.detach().cpu()).numpy()
-    if got.shape != expected.shape:
-        raise IgcnasError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's {expected.shape}")
-    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
-    if not np.allclose(got, expected, rtol=_CHECK_RTOL, atol=_CHECK_ATOL):
-        raise IgcnasError(
-            f"{path}: ONNX outputs differ from PyTorch's by up to {diff:.3g} (rtol {_CHECK_RTOL}, atol {_CHECK_ATOL})"
-        )
-    return diff
+def _text(value: object) -> str:
+    """A row's text cell; '' for None/NaN/NA."""
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return ""
+    return str(value)
 
 
-def _percent(value: object) -> str:
-    """0.931 -> '93.10%'; missing -> 'not measured'."""
+def _trial_number(values: Mapping[str, Any]) -> int:
+    """The row's ``trial`` as an int (a UserError naming the fix when it is missing)."""
+    value = values.get("trial")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        return "not measured"
-    return f"{number:.2%}" if math.isfinite(number) else "not measured"
+        number = math.nan
+    if not math.isfinite(number) or number != int(number):
+        raise UserError(
+            f"export_row: the row has no trial number (trial={value!r}); pass a row of load_study(name) or "
+            "pareto_front(...), which have a 'trial' column"
+        )
+    return int(number)
 
 
-def _snippet(out_dir: Path, spec: ArchSpec) -> str:
-    """The three lines of Python that load the export and run it."""
-    shape = ", ".join(str(v) for v in spec.input_shape)
-    return (
-        "import torch, igcnas\n"
-        f"model = igcnas.load_exported({str(out_dir)!r})\n"
-        f"logits = model(torch.zeros(1, {shape}))  # inputs normalised like the training data\n"
+def _study_name(values: Mapping[str, Any], number: int, study: StudyTrials | None) -> str:
+    """The study the row belongs to: its ``study`` cell, else ``study.name`` (they must agree)."""
+    named = _text(values.get("study"))
+    if study is not None and named and named != study.name:
+        raise UserError(
+            f"export_row: trial {number} is a row of study {named!r} but study= is {study.name!r}; "
+            "pass the study the row comes from"
+        )
+    name = named or (study.name if study is not None else "")
+    if not name:
+        raise UserError(
+            f"export_row: the row of trial {number} names no study; pass study=open_study(NAME, trials_dir=...)"
+        )
+    return name
+
+
+def _check_complete(values: Mapping[str, Any], number: int, name: str) -> None:
+    """A UserError unless the row is a completed trial (only those have final weights)."""
+    state = _text(values.get("state")) or "in no recorded state"
+    if state == "complete":
+        return
+    reason = _text(values.get("reason"))
+    raise UserError(
+        f"trial {number} of study {name!r} is {state}{f' ({reason})' if reason else ''}, not complete, so it has "
+        f"no final weights; export a complete row, e.g. of pareto_front(load_study({name!r}))"
     )
 
 
-def _model_card(result: ExportResult, snippet: str) -> str:
-    """MODEL_CARD.md text."""
-    spec, info = result.spec, result.info
-    settings: Mapping[str, Any] = info.get("search_settings") or {}
-    widths = "-".join(str(s.width) for s in spec.stages)
-    depths = "-".join(str(s.depth) for s in spec.stages)
-    dataset = info.get("dataset") or "unknown"
-    title = spec.name or f"architecture {spec.id}"
-    lines = [
-        f"# {title}",
-        "",
-        "Exported by igcnas"
-        + (f" from study `{info['study']}`, trial {info['trial']}" if info.get("study") is not None else "")
-        + ".",
-        "",
-        "## Numbers",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| Parameters | {format_count(result.params)} ({result.params:,}) |",
-        f"| FLOPs (multiply-adds per image) | {format_count(result.flops)} ({result.flops:,}) |",
-        f"| Validation accuracy | {_percent(info.get('accuracy'))} |",
-        f"| Test accuracy | {_percent(info.get('test_accuracy'))} |",
-        f"| Epochs trained | {info.get('epochs') if info.get('epochs') is not None else 'unknown'} |",
-        f"| Dataset | {dataset} |",
-        "",
-        "## Architecture",
-        "",
-        f"- Block design: `{spec.design}` (bottleneck {spec.block.bottleneck:g}, shuffle {spec.block.shuffle})",
-        f"- Stage widths: {widths}; blocks per stage: {depths}; stem width {spec.stem.width}",
-        f"- Input: {spec.input_shape[0]} x {spec.input_shape[1]} x {spec.input_shape[2]} (C x H x W), "
-        f"{spec.num_classes} classes",
-        f"- Spec id: `{spec.id}` (full spec in `{ARCH_FILE}`)",
-        "",
-        "## Search settings",
-        "",
-    ]
-    if settings:
-        for key in sorted(settings):
-            lines.append(f"- {key}: `{json.dumps(json_safe(settings[key]), sort_keys=True)}`")
-    else:
-        lines.append("- not recorded (exported outside a study)")
-    lines += [
-        "",
-        "## Load it in three lines of Python",
-        "",
-        "```python",
-        snippet.rstrip("\n"),
-        "```",
-        "",
-        "Inputs are float tensors (N, C, H, W) normalised per channel like the training data: "
-        f"`(x / 255 - mean) / std`, as `igcnas.data.load_data({dataset!r}).eval_transform()` produces them.",
-        "",
-        "## Files",
-        "",
-        f"- `{ARCH_FILE}`: the architecture spec; `{WEIGHTS_FILE}`: the weights (safetensors)",
-        f"- `{TORCHSCRIPT_FILE}`: TorchScript (`torch.jit.load`)",
-        f"- `{ONNX_FILE}`: ONNX opset {ONNX_OPSET}, input `input` with a dynamic batch axis, output `logits`; "
-        f"checked with onnxruntime (max |difference| to PyTorch {result.onnx_max_abs_diff:.2g})",
-        f"- `{MANIFEST_FILE}`: these facts, machine-readable",
-        "",
-        "Retrain from scratch: `igcnas train DIR --dataset "
-        f"{dataset if dataset != 'unknown' else 'DATASET'} --epochs 100`; "
-        f"measure: `igcnas evaluate DIR --dataset {dataset if dataset != 'unknown' else 'DATASET'}`.",
-        "",
-    ]
-    return "\n".join(lines)
+def _trial_files(values: Mapping[str, Any], number: int, store: StudyStore) -> tuple[Path, Path]:
+    """A trial's folder and arch.json: the recorded ``arch_path`` when it exists, else the store's trial folder."""
+    arch_path = _text(values.get("arch_path"))
+    if arch_path:
+        candidate = Path(arch_path).expanduser()
+        for path in (candidate, store.root / candidate, store.folder / candidate):
+            if path.is_file():
+                return path.parent, path
+    folder = store.trial_dir(number)
+    return folder, folder / ARCH_FILE
 
 
-def export_model(
-    spec: ArchSpec,
-    state_dict: Mapping[str, torch.Tensor],
-    out: str | Path,
+def _own_store(store: StudyStore, folder: Path, number: int) -> StudyStore:
+    """The study folder holding the trial folder ``<root>/<study>/<trial:04d>``, else ``store``."""
+    if folder.name != trial_folder_name(number) or folder.parent.name != store.name:
+        return store
+    return StudyStore(folder.parent.parent, store.name)
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """The training engine's metrics.json as a dict ({} when missing or unreadable)."""
+    if not path.is_file():
+        return {}
+    try:
+        payload = read_json_file(path, METRICS_FILE)
+    except UserError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _missing_weights(values: Mapping[str, Any], number: int, name: str, folder: Path) -> str:
+    """The one-line message for a complete trial without weights (a reused duplicate names its twin)."""
+    twin = values.get("reused_from")
+    if twin is not None and not bool(pd.isna(twin)):
+        return (f"trial {number} of study {name!r}: no {WEIGHTS_FILE} in {str(folder)!r}; it reused the result of "
+                f"trial {int(twin)} (same architecture) instead of training; export trial {int(twin)}")
+    return (f"trial {number} of study {name!r}: no {WEIGHTS_FILE} in {str(folder)!r} "
+            "(the search keeps weights of completed trials only); pick another trial")
+
+
+def export_row(
+    row: pd.Series | Mapping[str, Any],
     *,
-    info: Mapping[str, Any] | None = None,
+    out_dir: str | Path,
+    study: StudyTrials | None = None,
+    trials_dir: str | Path = "trials",
     check_batch: int = 8,
-    seed: int = 0,
 ) -> ExportResult:
-    """Write an export folder for ``spec`` with ``state_dict``: arch, weights, TorchScript, ONNX, card, manifest.
+    """Export the trial in ``row``, one row of a trials frame, into ``out_dir``.
 
-    ``info`` adds facts to the card and ``export.json`` (``study``, ``trial``, ``accuracy``, ``test_accuracy``,
-    ``epochs``, ``dataset``, ``search_settings``). The ONNX file is checked against PyTorch on a seeded random
-    batch of ``check_batch`` inputs. The exported graphs are built with ``impl="naive"`` (the portable form; every
-    impl shares the same state_dict).
+    ``row`` is a row of :func:`igcnas.load_study` or of :func:`igcnas.pareto_front` (a pandas Series, or a dict
+    with the same keys): ``trial`` and ``state`` are required, ``study`` names the study (else ``study.name``),
+    ``arch_path`` points at the trial's ``arch.json`` (else ``<study folder>/<trial:04d>/``), and ``accuracy``,
+    ``test_accuracy`` and ``epochs`` go into the model card. The study's folder and search settings
+    (``study.json``) come from ``study`` (an :func:`~igcnas.search.results.open_study` result), else from the
+    study folder holding the row's ``arch_path`` (``<root>/<study>/<trial:04d>/arch.json``, as ``igcnas search``
+    writes it), else from ``<trials_dir>/<row's study>``.
+
+    The trial's ``arch.json`` and ``weights.safetensors`` (or a ``.pt`` state_dict, read with
+    ``weights_only=True``) are exported with :func:`export_model`; its ``metrics.json`` is copied as
+    ``search_metrics.json``. A row that is not ``complete``, or whose trial has no weights, raises a one-line
+    :class:`~igcnas.errors.UserError` naming the trial and the fix.
 
     Example:
-        >>> import tempfile
-        >>> from igcnas.arch.spec import ArchSpec
-        >>> from igcnas.nn.network import build
-        >>> spec = ArchSpec.simple("DW+PW", widths=(8, 16), depths=(1, 1), input_shape=(1, 8, 8))
-        >>> result = export_model(spec, build(spec).state_dict(), tempfile.mkdtemp())
-        >>> sorted(result.files), result.params
-        (['arch', 'card', 'manifest', 'onnx', 'torchscript', 'weights'], 834)
+        >>> from igcnas import load_study, pareto_front
+        >>> front = pareto_front(load_study("e2e", trials_dir="trials"))  # doctest: +SKIP
+        >>> export_row(front.iloc[0], out_dir="exported/front0").info["trial"]  # doctest: +SKIP
+        7
+        >>> export_row({"trial": 4, "state": "pruned", "study": "e2e"}, out_dir="exported/t4")
+        Traceback (most recent call last):
+        ...
+        igcnas.errors.UserError: trial 4 of study 'e2e' is pruned, not complete, so it has no final weights; export a complete row, e.g. of pareto_front(load_study('e2e'))
     """
-    from igcnas.cost import count
+    values = _row_dict(row)
+    number = _trial_number(values)
+    name = _study_name(values, number, study)
+    _check_complete(values, number, name)
+    store = StudyStore(study.folder.parent if study is not None else trials_dir, name)
+    folder, arch_file = _trial_files(values, number, store)
+    if study is None:
+        store = _own_store(store, folder, number)
+    settings = dict(study.settings) if study is not None else store.settings(strict=True)
+    if not arch_file.is_file():
+        raise UserError(f"trial {number} of study {name!r}: no {ARCH_FILE} in {str(folder)!r}; it cannot be exported")
+    spec = load_spec(arch_file)
+    weights = weights_file(folder, _missing_weights(values, number, name, folder))
+    out = Path(out_dir)
+    if out.resolve() == folder.resolve():
+        raise UserError(f"--out: {str(out)!r} is the trial's own folder; export into a new folder")
     from igcnas.nn.network import build
+    from igcnas.train import load_weights
 
-    out_dir = Path(out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out: {str(out_dir)!r} is a file; give a folder to write the export into")
-    model = build(spec, impl="naive")
-    expected = model.state_dict()
-    given = dict(state_dict)
-    problems = sorted(set(expected) ^ set(given)) + sorted(
-        key for key in set(expected) & set(given) if tuple(expected[key].shape) != tuple(given[key].shape)
-    )
-    if problems:
-        raise UserError(
-            f"weights do not match the architecture {spec.id} ({len(problems)} missing, unexpected or "
-            f"mis-shaped entries, e.g. {problems[0]}); export the weights trained with this arch.json"
-        )
-    model.load_state_dict(given, strict=True)
-    model.eval()
-    cost = count(spec)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = {
-        "arch": out_dir / ARCH_FILE,
-        "weights": out_dir / WEIGHTS_FILE,
-        "torchscript": out_dir / TORCHSCRIPT_FILE,
-        "onnx": out_dir / ONNX_FILE,
-        "card": out_dir / MODEL_CARD_FILE,
-        "manifest": out_dir / MANIFEST_FILE,
+    model = load_weights(build(spec, impl="naive"), weights)
+    if not spec.name:
+        spec = spec.with_name(f"{name}-trial{number:04d}")
+    metrics = _read_metrics(folder / METRICS_FILE)
+    info: dict[str, Any] = {
+        "study": name,
+        "trial": number,
+        "accuracy": values.get("accuracy"),
+        "test_accuracy": values.get("test_accuracy"),
+        "epochs": values.get("epochs"),
+        "dataset": settings.get("dataset") or (metrics.get("data") or {}).get("name"),
+        "search_settings": settings,
+        "seed": settings.get("seed"),
+        "source": str(folder),
     }
-    spec.save(files["arch"])
-    save_weights(model, files["weights"])
-    example = _example_input(spec, 2, seed)
-    _write_torchscript(model, example, files["torchscript"])
-    _write_onnx(model, example, files["onnx"])
-    check = _example_input(spec, max(1, int(check_batch)), seed + 1)
-    diff = check_onnx(files["onnx"], model, check)
-    details = dict(info or {})
-    details.setdefault("exported_at", datetime.now(UTC).isoformat(timespec="seconds"))
-    details.setdefault("torch_version", torch.__version__)
-    result = ExportResult(
-        out_dir=out_dir,
-        spec=spec,
-        params=cost.params,
-        flops=cost.flops,
-        files=files,
-        onnx_max_abs_diff=diff,
-        info=json_safe(details),
-    )
-    snippet = _snippet(out_dir, spec)
-    files["card"].write_text(_model_card(result, snippet), encoding="utf-8")
-    manifest = result.to_dict()
-    manifest["load_snippet"] = snippet
-    files["manifest"].write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if (metrics.get("result") or {}).get("test_accuracy") is not None and pd.isna(info["test_accuracy"]):
+        info["test_accuracy"] = metrics["result"]["test_accuracy"]
+    result = export_model(spec, model.state_dict(), out, info=info, check_batch=check_batch)
+    if (folder / METRICS_FILE).is_file():
+        shutil.copyfile(folder / METRICS_FILE, out / SEARCH_METRICS_FILE)
     return result
 
 
@@ -439,9 +344,8 @@ def export_trial(
 ) -> ExportResult:
     """Export one trial of a study to ``out``: trial number ``trial``, else the best within the budgets.
 
-    The trial's ``arch.json`` and ``weights.safetensors`` (or a ``.pt`` state_dict, read with
-    ``weights_only=True``) are read from its folder; the study's ``study.json`` settings and the trial's
-    metrics go into the model card. See :func:`select_trial` for the choice and its errors.
+    Reads the study (:func:`~igcnas.search.results.open_study`), picks its row with :func:`select_trial` (see
+    there for the choice and its errors) and exports it with :func:`export_row`.
 
     Example:
         >>> result = export_trial("e2e", "exported/best", max_params="20k")  # doctest: +SKIP
@@ -450,166 +354,4 @@ def export_trial(
     """
     data = open_study(study, storage=storage, trials_dir=trials_dir)
     row = select_trial(data.frame, study=study, trial=trial, max_params=max_params, max_flops=max_flops)
-    number = int(row["trial"])
-    folder, arch_file = _trial_files(row, data)
-    if not arch_file.is_file():
-        raise UserError(f"trial {number} of study {study!r}: no {ARCH_FILE} in {str(folder)!r}; it cannot be exported")
-    spec = load_spec(arch_file)
-    weights = _weights_file(
-        folder,
-        f"trial {number} of study {study!r}: no {WEIGHTS_FILE} in {str(folder)!r} "
-        "(the search keeps weights of completed trials only); pick another trial",
-    )
-    from igcnas.nn.network import build
-
-    model = load_weights(build(spec, impl="naive"), weights)
-    if not spec.name:
-        spec = spec.with_name(f"{study}-trial{number:04d}")
-    settings = dict(data.settings)
-    metrics = _read_metrics(folder / METRICS_FILE)
-    info: dict[str, Any] = {
-        "study": study,
-        "trial": number,
-        "accuracy": row.get("accuracy"),
-        "test_accuracy": row.get("test_accuracy"),
-        "epochs": row.get("epochs"),
-        "dataset": settings.get("dataset") or (metrics.get("data") or {}).get("name"),
-        "search_settings": settings,
-        "seed": settings.get("seed"),
-        "source": str(folder),
-    }
-    if (metrics.get("result") or {}).get("test_accuracy") is not None and pd.isna(info["test_accuracy"]):
-        info["test_accuracy"] = metrics["result"]["test_accuracy"]
-    out_dir = Path(out)
-    if out_dir.resolve() == folder.resolve():
-        raise UserError(f"--out: {str(out_dir)!r} is the trial's own folder; export into a new folder")
-    result = export_model(spec, model.state_dict(), out_dir, info=info, check_batch=check_batch)
-    if (folder / METRICS_FILE).is_file():
-        shutil.copyfile(folder / METRICS_FILE, out_dir / "search_metrics.json")
-    return result
-
-
-def _read_metrics(path: Path) -> dict[str, Any]:
-    """The training engine's metrics.json as a dict ({} when missing or unreadable)."""
-    if not path.is_file():
-        return {}
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# reading an export
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The ``export.json`` of an export folder ({} when the folder has none, e.g. a training checkpoint)."""
-    manifest = Path(path) / MANIFEST_FILE
-    if not manifest.is_file():
-        return {}
-    try:
-        payload = json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise UserError(f"{manifest}: not valid JSON ({error}); re-export the model") from None
-    return payload if isinstance(payload, dict) else {}
-
-
-def load_exported(path: str | Path, *, impl: str = "auto", device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the network in an export (or training checkpoint) folder and load its weights, in eval mode.
-
-    Reads ``arch.json`` and ``weights.safetensors`` (or, failing that, a ``.pt`` state_dict loaded with
-    ``torch.load(weights_only=True)``). ``impl`` picks the sparse-conv implementation (same weights for all).
-
-    Example:
-        >>> import torch, igcnas
-        >>> model = igcnas.load_exported("exported/best")  # doctest: +SKIP
-        >>> model(torch.zeros(1, 1, 8, 8)).shape  # doctest: +SKIP
-        torch.Size([1, 10])
-    """
-    from igcnas.nn.network import build
-
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UserError(
-            f"{str(folder)!r} is not a folder; give the folder 'igcnas export' or 'igcnas train' wrote "
-            f"(it holds {ARCH_FILE} and {WEIGHTS_FILE})"
-        )
-    if not (folder / ARCH_FILE).is_file():
-        raise UserError(f"{str(folder)!r} has no {ARCH_FILE}; give an export folder ('igcnas export --out DIR')")
-    spec = load_spec(folder)
-    weights = _weights_file(folder, f"{str(folder)!r} has no {WEIGHTS_FILE}; re-export or finish training first")
-    model = load_weights(build(spec, impl=impl), weights)
-    return model.to(device).eval()
-
-
-def evaluate_exported(
-    path: str | Path,
-    *,
-    dataset: str | None = None,
-    data_dir: str | Path | None = None,
-    split: str = "test",
-    batch_size: int = 512,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Accuracy and loss of an exported model on a dataset split (``"test"`` or ``"val"``).
-
-    ``dataset`` defaults to the one recorded in the export's ``export.json``. The validation split is carved
-    with the study's seed (recorded at export) so that it is the one the search validated on.
-
-    Example:
-        >>> evaluate_exported("exported/best", dataset="digits")["accuracy"]  # doctest: +SKIP
-        0.93
-    """
-    from igcnas.data import load_data
-    from igcnas.train import evaluate, resolve_device
-
-    if split not in ("test", "val"):
-        raise UserError(f"--split: {split!r} is not 'test' or 'val'")
-    model = load_exported(path)
-    manifest = read_manifest(path)
-    name = dataset or manifest.get("dataset")
-    if not name:
-        raise UserError(
-            f"--dataset: {str(path)!r} does not record its dataset; pass --dataset (e.g. --dataset digits)"
-        )
-    spec = load_spec(path)
-    settings = manifest.get("search_settings") or {}
-    options: dict[str, Any] = {}
-    if isinstance(settings.get("val_fraction"), float):
-        options["val_fraction"] = settings["val_fraction"]
-    if isinstance(settings.get("train_subset"), (int, str)):
-        options["train_subset"] = settings["train_subset"]
-    seed = manifest.get("seed")
-    data = load_data(str(name), data_dir=data_dir, seed=int(seed) if isinstance(seed, int) else 0, **options)
-    if tuple(data.input_shape) != tuple(spec.input_shape) or data.num_classes != spec.num_classes:
-        raise UserError(
-            f"--dataset: {name} has inputs {tuple(data.input_shape)} and {data.num_classes} classes but the model "
-            f"in {str(path)!r} expects {tuple(spec.input_shape)} and {spec.num_classes}; pass the dataset it was "
-            "trained on"
-        )
-    images = data.test if split == "test" else data.val
-    if images is None or len(images) == 0:
-        raise UserError(f"--split: {name} has no {split} split; use --split val")
-    loss, accuracy = evaluate(model, images, data, batch_size=batch_size, device=resolve_device(device))
-    return {
-        "path": str(path),
-        "dataset": str(name),
-        "split": split,
-        "images": len(images),
-        "accuracy": float(accuracy),
-        "loss": float(loss),
-        "params": int(manifest["params"]) if isinstance(manifest.get("params"), int) else None,
-    }
-
-
-def _weights_file(folder: Path, missing: str) -> Path:
-    """The folder's safetensors weights, else its first ``*.pt`` (read with weights_only); ``missing`` if neither."""
-    weights = folder / WEIGHTS_FILE
-    if weights.is_file():
-        return weights
-    candidates = sorted(folder.glob("*.pt"))
-    if not candidates:
-        raise UserError(missing)
-    return candidates[0]
+    return export_row(row, out_dir=out, study=data, check_batch=check_batch)
