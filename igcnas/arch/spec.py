@@ -24,6 +24,7 @@ from typing import Any, Literal
 from igcnas.errors import UserError
 from igcnas.space.chain import Chain
 from igcnas.space.kernels import KERNEL_KINDS, Kernel, is_bottleneck_form, kernel_kind
+from igcnas.store import ARCH_FILE, atomic_write
 
 __all__ = [
     "KernelSpec",
@@ -333,8 +334,9 @@ class ArchSpec:
         target = Path(path)
         if target.is_dir() or not target.suffix:
             target.mkdir(parents=True, exist_ok=True)
-            target = target / "arch.json"
-        target.write_text(self.to_json() + "\n")
+            target = target / ARCH_FILE
+        text = self.to_json() + "\n"
+        atomic_write(target, lambda tmp: tmp.write_text(text))
         return target
 
     def with_name(self, name: str) -> ArchSpec:
@@ -421,7 +423,7 @@ def load_spec(path: str | Path) -> ArchSpec:
     """Read an ``arch.json`` (or a directory holding one)."""
     target = Path(path)
     if target.is_dir():
-        target = target / "arch.json"
+        target = target / ARCH_FILE
     if not target.is_file():
         raise UserError(f"{path}: no such arch.json (give a zoo name, an arch.json file or a directory with one)")
     return ArchSpec.from_json(target.read_text())

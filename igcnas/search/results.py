@@ -15,7 +15,7 @@ import pandas as pd
 
 from igcnas.errors import UserError
 from igcnas.search.config import redact_url
-from igcnas.store import StudyStore, fully_trained_mask, list_study_names
+from igcnas.store import STUDY_FILE, StudyStore, fully_trained_mask, list_study_names
 
 __all__ = ["load_study", "list_studies", "study_info", "open_study", "StudyTrials"]
 
@@ -117,7 +117,7 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
         >>> for row in list_studies():  # doctest: +SKIP
         ...     print(row["study"], row["complete"], row["best_accuracy"])
     """
-    names = [n for n in list_study_names(trials_dir) if (Path(trials_dir) / n / "study.json").is_file()]
+    names = [n for n in list_study_names(trials_dir) if (Path(trials_dir) / n / STUDY_FILE).is_file()]
     if storage:
         import optuna
 
