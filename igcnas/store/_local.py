@@ -94,28 +94,14 @@ class StudyStore:
         path = self.folder / STUDY_FILE
         if not path.is_file():
             return {}
-        try:
-            settings = read_json_file(path, STUDY_FILE)
-            if not isinstance(settings, dict):
-                raise UserError(f"{path}: expected a JSON object of search settings, got {type(settings).__name__}")
-        except UserError:
-            if strict:
-                raise
-            return {}
-        return settings
+        return _read_object(path, "a JSON object of search settings", strict=strict) or {}
 
     def row_files(self, *, strict: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
         """``(path, row)`` for every ``*/trial.json``, in folder order (lenient unless ``strict``)."""
         for path in sorted(self.folder.glob(f"*/{TRIAL_FILE}")):
-            try:
-                row = read_json_file(path, TRIAL_FILE)
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}: expected a JSON object (one trials-table row), got {type(row).__name__}")
-            except UserError:
-                if strict:
-                    raise
-                continue
-            yield path, row
+            row = _read_object(path, "a JSON object (one trials-table row)", strict=strict)
+            if row is not None:
+                yield path, row
 
     def rows(self, *, strict: bool = False) -> list[dict[str, Any]]:
         """Every readable trial.json row, by trial number."""
@@ -124,13 +110,8 @@ class StudyStore:
     def record(self, number: int) -> TrialRecord | None:
         """One trial's record, or None when it has no readable trial.json."""
         path = self.trial_dir(number) / TRIAL_FILE
-        if not path.is_file():
-            return None
-        try:
-            row = read_json_file(path, TRIAL_FILE)
-        except UserError:
-            return None
-        return TrialRecord.from_dict(row) if isinstance(row, dict) else None
+        row = _read_object(path, "a JSON object (one trials-table row)", strict=False) if path.is_file() else None
+        return TrialRecord.from_dict(row) if row is not None else None
 
     def read_file(self, number: int, name: str) -> bytes | None:
         """The bytes of one trial file, or None when it does not exist."""
@@ -146,6 +127,19 @@ def list_study_names(root: str | Path) -> list[str]:
         return []
     return [child.name for child in sorted(folder.iterdir())
             if child.is_dir() and ((child / STUDY_FILE).is_file() or any(child.glob(f"*/{TRIAL_FILE}")))]
+
+
+def _read_object(path: Path, expected: str, *, strict: bool) -> dict[str, Any] | None:
+    """The JSON object in ``path``; an unreadable file or another JSON value is None, or a UserError if strict."""
+    try:
+        value = read_json_file(path, path.name)
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: expected {expected}, got {type(value).__name__}")
+    except UserError:
+        if strict:
+            raise
+        return None
+    return value
 
 
 def _check_name(name: str) -> None:
