@@ -340,6 +340,7 @@ def export_trial(
     max_flops: str | int | float | None = None,
     storage: str | None = None,
     trials_dir: str | Path = "trials",
+    artifacts: str | None = None,
     check_batch: int = 8,
 ) -> ExportResult:
     """Export one trial of a study to ``out``: trial number ``trial``, else the best within the budgets.
@@ -352,6 +353,6 @@ def export_trial(
         >>> result.params <= 20_000  # doctest: +SKIP
         True
     """
-    data = open_study(study, storage=storage, trials_dir=trials_dir)
+    data = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
     row = select_trial(data.frame, study=study, trial=trial, max_params=max_params, max_flops=max_flops)
     return export_row(row, out_dir=out, study=data, check_batch=check_batch)

@@ -98,12 +98,19 @@ def study_parent() -> argparse.ArgumentParser:
 def storage_parent(group: str | None = None) -> argparse.ArgumentParser:
     """``--storage URL`` and ``--trials-dir DIR``: where the search studies are kept."""
     parent, where = _parent(group)
-    where.add_argument("--storage", help="Optuna storage URL of the studies, e.g. a PostgreSQL/MySQL URL shared by "
-                                         "processes on several machines (default: sqlite:///<trials-dir>/igcnas.db "
-                                         "for 'igcnas search'; the other commands read the URL recorded in the "
-                                         "study's folder)")
+    where.add_argument("--storage", help="Optuna storage of the studies: an RDB URL (sqlite:///FILE, "
+                                         "postgresql://USER:PASSWORD@HOST/DB, mysql+pymysql://...) or "
+                                         "journal:PATH (a JournalStorage log file on a shared filesystem), "
+                                         "shared by workers on several machines (default: "
+                                         "sqlite:///<trials-dir>/igcnas.db for 'igcnas search'; the other "
+                                         "commands read the URL recorded in the study's folder)")
     where.add_argument("--trials-dir", default="trials",
                        help="folder holding the study folders (default: %(default)s)")
+    where.add_argument("--artifacts", metavar="URI",
+                       help="Optuna artifact store holding every trial's files, shared by workers on several "
+                            "machines: a shared folder (file://PATH), s3://BUCKET/PREFIX or gs://BUCKET/PREFIX. "
+                            "'igcnas search' writes each file there as well as in --trials-dir; the other commands "
+                            "pull what --trials-dir lacks (default: the store recorded with the study, else none)")
     return parent
 
 

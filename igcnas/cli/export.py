@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         max_params=args.best_under_params,
         max_flops=args.best_under_flops,
         storage=args.storage,
+        artifacts=args.artifacts,
         trials_dir=args.trials_dir,
     )
     if args.format == "json":

@@ -234,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     from igcnas.units import format_count
 
     objectives = parse_objective_list(args.objectives)
-    study = open_study(args.study, storage=args.storage, trials_dir=args.trials_dir)
+    study = open_study(args.study, storage=args.storage, trials_dir=args.trials_dir,
+                       artifacts=args.artifacts)
     parsed = parse_objectives(objectives, columns=study.frame.columns)
     frame = filter_budget(study.frame, max_params=args.max_params, max_flops=args.max_flops)
     front = pareto_front(frame, parsed)

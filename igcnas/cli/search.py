@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         study=args.study,
         storage=args.storage,
+        artifacts=args.artifacts,
         max_params=args.max_params,
         max_flops=args.max_flops,
         fill_budget=args.fill_budget,
@@ -258,7 +259,7 @@ def run_studies(args: argparse.Namespace) -> int:
     """Execute ``igcnas studies``."""
     from igcnas.search import list_studies
 
-    rows = list_studies(trials_dir=args.trials_dir, storage=args.storage)
+    rows = list_studies(trials_dir=args.trials_dir, storage=args.storage, artifacts=args.artifacts)
     if not rows:
         print(f"no studies in {args.trials_dir}", file=sys.stderr)
         return 0

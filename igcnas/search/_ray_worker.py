@@ -31,8 +31,8 @@ _SPLITS = ("train", "val", "test")
 class StoreServer:
     """The body of the store actor: a :class:`~igcnas.store.StudyStore` on the driver's disk."""
 
-    def __init__(self, root: str, name: str) -> None:
-        self.store = StudyStore(root, name)
+    def __init__(self, root: str, name: str, artifacts: str | None = None) -> None:
+        self.store = StudyStore(root, name, artifacts=artifacts)
 
     def write_record(self, row: dict[str, Any]) -> None:
         self.store.write_record(row)
@@ -42,6 +42,9 @@ class StoreServer:
 
     def put_file(self, number: int, name: str, data: bytes) -> None:
         self.store.put_file(number, name, data)
+
+    def publish(self, number: int, name: str) -> None:
+        self.store.publish(number, name)
 
     def rows(self) -> list[dict[str, Any]]:
         return self.store.rows()
@@ -82,6 +85,11 @@ class RemoteStudyStore:
 
         ray.get(self.actor.put_file.remote(number, name, data))
 
+    def publish(self, number: int, name: str) -> None:
+        import ray
+
+        ray.get(self.actor.publish.remote(number, name))
+
     def rows(self, *, strict: bool = False) -> list[dict[str, Any]]:
         import ray
 
@@ -103,7 +111,7 @@ def start_store(store: StudyStore) -> tuple[Any, RemoteStudyStore]:
     actor_class = ray.remote(num_cpus=0)(StoreServer)
     actor: Any = actor_class.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False),
-    ).remote(str(Path(store.root).resolve()), store.name)
+    ).remote(str(Path(store.root).resolve()), store.name, store.artifacts)
     ray.get(actor.ping.remote())
     return actor, RemoteStudyStore(actor, store.name)
 

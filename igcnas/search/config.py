@@ -26,6 +26,7 @@ __all__ = [
     "PRUNERS",
     "BACKENDS",
     "study_settings",
+    "study_file",
     "compare_settings",
     "fingerprint",
     "redact_url",
@@ -69,6 +70,7 @@ class SearchConfig:
     epochs: int = 6
     study: str | None = None
     storage: str | None = None
+    artifacts: str | None = None
     max_params: int | None = 50_000
     max_flops: int | None = None
     fill_budget: bool = False
@@ -121,6 +123,12 @@ class SearchConfig:
             raise UserError("--lr must be > 0 and --weight-decay >= 0")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise UserError(f"--max-attempts: {self.max_attempts} must be a positive integer")
+        if self.artifacts is not None:
+            from igcnas.store._artifacts import describe_artifacts
+
+            if not str(self.artifacts).strip():
+                raise UserError("--artifacts: empty; give a shared folder, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")
+            object.__setattr__(self, "artifacts", describe_artifacts(str(self.artifacts)))
 
     def study_name(self, space_name: str) -> str:
         """The explicit study name, or ``<space>-<dataset>`` (with the subset size when one is used)."""
@@ -169,6 +177,13 @@ def study_settings(config: SearchConfig, space_settings: dict[str, Any]) -> dict
         "lr": config.lr,
         "weight_decay": config.weight_decay,
     }
+
+
+def study_file(config: SearchConfig, name: str, where: str, settings: dict[str, Any],
+               space_path: str | None) -> dict[str, Any]:
+    """What ``study.json`` holds: the study's name, its storage (password hidden), settings, space file and
+    artifact store."""
+    return {"study": name, "storage": where, **settings, "space_path": space_path, "artifacts": config.artifacts}
 
 
 def compare_settings(name: str, where: str, stored: dict[str, Any], current: dict[str, Any]) -> None:

@@ -15,7 +15,6 @@ For optuna-dashboard (``optuna-dashboard sqlite:///trials/igcnas.db``), the stud
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -26,12 +25,14 @@ from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESample
 from igcnas.errors import UserError
 from igcnas.search._fidelity import ETA, pareto_promote, rung_epochs
 from igcnas.search._progress import Progress, tally
+from igcnas.search._storage import ARTIFACTS_ATTR, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, open_storage
 from igcnas.search.config import (
     SearchConfig,
     compare_settings,
     default_storage,
     fingerprint,
     redact_url,
+    study_file,
     study_settings,
 )
 from igcnas.search.runner import TrialContext, run_trial
@@ -40,52 +41,9 @@ from igcnas.store import StudyStore, TrialRecord
 __all__ = ["run_optuna", "open_storage", "mirror_constraints", "name_objectives", "HEARTBEAT_INTERVAL_S",
            "GRACE_PERIOD_S"]
 
-
-
-def _env_seconds(name: str, default: int) -> int:
-    """A whole number of seconds >= 1 from the environment variable ``name``."""
-    text = os.environ.get(name, str(default))
-    if not text.strip().isdigit() or int(text) < 1:
-        raise UserError(f"{name}: {text!r} must be a whole number of seconds >= 1 (e.g. {name}={default})")
-    return int(text)
-
-
-HEARTBEAT_INTERVAL_S = _env_seconds("IGCNAS_HEARTBEAT_S", 5)
-"""Seconds between heartbeats of a running trial (environment: IGCNAS_HEARTBEAT_S)."""
-GRACE_PERIOD_S = _env_seconds("IGCNAS_HEARTBEAT_GRACE_S", 20)
-"""A trial without heartbeat for this long belongs to a dead process: it is failed and retried once."""
 _STATE_ATTR = "igcnas_state"
-
-
-def open_storage(url: str, *, heartbeat: bool = True) -> Any:
-    """An RDBStorage with a generous SQLite busy timeout, heartbeats and one retry of stale trials."""
-    import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    kwargs: dict[str, Any] = {}
-    if heartbeat:
-        kwargs = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-            "grace_period": GRACE_PERIOD_S,
-            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=1),
-        }
-    for attempt in range(5):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-        except Exception as error:  # noqa: BLE001 - connection errors of any driver
-            racing = "already exists" in str(error) or "UNIQUE constraint failed" in str(error)
-            if racing and attempt < 4:
-                time.sleep(0.5 * (attempt + 1))  # another worker is creating the schema of a new database
-                continue
-            raise UserError(f"--storage: cannot open {redact_url(url)} ({type(error).__name__}: "
-                            f"{str(error).splitlines()[0][:200]})") from None
-    raise AssertionError("unreachable")
-
+_ROLE_ATTR = "key_role"
+"""Trial user attr of the duplicate protocol (:func:`_wait_for_running_twin`): waiting, training or reused."""
 
 _NAMED_CONSTRAINT = "constraints:"
 """Prefix of the trial system attrs ``Trial.set_constraint(name, value)`` writes in Optuna 5."""
@@ -188,16 +146,23 @@ def _open_study(config: SearchConfig, storage: Any, name: str, settings: dict[st
             raise UserError(f"study {name!r} in {where} was not created by igcnas search; give another --study name")
         compare_settings(name, where, stored, settings)
         name_objectives(study, [col for col, _ in config.objective_columns()])  # a study of an older igcnas
+        _record_artifacts(study, config)
         return study
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=_directions(config))
     except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
-        study = optuna.load_study(study_name=name, storage=storage)
-        return study
+        return _open_study(config, storage, name, settings, where)
     study.set_user_attr("igcnas_settings", settings)
     study.set_user_attr("igcnas_fingerprint", fingerprint(settings))
     name_objectives(study, [col for col, _ in config.objective_columns()])
+    _record_artifacts(study, config)
     return study
+
+
+def _record_artifacts(study: Any, config: SearchConfig) -> None:
+    """Record the artifact store in the study, unless one is recorded already (the first worker's URI)."""
+    if config.artifacts and study.user_attrs.get(ARTIFACTS_ATTR) is None:
+        study.set_user_attr(ARTIFACTS_ATTR, config.artifacts)
 
 
 def run_optuna(
@@ -223,12 +188,12 @@ def run_optuna(
     where = redact_url(url)
     storage = open_storage(url)
     settings = study_settings(config, space.settings())
-    store = StudyStore(config.trials_dir, name)
+    store = StudyStore(config.trials_dir, name, artifacts=config.artifacts)
     ctx = TrialContext(config, space, store, data=data, train_fn=train_fn)
     shape, classes = ctx.shape()  # bad data or a budget nothing fits fail before the study is created
     _check_space_fits(ctx, space, shape, classes)
     study = _open_study(config, storage, name, settings, where)
-    store.write_settings({"study": name, "storage": where, **settings, "space_path": space.path})
+    store.write_settings(study_file(config, name, where, settings, space.path))
     progress = Progress(config, name)
     objectives = config.objective_columns()
 
@@ -252,7 +217,6 @@ def run_optuna(
     current: dict[str, Any] = {}
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
-        current.clear()
         current["number"] = trial.number
         try:
             params = space.define(trial, fill_budget=config.fill_budget)
@@ -281,25 +245,32 @@ def run_optuna(
         return _values(objectives, {"accuracy": accuracy, "params": float(record.params or 0),
                                     "flops": float(record.flops or 0)})
 
-    trained = attempts = 0
-    cap = config.attempts_cap()
-    while trained < config.trials and attempts < cap:
-        attempts += 1
+    def step() -> TrialRecord | None:
+        """Sample (or pop a retry) and run one trial; its final record, or None when sampling failed."""
+        current.clear()
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
-        record = current.get("record")
+        record: TrialRecord | None = current.get("record")
         if record is None:
-            continue
+            return None
         if record.state == "running":  # an exception outside training (a bug): Optuna marked the trial FAIL
             frozen = study.get_trials(deepcopy=False)[current["number"]]
             record.state = "failed"
             record.reason = str(frozen.system_attrs.get("fail_reason", "exception during the trial"))[:500]
             store.write_record(record)
-        if record.trained:
-            trained += 1
         rows = store.rows()
         counts, best = tally(rows, objectives, config.epochs)
         counts["running"] = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         progress.trial(record, counts, best)
+        return record
+
+    trained = attempts = 0
+    cap = config.attempts_cap()
+    while trained < config.trials and attempts < cap:
+        attempts += 1
+        record = step()
+        if record is not None and record.trained:
+            trained += 1
+    _run_orphaned_retries(study, step, progress)
     if trained < config.trials:
         smallest, params = space.smallest_spec(input_shape=shape, num_classes=classes)
         cost = count(smallest)
@@ -314,6 +285,31 @@ def run_optuna(
             raise UserError(message)
         progress.line("warning: " + message)
     return name
+
+
+def _run_orphaned_retries(study: Any, step: Callable[[], TrialRecord | None], progress: Progress) -> None:
+    """Before leaving, make sure no trial of a dead worker is left behind: wait (at most one grace period plus a
+    heartbeat) for the study's other RUNNING trials to finish or go stale, and run the retries that stale trials
+    get (WAITING trials), so a worker killed near the end of a search still has its trial retried."""
+    import optuna
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S
+    announced = False
+    while True:
+        optuna.storages.fail_stale_trials(study)
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            progress.line("running the retry of a trial whose worker died")
+            step()
+            continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running or time.monotonic() > deadline:
+            return
+        if not announced:
+            progress.line(f"waiting up to {GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S} s for {len(running)} running "
+                          "trial(s) of other workers to finish or be found dead (heartbeat)")
+            announced = True
+        time.sleep(HEARTBEAT_INTERVAL_S)
 
 
 def _pareto_prune(study: Any, trial: Any, epoch: int, accuracy: float, costs: dict[str, float],
@@ -371,11 +367,13 @@ class _OptunaTrial:
         from optuna.trial import TrialState
 
         self.trial.set_user_attr("key", key)
-        _wait_for_running_twin(self.study, self.trial.number, key)
+        _wait_for_running_twin(self.study, self.trial, key)
         for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             if other.user_attrs.get("key") == key and other.user_attrs.get(_STATE_ATTR) == "complete":
+                self.trial.set_user_attr(_ROLE_ATTR, "reused")
                 return {"trial": other.number, "accuracy": other.user_attrs.get("accuracy"),
                         "epochs": other.user_attrs.get("epochs", self.config.epochs)}
+        self.trial.set_user_attr(_ROLE_ATTR, "training")
         return None
 
     def training(self, record: TrialRecord) -> None:
@@ -444,22 +442,33 @@ def _check_space_fits(ctx: TrialContext, space: Any, shape: tuple[int, int, int]
             )
 
 
-def _wait_for_running_twin(study: Any, number: int, key: str, *, poll_s: float = 1.0) -> None:
-    """Wait while an earlier trial of another worker trains the same architecture, so it is not trained twice.
+def _wait_for_running_twin(study: Any, trial: Any, key: str, *, poll_s: float = 1.0) -> None:
+    """Wait while another worker trains (or may be about to train) the same architecture, so it is trained once.
 
-    Only trials with a lower number are waited for (two workers never wait on each other). A twin whose worker
-    died is failed by its stale heartbeat (``fail_stale_trials``), which ends the wait; its result, when it
-    completes, is then reused by the caller's duplicate check.
+    Every trial writes its ``key``, then reads the running trials with that key, then writes its role:
+    ``waiting`` when that read saw a twin it must wait for, else ``training``. It waits for every running twin
+    with a lower number, for any twin whose role is ``training``, and for a higher-numbered twin whose role is
+    not yet written (that one read before this trial's key was visible, so it may train). Of two trials that
+    sample one architecture at once, at least one sees the other's key, so at most one trains, and no two wait
+    on each other: a ``waiting`` trial waits only on lower numbers or on a ``training`` one, which waits on
+    nobody. A twin whose worker died is failed by its stale heartbeat (``fail_stale_trials``), which ends the
+    wait; its result, when it completes, is then reused by the caller's duplicate check.
     """
     import optuna
     from optuna.trial import TrialState
 
+    number = trial.number
+    role_written = False
     while True:
-        twins = [
+        blockers = [
             other for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if other.number < number and other.user_attrs.get("key") == key
+            if other.number != number and other.user_attrs.get("key") == key
+            and (other.number < number or other.user_attrs.get(_ROLE_ATTR, "unknown") in ("training", "unknown"))
         ]
-        if not twins:
+        if not role_written:
+            trial.set_user_attr(_ROLE_ATTR, "waiting" if blockers else "training")
+            role_written = True
+        if not blockers:
             return
         time.sleep(poll_s)
         if hasattr(optuna.storages, "fail_stale_trials"):

@@ -25,7 +25,14 @@ from typing import Any
 from igcnas.errors import UserError
 from igcnas.search._fidelity import ETA
 from igcnas.search._progress import Progress, tally
-from igcnas.search.config import SearchConfig, compare_settings, default_storage, redact_url, study_settings
+from igcnas.search.config import (
+    SearchConfig,
+    compare_settings,
+    default_storage,
+    redact_url,
+    study_file,
+    study_settings,
+)
 from igcnas.search.runner import TrialContext
 from igcnas.store import SETTLED_STATES, StudyStore, TrialRecord
 
@@ -109,7 +116,7 @@ def run_ray(
     url = config.storage or default_storage(config.trials_dir)
     where = redact_url(url)
     settings = study_settings(config, space.settings())
-    store = StudyStore(config.trials_dir, name)
+    store = StudyStore(config.trials_dir, name, artifacts=config.artifacts)
     ctx = TrialContext(config, space, store, data=data, train_fn=train_fn)
     shape, classes = ctx.shape()
     bundle = ctx.data
@@ -120,7 +127,7 @@ def run_ray(
     study = _open_study(config, storage, name, settings, where)
     stored = study.user_attrs.get("igcnas_settings", {})
     compare_settings(name, where, stored, settings)
-    store.write_settings({"study": name, "storage": where, **settings, "space_path": space.path})
+    store.write_settings(study_file(config, name, where, settings, space.path))
     progress = Progress(config, name)
     objectives = config.objective_columns()
 

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from igcnas.errors import UserError
+from igcnas.search._storage import ARTIFACTS_ATTR, open_storage, storage_exists
 from igcnas.search.config import redact_url
 from igcnas.store import STUDY_FILE, StudyStore, fully_trained_mask, list_study_names
 
@@ -25,12 +26,17 @@ def study_info(name: str, *, trials_dir: str | Path = "trials") -> dict[str, Any
     return StudyStore(trials_dir, name).settings()
 
 
-def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials") -> pd.DataFrame:
+def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials",
+               artifacts: str | None = None) -> pd.DataFrame:
     """The trials table of a study (validated against :data:`igcnas.analysis.TRIAL_COLUMNS`), by trial number.
 
     Extra columns: ``node`` (the Ray node that ran the trial), ``reused_from`` (a duplicate architecture: the
     trial whose recorded result it reused instead of training) and ``sampled`` (the sampled parameters, JSON).
     Unreadable trial.json files are skipped (a search may be writing them).
+
+    ``artifacts``: the artifact store of the study's trial files (default: the one recorded in study.json or in
+    the Optuna study); the files of every trial the storage knows are pulled from it into ``trials_dir`` first,
+    so a machine that ran no trial reads the whole study.
 
     Example:
         >>> frame = load_study("igc_cifar-digits")  # doctest: +SKIP
@@ -38,50 +44,73 @@ def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
     """
     from igcnas.analysis.trials_dir import rows_frame
 
+    store, rows = _read_study(name, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
+    return rows_frame(((store.trial_dir(int(r["trial"])), r) for r in rows), study=name)
+
+
+def _read_study(name: str, *, storage: str | None, trials_dir: str | Path,
+                artifacts: str | None) -> tuple[StudyStore, list[dict[str, Any]]]:
+    """The study's store (with its artifact store, pulled) and its rows merged with the Optuna storage's."""
     store = StudyStore(trials_dir, name)
     info = store.settings()
-    if not store.exists() and storage is None:
+    url = storage or (info.get("storage") if info.get("backend") == "optuna" else None)
+    stored = _optuna_study(name, url, required=not store.exists()) if url and "***" not in url else None
+    if stored is None and not store.exists():
         known = list_study_names(trials_dir)
         raise UserError(
             f"study {name!r}: no folder {store.folder}; known studies in {trials_dir}: {', '.join(known) or 'none'} "
             "(see 'igcnas studies')"
         )
+    uri = artifacts or info.get("artifacts") or (stored[0].get(ARTIFACTS_ATTR) if stored is not None else None)
+    if uri:
+        store = StudyStore(trials_dir, name, artifacts=uri)
+        local = [int(r["trial"]) for r in store.rows() if "trial" in r]
+        store.pull([t.number for t in stored[1]] if stored is not None else local)
+        info = store.settings()
     rows = store.rows()
-    url = storage or (info.get("storage") if info.get("backend") == "optuna" else None)
-    if url and "***" not in url:
-        rows = _merge_optuna(name, url, rows, info, required=not store.exists())
-    return rows_frame(((store.trial_dir(int(r["trial"])), r) for r in rows), study=name)
+    if stored is not None:
+        rows = _merge_optuna(name, rows, stored[1], info)
+    return store, rows
 
 
-def _merge_optuna(name: str, url: str, rows: list[dict[str, Any]], info: dict[str, Any], *,
-                  required: bool = False) -> list[dict[str, Any]]:
-    """Fill in what only the Optuna storage knows: trials without trial.json, killed (stale) trials.
+def _optuna_study(name: str, url: str, *, required: bool) -> tuple[dict[str, Any], list[Any]] | None:
+    """The Optuna study's user attrs and trials, or None when the storage lacks it or cannot be read.
 
     ``required``: there is no trial folder, so a storage that cannot be read or lacks the study is a UserError.
     """
     import optuna
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     where = redact_url(url)
     missing = (f"study {name!r} is neither a folder of --trials-dir nor in {where}; check the name "
                "(see 'igcnas studies --storage URL')")
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+    if not storage_exists(url):
         if required:
             raise UserError(missing)
-        return rows  # never create an empty database by reading
+        return None  # never create an empty database by reading
     try:
-        study = optuna.load_study(study_name=name, storage=url)
-        trials = study.get_trials(deepcopy=False)
+        study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
+        return dict(study.user_attrs), study.get_trials(deepcopy=False)
     except KeyError:
         if required:
             raise UserError(missing) from None
-        return rows
+        return None
+    except UserError:
+        if required:
+            raise
+        return None
     except Exception as error:  # noqa: BLE001 - the folder is still a complete record
         if required:
             raise UserError(f"--storage: cannot read {where} ({type(error).__name__}); check the URL and that "
                             "the database server is reachable") from None
-        return rows
+        return None
+
+
+def _merge_optuna(name: str, rows: list[dict[str, Any]], trials: list[Any],
+                  info: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fill in what only the Optuna storage knows: trials without trial.json, killed (stale) trials."""
+    from optuna.trial import TrialState
+
     by_number = {int(r["trial"]): r for r in rows if "trial" in r}
     retried: dict[int, int] = {}
     for t in trials:
@@ -110,7 +139,8 @@ def _merge_optuna(name: str, url: str, rows: list[dict[str, Any]], info: dict[st
     return sorted(rows, key=lambda r: int(r["trial"]))
 
 
-def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = None) -> list[dict[str, Any]]:
+def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = None,
+                 artifacts: str | None = None) -> list[dict[str, Any]]:
     """One summary per study in ``trials_dir`` (and in ``storage``): trial counts and best values.
 
     Example:
@@ -122,15 +152,17 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
+        if not storage_exists(storage):
+            raise UserError(f"--storage: {redact_url(storage)} does not exist; check the path")
         try:
-            stored = optuna.study.get_all_study_names(storage)
+            stored = optuna.study.get_all_study_names(open_storage(storage, heartbeat=False))
         except Exception as error:  # noqa: BLE001
             raise UserError(f"--storage: cannot read {redact_url(storage)} ({type(error).__name__})") from None
         names = sorted(set(names) | {n for n in stored if "::" not in n})
     out = []
     for name in names:
+        frame = load_study(name, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
         info = study_info(name, trials_dir=trials_dir)
-        frame = load_study(name, storage=storage, trials_dir=trials_dir)
         states = frame["state"].astype(str).value_counts().to_dict()
         full = frame[fully_trained_mask(frame)]
         out.append({
@@ -157,11 +189,13 @@ class StudyTrials:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def open_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials") -> StudyTrials:
+def open_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials",
+               artifacts: str | None = None) -> StudyTrials:
     """A study's trials (:func:`load_study`), with its folder and settings (strictly read).
 
     Without a storage URL the study folder ``<trials_dir>/<name>`` must exist (else a UserError lists the known
-    studies).
+    studies). With one, and an artifact store (``artifacts``, or the one recorded in the Optuna study), the folder
+    is filled from the artifact store first (see :func:`load_study`).
 
     Example:
         >>> open_study("nope", trials_dir="/nonexistent/trials")
@@ -179,5 +213,5 @@ def open_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
             f"--study: no study {name!r} in {str(trials_dir)!r} ({listing}); "
             "check the name, pass --trials-dir, or run 'igcnas search --study NAME' first"
         )
-    frame = load_study(name, storage=storage, trials_dir=trials_dir)
+    frame = load_study(name, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
     return StudyTrials(name=name, frame=frame, folder=store.folder, settings=store.settings(strict=True))

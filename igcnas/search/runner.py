@@ -55,6 +55,8 @@ class TrialStoreLike(Protocol):
 
     def put_file(self, number: int, name: str, data: bytes) -> None: ...
 
+    def publish(self, number: int, name: str) -> None: ...
+
     def rows(self, *, strict: bool = False) -> list[dict[str, Any]]: ...
 
     def record(self, number: int) -> TrialRecord | None: ...
@@ -214,7 +216,9 @@ class TrialContext:
         self.store.write_record(record)
 
         def ship(name: str) -> None:
-            if local is None and (folder / name).is_file():
+            if local is not None:
+                self.store.publish(number, name)  # written in place; an artifact store gets its copy
+            elif (folder / name).is_file():
                 self.store.put_file(number, name, (folder / name).read_bytes())
 
         def epoch_hook(metrics: Any) -> bool | None:

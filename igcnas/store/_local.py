@@ -10,6 +10,10 @@ Layout (the contract between the search and everything that reads its results)::
 Readers are lenient by default (a search reads while other workers write: an unreadable trial.json is
 skipped) and strict on request (a UserError naming the file).
 
+With ``artifacts=URI`` (``--artifacts``) every file written is also written to that Optuna artifact store
+(:mod:`igcnas.store._artifacts`), and :meth:`StudyStore.pull` fills the local folder from it: the folder is then a
+working copy, and workers on several machines, each with its own folder, share one set of trial files.
+
 Example:
     >>> import tempfile
     >>> store = StudyStore(tempfile.mkdtemp(), "demo")
@@ -20,15 +24,18 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from igcnas.errors import UserError
+from igcnas.store._artifacts import ArtifactMirror
 from igcnas.store._files import (
     ARCH_FILE,
+    METRICS_FILE,
     STUDY_FILE,
     TRIAL_FILE,
+    WEIGHTS_FILE,
     atomic_write,
     read_json_file,
     trial_folder_name,
@@ -41,18 +48,37 @@ __all__ = ["StudyStore", "list_study_names"]
 
 
 class StudyStore:
-    """One study's folder: the only code that names, writes and reads the files in it."""
+    """One study's folder: the only code that names, writes and reads the files in it.
 
-    def __init__(self, root: str | Path, name: str) -> None:
+    ``artifacts``: an artifact-store URI (``--artifacts``) that receives a copy of every file written, and from
+    which :meth:`pull` fills the folder.
+    """
+
+    def __init__(self, root: str | Path, name: str, *, artifacts: str | None = None) -> None:
         self.root = Path(root)
         self.name = name
         self.folder = self.root / name
+        self.artifacts = artifacts
+        self._mirror: ArtifactMirror | None = None
 
     def __repr__(self) -> str:
-        return f"StudyStore({str(self.root)!r}, {self.name!r})"
+        extra = f", artifacts={self.artifacts!r}" if self.artifacts else ""
+        return f"StudyStore({str(self.root)!r}, {self.name!r}{extra})"
 
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (StudyStore, (str(self.root), self.name))
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (str(self.root), self.name, self.artifacts))
+
+    @property
+    def mirror(self) -> ArtifactMirror | None:
+        """The artifact store's copy of this study (None without ``artifacts``); opened on first use."""
+        if self.artifacts and self._mirror is None:
+            self._mirror = ArtifactMirror(self.artifacts, self.name)
+        return self._mirror
+
+    def _upload(self, number: int | None, name: str, path: Path) -> None:
+        """Copy a file just written locally to the artifact store (when there is one)."""
+        if self.mirror is not None:
+            self.mirror.put(number, name, path.read_bytes())
 
     # -- names -------------------------------------------------------------------------------------------
     def trial_dir(self, number: int) -> Path:
@@ -70,23 +96,73 @@ class StudyStore:
     # -- writes ------------------------------------------------------------------------------------------
     def write_settings(self, settings: dict[str, Any]) -> None:
         """Write ``study.json``."""
-        write_json(self.folder / STUDY_FILE, settings)
+        path = self.folder / STUDY_FILE
+        write_json(path, settings)
+        self._upload(None, STUDY_FILE, path)
 
     def write_record(self, record: TrialRecord | dict[str, Any]) -> None:
         """Write a trial's ``trial.json`` (atomically)."""
         row = record.to_dict() if isinstance(record, TrialRecord) else dict(record)
-        write_json(self.trial_dir(int(row["trial"])) / TRIAL_FILE, row)
+        number = int(row["trial"])
+        path = self.trial_dir(number) / TRIAL_FILE
+        write_json(path, row)
+        self._upload(number, TRIAL_FILE, path)
 
     def write_arch(self, number: int, arch: dict[str, Any]) -> str:
         """Write a trial's ``arch.json`` unless it already holds exactly ``arch``; returns its path."""
         path = self.trial_dir(number) / ARCH_FILE
-        write_json_if_changed(path, arch)
+        if write_json_if_changed(path, arch) or self.mirror is not None:
+            self._upload(number, ARCH_FILE, path)
         return str(path)
 
     def put_file(self, number: int, name: str, data: bytes) -> None:
         """Write one file of a trial (metrics, weights) from its bytes, atomically."""
         _check_name(name)
-        atomic_write(self.trial_dir(number) / name, lambda tmp: tmp.write_bytes(data))
+        _write_bytes(self.trial_dir(number) / name, data)
+        if self.mirror is not None:
+            self.mirror.put(number, name, data)
+
+    def publish(self, number: int, name: str) -> None:
+        """A file the training engine wrote into :meth:`training_dir` is final: copy it to the artifact store."""
+        _check_name(name)
+        path = self.trial_dir(number) / name
+        if path.is_file():
+            self._upload(number, name, path)
+
+    def pull(self, numbers: Iterable[int]) -> int:
+        """Fill the folder from the artifact store: study.json when missing, and the files of these trials.
+
+        A trial's trial.json is taken when it differs from the local one, and its other files (arch.json,
+        metrics.json, weights) when they are missing locally or its trial.json changed. Returns how many files
+        were written; without an artifact store, 0.
+        """
+        mirror = self.mirror
+        if mirror is None:
+            return 0
+        written = 0
+        if not (self.folder / STUDY_FILE).is_file():
+            settings = mirror.get(None, STUDY_FILE)
+            if settings is not None:
+                _write_bytes(self.folder / STUDY_FILE, settings)
+                written += 1
+        for number in sorted(set(int(n) for n in numbers)):
+            remote = mirror.get(number, TRIAL_FILE)
+            if remote is None:
+                continue
+            folder = self.trial_dir(number)
+            local = folder / TRIAL_FILE
+            changed = not local.is_file() or local.read_bytes() != remote
+            if changed:
+                _write_bytes(local, remote)
+                written += 1
+            for name in (ARCH_FILE, METRICS_FILE, WEIGHTS_FILE):
+                if (folder / name).is_file() and not changed:
+                    continue
+                data = mirror.get(number, name)
+                if data is not None:
+                    _write_bytes(folder / name, data)
+                    written += 1
+        return written
 
     # -- reads -------------------------------------------------------------------------------------------
     def settings(self, *, strict: bool = False) -> dict[str, Any]:
@@ -118,6 +194,16 @@ class StudyStore:
         _check_name(name)
         path = self.trial_dir(number) / name
         return path.read_bytes() if path.is_file() else None
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _rebuild(root: str, name: str, artifacts: str | None) -> StudyStore:
+    """Unpickle a StudyStore (its artifact store is reopened where it is used)."""
+    return StudyStore(root, name, artifacts=artifacts)
 
 
 def list_study_names(root: str | Path) -> list[str]:

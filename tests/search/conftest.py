@@ -124,3 +124,90 @@ def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
         yield RayCluster(address=address, env=env, trials_dir=trials)
     finally:
         stop_marked(mark)
+
+
+# -- a real PostgreSQL server ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PostgresServer:
+    """A PostgreSQL server on 127.0.0.1 in a temporary folder; :meth:`new_database` gives each test its own."""
+
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def new_database(self, name: str) -> str:
+        """Create database ``name`` and return its SQLAlchemy URL (a plain ``postgresql://`` URL, as users give)."""
+        import psycopg
+
+        with psycopg.connect(host=self.host, port=self.port, user="postgres", dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return f"postgresql://postgres@{self.host}:{self.port}/{name}"
+
+
+def _postgres_binaries() -> tuple[str, str] | None:
+    """``initdb`` and ``postgres`` from PATH or a Debian PostgreSQL install, or None."""
+    import glob
+
+    for folder in [None, *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]:
+        initdb = shutil.which("initdb", path=folder)
+        server = shutil.which("postgres", path=folder)
+        if initdb and server:
+            return initdb, server
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """Start a PostgreSQL server as an unprivileged user (``nobody`` when running as root); stop exactly it.
+
+    Skips, with the reason, where no server binaries or no psycopg are installed.
+    """
+    binaries = _postgres_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, postgres) on PATH or in /usr/lib/postgresql/*/bin")
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install 'igcnas[postgres]')")
+    initdb, server = binaries
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="igcnas-pg-"))
+    user: dict[str, int] = {}
+    if os.geteuid() == 0:  # the server refuses to run as root
+        import pwd
+
+        entry = pwd.getpwnam("nobody")
+        user = {"user": entry.pw_uid, "group": entry.pw_gid}
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+    data, log = root / "data", root / "server.log"
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    subprocess.run([initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+                   check=True, capture_output=True, env=env, cwd=root, **user)  # type: ignore[call-overload]
+    port = _free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [server, "-D", str(data), "-p", str(port), "-k", str(root), "-c", "listen_addresses=127.0.0.1",
+             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_connections=200"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root, **user)  # type: ignore[call-overload]
+    deadline = time.time() + 60
+    try:
+        while True:
+            try:
+                psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres").close()
+                break
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"PostgreSQL did not start: {log.read_text()[-2000:]}") from None
+                time.sleep(0.2)
+        yield PostgresServer(host="127.0.0.1", port=port, process=proc)
+    finally:
+        proc.send_signal(signal.SIGINT)  # fast shutdown of exactly this server (its children exit with it)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)

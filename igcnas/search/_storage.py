@@ -1,0 +1,180 @@
+"""Opening the Optuna storage a ``--storage`` URL names: an RDB URL, or ``journal:PATH`` (JournalStorage).
+
+* ``sqlite:///PATH`` (the default, ``<trials-dir>/igcnas.db``), ``postgresql://...``, ``mysql+pymysql://...``:
+  :class:`optuna.storages.RDBStorage`. A plain ``postgresql://`` URL uses psycopg 3 when psycopg2 is not
+  installed (``pip install 'igcnas[postgres]'``).
+* ``journal:PATH``: :class:`optuna.storages.JournalStorage` on a log file (``JournalFileBackend``), Optuna's
+  storage for a shared filesystem (NFS) without a database server.
+
+Every storage gets heartbeats: a trial whose process stops beating for :data:`GRACE_PERIOD_S` is failed and its
+parameters are retried once (``RetryHeartbeatStaleTrialCallback``). RDBStorage has them built in; JournalStorage
+has none, so :class:`HeartbeatJournalStorage` records a wall-clock beat as a trial system attribute (the workers'
+clocks must agree to within the grace period, as NTP keeps them).
+
+Example:
+    >>> import tempfile
+    >>> storage = open_storage(f"journal:{tempfile.mkdtemp()}/study.log")
+    >>> type(storage).__name__, storage.get_heartbeat_interval() == HEARTBEAT_INTERVAL_S
+    ('HeartbeatJournalStorage', True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from optuna.storages import JournalStorage
+from optuna.storages._heartbeat import BaseHeartbeat
+
+from igcnas.errors import UserError
+from igcnas.search.config import redact_url
+
+__all__ = ["open_storage", "storage_exists", "HeartbeatJournalStorage", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S",
+           "JOURNAL_PREFIX", "ARTIFACTS_ATTR"]
+
+JOURNAL_PREFIX = "journal:"
+"""``--storage journal:PATH``: a JournalStorage log file."""
+ARTIFACTS_ATTR = "igcnas_artifacts"
+"""Study user attr: the ``--artifacts`` URI the study's trial files go to (readers on other machines use it)."""
+_BEAT = "igcnas:heartbeat"
+"""Trial system attr of :class:`HeartbeatJournalStorage`: the wall-clock time of the last beat."""
+
+
+def _env_seconds(name: str, default: int) -> int:
+    """A whole number of seconds >= 1 from the environment variable ``name``."""
+    text = os.environ.get(name, str(default))
+    if not text.strip().isdigit() or int(text) < 1:
+        raise UserError(f"{name}: {text!r} must be a whole number of seconds >= 1 (e.g. {name}={default})")
+    return int(text)
+
+
+HEARTBEAT_INTERVAL_S = _env_seconds("IGCNAS_HEARTBEAT_S", 5)
+"""Seconds between heartbeats of a running trial (environment: IGCNAS_HEARTBEAT_S)."""
+GRACE_PERIOD_S = _env_seconds("IGCNAS_HEARTBEAT_GRACE_S", 20)
+"""A trial without heartbeat for this long belongs to a dead process: it is failed and retried once."""
+
+
+class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
+    """JournalStorage with Optuna's heartbeat protocol: beats are trial system attrs holding ``time.time()``.
+
+    A RUNNING trial is stale when its last beat and its start are both older than the grace period;
+    :func:`optuna.storages.fail_stale_trials` then fails it and calls the retry callback, as with RDBStorage.
+    """
+
+    def __init__(self, backend: Any, *, heartbeat_interval: int, grace_period: int,
+                 stale_trial_callback: Callable[..., None] | None) -> None:
+        super().__init__(backend)
+        self._interval = heartbeat_interval
+        self._grace = grace_period
+        self._callback = stale_trial_callback
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        import optuna
+
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # finished between two beats
+            self.set_trial_system_attr(trial_id, _BEAT, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        from optuna.trial import TrialState
+
+        now = time.time()
+        stale = []
+        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            # a retried trial inherits its dead origin's system attrs, old beat included: count from its start
+            marks = [float(trial.system_attrs.get(_BEAT, 0.0))]
+            if trial.datetime_start is not None:
+                marks.append(trial.datetime_start.timestamp())
+            if now - max(marks) > self._grace:
+                stale.append(trial._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[..., None] | None:
+        return self._callback
+
+
+def storage_exists(url: str) -> bool:
+    """False for a SQLite database or journal file that does not exist yet (a reader must not create it)."""
+    if url.startswith("sqlite:///"):
+        return Path(url[len("sqlite:///"):]).is_file()
+    if url.startswith(JOURNAL_PREFIX):
+        return Path(url[len(JOURNAL_PREFIX):]).expanduser().is_file()
+    return True
+
+
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` with psycopg 3 when psycopg2 is absent; a UserError when neither driver is installed."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql://{rest}"
+    if importlib.util.find_spec("psycopg") is not None:
+        return f"postgresql+psycopg://{rest}"
+    raise UserError(f"--storage {redact_url(url)}: no PostgreSQL driver is installed; "
+                    "pip install 'igcnas[postgres]' (psycopg 3)")
+
+
+def open_storage(url: str, *, heartbeat: bool = True) -> Any:
+    """The Optuna storage of a ``--storage`` URL, with heartbeats and one retry of stale trials.
+
+    SQLite gets a generous busy timeout; the schema race of workers creating one new database is retried.
+    """
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat else None
+    if url.startswith(JOURNAL_PREFIX):
+        return _open_journal(url, heartbeat=heartbeat, callback=callback)
+    url = _postgres_driver(url)
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    if callback is not None:
+        kwargs["heartbeat_stale_trial_callback"] = callback
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except Exception as error:  # noqa: BLE001 - connection errors of any driver
+            racing = "already exists" in str(error) or "UNIQUE constraint failed" in str(error)
+            if racing and attempt < 4:
+                time.sleep(0.5 * (attempt + 1))  # another worker is creating the schema of a new database
+                continue
+            raise UserError(f"--storage: cannot open {redact_url(url)} ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:200]})") from None
+    raise AssertionError("unreachable")
+
+
+def _open_journal(url: str, *, heartbeat: bool, callback: Any) -> Any:
+    """A (heartbeat) JournalStorage on the log file of ``journal:PATH``."""
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
+    if not str(path) or path.is_dir():
+        raise UserError(f"--storage {url}: give the journal's log file, e.g. journal:/shared/igcnas/studies.log")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path))
+    except OSError as error:
+        raise UserError(f"--storage {url}: cannot open the journal file ({error.strerror}); give a writable "
+                        "path on the shared filesystem") from None
+    if not heartbeat:
+        return JournalStorage(backend)
+    return HeartbeatJournalStorage(backend, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                                   stale_trial_callback=callback)
