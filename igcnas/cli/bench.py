@@ -23,24 +23,29 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
   data   igcnas's tensor pipeline vs torchvision ImageFolder + DataLoader (needs --data-dir)
   train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)
   search random vs TPE vs NSGA-II (equal trials), with vs without pruning (equal epochs), per-trial overhead,
-         on a stratified CIFAR-10 subset (needs --data-dir; --train-subset, default 2000)"""
+         on a stratified CIFAR-10 subset (needs --data-dir; --train-subset, default 2000)
+  workers  'igcnas search' at equal trained trials: --workers 1 vs the default (one per physical core),
+         alternating, median wall time of --repeats runs each (default 3); digits, or CIFAR-10 with --data-dir"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
-    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search)",
+    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search, workers)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                                    parents=[format_parent()])
-    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search"), help="which benchmark")
-    parser.add_argument("--repeats", type=positive_int, default=5, help="timed repeats per case (median reported)")
+    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search", "workers"),
+                        help="which benchmark")
+    parser.add_argument("--repeats", type=positive_int, default=None,
+                        help="timed repeats per case, median reported (default: 5; workers: 3)")
     parser.add_argument("--batch", type=positive_int, default=64, help="ops: batch size (default 64)")
     parser.add_argument("--size", type=positive_int, default=32, help="ops: spatial size (default 32)")
     parser.add_argument("--device", default="cpu", help="ops/train: cpu or cuda (default cpu)")
     parser.add_argument("--data-dir", help="data/train/search (and ops, optionally): an ImageFolder root with train/ "
                         "and test/ (CIFAR-10 JPGs)")
     parser.add_argument("--limit", type=positive_int, help="data: use at most this many images")
-    parser.add_argument("--epochs", type=positive_int, default=3,
-                        help="train: epochs of the short schedule; search: epochs per trial")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="train: epochs of the short schedule (default 3); search, workers: epochs per trial "
+                             "(default 3; workers: 4)")
     parser.add_argument("--train-subset", type=positive_int,
                         help="train/search: stratified subset of the training set (search: default 2000)")
     parser.add_argument("--trials", type=positive_int, default=8, help="search: trained trials per sampler")
@@ -59,7 +64,12 @@ def run(args: argparse.Namespace) -> int:
         "data": _data,
         "train": _train,
         "search": _search,
+        "workers": _workers,
     }
+    if args.repeats is None:
+        args.repeats = 3 if args.what == "workers" else 5
+    if args.epochs is None:
+        args.epochs = 4 if args.what == "workers" else 3
     rows = runner[args.what](args)
     if args.format == "json":
         print(json.dumps(rows, indent=2, default=str))
@@ -134,3 +144,11 @@ def _search(args: argparse.Namespace) -> list[dict[str, Any]]:
     return bench_search(data_dir=_require_data_dir(args), train_subset=args.train_subset or 2000,
                         trials=args.trials, epochs=args.epochs, space=args.space, max_params=args.max_params,
                         progress=True)
+
+
+def _workers(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from igcnas.bench.workers import bench_workers
+
+    return bench_workers(trials=args.trials, epochs=args.epochs,
+                         max_params=args.max_params, space=args.space, data_dir=args.data_dir,
+                         train_subset=args.train_subset, repeats=args.repeats)

@@ -54,6 +54,13 @@ def _objectives(text: str) -> tuple[str, ...]:
     return values
 
 
+def _workers(text: str) -> int | None:
+    """argparse type of --workers: a positive integer, or auto (None)."""
+    if text.strip().lower() == "auto":
+        return None
+    return positive_int(text)
+
+
 def _positive_float(text: str) -> float:
     """argparse type: a number > 0."""
     try:
@@ -138,6 +145,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--weight-decay", type=_nonnegative_float, default=1e-4, help="weight decay (default: 1e-4)")
     g.add_argument("--num-threads", type=positive_int, default=1,
                    help="torch CPU threads per trial (default: %(default)s: small models train fastest on one)")
+    g.add_argument("--workers", type=_workers, default=None, metavar="N|auto",
+                   help="Optuna: trials trained at once, as worker processes on the study's storage (default: "
+                        "auto = one per GPU on a CUDA machine, else physical cores / --num-threads). --trials "
+                        "counts the trained trials of all workers together")
     g = argument_group(p, study)
     g.add_argument("--study", help="study name (default: <space>-<dataset>, e.g. igc_cifar-digits); rerun with "
                                    "the same name to resume")
@@ -196,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         num_threads=args.num_threads,
+        workers=args.workers if args.backend == "optuna" or args.workers is not None else 1,
         device=args.device,
         max_attempts=args.max_attempts,
         progress=not args.quiet,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from igcnas.errors import UserError
 from igcnas.search.config import (
     BACKENDS,
     OBJECTIVES,
@@ -51,7 +52,9 @@ def run_search(
     """Run (or resume) a search with ``config``; returns the study name (read it with :func:`load_study`).
 
     ``space`` defaults to ``load_space(config.space)``; ``data`` (a DataBundle) and ``train_fn`` replace the
-    dataset loading and :func:`igcnas.train.train` (tests, notebooks).
+    dataset loading and :func:`igcnas.train.train` (tests, notebooks). With ``config.workers`` > 1 (or None:
+    one per GPU, else per physical core) the Optuna backend trains that many trials at once, in worker
+    processes on the study's storage (:mod:`igcnas.search._workers`).
 
     Example:
         >>> name = run_search(SearchConfig(trials=3, epochs=2))  # doctest: +SKIP
@@ -61,6 +64,13 @@ def run_search(
         from igcnas.search.ray_backend import run_ray
 
         return run_ray(config, space, data=data, train_fn=train_fn)
+    from igcnas.search._workers import resolve_workers, run_workers
     from igcnas.search.optuna_backend import run_optuna
 
-    return run_optuna(config, space, data=data, train_fn=train_fn)
+    workers = resolve_workers(config)
+    if workers == 1:
+        return run_optuna(config, space, data=data, train_fn=train_fn)
+    if data is not None or train_fn is not None:
+        raise UserError(f"workers: {workers} worker processes load the dataset and train themselves; pass "
+                        "data/train_fn only with workers=1")
+    return run_workers(config, space, workers)

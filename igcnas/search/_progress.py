@@ -23,16 +23,18 @@ def format_seconds(seconds: float) -> str:
 class Progress:
     """One line on stderr per trial event: states so far, best value per objective, elapsed time."""
 
-    def __init__(self, config: SearchConfig, study: str) -> None:
+    def __init__(self, config: SearchConfig, study: str, *, label: str = "") -> None:
         self.config = config
         self.study = study
         self.started = time.perf_counter()
         self.enabled = config.progress
+        self.label = f"{label} " if label else ""
 
     def line(self, text: str) -> None:
-        """Print one progress line."""
+        """Print one progress line (marked with the worker's label, e.g. ``w2/4``, when there are several)."""
         if self.enabled:
-            print(f"[{format_seconds(time.perf_counter() - self.started):>7}] {text}", file=sys.stderr, flush=True)
+            print(f"[{format_seconds(time.perf_counter() - self.started):>7}] {self.label}{text}", file=sys.stderr,
+                  flush=True)
 
     def trial(self, record: TrialRecord, counts: dict[str, int], best: dict[str, float]) -> None:
         """Report a finished trial with the study-wide tallies."""

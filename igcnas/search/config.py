@@ -88,6 +88,7 @@ class SearchConfig:
     lr: float = 0.1
     weight_decay: float = 1e-4
     num_threads: int = 1
+    workers: int | None = 1
     device: str = "auto"
     max_attempts: int | None = None
     progress: bool = True
@@ -121,6 +122,12 @@ class SearchConfig:
             raise UserError("--fill-budget needs a budget: give --max-params and/or --max-flops")
         if self.lr <= 0 or self.weight_decay < 0:
             raise UserError("--lr must be > 0 and --weight-decay >= 0")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise UserError(f"--workers: {self.workers!r} must be a positive integer or auto (e.g. --workers 2)")
+        if self.workers not in (None, 1) and self.backend != "optuna":
+            raise UserError(f"--workers {self.workers}: is for the Optuna backend; with --backend {self.backend} "
+                            "give --cpus-per-trial / --gpus-per-trial instead")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise UserError(f"--max-attempts: {self.max_attempts} must be a positive integer")
         if self.artifacts is not None:

@@ -26,6 +26,7 @@ from igcnas.errors import UserError
 from igcnas.search._fidelity import ETA, pareto_promote, rung_epochs
 from igcnas.search._progress import Progress, tally
 from igcnas.search._storage import ARTIFACTS_ATTR, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, open_storage
+from igcnas.search._workers import WorkerSlot
 from igcnas.search.config import (
     SearchConfig,
     compare_settings,
@@ -42,6 +43,12 @@ __all__ = ["run_optuna", "open_storage", "mirror_constraints", "name_objectives"
            "GRACE_PERIOD_S"]
 
 _STATE_ATTR = "igcnas_state"
+_RUN_ATTR = "run"
+"""Trial user attr: the id of the run (one ``igcnas search``, all its workers) that ran the trial."""
+_TRAINED_ATTR = "trained"
+"""Trial user attr: True when the trial was trained (what ``--trials`` counts)."""
+_SEED_STRIDE = 100_003
+"""Sampler seed offset between the workers of one run (they start on the same study at once)."""
 _ROLE_ATTR = "key_role"
 """Trial user attr of the duplicate protocol (:func:`_wait_for_running_twin`): waiting, training or reused."""
 
@@ -171,10 +178,13 @@ def run_optuna(
     *,
     data: Any = None,
     train_fn: Callable[..., Any] | None = None,
+    slot: WorkerSlot | None = None,
 ) -> str:
-    """Run (or resume) a search on the Optuna backend; returns the study name.
+    """Run (or resume) a search on the Optuna backend in this process; returns the study name.
 
-    ``train_fn`` replaces :func:`igcnas.train.train` (tests use it to spy on what is trained).
+    ``train_fn`` replaces :func:`igcnas.train.train` (tests use it to spy on what is trained). ``slot``: this
+    process is one of the workers of a ``--workers N`` run (:mod:`igcnas.search._workers`); the run stops when
+    its workers together have trained ``config.trials`` trials.
     """
     import optuna
     from optuna.trial import TrialState
@@ -194,11 +204,14 @@ def run_optuna(
     _check_space_fits(ctx, space, shape, classes)
     study = _open_study(config, storage, name, settings, where)
     store.write_settings(study_file(config, name, where, settings, space.path))
-    progress = Progress(config, name)
+    slot = slot or WorkerSlot.single()
+    progress = Progress(config, name, label=slot.label)
+    if slot.index == 0 and slot.count > 1:
+        progress.line(f"{slot.describe(config)}, one storage")
     objectives = config.objective_columns()
 
     previous = len(study.get_trials(deepcopy=False))
-    study.sampler = _sampler(config, config.seed + previous)
+    study.sampler = _sampler(config, config.seed + previous + _SEED_STRIDE * slot.index)
     pruner = _pruner(config)
     side = None
     if pruner is not None:
@@ -218,6 +231,8 @@ def run_optuna(
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         current["number"] = trial.number
+        trial.set_user_attr(_RUN_ATTR, slot.run_id)
+        current.pop("release", lambda: None)()  # the trial now counts as the run's: the next worker may start
         try:
             params = space.define(trial, fill_budget=config.fill_budget)
         except Exception as error:  # a sampler or storage error: recorded, not counted as a trained trial
@@ -230,6 +245,7 @@ def run_optuna(
         adapter = _OptunaTrial(study, trial, side, config, objectives, progress)
         record = run_trial(ctx, trial.number, params, adapter)
         current["record"] = record
+        trial.set_user_attr(_TRAINED_ATTR, record.trained)
         trial.set_user_attr(_STATE_ATTR, record.state)
         trial.set_user_attr("reason", record.reason)
         adapter.close(record)
@@ -247,7 +263,8 @@ def run_optuna(
 
     def step() -> TrialRecord | None:
         """Sample (or pop a retry) and run one trial; its final record, or None when sampling failed."""
-        current.clear()
+        current.pop("record", None)
+        current.pop("number", None)
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
         record: TrialRecord | None = current.get("record")
         if record is None:
@@ -263,14 +280,29 @@ def run_optuna(
         progress.trial(record, counts, best)
         return record
 
-    trained = attempts = 0
+    attempts = 0
     cap = config.attempts_cap()
-    while trained < config.trials and attempts < cap:
-        attempts += 1
-        record = step()
-        if record is not None and record.trained:
-            trained += 1
-    _run_orphaned_retries(study, step, progress)
+    lock = slot.lock(config.trials_dir)
+    while attempts < cap:
+        # the run's workers take turns to count its trials and start one (the objective releases the lock once
+        # its trial is tagged with the run), so together they train exactly --trials
+        lock.acquire()
+        try:
+            trained, in_flight = _run_counts(study, slot.run_id)
+            if trained >= config.trials:
+                break
+            if trained + in_flight < config.trials:
+                attempts += 1
+                current.clear()
+                current["release"] = lock.release
+                step()
+                continue
+        finally:
+            lock.release()
+        time.sleep(0.5)  # the other workers are training the run's last trials
+        optuna.storages.fail_stale_trials(study)
+    _run_orphaned_retries(study, step, progress, run_id=slot.run_id)
+    trained = _run_counts(study, slot.run_id)[0]
     if trained < config.trials:
         smallest, params = space.smallest_spec(input_shape=shape, num_classes=classes)
         cost = count(smallest)
@@ -287,10 +319,27 @@ def run_optuna(
     return name
 
 
-def _run_orphaned_retries(study: Any, step: Callable[[], TrialRecord | None], progress: Progress) -> None:
+def _run_counts(study: Any, run_id: str) -> tuple[int, int]:
+    """The run's trained trials and its trials still running (all its workers together)."""
+    from optuna.trial import TrialState
+
+    trained = in_flight = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get(_RUN_ATTR) != run_id:
+            continue
+        if trial.state == TrialState.RUNNING:
+            in_flight += 1
+        elif trial.user_attrs.get(_TRAINED_ATTR):
+            trained += 1
+    return trained, in_flight
+
+
+def _run_orphaned_retries(study: Any, step: Callable[[], TrialRecord | None], progress: Progress, *,
+                          run_id: str) -> None:
     """Before leaving, make sure no trial of a dead worker is left behind: wait (at most one grace period plus a
-    heartbeat) for the study's other RUNNING trials to finish or go stale, and run the retries that stale trials
-    get (WAITING trials), so a worker killed near the end of a search still has its trial retried."""
+    heartbeat) for the study's RUNNING trials of other runs to finish or go stale, and run the retries that stale
+    trials get (WAITING trials), so a worker killed near the end of a search still has its trial retried. The
+    run's own workers are alive while it runs (they die with its parent), so their trials are not waited for."""
     import optuna
     from optuna.trial import TrialState
 
@@ -302,7 +351,8 @@ def _run_orphaned_retries(study: Any, step: Callable[[], TrialRecord | None], pr
             progress.line("running the retry of a trial whose worker died")
             step()
             continue
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if t.user_attrs.get(_RUN_ATTR) != run_id]
         if not running or time.monotonic() > deadline:
             return
         if not announced:

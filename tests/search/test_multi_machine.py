@@ -41,7 +41,7 @@ def _worker(machine: Path, storage: str, artifacts: Path) -> subprocess.Popen[st
     machine.mkdir(parents=True, exist_ok=True)
     args = ["search", "--train-subset", "200", "--epochs", "3", "--trials", str(TRIALS_PER_WORKER),
             "--max-params", "30k", "--storage", storage, "--artifacts", str(artifacts), "--study", STUDY,
-            "--pruner", "none", "--batch-size", "16", "--device", "cpu", "--quiet"]
+            "--pruner", "none", "--batch-size", "16", "--device", "cpu", "--workers", "1", "--quiet"]
     return subprocess.Popen([sys.executable, "-m", "igcnas", *args], cwd=machine, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -100,7 +100,7 @@ def test_three_workers_one_study_kill_one_export_from_a_fourth(kind: str, tmp_pa
     fourth.mkdir()
     frame = load_study(STUDY, storage=storage, trials_dir=fourth / "trials", artifacts=str(artifacts))
     study = optuna.load_study(study_name=STUDY, storage=open_storage(storage, heartbeat=False))
-    assert len(frame) == len(study.trials) and set(frame.trial) == own[1] | own[2]
+    assert set(frame.trial) == {t.number for t in study.trials} >= own[0] | own[1] | own[2]
     table = frame.set_index("trial")
     assert not (table.state == "running").any(), table[["state", "reason"]]
 
