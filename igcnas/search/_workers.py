@@ -1,7 +1,7 @@
 """``--workers N``: several trials at once on one machine, as worker processes on the same Optuna storage.
 
-The parent starts N copies of itself (``python -m igcnas.search._workers``), each running the Optuna backend on
-the study's storage with one :class:`WorkerSlot`: its index (which offsets the sampler's seed, so the workers do
+The parent is worker 1 and starts N - 1 more processes (forked on CPU; ``python -m igcnas.search._workers`` on a
+GPU machine), each running the Optuna backend on the study's storage with one :class:`WorkerSlot`: its index (which offsets the sampler's seed, so the workers do
 not sample alike) and the run's id. Every trial of the run is tagged with that id, and the workers stop together
 once the run has trained ``--trials`` trials (counted in the storage, in-flight trials included, so the total is
 exact). Each worker's progress lines carry its label (``w1/2``) and reach the parent's stderr.
@@ -159,46 +159,131 @@ def _die_with_parent() -> None:
 
 
 def run_workers(config: SearchConfig, space: Any, count: int) -> str:
-    """Run the search as ``count`` worker processes on the study's storage; returns the study name."""
+    """Run the search as ``count`` worker processes on the study's storage; returns the study name.
+
+    This process is worker 1. On CPU the others are forked from it once it has imported what training needs (no
+    second start-up: no interpreter, no torch import); on a GPU machine they are started afresh, each with its
+    own ``CUDA_VISIBLE_DEVICES`` (CUDA does not survive a fork).
+    """
     from igcnas.search.config import default_storage
 
     name = config.study_name(space.name)
     storage = config.storage or default_storage(config.trials_dir)
     run_id = uuid.uuid4().hex[:12]
-    space_file = str(space.path) if space.path and Path(str(space.path)).is_file() else config.space
-    child = config.replace(workers=1, storage=storage, space=space_file,
-                           trials_dir=str(Path(config.trials_dir).resolve()))
     gpus = _gpus(config)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    procs = []
-    for index in range(count):
-        payload = json.dumps({"config": asdict(child), "slot": asdict(WorkerSlot(index, count, run_id))})
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "igcnas.search._workers", payload],
-            env=worker_env(index, gpus=gpus, visible=visible, num_threads=config.num_threads),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent))
-    errors: list[list[str]] = [[] for _ in procs]
-    relays = [threading.Thread(target=_relay, args=(proc, errors[i]), daemon=True) for i, proc in enumerate(procs)]
-    for relay in relays:
-        relay.start()
+    base = config.replace(workers=1, storage=storage, trials_dir=str(Path(config.trials_dir).resolve()))
+    data = _preload(base) if gpus == 0 else None
+    workers: list[_Forked | _Spawned] = []
+    for index in range(1, count):
+        slot = WorkerSlot(index, count, run_id)
+        workers.append(_Forked(base, space, slot, data) if gpus == 0 else _Spawned(base, space, slot, gpus=gpus))
+    # worker 1 keeps this process's view of the GPUs (CUDA may be initialised here already): it takes the first
+    own = base.replace(device="cuda:0" if gpus and ":" not in config.device else config.device)
     try:
-        codes = [proc.wait() for proc in procs]
+        from igcnas.search.optuna_backend import run_optuna
+
+        run_optuna(own, space, data=data, slot=WorkerSlot(0, count, run_id))
+        outcomes = [worker.wait() for worker in workers]
     except BaseException:
-        for proc in procs:
-            proc.kill()
+        for worker in workers:
+            worker.kill()
         raise
     finally:
-        WorkerSlot(0, count, run_id).lock_path(child.trials_dir).unlink(missing_ok=True)
-    for relay in relays:
-        relay.join(timeout=5)
-    failed = [(i, code) for i, code in enumerate(codes) if code != 0]
-    if failed:
-        index, code = failed[0]
-        last = next((line for line in reversed(errors[index]) if line.strip()), f"exit status {code}")
-        if last.startswith("igcnas: error: "):
-            raise UserError(last[len("igcnas: error: "):])
-        raise RuntimeError(f"search worker {index + 1}/{count} failed (exit status {code}): {last}")
+        WorkerSlot(0, count, run_id).lock_path(base.trials_dir).unlink(missing_ok=True)
+    for index, (code, message) in enumerate(outcomes):
+        if code == 2 and message:
+            raise UserError(message)
+        if code != 0:
+            raise RuntimeError(f"search worker {index + 2}/{count} failed (exit status {code}): {message or '-'}")
     return name
+
+
+def _preload(config: SearchConfig) -> Any:
+    """Before forking: load the dataset once (the workers share it) and import what the first training step
+    imports lazily (torch._dynamo, through the optimizer). One thread meanwhile, so no OpenMP thread pool exists
+    at the fork (a forked child could not use it)."""
+    import torch
+    import torch._dynamo  # noqa: F401
+
+    from igcnas.data import load_data
+
+    torch.set_num_threads(1)
+    return load_data(config.dataset, data_dir=config.data_dir, train_subset=config.train_subset, seed=config.seed)
+
+
+class _Forked:
+    """A worker forked from this process (CPU): it runs its slot and reports a UserError through a pipe."""
+
+    def __init__(self, config: SearchConfig, space: Any, slot: WorkerSlot, data: Any) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        read, write = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker
+            os.close(read)
+            code = 1
+            try:
+                _die_with_parent()
+                if os.getppid() != parent:  # the parent died before the line above took effect
+                    os._exit(1)
+                code = _run_slot(config, space, slot, data=data,
+                                 report=lambda text: os.write(write, text.encode()[:4000]))
+            except BaseException:  # noqa: BLE001 - a bug: its traceback, then exit 1
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(write)
+        self.pid, self._read = pid, read
+
+    def wait(self) -> tuple[int, str]:
+        """Its exit status and its error message ('' when none)."""
+        _, status = os.waitpid(self.pid, 0)
+        chunks = []
+        while chunk := os.read(self._read, 4096):
+            chunks.append(chunk)
+        os.close(self._read)
+        return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL it and reap it."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+class _Spawned:
+    """A worker started afresh (GPU machines): ``python -m igcnas.search._workers`` with its own GPU."""
+
+    def __init__(self, config: SearchConfig, space: Any, slot: WorkerSlot, *, gpus: int) -> None:
+        space_file = str(space.path) if space.path and Path(str(space.path)).is_file() else config.space
+        payload = json.dumps({"config": asdict(config.replace(space=space_file)), "slot": asdict(slot)})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "igcnas.search._workers", payload],
+            env=worker_env(slot.index, gpus=gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                           num_threads=config.num_threads),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
+        self.tail: list[str] = []
+        self.relay = threading.Thread(target=_relay, args=(self.proc, self.tail), daemon=True)
+        self.relay.start()
+
+    def wait(self) -> tuple[int, str]:
+        """Its exit status and its error message (its last line of error output)."""
+        code = self.proc.wait()
+        self.relay.join(timeout=5)
+        last = next((line for line in reversed(self.tail) if line.strip()), "")
+        return code, last[len("igcnas: error: "):] if last.startswith("igcnas: error: ") else last
+
+    def kill(self) -> None:
+        """SIGKILL it and reap it."""
+        self.proc.kill()
+        self.proc.wait()
 
 
 def _relay(proc: subprocess.Popen[str], tail: list[str]) -> None:
@@ -212,24 +297,33 @@ def _relay(proc: subprocess.Popen[str], tail: list[str]) -> None:
         del tail[:-20]
 
 
-def _main(argv: list[str]) -> int:
-    """A worker process: run the Optuna backend in the slot given as JSON."""
+def _run_slot(config: SearchConfig, space: Any, slot: WorkerSlot, *, report: Any, data: Any = None) -> int:
+    """Run one worker's share of the search; a UserError goes to ``report`` and gives exit status 2."""
     from igcnas.search.optuna_backend import run_optuna
+
+    try:
+        run_optuna(config, space, data=data, slot=slot)
+    except UserError as error:
+        report(str(error))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _main(argv: list[str]) -> int:
+    """A worker process started afresh: run the Optuna backend in the slot given as JSON."""
     from igcnas.search.search_space import load_space
 
     payload = json.loads(argv[0])
     settings = payload["config"]
     settings["objectives"] = tuple(settings["objectives"])
     config = SearchConfig(**settings)
-    slot = WorkerSlot(**payload["slot"])
-    try:
-        run_optuna(config, load_space(config.space), slot=slot)
-    except UserError as error:
-        print(f"igcnas: error: {error}", file=sys.stderr, flush=True)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+
+    def report(text: str) -> None:
+        print(f"igcnas: error: {text}", file=sys.stderr, flush=True)
+
+    return _run_slot(config, load_space(config.space), WorkerSlot(**payload["slot"]), report=report)
 
 
 if __name__ == "__main__":

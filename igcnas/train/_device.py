@@ -68,14 +68,31 @@ def _torch_settings(device: torch.device, num_threads: int | None) -> Iterator[N
             torch.set_num_threads(num_threads)
         if device.type == "cpu":
             tune_cpu_allocator()
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            _set_deterministic(True, warn_only=True)
         else:
             torch.backends.cudnn.benchmark = True
         yield
     finally:
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        _set_deterministic(deterministic, warn_only=warn_only)
         torch.backends.cudnn.benchmark = benchmark
+
+
+def _set_deterministic(mode: bool, *, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=...)`` without its import of torch._inductor.
+
+    The public call imports ``torch._inductor.config`` (about 2 s of torch._dynamo imports in every fresh process,
+    e.g. each search worker) only to copy ``mode`` into it; when inductor is not loaded there is nothing to copy.
+    """
+    import sys
+
+    if (torch.are_deterministic_algorithms_enabled() == mode
+            and torch.is_deterministic_algorithms_warn_only_enabled() == warn_only):
+        return
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
 
 
 def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:

@@ -124,7 +124,7 @@ def test_kill_9_of_the_parent_leaves_no_worker_and_the_rerun_resumes(tmp_path: P
             time.sleep(0.02)
         else:
             pytest.fail("no trial was mid-training before the timeout")
-        assert len(_marked(mark)) >= 3  # the parent and its two workers
+        assert len(_marked(mark)) >= 2  # the parent (worker 1) and the forked worker 2
         os.kill(parent.pid, signal.SIGKILL)  # the parent only, not its process group
         parent.wait()
         for _ in range(100):
