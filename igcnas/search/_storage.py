@@ -163,14 +163,17 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
 
 def _open_journal(url: str, *, heartbeat: bool, callback: Any) -> Any:
     """A (heartbeat) JournalStorage on the log file of ``journal:PATH``."""
-    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
     path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
     if not str(path) or path.is_dir():
         raise UserError(f"--storage {url}: give the journal's log file, e.g. journal:/shared/igcnas/studies.log")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path))
+        # a worker killed while it holds the log's lock leaves the lock behind; Optuna breaks it after 30 s, during
+        # which no worker can write a heartbeat, so every live trial would go stale: break it well within the grace
+        lock = JournalFileSymlinkLock(str(path), grace_period=max(1, GRACE_PERIOD_S // 4))
+        backend = JournalFileBackend(str(path), lock_obj=lock)
     except OSError as error:
         raise UserError(f"--storage {url}: cannot open the journal file ({error.strerror}); give a writable "
                         "path on the shared filesystem") from None
