@@ -52,7 +52,7 @@ def _trained_complete(frame: Any) -> Any:
 def _search_args(tmp: Path, trials: int, *extra: str) -> list[str]:
     return ["search", "--train-subset", "300", "--epochs", "3", "--trials", str(trials), "--max-params", "30k",
             "--trials-dir", str(tmp / "trials"), "--storage", f"sqlite:///{tmp / 's.db'}", "--study", "faults",
-            "--pruner", "none", "--batch-size", "8", "--device", "cpu", "--quiet", *extra]
+            "--pruner", "none", "--batch-size", "8", "--device", "cpu", "--workers", "1", "--quiet", *extra]
 
 
 def _kill_mid_trial(args: list[str], folder: Path, *, completed_first: int, timeout: float = 150) -> dict[str, Any]:
