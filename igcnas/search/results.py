@@ -64,8 +64,9 @@ def _read_study(name: str, *, storage: str | None, trials_dir: str | Path,
     uri = artifacts or info.get("artifacts") or (stored[0].get(ARTIFACTS_ATTR) if stored is not None else None)
     if uri:
         store = StudyStore(trials_dir, name, artifacts=uri)
-        local = [int(r["trial"]) for r in store.rows() if "trial" in r]
-        store.pull([t.number for t in stored[1]] if stored is not None else local)
+        numbers = ([t.number for t in stored[1]] if stored is not None
+                   else [int(r["trial"]) for r in store.rows() if "trial" in r])
+        store.pull(numbers)
         info = store.settings()
     rows = store.rows()
     if stored is not None:

@@ -111,8 +111,8 @@ class StudyStore:
     def write_arch(self, number: int, arch: dict[str, Any]) -> str:
         """Write a trial's ``arch.json`` unless it already holds exactly ``arch``; returns its path."""
         path = self.trial_dir(number) / ARCH_FILE
-        if write_json_if_changed(path, arch) or self.mirror is not None:
-            self._upload(number, ARCH_FILE, path)
+        write_json_if_changed(path, arch)
+        self._upload(number, ARCH_FILE, path)  # also when unchanged: a folder filled before --artifacts was given
         return str(path)
 
     def put_file(self, number: int, name: str, data: bytes) -> None:
