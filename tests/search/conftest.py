@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +54,12 @@ def _marked(mark: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+@pytest.fixture
+def marked_processes() -> Callable[[str], list[int]]:
+    """``find(mark)``: the processes whose environment carries ``IGCNAS_TEST_CLUSTER=mark``."""
+    return _marked
 
 
 def stop_marked(mark: str, *, grace_s: float = 10.0) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,28 +88,15 @@ def test_two_workers_train_exactly_the_trials_asked_and_both_report(tmp_path: Pa
     assert len(trained) == 5 and len({(r["spec_id"], json.dumps(r.get("sampled"))) for r in trained}) == 5
 
 
-def _marked(mark: str) -> list[int]:
-    """Processes whose environment carries ``IGCNAS_TEST_WORKERS=mark``."""
-    needle = f"IGCNAS_TEST_WORKERS={mark}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as handle:
-                    if needle in handle.read().split(b"\0"):
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
-def test_kill_9_of_the_parent_leaves_no_worker_and_the_rerun_resumes(tmp_path: Path) -> None:
+def test_kill_9_of_the_parent_leaves_no_worker_and_the_rerun_resumes(
+        tmp_path: Path, marked_processes: Callable[[str], list[int]]) -> None:
     from igcnas.search import load_study
 
+    _marked = marked_processes
     mark = uuid.uuid4().hex
-    env = {**ENV, "IGCNAS_TEST_WORKERS": mark}
+    env = {**ENV, "IGCNAS_TEST_CLUSTER": mark}
     args = _args(tmp_path, 6, epochs=3)
     parent = subprocess.Popen([sys.executable, "-m", "igcnas", *args], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
