@@ -94,6 +94,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--zoo", action="store_true",
                         help="add the zoo's paper networks (parameter/FLOP counts at the study's input size) as "
                              "reference points")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also show the study's baselines (zoo networks trained with its schedule, 'igcnas "
+                             "search --baselines'), marked apart from the searched trials, and how the best "
+                             "searched trial within the budget compares with the best baseline")
     parser.set_defaults(func=run)
 
 
@@ -236,6 +240,17 @@ def run(args: argparse.Namespace) -> int:
     objectives = parse_objective_list(args.objectives)
     study = open_study(args.study, storage=args.storage, trials_dir=args.trials_dir,
                        artifacts=args.artifacts)
+    baselines = comparison = None
+    if args.baselines:
+        from igcnas.analysis.baselines import baseline_mask, compare_with_baselines
+        from igcnas.search.results import load_study
+
+        both = load_study(args.study, storage=args.storage, trials_dir=args.trials_dir, artifacts=args.artifacts,
+                          baselines=True)
+        baselines = both[baseline_mask(both)].copy()
+        comparison = compare_with_baselines(
+            both, max_params=args.max_params if args.max_params is not None else study.settings.get("max_params"),
+            max_flops=args.max_flops if args.max_flops is not None else study.settings.get("max_flops"))
     parsed = parse_objectives(objectives, columns=study.frame.columns)
     frame = filter_budget(study.frame, max_params=args.max_params, max_flops=args.max_flops)
     front = pareto_front(frame, parsed)
@@ -258,6 +273,12 @@ def run(args: argparse.Namespace) -> int:
         if zoo is not None and len(parsed) == 2 and parsed[1].column in zoo.columns:
             points = _in_range(zoo, study.frame, parsed[1].column)
             points = points if len(points) else None
+        if baselines is not None and len(baselines) and len(parsed) == 2:
+            marked = baselines.rename(columns={"baseline": "name"})
+            marked = marked[marked["state"].astype(str) == "complete"]
+            marked = marked[["name", parsed[1].column, parsed[0].column]].copy()
+            marked["name"] = "baseline " + marked["name"].astype(str)
+            points = marked if points is None else pd.concat([points, marked], ignore_index=True)
         plot_front(frame, parsed, path=args.plot, reference_points=points)
 
     states = study.frame["state"].astype(str).value_counts()
@@ -278,6 +299,10 @@ def run(args: argparse.Namespace) -> int:
             "plot": str(args.plot) if args.plot else None,
             "zoo": _records(zoo) if zoo is not None else None,
         }
+        if baselines is not None:
+            payload["baselines"] = _records(baselines)
+            payload["comparison"] = comparison
+            payload["retrained"] = retrained_rows(study.folder)
         print(json.dumps(payload, indent=2))
         return 0
     if args.format == "csv":
@@ -300,6 +325,8 @@ def run(args: argparse.Namespace) -> int:
         ref_text = ", ".join(f"{k} {format_count(v) if k in ('params', 'flops') else f'{v:g}'}"
                              for k, v in reference.items())
         print(f"hypervolume {hv:.6g} (reference: {ref_text})")
+    if baselines is not None:
+        _print_baselines(baselines, comparison, retrained_rows(study.folder))
     if zoo is not None:
         print(render_table([{"zoo network": r["name"], "params": format_count(r["params"]),
                              "flops": format_count(r["flops"])} for r in zoo.to_dict("records")],
@@ -307,3 +334,37 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0
+
+
+def retrained_rows(study_folder: Path) -> list[dict[str, Any]]:
+    """The study's retrained comparison (``igcnas retrain``), one row per architecture; [] before any."""
+    from igcnas.store import read_retrained
+
+    return read_retrained(study_folder)
+
+
+def _print_baselines(baselines: pd.DataFrame, comparison: dict[str, Any] | None,
+                     retrained: list[dict[str, Any]]) -> None:
+    """The baselines table, the comparison line and the retrained comparison."""
+    from igcnas._table import render_table
+    from igcnas.units import format_count
+
+    if baselines.empty:
+        print("baselines: none in this study (igcnas search --baselines auto|NAME,...)")
+        return
+    rows = [{"baseline": r["baseline"], "trial": int(r["trial"]), "state": str(r["state"]),
+             "val_acc": _cell("accuracy", r["accuracy"]), "params": _cell("params", r["params"]),
+             "flops": _cell("flops", r["flops"]), "epochs": _cell("epochs", r["epochs"])}
+            for r in baselines.to_dict("records")]
+    print(render_table(rows, title="baselines (zoo networks, the study's schedule; not search trials):"))
+    if comparison is not None and comparison["found_trial"] is not None:
+        print(f"best searched trial {comparison['found_trial']} ({comparison['found_accuracy']:.2%}, "
+              f"{format_count(comparison['found_params'])} params) vs best baseline {comparison['baseline']} "
+              f"({comparison['baseline_accuracy']:.2%}, {format_count(comparison['baseline_params'])} params): "
+              f"{comparison['delta_points']:+.2f} points, {comparison['delta_params']:+,} params")
+    if retrained:
+        table = [{"name": r["name"], "role": r["role"], "trial": r["trial"], "params": format_count(r["params"]),
+                  "epochs": r["epochs"], "seeds": len(r["seeds"]),
+                  "test_acc": f"{100 * r['test_accuracy_mean']:.2f} ± {100 * r['test_accuracy_std']:.2f}"}
+                 for r in retrained]
+        print(render_table(table, title="retrained from scratch (igcnas retrain; test accuracy, mean ± std):"))

@@ -122,6 +122,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--fill-budget", action="store_true",
                    help="widen every sampled design to the budget (the papers' equal-budget comparison) instead "
                         "of sampling its base width")
+    g.add_argument("--baselines", default="auto", metavar="auto|none|NAME[,NAME...]",
+                   help="zoo networks trained first with exactly the study's schedule, to compare the front with "
+                        "(default: auto, the zoo networks of the space's layout and the dataset's classes that fit "
+                        "the budget; 'igcnas zoo' lists names). They are not search trials: 'igcnas pareto "
+                        "--baselines' shows them")
     g.add_argument("--objectives", type=_objectives, default=("acc", "params"),
                    help="comma-separated: acc (maximised), params, flops (minimised) (default: acc,params)")
     g.add_argument("--sampler", choices=("auto", "random", "tpe", "nsga2"), default="auto",
@@ -193,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         max_params=args.max_params,
         max_flops=args.max_flops,
         fill_budget=args.fill_budget,
+        baselines=args.baselines,
         objectives=args.objectives,
         sampler=args.sampler,
         pruner=args.pruner,
@@ -217,8 +223,35 @@ def run(args: argparse.Namespace) -> int:
     frame = load_study(name, storage=config.storage, trials_dir=config.trials_dir)
     print_front(frame, config.objective_columns(), name,
                 budget={"params": config.max_params, "flops": config.max_flops})
+    print_baseline_comparison(load_study(name, storage=config.storage, trials_dir=config.trials_dir, baselines=True),
+                              max_params=config.max_params, max_flops=config.max_flops)
     print(f"elapsed {time.perf_counter() - started:.1f}s; trials in {config.trials_dir}/{name}/")
     return 0
+
+
+def print_baseline_comparison(frame: object, *, max_params: float | None, max_flops: float | None) -> None:
+    """Print the best searched trial under the budget against the best baseline under it (nothing without one)."""
+    import pandas as pd
+
+    from igcnas.analysis.baselines import baseline_mask, compare_with_baselines
+
+    assert isinstance(frame, pd.DataFrame)
+    if not baseline_mask(frame).any():
+        return
+    budget = ", ".join(f"{k} <= {format_count(v)}" for k, v in (("params", max_params), ("flops", max_flops)) if v)
+    c = compare_with_baselines(frame, max_params=max_params, max_flops=max_flops)
+    if c is None:
+        print(f"baselines: none trained within the budget ({budget or 'no budget'}); 'igcnas pareto --baselines' "
+              "lists them")
+        return
+    base = (f"best baseline {c['baseline']} (trial {c['baseline_trial']}): val acc {c['baseline_accuracy']:.4f}, "
+            f"{format_count(c['baseline_params'])} params")
+    if c["found_trial"] is None:
+        print(f"{base}; no searched trial is fully trained within the budget yet")
+        return
+    print(f"best searched trial {c['found_trial']} within {budget or 'no budget'}: val acc "
+          f"{c['found_accuracy']:.4f}, {format_count(c['found_params'])} params vs {base}: "
+          f"{c['delta_points']:+.2f} points, {c['delta_params']:+,} params")
 
 
 def print_front(frame: object, objectives: list[tuple[str, str]], name: str, *,

@@ -40,6 +40,8 @@ _TOP_KEYS: tuple[str, ...] = (
     "relu",
     "identity",
     "train",
+    "contains",
+    "baselines_only",
 )
 _TRAIN_KEYS: tuple[str, ...] = ("lr", "weight_decay", "batch_size")
 
@@ -104,7 +106,48 @@ def parse_space(data: Any, where: str) -> dict[str, Any]:
         "identity": identity,
         **_train(where, data.get("train")),
         "description": str(data.get("description", "")),
+        "contains": _contains(where, data.get("contains")),
+        "baselines_only": _baselines_only(where, data.get("baselines_only")),
     }
+
+
+def _contains(where: str, value: Any) -> tuple[tuple[str, tuple[tuple[str, Any], ...]], ...]:
+    """``contains``: zoo network (or paper row key) -> the configuration of this space that builds it."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: key 'contains': expected a mapping of zoo names to configurations "
+                        "({design: GC+PWG, base_width: 48, depth0: 6, ...}), got " + type(value).__name__)
+    out = []
+    for name, config in value.items():
+        _known_network(where, "contains", name)
+        if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+            raise UserError(f"{where}: key 'contains.{name}': expected a mapping of parameters (as a trial's "
+                            "'sampled' in trial.json), e.g. {design: GC+PWG, base_width: 48, depth0: 6, ...}")
+        out.append((str(name), tuple(sorted(config.items()))))
+    return tuple(out)
+
+
+def _baselines_only(where: str, value: Any) -> tuple[tuple[str, str], ...]:
+    """``baselines_only``: zoo network -> why no configuration of this space builds it (it takes part as a baseline)."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise UserError(f"{where}: key 'baselines_only': expected a mapping of zoo names to the reason the space "
+                        "leaves them out, e.g. {IGCV2-C64-D20: 'DW+PWG+PWG is removed by the repeat rule'}")
+    for name in value:
+        _known_network(where, "baselines_only", name)
+    return tuple((str(k), str(v)) for k, v in value.items())
+
+
+def _known_network(where: str, key: str, name: Any) -> None:
+    """A zoo name or a paper row key (``igcv1/IGC-L24M2/D98/cifar``); an unknown one lists the zoo."""
+    from igcnas.zoo import ZOO, paper_specs
+
+    if isinstance(name, str) and (name in ZOO or name in paper_specs()):
+        return
+    raise UserError(f"{where}: key '{key}': {name!r} is neither a zoo network nor a paper row key; zoo networks: "
+                    f"{', '.join(ZOO)}")
 
 
 def _train(where: str, train: Any) -> dict[str, Any]:

@@ -124,8 +124,8 @@ def _postgres_driver(url: str) -> str:
                     "pip install 'igcnas[postgres]' (psycopg 3)")
 
 
-def open_storage(url: str, *, heartbeat: bool = True) -> Any:
-    """The Optuna storage of a ``--storage`` URL, with heartbeats and one retry of stale trials.
+def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True) -> Any:
+    """The Optuna storage of a ``--storage`` URL, with heartbeats and one retry of stale trials (``retry``).
 
     SQLite gets a generous busy timeout; the schema race of workers creating one new database is retried.
     """
@@ -137,7 +137,7 @@ def open_storage(url: str, *, heartbeat: bool = True) -> Any:
         kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat else None
+        callback = RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat and retry else None
     if url.startswith(JOURNAL_PREFIX):
         return _open_journal(url, heartbeat=heartbeat, callback=callback)
     url = _postgres_driver(url)

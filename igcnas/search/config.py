@@ -74,6 +74,7 @@ class SearchConfig:
     max_params: int | None = 50_000
     max_flops: int | None = None
     fill_budget: bool = False
+    baselines: str = "auto"
     objectives: tuple[str, ...] = ("acc", "params")
     sampler: str = "auto"
     pruner: str = "pareto"
@@ -118,6 +119,17 @@ class SearchConfig:
             raise UserError(f"--study: {self.study!r} must be letters, digits, '_', '-' or '.' (e.g. igc-digits)")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (e.g. 1 and 0.5)")
+        if self.baselines not in ("auto", "none"):
+            from igcnas.zoo import get_zoo
+
+            names = [n.strip() for n in str(self.baselines).split(",") if n.strip()]
+            if not names:
+                raise UserError(f"--baselines: {self.baselines!r} names no network; give auto, none or zoo names")
+            for n in names:
+                try:
+                    get_zoo(n)
+                except UserError as error:
+                    raise UserError(f"--baselines: {error}") from None
         if self.fill_budget and self.max_params is None and self.max_flops is None:
             raise UserError("--fill-budget needs a budget: give --max-params and/or --max-flops")
         if self.lr <= 0 or self.weight_decay < 0:
@@ -190,7 +202,8 @@ def study_file(config: SearchConfig, name: str, where: str, settings: dict[str, 
                space_path: str | None) -> dict[str, Any]:
     """What ``study.json`` holds: the study's name, its storage (password hidden), settings, space file and
     artifact store."""
-    return {"study": name, "storage": where, **settings, "space_path": space_path, "artifacts": config.artifacts}
+    return {"study": name, "storage": where, **settings, "space_path": space_path, "artifacts": config.artifacts,
+            "baselines": config.baselines}
 
 
 def compare_settings(name: str, where: str, stored: dict[str, Any], current: dict[str, Any]) -> None:

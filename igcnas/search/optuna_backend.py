@@ -23,6 +23,7 @@ from typing import Any
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 
 from igcnas.errors import UserError
+from igcnas.search._baselines import resolve_baselines, run_baselines
 from igcnas.search._fidelity import ETA, pareto_promote, rung_epochs
 from igcnas.search._progress import Progress, tally
 from igcnas.search._storage import ARTIFACTS_ATTR, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, open_storage
@@ -210,6 +211,9 @@ def run_optuna(
         progress.line(f"{slot.describe(config)}, one storage")
     objectives = config.objective_columns()
 
+    baselines = resolve_baselines(config.baselines, layout=space.layout, input_shape=shape, num_classes=classes,
+                                  max_params=config.max_params, max_flops=config.max_flops)
+    run_baselines(ctx, baselines, url=url, progress=progress, backend="optuna")
     previous = len(study.get_trials(deepcopy=False))
     study.sampler = _sampler(config, config.seed + previous + _SEED_STRIDE * slot.index)
     pruner = _pruner(config)

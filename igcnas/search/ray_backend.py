@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from igcnas.errors import UserError
+from igcnas.search._baselines import resolve_baselines, run_baselines
 from igcnas.search._fidelity import ETA
 from igcnas.search._progress import Progress, tally
 from igcnas.search.config import (
@@ -130,6 +131,9 @@ def run_ray(
     store.write_settings(study_file(config, name, where, settings, space.path))
     progress = Progress(config, name)
     objectives = config.objective_columns()
+    baselines = resolve_baselines(config.baselines, layout=space.layout, input_shape=shape, num_classes=classes,
+                                  max_params=config.max_params, max_flops=config.max_flops)
+    run_baselines(ctx, baselines, url=url, progress=progress, backend="ray")  # in the driver, before Tune
 
     started_ray = False
     if not ray.is_initialized():

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from igcnas.errors import UserError
+from igcnas.search._baselines import baseline_numbers
 from igcnas.search._storage import ARTIFACTS_ATTR, open_storage, storage_exists
 from igcnas.search.config import redact_url
 from igcnas.store import STUDY_FILE, StudyStore, fully_trained_mask, list_study_names
@@ -27,7 +28,7 @@ def study_info(name: str, *, trials_dir: str | Path = "trials") -> dict[str, Any
 
 
 def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials",
-               artifacts: str | None = None) -> pd.DataFrame:
+               artifacts: str | None = None, baselines: bool = False) -> pd.DataFrame:
     """The trials table of a study (validated against :data:`igcnas.analysis.TRIAL_COLUMNS`), by trial number.
 
     Extra columns: ``node`` (the Ray node that ran the trial), ``reused_from`` (a duplicate architecture: the
@@ -38,6 +39,9 @@ def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
     the Optuna study); the files of every trial the storage knows are pulled from it into ``trials_dir`` first,
     so a machine that ran no trial reads the whole study.
 
+    ``baselines``: add the rows of the study's baselines (the zoo networks trained with its schedule, column
+    ``baseline`` names each; negative trial numbers). They are never part of the search's own rows.
+
     Example:
         >>> frame = load_study("igc_cifar-digits")  # doctest: +SKIP
         >>> frame[frame.state == "complete"][["trial", "accuracy", "params"]]  # doctest: +SKIP
@@ -45,6 +49,8 @@ def load_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
     from igcnas.analysis.trials_dir import rows_frame
 
     store, rows = _read_study(name, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
+    if baselines:
+        rows = sorted(store.baseline_rows() + rows, key=lambda r: int(r["trial"]))
     return rows_frame(((store.trial_dir(int(r["trial"])), r) for r in rows), study=name)
 
 
@@ -64,8 +70,8 @@ def _read_study(name: str, *, storage: str | None, trials_dir: str | Path,
     uri = artifacts or info.get("artifacts") or (stored[0].get(ARTIFACTS_ATTR) if stored is not None else None)
     if uri:
         store = StudyStore(trials_dir, name, artifacts=uri)
-        numbers = ([t.number for t in stored[1]] if stored is not None
-                   else [int(r["trial"]) for r in store.rows() if "trial" in r])
+        numbers = ([t.number for t in stored[1]] + list(stored[2].values()) if stored is not None
+                   else [int(r["trial"]) for r in store.rows(baselines=True) if "trial" in r])
         store.pull(numbers)
         info = store.settings()
     rows = store.rows()
@@ -74,8 +80,9 @@ def _read_study(name: str, *, storage: str | None, trials_dir: str | Path,
     return store, rows
 
 
-def _optuna_study(name: str, url: str, *, required: bool) -> tuple[dict[str, Any], list[Any]] | None:
-    """The Optuna study's user attrs and trials, or None when the storage lacks it or cannot be read.
+def _optuna_study(name: str, url: str, *, required: bool) -> tuple[dict[str, Any], list[Any], dict[str, int]] | None:
+    """The Optuna study's user attrs, trials and baselines' record numbers, or None when the storage lacks it or
+    cannot be read.
 
     ``required``: there is no trial folder, so a storage that cannot be read or lacks the study is a UserError.
     """
@@ -90,8 +97,9 @@ def _optuna_study(name: str, url: str, *, required: bool) -> tuple[dict[str, Any
             raise UserError(missing)
         return None  # never create an empty database by reading
     try:
-        study = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=False))
-        return dict(study.user_attrs), study.get_trials(deepcopy=False)
+        opened = open_storage(url, heartbeat=False)
+        study = optuna.load_study(study_name=name, storage=opened)
+        return dict(study.user_attrs), study.get_trials(deepcopy=False), baseline_numbers(opened, name)
     except KeyError:
         if required:
             raise UserError(missing) from None

@@ -34,7 +34,7 @@ from igcnas.errors import UserError
 from igcnas.search.config import SearchConfig, fingerprint
 from igcnas.store import CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE, TrialRecord
 
-__all__ = ["TrialContext", "TrialAdapter", "RecordingAdapter", "TrialStoreLike", "run_trial", "trial_key",
+__all__ = ["TrialContext", "TrialAdapter", "RecordingAdapter", "TrialStoreLike", "run_trial", "run_spec", "trial_key",
            "row_key", "HYPER_KEYS"]
 
 HYPER_KEYS: tuple[str, ...] = ("lr", "weight_decay", "batch_size")
@@ -270,30 +270,41 @@ def run_trial(ctx: TrialContext, number: int, params: dict[str, Any], adapter: T
     ``complete`` with the twin's result (``reused_from``). An invalid architecture: ``failed``. Otherwise trained
     to ``complete``, ``pruned`` or ``failed``.
     """
-    from igcnas.cost import count
-
-    t0 = time.perf_counter()
-    store = ctx.store
     try:
         spec, overrides, note = ctx.make_spec(params)
     except UserError as error:
         record = TrialRecord(trial=number, state="failed", max_epochs=ctx.config.epochs, backend=adapter.backend,
                              study=ctx.study, reason=f"invalid architecture: {error}", node=adapter.node,
                              sampled=dict(params))
-        store.write_record(record)
+        ctx.store.write_record(record)
         return record
+    return run_spec(ctx, number, spec, overrides, adapter, sampled=params, note=note)
+
+
+def run_spec(ctx: TrialContext, number: int, spec: Any, overrides: dict[str, Any], adapter: TrialAdapter, *,
+             sampled: dict[str, Any], note: str = "", baseline: str | None = None) -> TrialRecord:
+    """The part of :func:`run_trial` after the spec is known: count, budget, twin, train, record.
+
+    ``baseline``: the zoo name of a study's baseline; it is trained whatever its budget (the record says by how
+    much it is over) and never takes a twin's result.
+    """
+    from igcnas.cost import count
+
+    t0 = time.perf_counter()
+    store = ctx.store
     cost = count(spec)
-    record = ctx.base_record(number, spec, cost, params, backend=adapter.backend, node=adapter.node)
+    record = ctx.base_record(number, spec, cost, sampled, backend=adapter.backend, node=adapter.node)
+    record.baseline = baseline
     record.arch_path = store.write_arch(number, spec.to_dict())
     constraints, over = ctx.violations(cost.params, cost.flops)
     adapter.counted(record, constraints)
-    if over:
+    if over and baseline is None:
         record.state = "infeasible"
         record.reason = over + (f"; {note}" if note else "")
         record.duration_s = time.perf_counter() - t0
         store.write_record(record)
         return record
-    twin = adapter.twin(record, trial_key(spec.id, overrides))
+    twin = adapter.twin(record, trial_key(spec.id, overrides)) if baseline is None else None
     if twin is not None:
         record.state = "complete"
         record.reused_from = int(twin["trial"])
@@ -303,6 +314,8 @@ def run_trial(ctx: TrialContext, number: int, params: dict[str, Any], adapter: T
         record.duration_s = time.perf_counter() - t0
         store.write_record(record)
         return record
+    if over:
+        note = f"baseline over budget: {over}"
     if note:
         record.reason = note
     adapter.training(record)

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -65,7 +66,8 @@ class SuggestTrial(Protocol):
 
 @dataclass(frozen=True)
 class _DesignPlan:
-    """How one design's group numbers are sampled: its grouped kernel positions and the allowed values."""
+    """How one design's group numbers are sampled: its grouped kernel positions, the allowed values, and which
+    base widths each choice of group numbers and bottleneck ratio can take (``valid``)."""
 
     design: str
     kinds: tuple[str, ...]
@@ -73,11 +75,20 @@ class _DesignPlan:
     # complementary rule: one group number per design; "pair" = second grouped kernel gets g channels per group
     mode: Literal["none", "pair", "same", "free"]
     choices: tuple[int, ...]
+    # ((group numbers, bottleneck ratio), base widths that build and pass the groups rule), every combination
+    valid: tuple[tuple[tuple[tuple[int, ...], float], tuple[int, ...]], ...] = ()
 
     @property
     def bottleneck_form(self) -> bool:
         """First and last kernels pointwise, length >= 3."""
         return is_bottleneck_form(self.kinds)
+
+    def widths_for(self, g_values: tuple[int, ...], ratio: float) -> tuple[int, ...]:
+        """The base widths allowed with these group numbers and bottleneck ratio (empty when none)."""
+        for key, widths in self.valid:
+            if key == (tuple(g_values), float(ratio)):
+                return widths
+        return ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,8 @@ class SearchSpace:
     weight_decay: FloatRange | None = None
     batch_size: tuple[int, ...] | None = None
     description: str = ""
+    contains: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    baselines_only: tuple[tuple[str, str], ...] = ()
     plans: tuple[_DesignPlan, ...] = field(default=(), repr=False)
     digest: str = ""
 
@@ -134,87 +147,140 @@ class SearchSpace:
             **parse_space(data, source),
             digest=digest or hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16],
         )
-        return replace(space, plans=tuple(space._plan(d) for d in space.designs))
+        space = replace(space, plans=tuple(space._plan(d) for d in space.designs))
+        for network, params in space.claimed().items():
+            space.check_params(params, where=f"{source}: key 'contains.{network}'")
+        return space
+
+    def claimed(self) -> dict[str, dict[str, Any]]:
+        """The papers' networks this space contains (key ``contains``): zoo name or paper row key -> params."""
+        return {name: dict(items) for name, items in self.contains}
+
+    def check_params(self, params: dict[str, Any], *, where: str = "params") -> None:
+        """Raise UserError unless ``params`` is a configuration this space can sample (every key, every value).
+
+        Example:
+            >>> space = SearchSpace.load("igc_cifar")  # doctest: +SKIP
+            >>> space.check_params(space.claimed()["IGC-L24M2-D20"])  # doctest: +SKIP
+        """
+        design = params.get("design")
+        if design not in self.designs:
+            raise UserError(f"{where}: design {design!r} is not in space {self.name}; allowed: {', '.join(self.designs)}")
+        plan = self._plan_of(design)
+        expected: dict[str, list[Any]] = {"design": list(self.designs), "bn": list(self.bn), "relu": list(self.relu),
+                    "identity": list(self.identity), **{f"depth{s}": list(self.depths) for s in range(self.stages)}}
+        if plan.mode in ("pair", "same"):
+            expected[f"groups.{design}"] = list(plan.choices)
+        elif plan.mode == "free":
+            expected.update({f"groups.{design}.{i}": list(plan.choices) for i in plan.grouped})
+        if plan.bottleneck_form:
+            expected["bottleneck"] = list(self.bottlenecks)
+        if self.batch_size is not None:
+            expected["batch_size"] = list(self.batch_size)
+        ranges = {key: r for key, r in (("lr", self.lr), ("weight_decay", self.weight_decay)) if r is not None}
+        values, ratio = self._group_values(params), float(params.get("bottleneck", 1.0))
+        widths = plan.widths_for(values, ratio)
+        width_keys = {"base_width", self._width_param(design, values, ratio, widths)}
+        unknown = sorted(set(params) - set(expected) - set(ranges) - width_keys)
+        if unknown:
+            raise UserError(f"{where}: unknown parameter(s) {', '.join(unknown)} for design {design}; expected: "
+                            f"{', '.join([*expected, 'base_width', *ranges])}")
+        for key, allowed in expected.items():
+            if key not in params:
+                raise UserError(f"{where}: missing parameter {key} (one of {allowed})")
+            if params[key] not in allowed or isinstance(params[key], bool) != isinstance(allowed[0], bool):
+                raise UserError(f"{where}: {key} = {params[key]!r} is not allowed; allowed values: {allowed}")
+        for key, r in ranges.items():
+            value = params.get(key)
+            if not isinstance(value, (int, float)) or not r.low <= value <= r.high:
+                raise UserError(f"{where}: {key} = {value!r} must be within [{r.low:g}, {r.high:g}]")
+        if _sampled_width(params) not in widths:
+            raise UserError(f"{where}: base_width = {_sampled_width(params)!r} is not allowed with these group "
+                            f"numbers; allowed values: {list(widths)}")
 
     # -- group numbers -----------------------------------------------------------------------------------
     def _plan(self, design: str) -> _DesignPlan:
-        """Work out (and check) the group numbers a design may take in this space."""
+        """Work out (and check) the group numbers a design may take in this space, and the base widths of each.
+
+        A group number is allowed when at least one base width builds with it (it divides every width the
+        design reaches there) and, under ``groups_rule: complementary``, every stage's block then satisfies the
+        strict or the loose complementary condition; sampling draws the base width among those of the sampled
+        group numbers (:meth:`define`).
+        """
         where = f"{self.path}: key 'groups'"
         kinds = parse_design(design)
         grouped = tuple(i for i, k in enumerate(kinds) if k in _GROUPED)
+        ratios = self.bottlenecks if is_bottleneck_form(kinds) else (1.0,)
         if not grouped:
-            return _DesignPlan(design, kinds, grouped, "none", ())
-        probe = _DesignPlan(design, kinds, grouped, "free", self.groups)
+            plan = _DesignPlan(design, kinds, grouped, "none", ())
+            plan = replace(plan, valid=self._valid(plan, [()], ratios))
+            if not any(widths for _, widths in plan.valid):
+                raise UserError(f"{self.path}: key 'base_widths': no base width in {list(self.base_widths)} builds "
+                                f"design {design} (bottlenecks {list(ratios)}); use larger base widths")
+            return plan
         if self.groups_rule == "free":
-            bad = sorted({g for g in self.groups for w in self._kernel_widths(probe) if w % g})
+            plan = _DesignPlan(design, kinds, grouped, "free", self.groups)
+            plan = replace(plan, valid=self._valid(plan, list(itertools.product(self.groups, repeat=len(grouped))),
+                                                   ratios))
+            used = {g for (values, _), widths in plan.valid if widths for g in values}
+            bad = [g for g in self.groups if g not in used]
             if bad:
-                ok = [g for g in self.groups if g not in bad]
                 raise UserError(
-                    f"{where}: group number(s) {', '.join(map(str, bad))} do not divide every width the design "
-                    f"{design} reaches (widths {', '.join(map(str, sorted(self._kernel_widths(probe))))}, from "
-                    f"base_widths {list(self.base_widths)} and bottlenecks {list(self.bottlenecks)}); allowed here: "
-                    f"{', '.join(map(str, ok)) or 'none - change base_widths to multiples of the group numbers'}"
+                    f"{where}: group number(s) {', '.join(map(str, bad))} divide no base width's widths of design "
+                    f"{design} (base_widths {list(self.base_widths)}, bottlenecks {list(ratios)}); allowed here: "
+                    f"{', '.join(str(g) for g in self.groups if g in used) or 'none'} - drop them or add base "
+                    f"widths that are multiples of them"
                 )
-            return probe
+            return plan
         modes: list[Literal["pair", "same"]] = (
-            ["pair", "same"] if len(grouped) == 2 and not probe.bottleneck_form else ["same"]
+            ["pair", "same"] if len(grouped) == 2 and not is_bottleneck_form(kinds) else ["same"]
         )
         for mode in modes:
-            allowed = tuple(g for g in self.groups if self._complementary(replace(probe, mode=mode, choices=(g,))))
+            plan = _DesignPlan(design, kinds, grouped, mode, self.groups)
+            valid = self._valid(plan, [(g,) for g in self.groups], ratios)
+            allowed = tuple(g for g in self.groups if any(widths for (values, _), widths in valid if values == (g,)))
             if allowed:
-                return _DesignPlan(design, kinds, grouped, mode, allowed)
+                return replace(plan, choices=allowed, valid=tuple(v for v in valid if v[0][0][0] in allowed))
         raise UserError(
             f"{where}: no group number in {list(self.groups)} makes every stage of {design} satisfy the "
-            f"complementary condition at base_widths {list(self.base_widths)}; use groups_rule: free or other "
-            f"group numbers (divisors of every width)"
+            f"complementary condition at any of base_widths {list(self.base_widths)}; use groups_rule: free or "
+            f"group numbers that divide a base width"
         )
 
-    def _kernel_widths(self, plan: _DesignPlan) -> set[int]:
-        """Every width a grouped kernel of the design sees, over all base widths and bottlenecks."""
-        widths: set[int] = set()
-        ratios = self.bottlenecks if plan.bottleneck_form else (1.0,)
-        for base in self.base_widths:
-            for s in range(self.stages):
-                out = base * 2**s
-                widths.add(out)
-                for r in ratios:
-                    widths.add(max(1, int(round(out * r))))
-                if s:
-                    widths.add(base * 2 ** (s - 1))
-        return widths
+    def _valid(self, plan: _DesignPlan, combos: list[tuple[int, ...]], ratios: tuple[float, ...]
+               ) -> tuple[tuple[tuple[tuple[int, ...], float], tuple[int, ...]], ...]:
+        """For every combination of group numbers and bottleneck ratio, the base widths it may take."""
+        return tuple(
+            ((tuple(values), float(ratio)), tuple(b for b in self.base_widths if self._allowed(plan, b, values, ratio)))
+            for values in combos for ratio in ratios
+        )
 
-    def _complementary(self, plan: _DesignPlan) -> bool:
-        """True when every stage's block satisfies the strict or the loose complementary condition."""
-        g = plan.choices[0]
-        ratios = self.bottlenecks if plan.bottleneck_form else (1.0,)
-        for base in self.base_widths:
-            for ratio in ratios:
-                try:  # two blocks a stage: the later one (stage width in and out) is the one checked
-                    spec = self._build(plan, base, (2,) * self.stages, g_values=(g,), bottleneck=ratio,
-                                       bn="each", relu="none", identity=True, input_shape=(3, 32, 32),
-                                       num_classes=10)
-                except UserError:
-                    return False
-                for _first, later in spec.plans():
-                    if not (strict_complementary(later.chain) or loose_complementary(later.chain, g)):
-                        return False
-        return True
+    def _allowed(self, plan: _DesignPlan, base: int, values: tuple[int, ...], ratio: float) -> bool:
+        """True when base width ``base`` builds with these group numbers (and passes the complementary rule)."""
+        try:  # two blocks a stage: the later one (stage width in and out) is the one checked
+            spec = self._build(plan, base, (2,) * self.stages, g_values=values, bottleneck=ratio, bn="each",
+                               relu="none", identity=True, input_shape=(3, 32, 32), num_classes=10)
+            plans = spec.plans()
+        except UserError:
+            return False
+        if self.groups_rule == "free" or not plan.grouped:
+            return True
+        g = values[0]
+        return all(strict_complementary(later.chain) or loose_complementary(later.chain, g) for _first, later in plans)
 
     # -- sampling ----------------------------------------------------------------------------------------
     def define(self, trial: SuggestTrial, *, fill_budget: bool = False) -> dict[str, Any]:
         """Sample one configuration with ``trial.suggest_*`` (define-by-run; Optuna or Ray's OptunaSearch).
 
         Parameter names depend on the design where the choices do (``groups.GC+PWG``), so every name always has
-        the same distribution. With ``fill_budget`` the base width is not sampled (it is fitted to the budget).
+        the same distribution: the base width is ``base_width`` when every base width fits the sampled group
+        numbers, else ``base_width.<design>.g<groups>[.r<bottleneck>]`` over the widths that fit. With
+        ``fill_budget`` the base width is not sampled (it is fitted to the budget).
         """
         params: dict[str, Any] = {}
         design = trial.suggest_categorical("design", list(self.designs))
         params["design"] = design
         plan = self._plan_of(design)
-        if not fill_budget:
-            params["base_width"] = trial.suggest_categorical("base_width", list(self.base_widths))
-        for s in range(self.stages):
-            params[f"depth{s}"] = trial.suggest_categorical(f"depth{s}", list(self.depths))
         if plan.mode in ("pair", "same"):
             params[f"groups.{design}"] = trial.suggest_categorical(f"groups.{design}", list(plan.choices))
         elif plan.mode == "free":
@@ -222,6 +288,14 @@ class SearchSpace:
                 params[f"groups.{design}.{i}"] = trial.suggest_categorical(f"groups.{design}.{i}", list(plan.choices))
         if plan.bottleneck_form:
             params["bottleneck"] = trial.suggest_categorical("bottleneck", list(self.bottlenecks))
+        if not fill_budget:
+            values, ratio = self._group_values(params), float(params.get("bottleneck", 1.0))
+            widths = plan.widths_for(values, ratio)
+            if widths:  # none: to_spec says the combination fits no base width (an invalid architecture)
+                name = self._width_param(design, values, ratio, widths)
+                params[name] = trial.suggest_categorical(name, list(widths))
+        for s in range(self.stages):
+            params[f"depth{s}"] = trial.suggest_categorical(f"depth{s}", list(self.depths))
         params["bn"] = trial.suggest_categorical("bn", list(self.bn))
         params["relu"] = trial.suggest_categorical("relu", list(self.relu))
         params["identity"] = trial.suggest_categorical("identity", list(self.identity))
@@ -256,16 +330,13 @@ class SearchSpace:
         if design not in self.designs:
             raise UserError(f"params.design: {design!r} is not in space {self.name}; allowed: {', '.join(self.designs)}")
         plan = self._plan_of(design)
-        width = base_width if base_width is not None else params.get("base_width")
+        width = base_width if base_width is not None else _sampled_width(params)
         if not isinstance(width, int) or width < 1:
-            raise UserError(f"params.base_width: {width!r} must be a positive integer (one of {list(self.base_widths)})")
+            fits = plan.widths_for(self._group_values(params), float(params.get("bottleneck", 1.0)))
+            raise UserError(f"params.base_width: {width!r} must be a positive integer (here one of {list(fits)}: the "
+                            f"base widths of {list(self.base_widths)} that fit the sampled group numbers)")
         depths = tuple(int(params[f"depth{s}"]) for s in range(self.stages))
-        if plan.mode in ("pair", "same"):
-            g_values: tuple[int, ...] = (int(params[f"groups.{design}"]),)
-        elif plan.mode == "free":
-            g_values = tuple(int(params[f"groups.{design}.{i}"]) for i in plan.grouped)
-        else:
-            g_values = ()
+        g_values = self._group_values(params)
         spec = self._build(
             plan,
             width,
@@ -282,14 +353,8 @@ class SearchSpace:
 
     def width_quantum(self, params: dict[str, Any]) -> int:
         """Base-width step that keeps the sampled group numbers dividing every width (budget filling)."""
-        design = params["design"]
-        plan = self._plan_of(design)
-        if plan.mode in ("pair", "same"):
-            values = [int(params[f"groups.{design}"])]
-        elif plan.mode == "free":
-            values = [int(params[f"groups.{design}.{i}"]) for i in plan.grouped]
-        else:
-            values = []
+        plan = self._plan_of(params["design"])
+        values = self._group_values(params)
         quantum = math.lcm(*values) if values else 2
         ratio = float(params.get("bottleneck", 1.0))
         if plan.bottleneck_form and ratio < 1:
@@ -330,26 +395,53 @@ class SearchSpace:
 
         best: tuple[ArchSpec, int] | None = None
         for plan in self.plans:
-            base = {"design": plan.design, "base_width": min(self.base_widths), "bn": self.bn[0],
-                    "relu": self.relu[0], "identity": self.identity[0], "bottleneck": min(self.bottlenecks)}
-            base.update({f"depth{s}": min(self.depths) for s in range(self.stages)})
-            options: list[dict[str, Any]] = []
-            if plan.mode in ("pair", "same"):
-                options = [{f"groups.{plan.design}": g} for g in plan.choices]
-            elif plan.mode == "free":
-                options = [{f"groups.{plan.design}.{i}": max(plan.choices) for i in plan.grouped}]
-            else:
-                options = [{}]
-            for extra in options:
-                spec, _ = self.to_spec({**base, **extra}, input_shape=input_shape, num_classes=num_classes)
-                cost = count(spec)
-                value = cost.params if by == "params" else cost.flops
-                if best is None or value < best[1]:
-                    best = (spec, value)
+            for (values, ratio), widths in plan.valid:
+                if not widths:
+                    continue
+                for bn, relu, identity in itertools.product(self.bn, self.relu, self.identity):
+                    params = {"design": plan.design, "base_width": widths[0], "bn": bn, "relu": relu,
+                              "identity": identity, "bottleneck": ratio,
+                              **{f"depth{s}": min(self.depths) for s in range(self.stages)},
+                              **self._group_params(plan, values)}
+                    spec, _ = self.to_spec(params, input_shape=input_shape, num_classes=num_classes)
+                    cost = count(spec)
+                    value = cost.params if by == "params" else cost.flops
+                    if best is None or value < best[1]:
+                        best = (spec, value)
         assert best is not None
         return best
 
     # -- helpers -----------------------------------------------------------------------------------------
+    def _group_values(self, params: dict[str, Any]) -> tuple[int, ...]:
+        """The sampled group numbers of ``params`` (one for pair/same designs, one per grouped kernel for free)."""
+        design = params["design"]
+        plan = self._plan_of(design)
+        try:
+            if plan.mode in ("pair", "same"):
+                return (int(params[f"groups.{design}"]),)
+            if plan.mode == "free":
+                return tuple(int(params[f"groups.{design}.{i}"]) for i in plan.grouped)
+        except KeyError as missing:
+            raise UserError(f"params: missing {missing} (design {design} samples its group numbers)") from None
+        return ()
+
+    @staticmethod
+    def _group_params(plan: _DesignPlan, values: tuple[int, ...]) -> dict[str, int]:
+        """The params keys of group numbers ``values`` (the inverse of :meth:`_group_values`)."""
+        if plan.mode in ("pair", "same"):
+            return {f"groups.{plan.design}": values[0]}
+        if plan.mode == "free":
+            return {f"groups.{plan.design}.{i}": g for i, g in zip(plan.grouped, values, strict=True)}
+        return {}
+
+    def _width_param(self, design: str, values: tuple[int, ...], ratio: float, widths: tuple[int, ...]) -> str:
+        """The name of the base-width parameter for these group numbers (see :meth:`define`)."""
+        if widths == self.base_widths:
+            return "base_width"
+        plan = self._plan_of(design)
+        name = f"base_width.{design}.g{'-'.join(map(str, values))}"
+        return name + (f".r{ratio:g}" if plan.bottleneck_form and len(self.bottlenecks) > 1 else "")
+
     def _plan_of(self, design: str) -> _DesignPlan:
         """The plan of one design of this space."""
         for plan in self.plans:
@@ -398,6 +490,14 @@ class SearchSpace:
         """JSON-safe summary (stored with the study)."""
         return {"name": self.name, "path": self.path, "digest": self.digest, "layout": self.layout,
                 "designs": list(self.designs), "groups_rule": self.groups_rule}
+
+
+def _sampled_width(params: dict[str, Any]) -> Any:
+    """The base width of ``params``: key ``base_width``, or the one ``base_width.<design>.g...`` key (None if absent)."""
+    if "base_width" in params:
+        return params["base_width"]
+    keys = [k for k in params if k.startswith("base_width.")]
+    return params[keys[0]] if len(keys) == 1 else None
 
 
 def _overrides(params: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 * :mod:`igcnas.store._record`: :class:`TrialRecord` (one ``trial.json`` row), its states, and what "complete
   and fully trained" means.
 * :mod:`igcnas.store._local`: :class:`StudyStore`, a study folder on a local or shared path.
+* :mod:`igcnas.store._retrained`: the retrained comparison's runs inside a study folder (``igcnas retrain``).
 
 Example:
     >>> import tempfile
@@ -38,6 +39,14 @@ from igcnas.store._record import (
     fully_trained,
     fully_trained_mask,
 )
+from igcnas.store._retrained import (
+    RETRAINED_DIR,
+    RetrainRun,
+    read_retrained,
+    read_runs,
+    run_folder,
+    write_run,
+)
 
 __all__ = [
     "ARCH_FILE",
@@ -50,6 +59,12 @@ __all__ = [
     "SETTLED_STATES",
     "TRAINED_STATES",
     "StudyStore",
+    "RetrainRun",
+    "RETRAINED_DIR",
+    "read_retrained",
+    "read_runs",
+    "run_folder",
+    "write_run",
     "TrialRecord",
     "atomic_write",
     "fully_trained",

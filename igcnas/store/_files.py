@@ -59,8 +59,10 @@ TRIAL_FILES: tuple[str, ...] = (TRIAL_FILE, ARCH_FILE, METRICS_FILE, WEIGHTS_FIL
 
 
 def trial_folder_name(number: int) -> str:
-    """The folder of trial ``number`` inside its study folder (``0007``)."""
-    return f"{int(number):04d}"
+    """The folder of trial ``number`` inside its study folder: ``0007``; a baseline's negative number -3 is
+    ``baseline-003``."""
+    number = int(number)
+    return f"{number:04d}" if number >= 0 else f"baseline-{-number:03d}"
 
 
 def atomic_write(path: str | Path, writer: Callable[[Path], object]) -> None:

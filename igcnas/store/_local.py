@@ -172,16 +172,22 @@ class StudyStore:
             return {}
         return _read_object(path, "a JSON object of search settings", strict=strict) or {}
 
-    def row_files(self, *, strict: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """``(path, row)`` for every ``*/trial.json``, in folder order (lenient unless ``strict``)."""
+    def row_files(self, *, strict: bool = False, baselines: bool = False) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """``(path, row)`` for every ``*/trial.json``, in folder order (lenient unless ``strict``); the rows of
+        baselines (``baseline`` set) only with ``baselines``."""
         for path in sorted(self.folder.glob(f"*/{TRIAL_FILE}")):
             row = _read_object(path, "a JSON object (one trials-table row)", strict=strict)
-            if row is not None:
+            if row is not None and (baselines or not row.get("baseline")):
                 yield path, row
 
-    def rows(self, *, strict: bool = False) -> list[dict[str, Any]]:
-        """Every readable trial.json row, by trial number."""
-        return sorted((row for _, row in self.row_files(strict=strict)), key=lambda r: int(r.get("trial", 0)))
+    def rows(self, *, strict: bool = False, baselines: bool = False) -> list[dict[str, Any]]:
+        """Every readable trial.json row of the search, by trial number (with the baselines' when asked)."""
+        return sorted((row for _, row in self.row_files(strict=strict, baselines=baselines)),
+                      key=lambda r: int(r.get("trial", 0)))
+
+    def baseline_rows(self) -> list[dict[str, Any]]:
+        """The rows of the study's baselines only."""
+        return [row for row in self.rows(baselines=True) if row.get("baseline")]
 
     def record(self, number: int) -> TrialRecord | None:
         """One trial's record, or None when it has no readable trial.json."""

@@ -43,6 +43,8 @@ class TrialRecord:
     node: str = ""
     reused_from: int | None = None
     sampled: dict[str, Any] = field(default_factory=dict)
+    baseline: str | None = None
+    """The zoo network this trial trains as a study's baseline (its trial number is negative), else None."""
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a JSON-ready dict."""

@@ -89,3 +89,60 @@ def test_igcnas_spaces_show_prints_the_yaml(capsys) -> None:
         main(["spaces", "--show", "nope"])
     assert exit_info.value.code == 2
     assert "no shipped space 'nope'; shipped spaces: fog_designs" in capsys.readouterr().err
+
+
+SPACES = sorted(shipped_spaces())
+
+
+def _reference(network: str):
+    from igcnas.zoo import ZOO, paper_specs
+
+    return ZOO[network].spec if network in ZOO else paper_specs()[network]
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_every_network_a_space_claims_is_a_configuration_of_it(name: str) -> None:
+    space = load_space(name)
+    for network, params in space.claimed().items():
+        reference = _reference(network)
+        space.check_params(params)  # every value is one the sampler can draw
+        spec, _ = space.to_spec(params, input_shape=reference.input_shape, num_classes=reference.num_classes)
+        assert spec.id == reference.id, network
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_every_network_a_space_leaves_out_says_why(name: str) -> None:
+    from igcnas.space import prune_design_space
+    from igcnas.space.chain import parse_design
+
+    space = load_space(name)
+    funnel = prune_design_space()
+    assert not set(space.claimed()) & {network for network, _ in space.baselines_only}
+    for network, reason in space.baselines_only:
+        design = _reference(network).design
+        if design in space.designs:  # the same design on another layout
+            assert "layout" in reason, network
+        elif "CONV" in design.split("+"):
+            assert "dense" in reason, network
+        else:  # a sparse chain the funnel removes (or longer than its 6 kernels)
+            kinds = parse_design(design) if len(design.split("+")) <= 6 else None
+            assert kinds is None or not funnel.verdict(kinds).survives, network
+            assert "rule" in reason, network
+
+
+def test_igc_cifar_reaches_the_papers_scale() -> None:
+    from igcnas.cost import count
+
+    space = load_space("igc_cifar")
+    assert {"IGC-L24M2-D20", "IGC-L4M8-D20"} <= set(space.claimed())
+    smallest = space.smallest_spec(input_shape=(3, 32, 32), num_classes=10)[1]
+    biggest = max(count(_reference(n)).params for n in space.claimed())
+    assert smallest < 20_000 and biggest > 1_500_000
+
+
+def test_a_claimed_configuration_outside_the_space_is_an_error(tmp_path: Path) -> None:
+    text = (REPO / "search_spaces/igc_cifar.yaml").read_text().replace("groups: [2, 4, 8, 12, 16, 24, 32]",
+                                                                       "groups: [2, 4, 8]")
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(UserError, match=r"key 'contains.IGC-L24M2-D20': groups.GC\+PWG = 24 is not allowed"):
+        load_space(tmp_path / "s.yaml")

@@ -48,7 +48,7 @@ def test_shipped_spaces_load_and_build() -> None:
         for params in _sample(space, 15):
             spec, _ = space.to_spec(params, input_shape=SHAPE, num_classes=10)
             assert spec.design == params["design"] and spec.input_shape == SHAPE
-            assert 8 <= spec.stages[0].width <= 32  # small networks for 8x8 digits
+            assert spec.stages[0].width in space.base_widths
 
 
 def test_same_params_give_the_same_spec_id() -> None:
@@ -97,7 +97,7 @@ def test_define_works_through_rays_trial_captor() -> None:
         ({"designs": ["GC+GC"]}, ["space.yaml", "'designs'", "GC+GC", "'repeat'", "allowed values", "GC+PWG"]),
         ({"designs": ["PWG+DW"]}, ["'designs'", "'field'"]),
         ({"designs": ["CONV"]}, ["'designs'", "allowed values"]),
-        ({"groups": [3]}, ["space.yaml", "'groups'", "3", "do not divide", "allowed here"]),
+        ({"groups": [3]}, ["space.yaml", "'groups'", "3", "divide no base width", "allowed here"]),
         ({"bn": ["sometimes"]}, ["'bn'", "each, block, none"]),
         ({"relu": "everywhere"}, ["'relu'", "none, all, first, spatial"]),
         ({"identity": ["yes"]}, ["'identity'", "true, false"]),
@@ -126,8 +126,8 @@ def test_missing_key_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_complementary_without_any_valid_group_number(tmp_path: Path) -> None:
-    # GC+PWG needs g | every width; g = 16 never divides base width 8's stage widths with 16 | 8 false
-    path = _write(tmp_path, {**BASE, "designs": ["GC+PWG"], "groups": [16], "groups_rule": "complementary"})
+    # GC+PWG needs g | every width; g = 32 divides neither base width 8 nor 16 (the first stage's width)
+    path = _write(tmp_path, {**BASE, "designs": ["GC+PWG"], "groups": [32], "groups_rule": "complementary"})
     with pytest.raises(UserError, match="complementary condition"):
         SearchSpace.load(path)
 
@@ -161,3 +161,26 @@ def test_fill_budget_widens_the_base_width_to_the_budget() -> None:
         assert overrides == space.to_spec(params, input_shape=SHAPE, num_classes=10, base_width=width)[1]
         spec, _, note = space.fill_budget(params, input_shape=SHAPE, num_classes=10, max_params=10, max_flops=None)
         assert note == f"budget filling: even base width {quantum} is over budget" and spec.stem.width == quantum
+
+
+def test_a_group_number_takes_only_the_base_widths_it_divides(tmp_path: Path) -> None:
+    # g = 16 fits base width 16 (stages 16-32-64) but not 8: it is allowed, and sampled with base width 16 only
+    import optuna
+
+    path = _write(tmp_path, {**BASE, "designs": ["GC+PWG"], "groups": [2, 16], "groups_rule": "complementary"})
+    space = SearchSpace.load(path)
+    (plan,) = space.plans
+    assert plan.choices == (2, 16)
+    assert plan.widths_for((2,), 1.0) == (8, 16) and plan.widths_for((16,), 1.0) == (16,)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        params = space.define(trial)
+        study.tell(trial, 0.0)
+        g = params["groups.GC+PWG"]
+        name = "base_width" if g == 2 else "base_width.GC+PWG.g16"
+        assert set(trial.params) == set(params) and params[name] in plan.widths_for((g,), 1.0)
+        seen.add((g, params[name]))
+        space.to_spec(params, input_shape=SHAPE, num_classes=10)  # every sample builds
+    assert seen == {(2, 8), (2, 16), (16, 16)}
