@@ -353,6 +353,8 @@ def export_trial(
         >>> result.params <= 20_000  # doctest: +SKIP
         True
     """
-    data = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
+    # a baseline (negative trial number) is exported like any trial; "best" never picks one
+    data = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts,
+                      baselines=trial is not None and trial < 0)
     row = select_trial(data.frame, study=study, trial=trial, max_params=max_params, max_flops=max_flops)
     return export_row(row, out_dir=out, study=data, check_batch=check_batch)

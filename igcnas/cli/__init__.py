@@ -18,11 +18,24 @@ Run 'igcnas COMMAND --help' for the options of each command."""
 
 def build_parser() -> Parser:
     """The top-level parser with every sub-command registered."""
-    from igcnas.cli import bench, describe, evaluate, export, fit, pareto, search, space, spaces, train, zoo
+    from igcnas.cli import (
+        bench,
+        describe,
+        evaluate,
+        export,
+        fit,
+        pareto,
+        retrain,
+        search,
+        space,
+        spaces,
+        train,
+        zoo,
+    )
 
     parser = Parser(prog="igcnas", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (space, zoo, describe, fit, spaces, search, pareto, export, evaluate, train, bench):
+    for module in (space, zoo, describe, fit, spaces, search, pareto, retrain, export, evaluate, train, bench):
         module.register(subparsers)
     return parser
 

@@ -199,7 +199,7 @@ class StudyTrials:
 
 
 def open_study(name: str, *, storage: str | None = None, trials_dir: str | Path = "trials",
-               artifacts: str | None = None) -> StudyTrials:
+               artifacts: str | None = None, baselines: bool = False) -> StudyTrials:
     """A study's trials (:func:`load_study`), with its folder and settings (strictly read).
 
     Without a storage URL the study folder ``<trials_dir>/<name>`` must exist (else a UserError lists the known
@@ -222,5 +222,5 @@ def open_study(name: str, *, storage: str | None = None, trials_dir: str | Path 
             f"--study: no study {name!r} in {str(trials_dir)!r} ({listing}); "
             "check the name, pass --trials-dir, or run 'igcnas search --study NAME' first"
         )
-    frame = load_study(name, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
+    frame = load_study(name, storage=storage, trials_dir=trials_dir, artifacts=artifacts, baselines=baselines)
     return StudyTrials(name=name, frame=frame, folder=store.folder, settings=store.settings(strict=True))

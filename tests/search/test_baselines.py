@@ -147,3 +147,58 @@ def test_a_baseline_killed_mid_training_is_trained_again_and_only_then(tmp_path:
     states = sorted(t.state.name for t in side.get_trials())
     assert states == ["COMPLETE", "FAIL"]
     assert not list((trials / "killed").glob("baseline-002"))  # the retry rewrote the killed attempt's record
+
+
+def test_retrain_compares_the_best_trial_with_the_baselines_and_resumes(tmp_path: Path, digits: DataBundle,
+                                                                       capsys) -> None:
+    from igcnas.search.retrain import retrain, retrain_candidates
+    from igcnas.store import read_runs
+
+    config = _config(tmp_path, baselines="RegConv-W16-D8", trials=2, epochs=1)
+    name = run_search(config, data=digits, train_fn=Spy())
+    candidates = retrain_candidates(name, top=1, trials_dir=config.trials_dir)
+    frame = load_study(name, trials_dir=config.trials_dir)
+    best = frame[frame.state == "complete"].sort_values("accuracy", ascending=False).iloc[0]
+    assert [(c.role, c.trial) for c in candidates] == [("found", int(best.trial)), ("baseline", -1)]
+    rows = retrain(name, top=1, seeds=2, epochs=1, trials_dir=config.trials_dir, device="cpu", progress=False)
+    assert [(r["role"], r["seeds"], r["epochs"]) for r in rows] == [(r["role"], [0, 1], 1) for r in rows]
+    assert {r["role"] for r in rows} == {"found", "baseline"}
+    assert all(0.0 <= r["test_accuracy_mean"] <= 1.0 and r["test_accuracy_std"] >= 0.0 for r in rows)
+    study_folder = Path(config.trials_dir) / name
+    runs = read_runs(study_folder)
+    assert len(runs) == 4
+    # a rerun trains nothing again
+    assert retrain(name, top=1, seeds=2, epochs=1, trials_dir=config.trials_dir, device="cpu", progress=False) == rows
+    assert read_runs(study_folder) == runs
+    assert main(["pareto", "--study", name, "--trials-dir", config.trials_dir, "--baselines", "--format",
+                 "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["retrained"] == rows
+    keys = {"name", "role", "trial", "params", "flops", "epochs", "seeds", "test_accuracy_mean", "test_accuracy_std"}
+    assert all(set(r) == keys for r in payload["retrained"])
+
+
+def test_a_baseline_is_exported_like_any_trial(tmp_path: Path, digits: DataBundle) -> None:
+    from igcnas.export import export_trial
+
+    config = _config(tmp_path, baselines="RegConv-W16-D8", trials=1, epochs=1)
+    name = run_search(config, data=digits)  # real training: the export needs real weights
+    out = tmp_path / "exported"
+    export_trial(name, out, trials_dir=config.trials_dir, trial=-1)
+    assert json.loads((out / "arch.json").read_text())["name"] == "RegConv-W16-D8"
+
+
+def test_retrain_with_two_workers_trains_each_run_once(tmp_path: Path, digits: DataBundle) -> None:
+    from igcnas.store import read_runs
+
+    config = _config(tmp_path, baselines="RegConv-W16-D8", trials=1, epochs=1)
+    name = run_search(config, data=digits, train_fn=Spy())
+    args = ["retrain", "--study", name, "--trials-dir", config.trials_dir, "--seeds", "2", "--epochs", "1",
+            "--workers", "2", "--device", "cpu", "--quiet", "--baselines", "RegConv-W16-D8"]
+    assert main(args) == 0
+    runs = read_runs(Path(config.trials_dir) / name)
+    assert sorted((r.role, r.seed) for r in runs) == [("baseline", 0), ("baseline", 1), ("found", 0), ("found", 1)]
+    from igcnas.search.retrain import retrain_candidates
+
+    with pytest.raises(UserError, match=r"^--baselines: IGC-L24M2-D20 is not a trained baseline of study"):
+        retrain_candidates(name, top=1, baselines="IGC-L24M2-D20", trials_dir=config.trials_dir)
