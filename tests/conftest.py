@@ -1,5 +1,5 @@
 """Suite-wide hooks: the fault-injection tally of ``tests/test_faults.py`` (printed at the end), malloc left alone,
-and the shared CIFAR-10 image folder (``../shared`` beside the repository)."""
+a fresh cache of measured forms, and the shared CIFAR-10 image folder (``../shared`` beside the repository)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,14 @@ def pytest_configure(config: Any) -> None:
     Training tests would otherwise tune it for the rest of the session; ``tests/test_allocator.py`` checks the
     tuning in subprocesses, and the end-to-end tests' ``igcnas`` subprocesses tune their own malloc as usual.
     """
+    import tempfile
+
     from igcnas import _allocator
 
     _allocator._status = "left as it is in the pytest process (tests/conftest.py)"
+    # measured forms (igcnas.nn.tune) are measured as on a fresh machine, into a cache of this session only (the
+    # environment reaches the suite's igcnas subprocesses too)
+    os.environ["IGCNAS_TUNE_DIR"] = tempfile.mkdtemp(prefix="igcnas-tune-")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:

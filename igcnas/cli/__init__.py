@@ -30,12 +30,13 @@ def build_parser() -> Parser:
         space,
         spaces,
         train,
+        tune,
         zoo,
     )
 
     parser = Parser(prog="igcnas", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (space, zoo, describe, fit, spaces, search, pareto, retrain, export, evaluate, train, bench):
+    for module in (space, zoo, describe, fit, spaces, search, pareto, retrain, export, evaluate, train, tune, bench):
         module.register(subparsers)
     return parser
 

@@ -44,7 +44,7 @@ from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native
 from igcnas.nn.ops import FastSparseConv2d
-from igcnas.nn.plan import native_candidate, native_kernels_usable, select_plan
+from igcnas.nn.plan import native_candidate, native_kernels_usable
 
 __all__ = ["FusedSequential", "chain_member", "chain_runs", "fuse_chains", "run_chain"]
 
@@ -101,16 +101,7 @@ def _fusable_now(x: Tensor, convs: Sequence[FastSparseConv2d]) -> bool:
             return False
     if not native_kernels_usable():
         return False
-    first = convs[0]
-    plan = select_plan(
-        first.spec,
-        "cpu",
-        first.impl,  # type: ignore[arg-type]
-        channels_last_input=x.is_contiguous(memory_format=torch.channels_last),
-        grad=torch.is_grad_enabled() and (x.requires_grad or any(c.weight.requires_grad for c in convs)),
-        pixels=x.shape[0] * x.shape[2] * x.shape[3],
-    )
-    return plan.form == "native"
+    return convs[0].plan_for(x).form == "native"  # the table's or the measured choice of the first conv
 
 
 def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:

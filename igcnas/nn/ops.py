@@ -76,6 +76,7 @@ from igcnas.nn.plan import (
     KernelKind,
     PlanForm,
     _device_plan,
+    _is_compiling,
     _is_exporting,
     native_candidate,
     native_kernels_usable,
@@ -292,15 +293,26 @@ class FastSparseConv2d(SparseConv2d):
             raise UserError(
                 f"sparse_conv: input has shape {tuple(x.shape)}; give a batched 4-D (N, C, H, W) tensor"
             )
+        return self.run_plan(x, self.plan_for(x))
+
+    @torch.jit.unused
+    def plan_for(self, x: Tensor) -> ConvPlan:
+        """The plan for input ``x``: the table's (:func:`select_plan`), replaced on the CPU by the form measured
+        fastest on this machine (:mod:`igcnas.nn.tune`)."""
+        grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         plan = select_plan(
             self.spec,
             x.device.type,
             self.impl,  # type: ignore[arg-type]
             channels_last_input=x.is_contiguous(memory_format=torch.channels_last),
-            grad=torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad),
+            grad=grad,
             pixels=x.shape[0] * x.shape[2] * x.shape[3],
         )
-        return self.run_plan(x, plan)
+        if x.device.type != "cpu" or _is_compiling():
+            return plan
+        from igcnas.nn.tune import tuned_plan
+
+        return tuned_plan(self.spec, x, grad=grad, prior=plan)
 
     @torch.jit.unused
     def run_plan(self, x: Tensor, plan: ConvPlan) -> Tensor:

@@ -51,6 +51,7 @@ def resolve_baselines(choice: str, *, layout: str, input_shape: tuple[int, int, 
         ['RegConv-W16-D8', 'IGC-L24M2-D20', 'IGCV1-C48-D20', 'IGCV2-C80-D20']
     """
     from igcnas.arch.fit import budget_violations
+    from igcnas.arch.layout import layout_family
     from igcnas.cost import count
     from igcnas.zoo import ZOO, get_zoo
 
@@ -61,7 +62,8 @@ def resolve_baselines(choice: str, *, layout: str, input_shape: tuple[int, int, 
     if automatic:
         if max_params is None and max_flops is None:
             return []
-        entries = [e for e in ZOO.values() if e.layout == layout and e.spec.num_classes == num_classes]
+        family = layout_family(layout)  # a space's mobilenet_cifar layout takes the cifar networks
+        entries = [e for e in ZOO.values() if e.layout == family and e.spec.num_classes == num_classes]
     else:
         names = [n.strip() for n in text.split(",") if n.strip()]
         entries = []

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from igcnas.arch.layout import LAYOUT_DEFAULTS
+from igcnas.arch.layout import LAYOUT_DEFAULTS, MOBILENET_LAYOUTS, layout_width_step
 from igcnas.errors import UserError
 from igcnas.space.chain import parse_design
 from igcnas.space.kernels import SPARSE_KINDS
@@ -19,7 +19,8 @@ from igcnas.space.kernels import SPARSE_KINDS
 __all__ = ["FloatRange", "RELU_PLACEMENTS", "GROUPS_RULES", "LAYOUTS", "BN_CHOICES", "parse_space"]
 
 RELU_PLACEMENTS: tuple[str, ...] = ("none", "all", "first", "spatial")
-"""ReLU placement inside a block (the block output always gets a ReLU after the identity sum):
+"""ReLU placement inside a block (the block output gets a ReLU after the identity sum, except on the MobileNetV2
+layouts, whose blocks end linear):
 ``none`` (Fog: ReLU only after the addition), ``all`` (after every kernel but the last), ``first`` (after the
 first kernel), ``spatial`` (after the k x k kernel(s), IGCV3's choice)."""
 GROUPS_RULES: tuple[str, ...] = ("complementary", "free")
@@ -75,12 +76,22 @@ def parse_space(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
         raise UserError(f"{where}: key 'name': {name!r} must be a non-empty word without '/', '\\' or spaces")
     layout = _choice(where, "layout", data.get("layout", "cifar"), LAYOUTS)
-    default_stages = len(LAYOUT_DEFAULTS[layout][0])  # cifar 3, imagenet 4
+    default_stages = len(LAYOUT_DEFAULTS[layout][0])  # cifar 3, imagenet 4, mobilenet 7 rows
     stages = data.get("stages", default_stages)
-    if isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= 6:
+    if layout in MOBILENET_LAYOUTS:
+        if type(stages) is not int or stages != default_stages:
+            raise UserError(f"{where}: key 'stages': {stages!r} is not allowed on layout {layout}, which has "
+                            f"MobileNetV2's {default_stages} rows; leave the key out")
+    elif isinstance(stages, bool) or not isinstance(stages, int) or not 1 <= stages <= 6:
         raise UserError(f"{where}: key 'stages': {stages!r} must be an integer from 1 to 6 (default {default_stages})")
     designs = _designs(where, data["designs"])
     base_widths = _ints(where, "base_widths", data["base_widths"], minimum=1)
+    odd = [w for w in base_widths if w % layout_width_step(layout)]
+    if odd:
+        verb = "is not a multiple" if len(odd) == 1 else "are not multiples"
+        raise UserError(f"{where}: key 'base_widths': {', '.join(map(str, odd))} {verb} of 4; on layout {layout} the "
+                        "base width is the stem's and the rows are w/2, 3w/4, w, ... 10w wide, so use multiples of 4 "
+                        "(MobileNetV2: 32)")
     depths = _ints(where, "depths", data["depths"], minimum=1)
     groups = _ints(where, "groups", data.get("groups", [2]), minimum=1)
     rule = _choice(where, "groups_rule", data.get("groups_rule", "free"), GROUPS_RULES)
@@ -91,6 +102,9 @@ def parse_space(data: Any, where: str) -> dict[str, Any]:
     for key, values in (("bn", bn), ("relu", relu), ("identity", identity)):
         if not values:
             raise UserError(f"{where}: key '{key}': give at least one value")
+    if layout in MOBILENET_LAYOUTS and "none" in relu:
+        raise UserError(f"{where}: key 'relu': none is not allowed on layout {layout}: its blocks end linear "
+                        "(MobileNetV2's linear bottleneck), so they would have no ReLU at all; use spatial, first or all")
     return {
         "name": name,
         "layout": layout,

@@ -5,11 +5,13 @@ them): a search space picks designs from it and adds widths, depths, group numbe
 are checked in :mod:`igcnas.search._space_yaml`; sampling, building and budget filling are here.
 
 A search space lists, for one layout (``cifar``: 3 stages of widths w, 2w, 4w; ``imagenet``: the Fog paper's 4
-stages), the block designs (each must survive the design-space funnel of :func:`igcnas.space.prune_design_space`),
-the base widths, the blocks per stage, the group numbers of the grouped kernels (``groups_rule: complementary``
-keeps only group numbers for which every stage's block satisfies IGC's strict or IGCV3's loose complementary
-condition; ``free`` samples each grouped kernel within divisibility), bottleneck ratios, BN and ReLU placement,
-identity mappings and optional training hyper-parameter ranges.
+stages; ``mobilenet_cifar`` and ``mobilenet``: MobileNetV2's 7 rows after a stem w wide, where the bottleneck ratio
+is the expansion t of the block input; see :mod:`igcnas.arch.layout`), the block designs (each must survive the
+design-space funnel of :func:`igcnas.space.prune_design_space`), the base widths, the blocks per stage, the
+group numbers of the grouped kernels (``groups_rule: complementary`` keeps only group numbers for which every
+stage's block satisfies IGC's strict or IGCV3's loose complementary condition; ``free`` samples each grouped
+kernel within divisibility), bottleneck ratios, BN and ReLU placement, identity mappings and optional training
+hyper-parameter ranges.
 
 Example:
     >>> space = SearchSpace.load("igc_cifar")  # doctest: +SKIP
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from igcnas.arch.layout import layout_arch
+from igcnas.arch.layout import layout_arch, layout_width_step
 from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec
 from igcnas.errors import UserError
 from igcnas.search._shipped import read_space_text
@@ -355,7 +357,7 @@ class SearchSpace:
         """Base-width step that keeps the sampled group numbers dividing every width (budget filling)."""
         plan = self._plan_of(params["design"])
         values = self._group_values(params)
-        quantum = math.lcm(*values) if values else 2
+        quantum = (math.lcm(*values) if values else 2) * layout_width_step(self.layout)
         ratio = float(params.get("bottleneck", 1.0))
         if plan.bottleneck_form and ratio < 1:
             quantum = math.lcm(quantum, max(1, int(round(quantum / ratio))))

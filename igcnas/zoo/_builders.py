@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 
-from igcnas.arch.spec import ArchSpec, BlockSpec, HeadSpec, KernelSpec, Shortcut, StageSpec, StemSpec
+from igcnas.arch.layout import mobilenet_arch
+from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec, Shortcut, StageSpec, StemSpec
 from igcnas.errors import UserError
 
 __all__ = [
@@ -261,29 +262,20 @@ def mobilenet_v2_like(
     ``groups=None``: MobileNetV2 (PW + DW + PW, expansion t of C_in, linear bottleneck; the t = 1 row is DW + PW).
     ``groups=G``: IGCV3 (PWG(G) + DW + PWG(``second_groups`` or G), ReLU after the kernels in ``relu_after``,
     by default only after the DW; the t = 1 row keeps a G-group 1x1 conv). ReLU stands for ReLU6 (same cost).
-    ``cifar``: 32x32 input with the IGCV3 CIFAR strides.
+    ``cifar``: 32x32 input with the IGCV3 CIFAR strides. The network is :func:`~igcnas.arch.layout.mobilenet_arch`'s
+    (also the search spaces' ``mobilenet`` layouts).
     """
     strides = CIFAR_ROW_STRIDES if cifar else tuple(r[3] for r in rows)
     if groups is None:
-        block = BlockSpec((KernelSpec("PW"), KernelSpec("DW"), KernelSpec("PW")), bottleneck=6, bottleneck_of="in",
-                          relu_after=(0, 1), post_relu=False, shortcut="none")
-        t1 = BlockSpec((KernelSpec("DW"), KernelSpec("PW")), relu_after=(0,), post_relu=False, shortcut="none")
+        block = BlockSpec((KernelSpec("PW"), KernelSpec("DW"), KernelSpec("PW")), bottleneck=6, relu_after=(0, 1))
     else:
-        kernels = (KernelSpec("PWG", groups=groups), KernelSpec("DW"), KernelSpec("PWG", groups=second_groups or groups))
-        block = BlockSpec(kernels, bottleneck=6, bottleneck_of="in", relu_after=relu_after, post_relu=False,
-                          shortcut="none")
-        t1 = None
-    stages = []
-    for (t, c, n, _), stride in zip(rows, strides, strict=True):
-        if t == 1:
-            stages.append(StageSpec(c, n, stride=stride, block=t1, bottleneck=None if t1 else 1.0))
-        else:
-            stages.append(StageSpec(c, n, stride=stride, bottleneck=None if t == 6 else float(t)))
-    return ArchSpec(
-        stem=StemSpec(32, stride=1 if cifar else 2),
-        block=block,
-        stages=tuple(stages),
-        head=HeadSpec(width=head),
+        second = KernelSpec("PWG", groups=second_groups or groups)
+        block = BlockSpec((KernelSpec("PWG", groups=groups), KernelSpec("DW"), second), bottleneck=6, relu_after=relu_after)
+    return mobilenet_arch(
+        block,
+        tuple((t, c, n, stride) for (t, c, n, _), stride in zip(rows, strides, strict=True)),
+        stem_stride=1 if cifar else 2,
+        head_width=head,
         input_shape=CIFAR if cifar else IMAGENET,
         num_classes=num_classes or (10 if cifar else 1000),
         name=name,

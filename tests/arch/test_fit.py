@@ -71,7 +71,7 @@ def test_layout_builders_agree():
     assert layout_spec("DW+PW", 16, depths=(1, 2, 1)) == layout_arch(block, base_width=16, depths=(1, 2, 1))
     assert ArchSpec.simple("DW+PW", widths=(16, 32, 64), depths=(1, 2, 1)) == layout_arch(
         block, widths=(16, 32, 64), depths=(1, 2, 1))
-    with pytest.raises(UserError, match="must be 'cifar' or 'imagenet'"):
+    with pytest.raises(UserError, match="'mobile' is not a layout; use one of cifar, imagenet, mobilenet_cifar"):
         layout_arch(block, base_width=16, layout="mobile")
 
 

@@ -47,6 +47,13 @@ DIRECT_CASES = 270  # a third each: group_pointwise, group_conv, pointwise_chain
 ZERO_CASES = 60
 
 
+@pytest.fixture(autouse=True)
+def _table_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision table's forms (IGCNAS_TUNE=off): the fuzz cases test the kernels the table picks, on random
+    shapes that measuring would only slow down (tests/nn/test_tune.py covers the measured choice)."""
+    monkeypatch.setenv("IGCNAS_TUNE", "off")
+
+
 @pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
 def threads(request: pytest.FixtureRequest) -> Iterator[int]:
     """Run the test with this many intra-op threads and restore the old count afterwards."""

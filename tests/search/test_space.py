@@ -48,7 +48,7 @@ def test_shipped_spaces_load_and_build() -> None:
         for params in _sample(space, 15):
             spec, _ = space.to_spec(params, input_shape=SHAPE, num_classes=10)
             assert spec.design == params["design"] and spec.input_shape == SHAPE
-            assert spec.stages[0].width in space.base_widths
+            assert spec.stem.width in space.base_widths  # the base width is the stem's on every layout
 
 
 def test_same_params_give_the_same_spec_id() -> None:
@@ -93,7 +93,11 @@ def test_define_works_through_rays_trial_captor() -> None:
     ("change", "expected"),
     [
         ({"colour": "red"}, ["space.yaml", "colour", "allowed keys", "designs"]),
-        ({"layout": "mobile"}, ["space.yaml", "'layout'", "'mobile'", "cifar, imagenet"]),
+        ({"layout": "mobile"}, ["space.yaml", "'layout'", "'mobile'", "cifar, imagenet, mobilenet_cifar, mobilenet"]),
+        ({"layout": "mobilenet_cifar", "stages": 3, "relu": "all"}, ["'stages'", "mobilenet_cifar", "7 rows", "leave"]),
+        ({"layout": "mobilenet_cifar", "relu": ["none", "all"]}, ["'relu'", "none", "linear", "spatial, first or all"]),
+        ({"layout": "mobilenet_cifar", "relu": "all", "base_widths": [8, 30, 6]},
+         ["'base_widths'", "6, 30 are not multiples of 4", "mobilenet_cifar", "MobileNetV2: 32"]),
         ({"designs": ["GC+GC"]}, ["space.yaml", "'designs'", "GC+GC", "'repeat'", "allowed values", "GC+PWG"]),
         ({"designs": ["PWG+DW"]}, ["'designs'", "'field'"]),
         ({"designs": ["CONV"]}, ["'designs'", "allowed values"]),
@@ -184,3 +188,110 @@ def test_a_group_number_takes_only_the_base_widths_it_divides(tmp_path: Path) ->
         seen.add((g, params[name]))
         space.to_spec(params, input_shape=SHAPE, num_classes=10)  # every sample builds
     assert seen == {(2, 8), (2, 16), (16, 16)}
+
+
+# -- MobileNetV2 layouts ----------------------------------------------------------------------------------------
+MBV2_DEPTHS = (1, 2, 3, 4, 3, 3, 1)
+IGCV3_D_DEPTHS = (1, 4, 6, 8, 6, 6, 1)
+
+
+@pytest.mark.parametrize(("layout", "suffix"), [("mobilenet_cifar", "CIFAR"), ("mobilenet", "ImageNet")])
+def test_the_mobilenet_layouts_build_the_zoos_mobilenetv2_and_igcv3_at_base_width_32(layout: str, suffix: str) -> None:
+    from igcnas.arch.layout import LAYOUT_DEFAULTS, layout_arch
+    from igcnas.arch.spec import BlockSpec, KernelSpec
+    from igcnas.cost import count
+    from igcnas.nn.network import build
+    from igcnas.zoo import ZOO
+
+    mbv2 = BlockSpec((KernelSpec("PW"), KernelSpec("DW"), KernelSpec("PW")), bottleneck=6.0, relu_after=(0, 1))
+    igcv3 = BlockSpec((KernelSpec("PWG", groups=2), KernelSpec("DW"), KernelSpec("PWG", groups=2)), bottleneck=6.0,
+                      relu_after=(1,))
+    spec = layout_arch(mbv2, base_width=32, depths=MBV2_DEPTHS, layout=layout)
+    assert spec.id == ZOO[f"MobileNetV2-{suffix}"].spec.id
+    assert layout_arch(mbv2, base_width=32, layout=layout).id == spec.id  # MobileNetV2's depths are the defaults
+    igcv3_d = layout_arch(igcv3, base_width=32, depths=IGCV3_D_DEPTHS, layout=layout)
+    assert igcv3_d.id == ZOO[f"IGCV3-D-{suffix}"].spec.id
+    assert (spec.input_shape, spec.num_classes) == LAYOUT_DEFAULTS[layout][1:]
+    half = layout_arch(mbv2, base_width=16, layout=layout)  # every width scales with the base width
+    assert [s.width for s in half.stages] == [8, 12, 16, 32, 48, 80, 160] and half.head.width == 640
+    assert sum(p.numel() for p in build(half).parameters()) == count(half).params
+
+
+def test_the_mobilenet_layouts_say_which_base_widths_and_depths_they_take() -> None:
+    from igcnas.arch.layout import layout_arch
+    from igcnas.arch.spec import BlockSpec, KernelSpec
+
+    block = BlockSpec((KernelSpec("DW"), KernelSpec("PW")))
+    with pytest.raises(UserError, match=r"^base_width: 30 is not a multiple of 4, .*mobilenet_cifar.*use a multiple of 4"):
+        layout_arch(block, base_width=30, layout="mobilenet_cifar")
+    with pytest.raises(UserError, match=r"^depths: 3 values for the 7 rows of layout mobilenet; give one per row"):
+        layout_arch(block, base_width=32, depths=(1, 1, 1), layout="mobilenet")
+    with pytest.raises(UserError, match=r"^layout: 'mobile' is not a layout; use one of cifar, imagenet, mobilenet"):
+        layout_arch(block, base_width=32, layout="mobile")
+    spec = layout_arch(block, base_width=8, layout="mobilenet_cifar")  # a design without expansion: every row alike
+    assert {s.block for s in spec.stages} == {None} and not spec.block.post_relu and spec.block.shortcut == "none"
+
+
+MOBILENET_SPACES = [p for p in SHIPPED if yaml.safe_load(p.read_text()).get("layout", "").startswith("mobilenet")]
+
+
+def test_a_shipped_space_is_on_a_mobilenet_layout() -> None:
+    assert [p.stem for p in MOBILENET_SPACES] == ["igcv3_mobile"]
+
+
+@pytest.mark.parametrize("path", MOBILENET_SPACES, ids=lambda p: p.stem)
+def test_sampled_configurations_of_a_mobilenet_space_build_and_count(path: Path) -> None:
+    import torch
+
+    from igcnas.cost import count
+    from igcnas.nn.network import build
+
+    space = SearchSpace.load(path)
+    assert space.stages == 7
+    counts = []
+    for index, params in enumerate(_sample(space, 12, seed=5)):
+        space.check_params(params)
+        spec, _ = space.to_spec(params, input_shape=(3, 32, 32), num_classes=10)
+        assert len(spec.stages) == 7 and spec.head.width == 40 * spec.stem.width
+        counts.append(count(spec).params)
+        if index < 2:  # two of them as modules: the closed-form count is the module's, and it runs
+            model = build(spec)
+            assert sum(p.numel() for p in model.parameters()) == counts[-1]
+            model.eval()
+            with torch.no_grad():
+                assert tuple(model(torch.zeros(1, 3, 32, 32)).shape) == (1, 10)
+    assert len(set(counts)) > 6
+    _, smallest = space.smallest_spec(input_shape=(3, 32, 32), num_classes=10)
+    assert smallest <= min(counts) and smallest < 20_000 and max(counts) > 1_000_000  # the range stays ~20k .. 3M
+
+
+def test_budget_filling_on_a_mobilenet_space_keeps_every_width_whole_and_grouped() -> None:
+    from igcnas.cost import count
+
+    space = load_space("igcv3_mobile")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=6))
+    filled = 0
+    for _ in range(6):
+        params = space.define(study.ask(), fill_budget=True)
+        quantum = space.width_quantum(params)
+        spec, _, note = space.fill_budget(params, input_shape=(3, 32, 32), num_classes=10, max_params=1_000_000,
+                                          max_flops=None)
+        assert quantum % 4 == 0 and spec.stem.width % quantum == 0
+        if count(spec).params > 1_000_000:  # deep rows: even the narrowest is over budget
+            assert note == f"budget filling: even base width {quantum} is over budget"
+            continue
+        assert note == f"budget filling: base width {spec.stem.width}"
+        wider, _ = space.to_spec(params, input_shape=(3, 32, 32), num_classes=10, base_width=spec.stem.width + quantum)
+        assert count(wider).params > 1_000_000
+        filled += 1
+    assert filled
+
+
+def test_auto_baselines_of_a_mobilenet_cifar_space_are_the_cifar_networks() -> None:
+    from igcnas.search._baselines import resolve_baselines
+
+    def names(layout: str) -> list[str]:
+        return [b.name for b in resolve_baselines("auto", layout=layout, input_shape=(3, 32, 32), num_classes=10,
+                                                  max_params=3_000_000, max_flops=None)]
+
+    assert names("mobilenet_cifar") == names("cifar") and "MobileNetV2-CIFAR" in names("mobilenet_cifar")

@@ -1,0 +1,237 @@
+"""Forms chosen by measurement on the machine that runs: the decision table of :mod:`igcnas.nn.plan` is the prior.
+
+The first time a :class:`~igcnas.nn.ops.FastSparseConv2d` runs an op signature on the CPU (its
+:class:`~igcnas.nn.plan.ConvSpec`, input size, dtype, thread count, training or inference, memory format), every
+form that can compute it (the reference conv, grouped with merged groups, dense, the native kernel) is timed side
+by side on a random input of that shape, forward + backward for training; the fastest is used from then on, and
+the table's choice is kept unless another form beats it by more than :data:`MARGIN`. The reference is always a
+candidate, so a fast op is never slower than the naive one within the noise of the measurement.
+
+Choices are cached per machine (:mod:`igcnas.nn._tune_cache`: CPU model, ISA flags, library versions, threads), so
+they are measured once per machine and remeasured when any of those changes. ``IGCNAS_TUNE`` sets the mode:
+``auto`` (default: measure unknown signatures at first use), ``cache`` (use what is cached, else the table) or
+``off`` (the table only). ``igcnas tune`` measures a network's signatures ahead of time.
+
+Example:
+    >>> from igcnas.nn.plan import ConvSpec
+    >>> key = TuneKey.of(ConvSpec(48, 48, 1, groups=2, shuffle_groups=24), (8, 48, 16, 16), dtype=torch.float32,
+    ...                  grad=True, channels_last=True, threads=1)
+    >>> key.text()
+    'PWG 48->48 k1 s1 g2 sh24 16x16 float32 t1 train cl'
+    >>> sorted(label(p) for p in candidate_plans(key.spec, native=False))
+    ['dense', 'grouped', 'reference']
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from igcnas.errors import UserError
+from igcnas.nn.plan import ConvPlan, ConvSpec
+
+__all__ = ["MODES", "MARGIN", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
+           "choices"]
+
+MODES: tuple[str, ...] = ("auto", "cache", "off")
+MARGIN = 0.03
+"""Another form replaces the table's choice only when its median time is this much lower (a fraction)."""
+_MAX_BATCH = 32
+"""Signatures are timed at a batch of at most this many images (the time per image barely depends on it)."""
+_MERGED_MAX = 16
+"""Grouped candidates merge adjacent groups up to this many channels wide."""
+
+_lock = threading.Lock()
+_memory: dict[str, ConvPlan] = {}
+_busy = threading.local()
+
+
+def tune_mode() -> str:
+    """``IGCNAS_TUNE``: auto (default), cache or off."""
+    mode = os.environ.get("IGCNAS_TUNE", "auto").strip().lower() or "auto"
+    if mode not in MODES:
+        raise UserError(f"IGCNAS_TUNE={mode!r} is not one of {', '.join(MODES)}; unset it for auto")
+    return mode
+
+
+@dataclass(frozen=True)
+class TuneKey:
+    """One op signature: what a measured choice depends on (the batch does not count)."""
+
+    spec: ConvSpec
+    height: int
+    width: int
+    dtype: str
+    threads: int
+    grad: bool
+    channels_last: bool
+
+    @classmethod
+    def of(cls, spec: ConvSpec, shape: tuple[int, ...], *, dtype: torch.dtype, grad: bool, channels_last: bool,
+           threads: int | None = None) -> TuneKey:
+        """The key of an input of ``shape`` (N, C, H, W)."""
+        return cls(spec, int(shape[2]), int(shape[3]), str(dtype).replace("torch.", ""),
+                   int(threads if threads is not None else torch.get_num_threads()), bool(grad), bool(channels_last))
+
+    def text(self) -> str:
+        """A readable, stable key (the cache file's)."""
+        s = self.spec
+        return (f"{s.kind} {s.in_channels}->{s.out_channels} k{s.kernel_size} s{s.stride} g{s.groups} "
+                f"sh{s.shuffle_groups} {self.height}x{self.width} {self.dtype} t{self.threads} "
+                f"{'train' if self.grad else 'infer'} {'cl' if self.channels_last else 'nchw'}")
+
+
+def label(plan: ConvPlan) -> str:
+    """``reference``, ``dense``, ``native``, ``grouped`` or ``grouped/m4`` (4 groups merged)."""
+    return f"grouped/m{plan.merge}" if plan.form == "grouped" and plan.merge > 1 else plan.form
+
+
+def candidate_plans(spec: ConvSpec, *, native: bool) -> list[ConvPlan]:
+    """Every form that can compute ``spec`` on the CPU (``native``: the C kernels are usable here)."""
+    plans = [ConvPlan("reference", False, "measured: reference conv")]
+    if spec.groups == 1:
+        return plans + [ConvPlan("dense", True, "measured: channels_last conv, shuffle folded")]
+    width = max(spec.in_channels, spec.out_channels) // spec.groups
+    merges = [m for m in range(1, spec.groups + 1) if spec.groups % m == 0 and m * width <= _MERGED_MAX]
+    for m in (merges or [1])[-3:] if spec.kind != "DW" else [1]:
+        if m < spec.groups:
+            plans.append(ConvPlan("grouped", True, f"measured: channels_last grouped conv, {m} merged", merge=m))
+    if spec.kind != "DW" and (spec.kind == "PWG" or spec.groups in merges):
+        plans.append(ConvPlan("dense", True, "measured: one dense conv"))
+    group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
+    if native and ((spec.kind == "PWG" and spec.stride == 1) or (spec.kind == "GC" and group_weights <= 64)):
+        plans.append(ConvPlan("native", True, "measured: native kernel"))
+    return plans
+
+
+def measure(spec: ConvSpec, shape: tuple[int, ...], plans: list[ConvPlan], *, grad: bool, channels_last: bool,
+            dtype: torch.dtype = torch.float32, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of each plan on a random input of ``shape`` (forward, + backward when ``grad``), timed
+    round-robin so that every plan sees the same machine load."""
+    from igcnas.nn.ops import FastSparseConv2d
+
+    _busy.active = True
+    try:
+        conv = FastSparseConv2d(spec, impl="fast").to(dtype)
+        batch = max(1, min(int(shape[0]), _MAX_BATCH))
+        x = torch.randn(batch, *shape[1:], dtype=dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(grad)
+        times: dict[str, list[float]] = {label(p): [] for p in plans}
+        with torch.enable_grad() if grad else torch.no_grad():
+            for plan in plans:  # warm-up: first-call allocations and library set-up
+                _step(conv, x, plan, grad)
+            for r in range(repeats):
+                for plan in plans[r % len(plans):] + plans[:r % len(plans)]:
+                    start = time.perf_counter()
+                    _step(conv, x, plan, grad)
+                    times[label(plan)].append(time.perf_counter() - start)
+        return {name: statistics.median(values) for name, values in times.items()}
+    finally:
+        _busy.active = False
+
+
+def _step(conv: Any, x: torch.Tensor, plan: ConvPlan, grad: bool) -> None:
+    """One forward (and backward) of ``conv`` in form ``plan``."""
+    out = conv.run_plan(x, plan)
+    if grad:
+        out.backward(torch.ones_like(out))
+        conv.weight.grad = None
+        x.grad = None
+
+
+def tuned_plan(spec: ConvSpec, x: torch.Tensor, *, grad: bool, prior: ConvPlan) -> ConvPlan:
+    """The measured form for ``spec`` on input ``x`` (CPU), measuring it now if needed and allowed; ``prior`` (the
+    table's plan) when tuning is off, the input is not a CPU tensor, or a measurement is already running."""
+    if x.device.type != "cpu" or getattr(_busy, "active", False):
+        return prior
+    mode = tune_mode()
+    if mode == "off":
+        return prior
+    key = TuneKey.of(spec, tuple(x.shape), dtype=x.dtype, grad=grad,
+                     channels_last=x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1)
+    text = key.text()
+    found = _memory.get(text)
+    if found is not None:
+        return found
+    from igcnas.nn import _tune_cache
+    from igcnas.nn.plan import native_kernels_usable
+
+    with _lock:
+        cached = _tune_cache.lookup(text, threads=key.threads)
+        if cached is not None:
+            _memory[text] = cached
+            return cached
+        if mode == "cache":
+            return prior
+        plans = candidate_plans(spec, native=native_kernels_usable() and x.dtype == torch.float32)
+        if not any(label(p) == label(prior) for p in plans):
+            plans.append(prior)
+        seconds = measure(spec, tuple(x.shape), plans, grad=grad, channels_last=key.channels_last, dtype=x.dtype)
+        best = min(plans, key=lambda p: seconds[label(p)])
+        if seconds[label(best)] > (1 - MARGIN) * seconds[label(prior)]:
+            best = prior
+        chosen = ConvPlan(best.form, best.channels_last, f"measured here ({label(best)} fastest of "
+                          f"{len(plans)}; table: {label(prior)})", merge=best.merge)
+        _memory[text] = chosen
+        _tune_cache.store(text, chosen, seconds, threads=key.threads, name=label(best))
+        return chosen
+
+
+def choices() -> dict[str, ConvPlan]:
+    """The choices this process has made or read (signature text -> plan)."""
+    return dict(_memory)
+
+
+def _forget() -> None:
+    """Drop the in-memory choices (tests; the cache file stays)."""
+    _memory.clear()
+
+
+def tune_network(spec: Any, *, batch: int = 64, threads: int = 1, inference: bool = True) -> list[dict[str, Any]]:
+    """Measure (or read) the form of every op signature of a network ahead of time; one row per signature.
+
+    Runs one training step (and, with ``inference``, one forward without autograd) of the network built from
+    ``spec`` on a random batch, as :func:`igcnas.train.train` feeds it (NCHW on the CPU), with tuning on.
+
+    Example:
+        >>> from igcnas.zoo import get_zoo
+        >>> rows = tune_network(get_zoo("IGC-L24M2-D20").spec, batch=2)  # doctest: +SKIP
+        >>> rows[0]["signature"], rows[0]["form"]  # doctest: +SKIP
+    """
+    from igcnas.nn import _tune_cache
+    from igcnas.nn.network import build
+
+    if tune_mode() == "off":
+        raise UserError("IGCNAS_TUNE=off: unset it (or set auto) to measure forms")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        before = set(_memory)
+        model = build(spec)
+        x = torch.randn(batch, *spec.input_shape)
+        model.train()
+        model(x).sum().backward()
+        if inference:
+            model.eval()
+            with torch.no_grad():
+                model(x)
+        cached = _tune_cache.entries(threads=threads)
+        rows = []
+        for text, plan in _memory.items():
+            if f" t{threads} " not in text:
+                continue
+            entry = cached.get(text, {})
+            rows.append({"signature": text, "form": label(plan), "measured_now": text not in before
+                         and "cached" not in plan.reason, "table": plan.reason.rsplit("table: ", 1)[-1].rstrip(")")
+                         if "table: " in plan.reason else "", "ms": entry.get("ms", {})})
+        return rows
+    finally:
+        torch.set_num_threads(previous)

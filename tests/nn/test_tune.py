@@ -1,0 +1,125 @@
+"""Forms chosen by measurement: candidates compute the same conv, choices are cached per machine, modes obeyed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from igcnas.errors import UserError
+from igcnas.nn import _tune_cache, tune
+from igcnas.nn.ops import FastSparseConv2d, SparseConv2d
+from igcnas.nn.plan import ConvSpec, native_kernels_usable, select_plan
+
+SPECS = [
+    ConvSpec(48, 48, 1, groups=2, shuffle_groups=24),  # IGC-L24M2 secondary
+    ConvSpec(48, 48, 3, groups=24),  # IGC-L24M2 primary
+    ConvSpec(32, 64, 3, stride=2, groups=4),
+    ConvSpec(32, 32, 3, groups=32),  # DW
+    ConvSpec(16, 32, 1),  # PW
+]
+
+
+@pytest.fixture(autouse=True)
+def _fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    tune._forget()
+    _tune_cache._loaded.clear()
+    yield
+    tune._forget()
+    _tune_cache._loaded.clear()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.kind}-{s.in_channels}-{s.groups}")
+def test_every_candidate_computes_the_reference_conv_and_its_gradients(spec: ConvSpec) -> None:
+    torch.manual_seed(0)
+    naive = SparseConv2d(spec)
+    fast = FastSparseConv2d(spec)
+    fast.load_state_dict(naive.state_dict())
+    x = torch.randn(2, spec.in_channels, 9, 9).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref = naive(x1)
+    ref.square().sum().backward()
+    plans = tune.candidate_plans(spec, native=native_kernels_usable())
+    assert plans[0].form == "reference" and len({tune.label(p) for p in plans}) == len(plans)
+    for plan in plans:
+        fast.weight.grad = None
+        x2.grad = None
+        out = fast.run_plan(x2, plan)
+        out.square().sum().backward()
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4, msg=tune.label(plan))
+        torch.testing.assert_close(fast.weight.grad, naive.weight.grad, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_the_first_use_measures_then_the_cache_answers(tmp_path: Path) -> None:
+    spec = SPECS[0]
+    conv = FastSparseConv2d(spec)
+    x = torch.randn(4, 48, 8, 8).contiguous(memory_format=torch.channels_last)
+    conv(x).sum().backward()
+    (text, plan), = tune.choices().items()
+    assert text == f"PWG 48->48 k1 s1 g2 sh24 8x8 float32 t{torch.get_num_threads()} train cl"
+    assert plan.reason.startswith("measured here")
+    (path,) = (tmp_path / "tune").glob("forms-*.json")
+    data = json.loads(path.read_text())
+    entry = data["choices"][text]
+    assert entry["form"] == plan.form and set(entry["ms"]) >= {"reference", tune.label(plan)}
+    assert data["fingerprint"]["threads"] == torch.get_num_threads() and data["fingerprint"]["torch"]
+    # a new process (memory forgotten) reads the file instead of measuring
+    tune._forget()
+    _tune_cache._loaded.clear()
+    calls: list[object] = []
+    original = tune.measure
+    tune.measure = lambda *a, **k: calls.append(a) or original(*a, **k)  # type: ignore[assignment]
+    try:
+        conv(x).sum().backward()
+    finally:
+        tune.measure = original  # type: ignore[assignment]
+    assert calls == [] and tune.choices()[text].reason.endswith("cached)")
+
+
+def test_another_thread_count_is_another_machine(tmp_path: Path) -> None:
+    assert _tune_cache.cache_file(threads=1) != _tune_cache.cache_file(threads=2)
+    assert _tune_cache.fingerprint(threads=1)["cpu_signature"] == _tune_cache.fingerprint(threads=2)["cpu_signature"]
+
+
+def test_off_keeps_the_table_and_cache_never_measures(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SPECS[1]
+    x = torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last)
+    prior = select_plan(spec, "cpu", "auto")
+    for mode in ("off", "cache"):
+        monkeypatch.setenv("IGCNAS_TUNE", mode)
+        assert tune.tuned_plan(spec, x, grad=True, prior=prior) is prior
+    assert tune.choices() == {}
+    monkeypatch.setenv("IGCNAS_TUNE", "fastest")
+    with pytest.raises(UserError, match=r"^IGCNAS_TUNE='fastest' is not one of auto, cache, off"):
+        tune.tuned_plan(spec, x, grad=True, prior=prior)
+
+
+def test_the_table_is_kept_unless_another_form_is_clearly_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = SPECS[0]
+    x = torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last)
+    prior = select_plan(spec, "cpu", "auto")
+    timings = {"reference": 1.0, "grouped": 0.99, "dense": 0.995, "native": 0.99}
+    timings[tune.label(prior)] = 1.0
+    monkeypatch.setattr(tune, "measure", lambda spec, shape, plans, **k: {tune.label(p): timings.get(
+        tune.label(p), 1.0) for p in plans})
+    assert tune.label(tune.tuned_plan(spec, x, grad=True, prior=prior)) == tune.label(prior)  # within the margin
+    tune._forget()
+    _tune_cache._loaded.clear()
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(Path(_tune_cache.cache_file(threads=1)).parent.parent / "other"))
+    timings["reference"] = 0.5
+    assert tune.tuned_plan(spec, x, grad=True, prior=prior).form == "reference"
+
+
+def test_inference_and_training_are_measured_apart() -> None:
+    conv = FastSparseConv2d(SPECS[2])
+    x = torch.randn(2, 32, 8, 8).contiguous(memory_format=torch.channels_last)
+    conv(x)
+    with torch.no_grad():
+        conv(x)
+    modes = sorted(text.split()[-2] for text in tune.choices())
+    assert modes == ["infer", "train"]
