@@ -173,7 +173,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         }
         for row in rows
     ]
-    return render_table(shown, TABLE_COLUMNS) + "\n" + LEGEND
+    forms = [f"  {row['block']}: {row['forms']}" for row in rows if row.get("forms")]
+    chosen = ("\nforms the fast build ran, per layer kind (measured on this machine, igcnas.nn.tune; table = "
+              "the decision table's choice kept):\n" + "\n".join(forms)) if forms else ""
+    return render_table(shown, TABLE_COLUMNS) + "\n" + LEGEND + chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from typing import get_args
 
 import torch
@@ -207,6 +208,28 @@ def dense_weight(weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor
     return dense
 
 
+_LAST_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[str, ConvPlan]] = weakref.WeakKeyDictionary()
+"""The plan each fast conv last ran, for a training step and for inference (what ``igcnas bench ops`` reports)."""
+
+
+def last_plans(module: nn.Module) -> dict[str, dict[str, ConvPlan]]:
+    """``{"train"|"eval": {kind: plan}}`` of the fast convs inside ``module`` that have run (one plan per kind:
+    the last seen).
+
+    Example:
+        >>> conv = FastSparseConv2d(ConvSpec(8, 8, 1, groups=2))
+        >>> _ = conv(torch.randn(1, 8, 4, 4))
+        >>> sorted(last_plans(conv)["train"])
+        ['PWG']
+    """
+    out: dict[str, dict[str, ConvPlan]] = {}
+    for child in module.modules():
+        for mode, plan in _LAST_PLANS.get(child, {}).items():
+            if isinstance(child, SparseConv2d):
+                out.setdefault(mode, {})[child.spec.kind] = plan
+    return out
+
+
 def _native_usable(x: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
     """Whether a native kernel can run this forward (float32 CPU tensors, no autocast, PWG stride 1, built)."""
     if spec.kernel_size == 1:
@@ -308,11 +331,12 @@ class FastSparseConv2d(SparseConv2d):
             grad=grad,
             pixels=x.shape[0] * x.shape[2] * x.shape[3],
         )
-        if x.device.type != "cpu" or _is_compiling():
-            return plan
-        from igcnas.nn.tune import tuned_plan
+        if x.device.type == "cpu" and not _is_compiling():
+            from igcnas.nn.tune import tuned_plan
 
-        return tuned_plan(self.spec, x, grad=grad, prior=plan)
+            plan = tuned_plan(self.spec, x, grad=grad, prior=plan)
+        _LAST_PLANS.setdefault(self, {})["train" if grad else "eval"] = plan
+        return plan
 
     @torch.jit.unused
     def run_plan(self, x: Tensor, plan: ConvPlan) -> Tensor:

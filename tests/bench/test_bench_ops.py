@@ -37,6 +37,9 @@ def test_bench_blocks_rows_are_complete_and_consistent() -> None:
     assert v3["params"] == 192 * 16 + 192 * 9 + 32 * 96 + 2 * (192 + 192 + 32)
     table = bench.format_table(rows)
     assert "IGCV2*-C416" in table and "train_ops_speedup" in table and "tuned malloc" in table
+    # the form each layer kind ran, for a training step and for inference (the IGC block: its GC and PWG)
+    assert igc["forms"].startswith("train GC ") and "PWG " in igc["forms"] and "eval GC " in igc["forms"]
+    assert f"  IGC-L24M2: {igc['forms']}" in table
 
 
 def test_bench_pair_measures_in_the_calling_process() -> None:
