@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from igcnas.errors import UserError
 from igcnas.units import parse_count
@@ -120,9 +120,15 @@ def dataset_parent(default_help: str, default: str | None = None, *,
     parent, where = _parent(group)
     where.add_argument("--dataset", default=default,
                        help=f"dataset name: digits, cifar10, ..., imagefolder:PATH (default: {default_help})")
+    return data_dir_parent(parent=(parent, where))
+
+
+def data_dir_parent(*, parent: tuple[argparse.ArgumentParser, Any] | None = None) -> argparse.ArgumentParser:
+    """``--data-dir DIR`` alone (commands whose dataset is a study's), or added to ``parent``."""
+    made, where = parent or _parent(None)
     where.add_argument("--data-dir",
                        help="folder holding the downloaded datasets (default: $IGCNAS_DATA_DIR or ./data)")
-    return parent
+    return made
 
 
 def device_parent(default: str, *, group: str | None = None) -> argparse.ArgumentParser:

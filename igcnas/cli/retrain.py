@@ -24,13 +24,19 @@ Examples:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``retrain`` command."""
-    from igcnas.cli._common import device_parent, format_parent, positive_int, storage_parent, study_parent
+    from igcnas.cli._common import (
+        data_dir_parent,
+        device_parent,
+        format_parent,
+        positive_int,
+        storage_parent,
+        study_parent,
+    )
 
     parser = subparsers.add_parser("retrain", help="retrain a study's best trials and its baselines (mean ± std)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                                    parents=[study_parent(), storage_parent(), device_parent("auto"),
-                                            format_parent(("table", "json"))])
-    parser.add_argument("--data-dir", help="folder of the study's dataset (as given to igcnas search)")
+                                            data_dir_parent(), format_parent(("table", "json"))])
     parser.add_argument("--top", type=positive_int, default=1,
                         help="searched trials to retrain, most accurate on validation first (default: %(default)s)")
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per architecture (default: %(default)s)")

@@ -109,11 +109,12 @@ class StudyStore:
         self._upload(number, TRIAL_FILE, path)
 
     def write_arch(self, number: int, arch: dict[str, Any]) -> str:
-        """Write a trial's ``arch.json`` unless it already holds exactly ``arch``; returns its path."""
+        """Write a trial's ``arch.json`` unless it already holds exactly ``arch``; returns its path relative to the
+        trials folder (``<study>/0007/arch.json``: records name no path of the machine that wrote them)."""
         path = self.trial_dir(number) / ARCH_FILE
         write_json_if_changed(path, arch)
         self._upload(number, ARCH_FILE, path)  # also when unchanged: a folder filled before --artifacts was given
-        return str(path)
+        return str(path.relative_to(self.folder.parent))
 
     def put_file(self, number: int, name: str, data: bytes) -> None:
         """Write one file of a trial (metrics, weights) from its bytes, atomically."""

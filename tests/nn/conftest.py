@@ -15,3 +15,10 @@ def at_most_two_threads() -> Iterator[None]:
     torch.set_num_threads(min(2, threads))
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def table_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decision table's forms (IGCNAS_TUNE=off), for tests of what the table picks or of the kernels it picks
+    (tests/nn/test_tune.py covers the forms measured on the machine)."""
+    monkeypatch.setenv("IGCNAS_TUNE", "off")

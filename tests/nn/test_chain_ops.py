@@ -19,8 +19,8 @@ pytestmark = pytest.mark.usefixtures("at_most_two_threads")
 
 
 @pytest.fixture
-def native() -> None:
-    """Skip (with the reason) where the kernel cannot be built."""
+def native(table_forms: None) -> None:
+    """Skip (with the reason) where the kernel cannot be built; the table's forms (they fuse these chains)."""
     if not _native.native_available():
         pytest.skip(f"native kernel {_native.native_status()}")
 

@@ -48,10 +48,8 @@ ZERO_CASES = 60
 
 
 @pytest.fixture(autouse=True)
-def _table_forms(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The decision table's forms (IGCNAS_TUNE=off): the fuzz cases test the kernels the table picks, on random
-    shapes that measuring would only slow down (tests/nn/test_tune.py covers the measured choice)."""
-    monkeypatch.setenv("IGCNAS_TUNE", "off")
+def _table_forms(table_forms: None) -> None:
+    """The fuzz cases test the kernels the table picks, on random shapes that measuring would only slow down."""
 
 
 @pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])

@@ -400,7 +400,7 @@ def test_fast_output_is_channels_last_on_cpu() -> None:
     assert out.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_auto_keeps_nchw_for_inference_and_converts_for_training() -> None:
+def test_auto_keeps_nchw_for_inference_and_converts_for_training(table_forms: None) -> None:
     fast = sparse_conv(48, 48, 3, groups=48, impl="fast")
     auto = sparse_conv(48, 48, 3, groups=48, impl="auto")
     auto.load_state_dict(fast.state_dict())

@@ -25,6 +25,8 @@ from igcnas.train import EpochMetrics, TrainResult
 
 EPOCHS = 3
 BUDGET = 40_000
+SMALL_SPACE = Path(__file__).with_name("fixtures") / "small_igc.yaml"
+"""The backend contract is about backends: a small space keeps most candidates of the budget feasible."""
 
 
 def _train(model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
@@ -80,7 +82,7 @@ def test_every_sampler_pruner_and_backend_keeps_the_contract(sampler: str, prune
                                                              request: pytest.FixtureRequest) -> None:
     if backend == "ray":
         request.getfixturevalue("local_ray")
-    config = SearchConfig(trials=4, epochs=EPOCHS, max_params=BUDGET, sampler=sampler, pruner=pruner,
+    config = SearchConfig(space=str(SMALL_SPACE), trials=4, epochs=EPOCHS, max_params=BUDGET, sampler=sampler, pruner=pruner,
                           backend=backend, seed=1, device="cpu", progress=False, train_subset=200,
                           trials_dir=str(tmp_path / "trials"))
     name = run_search(config, data=digits, train_fn=_train)
