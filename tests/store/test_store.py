@@ -55,7 +55,9 @@ def test_lenient_reads_skip_a_broken_row_and_strict_reads_name_it(tmp_path: Path
 
 def test_arch_is_written_once_and_files_by_plain_names(tmp_path: Path) -> None:
     store = StudyStore(tmp_path, "s")
-    path = Path(store.write_arch(3, {"a": 1}))
+    recorded = store.write_arch(3, {"a": 1})
+    assert recorded == "s/0003/arch.json"  # relative to the trials folder: records name no machine path
+    path = tmp_path / recorded
     assert path == store.trial_dir(3) / ARCH_FILE
     stamp = path.stat().st_mtime_ns
     assert not write_json_if_changed(path, {"a": 1}) and path.stat().st_mtime_ns == stamp
