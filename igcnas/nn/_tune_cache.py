@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -29,6 +30,12 @@ _loaded: dict[str, dict[str, Any]] = {}
 
 def fingerprint(*, threads: int) -> dict[str, Any]:
     """What measured choices depend on besides the op: CPU, ISA, versions, native build, threads."""
+    return dict(_fingerprint(int(threads)))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(threads: int) -> dict[str, Any]:
+    """:func:`fingerprint`, read once per process and thread count (/proc/cpuinfo, the kernel sources)."""
     import torch
 
     from igcnas import __version__
