@@ -88,11 +88,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"retrain: {sum(1 for c in codes if c)} of {len(helpers)} helper process(es) failed (exit "
                         f"codes {codes}); rerun the same command to finish")
     if helpers:  # the helpers' runs finished after this process's own
-        from igcnas.search.retrain import retrain as read_back
+        from igcnas.store import StudyStore, read_retrained
 
-        rows = read_back(args.study, top=args.top, seeds=args.seeds, epochs=args.epochs, baselines=args.baselines,
-                         data_dir=args.data_dir, storage=args.storage, trials_dir=args.trials_dir,
-                         device=args.device, num_threads=args.num_threads, progress=False)
+        rows = read_retrained(StudyStore(args.trials_dir, args.study).folder)
     if args.format == "json":
         print(json.dumps({"study": args.study, "retrained": rows}, indent=2))
         return 0

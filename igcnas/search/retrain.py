@@ -100,6 +100,10 @@ def retrain(study: str, *, top: int = 1, seeds: int = 2, epochs: int = 15, basel
     if not settings.get("dataset"):
         raise UserError(f"--study {study}: its study.json names no dataset; was it made by 'igcnas search'?")
     candidates = retrain_candidates(study, top=top, baselines=baselines, storage=storage, trials_dir=trials_dir)
+    todo = [(c, s) for c in candidates for s in range(seeds)
+            if not (run_folder(opened.folder, role=c.role, name=c.name, trial=c.trial, seed=s) / "run.json").is_file()]
+    if not todo:  # every run finished: nothing to load
+        return read_retrained(opened.folder)
     data = load_data(str(settings["dataset"]), data_dir=data_dir, train_subset=None, seed=int(settings.get("seed", 0)))
     schedule = (f"{epochs} epochs on the full training split ({len(data.train)} images), batch "
                 f"{settings.get('batch_size')}, lr {settings.get('lr')}, weight decay {settings.get('weight_decay')}")
@@ -108,8 +112,6 @@ def retrain(study: str, *, top: int = 1, seeds: int = 2, epochs: int = 15, basel
                                    weight_decay=float(settings.get("weight_decay", 1e-4)), seed=seed, device=device,
                                    num_threads=num_threads or 1)
                  for seed in range(seeds)}
-    todo = [(c, s) for c in candidates for s in range(seeds)
-            if not (run_folder(opened.folder, role=c.role, name=c.name, trial=c.trial, seed=s) / "run.json").is_file()]
     _say(progress, f"retrain {study}: {len(candidates)} architectures x {seeds} seeds, {schedule}; "
                    f"{len(todo)} runs to go")
     started = time.perf_counter()
