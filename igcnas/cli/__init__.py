@@ -29,6 +29,7 @@ def build_parser() -> Parser:
         search,
         space,
         spaces,
+        tabular,
         train,
         tune,
         zoo,
@@ -36,7 +37,8 @@ def build_parser() -> Parser:
 
     parser = Parser(prog="igcnas", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (space, zoo, describe, fit, spaces, search, pareto, retrain, export, evaluate, train, tune, bench):
+    for module in (space, zoo, describe, fit, spaces, search, pareto, retrain, export, evaluate, train, tune, tabular,
+                   bench):
         module.register(subparsers)
     return parser
 

@@ -95,6 +95,12 @@ def study_parent() -> argparse.ArgumentParser:
     return parent
 
 
+def add_trials_dir(where: argparse._ActionsContainer) -> None:
+    """``--trials-dir DIR`` (the study folders; the tabular benchmark's runs are a folder there too)."""
+    where.add_argument("--trials-dir", default="trials",
+                       help="folder holding the study folders (default: %(default)s)")
+
+
 def storage_parent(group: str | None = None) -> argparse.ArgumentParser:
     """``--storage URL`` and ``--trials-dir DIR``: where the search studies are kept."""
     parent, where = _parent(group)
@@ -104,8 +110,7 @@ def storage_parent(group: str | None = None) -> argparse.ArgumentParser:
                                          "shared by workers on several machines (default: "
                                          "sqlite:///<trials-dir>/igcnas.db for 'igcnas search'; the other "
                                          "commands read the URL recorded in the study's folder)")
-    where.add_argument("--trials-dir", default="trials",
-                       help="folder holding the study folders (default: %(default)s)")
+    add_trials_dir(where)
     where.add_argument("--artifacts", metavar="URI",
                        help="Optuna artifact store holding every trial's files, shared by workers on several "
                             "machines: a shared folder (file://PATH), s3://BUCKET/PREFIX or gs://BUCKET/PREFIX. "
@@ -137,3 +142,27 @@ def device_parent(default: str, *, group: str | None = None) -> argparse.Argumen
     where.add_argument("--device", default=default,
                        help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)")
     return parent
+
+
+def start_helpers(argv: list[str], count: int) -> list[Any]:
+    """``count`` more ``igcnas`` processes running ``argv`` (the same command with ``--workers 1``); they die
+    with this one. Used by the commands whose runs are shared by lock (``retrain``, ``tabular build``)."""
+    import subprocess
+    import sys
+
+    from igcnas.search._workers import _die_with_parent
+
+    return [subprocess.Popen([sys.executable, "-m", "igcnas", *argv], stdout=subprocess.DEVNULL,
+                             preexec_fn=_die_with_parent)  # noqa: PLW1509
+            for _ in range(count)]
+
+
+def wait_helpers(helpers: list[Any], what: str, *, check: bool = True) -> None:
+    """Wait for the helpers of :func:`start_helpers`; with ``check`` a UserError when any failed (the rerun
+    finishes the work)."""
+    from igcnas.errors import UserError
+
+    codes = [proc.wait() for proc in helpers]
+    if check and any(codes):
+        raise UserError(f"{what}: {sum(1 for c in codes if c)} of {len(helpers)} helper process(es) failed (exit "
+                        f"codes {codes}); rerun the same command to finish")

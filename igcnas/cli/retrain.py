@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-
-from igcnas.errors import UserError
 
 __all__ = ["register", "run"]
 
@@ -52,21 +48,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
-def _start_helpers(args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
-    """``--workers - 1`` more ``igcnas retrain`` processes of the same study (they die with this one)."""
-    from igcnas.search._workers import _die_with_parent
-
-    argv = [sys.executable, "-m", "igcnas", "retrain", "--study", args.study, "--top", str(args.top), "--seeds",
-            str(args.seeds), "--epochs", str(args.epochs), "--baselines", args.baselines, "--trials-dir",
-            str(args.trials_dir), "--device", args.device, "--workers", "1", "--format", "json"]
+def _helper_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of a helper process: this command with one worker and JSON output."""
+    argv = ["retrain", "--study", args.study, "--top", str(args.top), "--seeds", str(args.seeds), "--epochs",
+            str(args.epochs), "--baselines", args.baselines, "--trials-dir", str(args.trials_dir), "--device",
+            args.device, "--workers", "1", "--format", "json"]
     for flag, value in (("--data-dir", args.data_dir), ("--storage", args.storage),
                         ("--num-threads", args.num_threads)):
         if value is not None:
             argv += [flag, str(value)]
     if args.quiet:
         argv.append("--quiet")
-    return [subprocess.Popen(argv, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent)  # noqa: PLW1509
-            for _ in range(args.workers - 1)]
+    return argv
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,19 +67,19 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from igcnas._table import render_table
+    from igcnas.cli._common import start_helpers, wait_helpers
     from igcnas.search.retrain import retrain
     from igcnas.units import format_count
 
-    helpers = _start_helpers(args) if args.workers > 1 else []
+    helpers = start_helpers(_helper_argv(args), args.workers - 1) if args.workers > 1 else []
     try:
         rows = retrain(args.study, top=args.top, seeds=args.seeds, epochs=args.epochs, baselines=args.baselines,
                        data_dir=args.data_dir, storage=args.storage, trials_dir=args.trials_dir, device=args.device,
                        num_threads=args.num_threads, progress=not args.quiet)
-    finally:
-        codes = [proc.wait() for proc in helpers]
-    if any(codes):
-        raise UserError(f"retrain: {sum(1 for c in codes if c)} of {len(helpers)} helper process(es) failed (exit "
-                        f"codes {codes}); rerun the same command to finish")
+    except BaseException:
+        wait_helpers(helpers, "retrain", check=False)
+        raise
+    wait_helpers(helpers, "retrain")
     if helpers:  # the helpers' runs finished after this process's own
         from igcnas.store import StudyStore, read_retrained
 

@@ -89,7 +89,7 @@ def retrain(study: str, *, top: int = 1, seeds: int = 2, epochs: int = 15, basel
     from igcnas.data import load_data
     from igcnas.nn.network import build
     from igcnas.search.results import open_study
-    from igcnas.store import RetrainRun, read_retrained, run_folder, write_run
+    from igcnas.store import RetrainRun, RunLock, read_retrained, run_folder, write_run
     from igcnas.train import TrainConfig, train
 
     for name, value, low in (("--top", top, 1), ("--seeds", seeds, 1), ("--epochs", epochs, 1)):
@@ -117,7 +117,7 @@ def retrain(study: str, *, top: int = 1, seeds: int = 2, epochs: int = 15, basel
     started = time.perf_counter()
     for index, (candidate, seed) in enumerate(todo, 1):
         folder = run_folder(opened.folder, role=candidate.role, name=candidate.name, trial=candidate.trial, seed=seed)
-        with _RunLock(folder) as mine:
+        with RunLock(folder) as mine:
             if not mine or (folder / "run.json").is_file():  # another process trains it, or just finished it
                 continue
             resuming = (folder / "checkpoint.pt").is_file()
@@ -141,31 +141,6 @@ def retrain(study: str, *, top: int = 1, seeds: int = 2, epochs: int = 15, basel
             _say(progress, f"[{index}/{len(todo)}] test acc {result.test_accuracy:.4f}; "
                            f"{elapsed / 60:.1f} min so far, about {elapsed / index * (len(todo) - index) / 60:.0f} min left")
     return read_retrained(opened.folder)
-
-
-class _RunLock:
-    """An exclusive, non-blocking lock on a run folder (``.lock``); ``with`` gives True when this process holds it."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / ".lock"
-        self.handle: Any = None
-
-    def __enter__(self) -> bool:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a")  # noqa: SIM115 - held for the whole run
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            self.handle = None
-            return False
-        return True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            self.handle.close()  # closing releases the lock
 
 
 def _say(progress: bool, line: str) -> None:

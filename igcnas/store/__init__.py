@@ -5,6 +5,8 @@
   and fully trained" means.
 * :mod:`igcnas.store._local`: :class:`StudyStore`, a study folder on a local or shared path.
 * :mod:`igcnas.store._retrained`: the retrained comparison's runs inside a study folder (``igcnas retrain``).
+* :mod:`igcnas.store._tabular`: the tabular benchmark's runs (``igcnas tabular build``).
+* :mod:`igcnas.store._lock`: the lock that lets several processes share a list of runs.
 
 Example:
     >>> import tempfile
@@ -32,6 +34,7 @@ from igcnas.store._files import (
     write_json_if_changed,
 )
 from igcnas.store._local import StudyStore, list_study_names
+from igcnas.store._lock import RunLock
 from igcnas.store._record import (
     SETTLED_STATES,
     TRAINED_STATES,
@@ -46,6 +49,17 @@ from igcnas.store._retrained import (
     read_runs,
     run_folder,
     write_run,
+)
+from igcnas.store._tabular import (
+    TabularRun,
+    read_plan,
+    read_proxy_scores,
+    read_tabular_run,
+    tabular_folder,
+    tabular_run_folder,
+    write_plan,
+    write_proxy_scores,
+    write_tabular_run,
 )
 
 __all__ = [
@@ -75,4 +89,14 @@ __all__ = [
     "trial_folder_name",
     "write_json",
     "write_json_if_changed",
+    "RunLock",
+    "TabularRun",
+    "read_plan",
+    "write_plan",
+    "read_proxy_scores",
+    "read_tabular_run",
+    "tabular_folder",
+    "tabular_run_folder",
+    "write_proxy_scores",
+    "write_tabular_run",
 ]

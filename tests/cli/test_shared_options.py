@@ -31,9 +31,9 @@ def _having(flag: str) -> dict[str, argparse.Action]:
     ("flag", "commands"),
     [
         ("--storage", {"search", "studies", "pareto", "export", "retrain"}),
-        ("--trials-dir", {"search", "studies", "pareto", "export", "retrain"}),
+        ("--trials-dir", {"search", "studies", "pareto", "export", "retrain", "tabular"}),
         ("--study", {"search", "pareto", "export", "retrain"}),
-        ("--data-dir", {"search", "evaluate", "train", "bench", "retrain"}),
+        ("--data-dir", {"search", "evaluate", "train", "bench", "retrain", "tabular"}),
     ],
 )
 def test_shared_option_is_defined_once(flag: str, commands: set[str]) -> None:
@@ -63,7 +63,8 @@ def test_format_has_one_help_and_a_default_per_choice_set() -> None:
 def test_device_help_is_shared_and_defaults_kept() -> None:
     having = _having("--device")
     defaults = {name: a.default for name, a in having.items()}
-    assert defaults == {"search": "auto", "train": "auto", "evaluate": "cpu", "bench": "cpu", "retrain": "auto"}
+    assert defaults == {"search": "auto", "train": "auto", "evaluate": "cpu", "bench": "cpu", "retrain": "auto",
+                        "tabular": "auto"}
     assert len({a.help for name, a in having.items() if name != "bench"}) == 1
 
 
