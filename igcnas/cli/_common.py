@@ -144,6 +144,18 @@ def device_parent(default: str, *, group: str | None = None) -> argparse.Argumen
     return parent
 
 
+def helper_argv(args: argparse.Namespace, command: list[str], flags: tuple[str, ...]) -> list[str]:
+    """The command line of a helper process: ``command``, each of ``flags`` this process was given (its value
+    from ``args``), one worker, and ``--quiet`` when this process is quiet."""
+    argv = list(command)
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--workers", "1"] + (["--quiet"] if args.quiet else [])
+    return argv
+
+
 def start_helpers(argv: list[str], count: int) -> list[Any]:
     """``count`` more ``igcnas`` processes running ``argv`` (the same command with ``--workers 1``); they die
     with this one. Used by the commands whose runs are shared by lock (``retrain``, ``tabular build``)."""

@@ -50,16 +50,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _helper_argv(args: argparse.Namespace) -> list[str]:
     """The command line of a helper process: this command with one worker and JSON output."""
-    argv = ["retrain", "--study", args.study, "--top", str(args.top), "--seeds", str(args.seeds), "--epochs",
-            str(args.epochs), "--baselines", args.baselines, "--trials-dir", str(args.trials_dir), "--device",
-            args.device, "--workers", "1", "--format", "json"]
-    for flag, value in (("--data-dir", args.data_dir), ("--storage", args.storage),
-                        ("--num-threads", args.num_threads)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.quiet:
-        argv.append("--quiet")
-    return argv
+    from igcnas.cli._common import helper_argv
+
+    return helper_argv(args, ["retrain", "--format", "json"],
+                       ("--study", "--top", "--seeds", "--epochs", "--baselines", "--trials-dir", "--device",
+                        "--data-dir", "--storage", "--num-threads"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,14 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _helper_argv(args: argparse.Namespace) -> list[str]:
     """The command line of a helper process: this build with one worker."""
-    argv = ["tabular", "build", "--trials-dir", str(args.trials_dir), "--device", args.device, "--workers", "1",
-            "--num-threads", str(args.num_threads)]
-    for flag, value in (("--data-dir", args.data_dir), ("--out", args.out)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.quiet:
-        argv.append("--quiet")
-    return argv
+    from igcnas.cli._common import helper_argv
+
+    return helper_argv(args, ["tabular", "build"], ("--trials-dir", "--device", "--num-threads", "--data-dir", "--out"))
 
 
 def run(args: argparse.Namespace) -> int:
