@@ -25,15 +25,16 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
   search random vs TPE vs NSGA-II (equal trials), with vs without pruning (equal epochs), per-trial overhead,
          on a stratified CIFAR-10 subset (needs --data-dir; --train-subset, default 2000)
   workers  'igcnas search' at equal trained trials: --workers 1 vs the default (one per physical core),
-         alternating, median wall time of --repeats runs each (default 3); digits, or CIFAR-10 with --data-dir"""
+         alternating, median wall time of --repeats runs each (default 3); digits, or CIFAR-10 with --data-dir
+  proxies  Spearman/Kendall of every training-free proxy against the tabular benchmark's trained accuracy (--table, --target)"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
-    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search, workers)",
+    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search, workers, proxies)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                                    parents=[format_parent()])
-    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search", "workers"),
+    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search", "workers", "proxies"),
                         help="which benchmark")
     parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed repeats per case, median reported (default: 5; workers: 3)")
@@ -52,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-params", type=count_arg, default=50_000,
                         help="search: parameter budget, also the hypervolume reference (default 50k)")
     parser.add_argument("--space", default="igc_cifar", help="search: a shipped space name or a YAML file (default: %(default)s)")
+    parser.add_argument("--table", default=None,
+                        help="proxies: the tabular benchmark CSV (default: the packaged table)")
+    parser.add_argument("--target", choices=("low", "high"), default="low",
+                        help="proxies: the fidelity whose val accuracy is the target (default: %(default)s)")
     parser.set_defaults(func=run)
 
 
@@ -70,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
         args.repeats = 3 if args.what == "workers" else 5
     if args.epochs is None:
         args.epochs = 4 if args.what == "workers" else 3
+    if args.what == "proxies":
+        from igcnas.bench.proxies import render
+
+        report = _proxies(args)
+        print(json.dumps(report, indent=2, default=str) if args.format == "json" else render(report))
+        return 0
     rows = runner[args.what](args)
     if args.format == "json":
         print(json.dumps(rows, indent=2, default=str))
@@ -152,3 +163,9 @@ def _workers(args: argparse.Namespace) -> list[dict[str, Any]]:
     return bench_workers(trials=args.trials, epochs=args.epochs,
                          max_params=args.max_params, space=args.space, data_dir=args.data_dir,
                          train_subset=args.train_subset, repeats=args.repeats)
+
+
+def _proxies(args: argparse.Namespace) -> dict[str, Any]:
+    from igcnas.bench.proxies import bench_proxies
+
+    return bench_proxies(table=args.table, target=args.target)
