@@ -134,7 +134,6 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
         atomic_write(target, lambda tmp: frame.to_csv(tmp, index=False))
 
     started = time.perf_counter()
-    done = 0
     for index, (row, name) in enumerate(runs, 1):
         f = fidelities[name]
         folder = tabular_run_folder(root, row.spec.id, name)
@@ -157,7 +156,6 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
                                                seconds=float(result.seconds), schedule=f.describe()))
             (folder / "checkpoint.pt").unlink(missing_ok=True)
             write_csv()
-            done += 1
             elapsed = time.perf_counter() - started
             _say(progress, f"[{index}/{len(runs)}] val acc {result.val_accuracy:.4f}; {elapsed / 60:.1f} min so far")
     write_csv()
