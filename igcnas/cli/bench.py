@@ -22,8 +22,17 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
          (with --data-dir, also the data benchmark below: one command for the whole training engine)
   data   igcnas's tensor pipeline vs torchvision ImageFolder + DataLoader (needs --data-dir)
   train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)
-  search random vs TPE vs NSGA-II (equal trials), with vs without pruning (equal epochs), per-trial overhead,
-         on a stratified CIFAR-10 subset (needs --data-dir; --train-subset, default 2000)
+  search two parts (--part; default: both with --data-dir, else tabular):
+         tabular: 12 strategies simulated by lookups in the tabular benchmark (--table): random / TPE /
+           NSGA-II x prescreening off / --prescreen K (default 8, ranked by --proxy, default the column with
+           the best Spearman) x successive-halving pruning off / on, over the rows trained at --target with
+           params <= --max-params (default 156k); budgets of N = --trials (default 10) trained candidates and
+           of E = N x the fidelity's epochs; mean ± std over --seeds (default 25) of the hypervolume and of the
+           best accuracy. Seconds, no training.
+         live: random vs TPE vs NSGA-II (equal trials), with vs without pruning (equal epochs), and the per-trial
+           overhead of the real search, on a stratified CIFAR-10 subset (needs --data-dir; --train-subset,
+           default 2000; --trials default 8, --max-params default 50k)
+         JSON: one list, the tabular rows then the live rows
   workers  'igcnas search' at equal trained trials: --workers 1 vs the default (one per physical core),
          alternating, median wall time of --repeats runs each (default 3); digits, or CIFAR-10 with --data-dir
   proxies  Spearman/Kendall of every training-free proxy against the tabular benchmark's trained accuracy (--table, --target)"""
@@ -49,14 +58,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(default 3; workers: 4)")
     parser.add_argument("--train-subset", type=positive_int,
                         help="train/search: stratified subset of the training set (search: default 2000)")
-    parser.add_argument("--trials", type=positive_int, default=8, help="search: trained trials per sampler")
-    parser.add_argument("--max-params", type=count_arg, default=50_000,
-                        help="search: parameter budget, also the hypervolume reference (default 50k)")
+    parser.add_argument("--trials", type=positive_int, default=None,
+                        help="search: trained candidates per strategy, N (tabular: default 10; live: default 8); "
+                             "workers: trained trials (default 8)")
+    parser.add_argument("--max-params", type=count_arg, default=None,
+                        help="search, workers: parameter budget, also the hypervolume reference (search tabular: "
+                             "default 156k, IGC-L24M2-D20's; live and workers: default 50k)")
+    parser.add_argument("--part", choices=("tabular", "live", "both"), default=None,
+                        help="search: the tabular simulation, the live run, or both (default: both when "
+                             "--data-dir is given, live only while no --table is given and the packaged table "
+                             "does not exist yet; without --data-dir, tabular)")
+    parser.add_argument("--seeds", type=positive_int, default=25,
+                        help="search tabular: runs per strategy, sampler seeds 0..SEEDS-1 (default: %(default)s)")
+    parser.add_argument("--prescreen", type=positive_int, default=8,
+                        help="search tabular: K >= 2, the asks per trained candidate of the prescreening "
+                             "strategies (default: %(default)s)")
+    parser.add_argument("--proxy", default=None,
+                        help="search tabular: the table's proxy column that ranks prescreened asks (default: the "
+                             "one with the highest Spearman against the accuracy, params and flops included)")
     parser.add_argument("--space", default="igc_cifar", help="search: a shipped space name or a YAML file (default: %(default)s)")
     parser.add_argument("--table", default=None,
-                        help="proxies: the tabular benchmark CSV (default: the packaged table)")
+                        help="proxies, search: the tabular benchmark CSV (default: the packaged table)")
     parser.add_argument("--target", choices=("low", "high"), default="low",
-                        help="proxies: the fidelity whose val accuracy is the target (default: %(default)s)")
+                        help="proxies, search: the fidelity whose val accuracy is the target (default: %(default)s)")
     parser.set_defaults(func=run)
 
 
@@ -68,13 +92,14 @@ def run(args: argparse.Namespace) -> int:
         "ops": _ops,
         "data": _data,
         "train": _train,
-        "search": _search,
         "workers": _workers,
     }
     if args.repeats is None:
         args.repeats = 3 if args.what == "workers" else 5
     if args.epochs is None:
         args.epochs = 4 if args.what == "workers" else 3
+    if args.what == "search":
+        return _search(args)
     if args.what == "proxies":
         from igcnas.bench.proxies import render
 
@@ -149,19 +174,49 @@ def _train(args: argparse.Namespace) -> list[dict[str, Any]]:
                        train_subset=args.train_subset)
 
 
-def _search(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from igcnas.bench.search import bench_search
+def _search(args: argparse.Namespace) -> int:
+    """``bench search``: the tabular simulation and/or the live run (see --part), printed or as one JSON list."""
+    import sys
 
-    return bench_search(data_dir=_require_data_dir(args), train_subset=args.train_subset or 2000,
-                        trials=args.trials, epochs=args.epochs, space=args.space, max_params=args.max_params,
-                        progress=True)
+    from igcnas.tabular import TABLE_FILE
+
+    part = args.part
+    if part is None:
+        part = "both" if args.data_dir else "tabular"
+        if part == "both" and args.table is None and not TABLE_FILE.is_file():
+            print(f"bench search: no tabular benchmark at {TABLE_FILE} yet; running the live part only "
+                  "(give --table to add the tabular part)", file=sys.stderr)
+            part = "live"
+    data_dir = _require_data_dir(args) if part in ("live", "both") else None  # fail before the tabular part
+    tabular: list[dict[str, Any]] = []
+    live: list[dict[str, Any]] = []
+    if part in ("tabular", "both"):
+        from igcnas.bench.strategies import MAX_PARAMS, bench_strategies, render
+
+        tabular = bench_strategies(table=args.table, max_params=args.max_params or MAX_PARAMS,
+                                   trials=args.trials or 10, seeds=args.seeds, prescreen=args.prescreen,
+                                   proxy=args.proxy, fidelity=args.target)
+        if args.format != "json":
+            print(render(tabular))
+    if part in ("live", "both"):
+        from igcnas.bench.search import bench_search
+
+        live = bench_search(data_dir=data_dir, train_subset=args.train_subset or 2000,
+                            trials=args.trials or 8, epochs=args.epochs, space=args.space,
+                            max_params=args.max_params or 50_000, progress=True)
+        if args.format != "json":
+            print(("\n" if tabular else "") + "live search (samplers, pruning and per-trial overhead):")
+            print(render_table(live))
+    if args.format == "json":
+        print(json.dumps(tabular + live, indent=2, default=str))
+    return 0
 
 
 def _workers(args: argparse.Namespace) -> list[dict[str, Any]]:
     from igcnas.bench.workers import bench_workers
 
-    return bench_workers(trials=args.trials, epochs=args.epochs,
-                         max_params=args.max_params, space=args.space, data_dir=args.data_dir,
+    return bench_workers(trials=args.trials or 8, epochs=args.epochs,
+                         max_params=args.max_params or 50_000, space=args.space, data_dir=args.data_dir,
                          train_subset=args.train_subset, repeats=args.repeats)
 
 
