@@ -56,7 +56,7 @@ _DIRECTIONS: dict[str, Direction] = {
     "minimise": "min",
 }
 _ZERO_REFERENCE_COLUMNS = frozenset({"accuracy", "test_accuracy"})
-_EXCLUDED_WHEN_FEASIBLE = frozenset({"infeasible", "failed"})
+_EXCLUDED_WHEN_FEASIBLE = frozenset({"infeasible", "failed", "screened"})
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def candidate_mask(df: pd.DataFrame, *, feasible_only: bool = True, complete_onl
     """Boolean mask of the rows allowed on a front (before the finite-objective check).
 
     ``complete_only`` keeps ``state == "complete"`` rows trained to full fidelity (``epochs >= max_epochs``,
-    both known); ``feasible_only`` drops ``infeasible`` and ``failed`` rows. Each filter uses its columns
+    both known); ``feasible_only`` drops ``infeasible``, ``failed`` and ``screened`` rows. Each filter uses its columns
     (``state``, ``epochs``, ``max_epochs``) only where the frame has them, so a plain frame of objective
     values works too.
     """

@@ -42,6 +42,7 @@ _STATE_STYLE: dict[str, dict[str, Any]] = {
     "running": {"color": "#009E73", "marker": "s", "s": 22, "alpha": 0.55},
     "infeasible": {"color": "#9B59B6", "marker": "x", "s": 26, "alpha": 0.7},
     "failed": {"color": "#7F7F7F", "marker": "x", "s": 26, "alpha": 0.7},
+    "screened": {"color": "#56B4E9", "marker": "+", "s": 22, "alpha": 0.5},
     "other": {"color": "#BBBBBB", "marker": "o", "s": 20, "alpha": 0.5},
 }
 _FRONT_COLOR = "#C0392B"

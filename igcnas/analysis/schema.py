@@ -75,7 +75,7 @@ TRIAL_COLUMNS: tuple[str, ...] = (
 )
 """Schema columns, in order."""
 
-TRIAL_STATES: tuple[str, ...] = ("complete", "pruned", "infeasible", "failed", "running")
+TRIAL_STATES: tuple[str, ...] = ("complete", "pruned", "infeasible", "failed", "running", "screened")
 """Allowed values of the ``state`` column (the categories of its dtype, in this order)."""
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("trial", "state", "accuracy", "params", "flops", "epochs", "max_epochs")

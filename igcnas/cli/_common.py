@@ -28,15 +28,25 @@ class Parser(argparse.ArgumentParser):
         die(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+def _integer(text: str, *, minimum: int, what: str) -> int:
+    """``text`` as an integer >= ``minimum``, or argparse's error naming ``what`` it must be."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (give a number >= 1)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what} (give a number >= {minimum})")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _integer(text, minimum=1, what="a positive integer")
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _integer(text, minimum=0, what="an integer >= 0")
 
 
 def count(text: str) -> int:

@@ -13,6 +13,7 @@ from igcnas.cli._common import (
     count,
     dataset_parent,
     device_parent,
+    nonnegative_int,
     positive_int,
     storage_parent,
 )
@@ -142,6 +143,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                        "(default: %(default)s)")
     g.add_argument("--max-attempts", type=positive_int,
                    help="most candidates to sample in this run (default: 20 x --trials + 20)")
+    g.add_argument("--prescreen", type=nonnegative_int, default=0, metavar="K",
+                   help="for each trained trial, score K feasible sampled candidates with a training-free proxy "
+                        "and train only the best; the others are recorded 'screened' with their scores, so the "
+                        "sampler learns from them (default: 0, off)")
+    g.add_argument("--prescreen-proxy", default="auto", metavar="NAME",
+                   help="the proxy of --prescreen: auto (the best Spearman on the packaged tabular benchmark, or "
+                        "the rank vote of synflow, jacob_cov and snip until it has 16 trained rows), or one of "
+                        "params, flops, width, naswot, synflow, snip, grad_norm, jacob_cov, vote (default: auto)")
     g = argument_group(p, training)
     g.add_argument("--batch-size", type=positive_int, default=64,
                    help="mini-batch size (default: %(default)s, the IGC papers' CIFAR batch)")
@@ -216,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers if args.backend == "optuna" or args.workers is not None else 1,
         device=args.device,
         max_attempts=args.max_attempts,
+        prescreen=args.prescreen,
+        prescreen_proxy=args.prescreen_proxy,
         progress=not args.quiet,
     )
     space = load_space(config.space)
@@ -264,7 +275,8 @@ def print_front(frame: object, objectives: list[tuple[str, str]], name: str, *,
     assert isinstance(frame, pd.DataFrame)
     specs = [f"{col}:{direction}" for col, direction in objectives]
     states = frame["state"].astype(str).value_counts().to_dict()
-    summary = ", ".join(f"{k} {states.get(k, 0)}" for k in ("complete", "pruned", "infeasible", "failed", "running"))
+    shown = ("complete", "pruned", "infeasible", "failed", "running") + (("screened",) if states.get("screened") else ())
+    summary = ", ".join(f"{k} {states.get(k, 0)}" for k in shown)
     front = pareto_front(frame, specs)
     print(f"study {name}: {len(frame)} trials ({summary})")
     if front.empty:

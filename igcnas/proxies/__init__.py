@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -55,10 +56,21 @@ from igcnas.errors import UserError
 from igcnas.proxies._checks import BATCH_PROXIES, PROXIES, check_batch, check_budget, check_seed, proxy_names
 from igcnas.proxies._measures import jacob_cov, loss_gradient_scores, naswot, seeded_model, synflow
 
-__all__ = ["PROXIES", "VOTE_PROXIES", "score", "vote"]
+__all__ = ["PROXIES", "VOTE_PROXIES", "PROXY_BATCH", "proxy_batch", "score", "vote"]
 
 VOTE_PROXIES: tuple[str, ...] = ("synflow", "jacob_cov", "snip")
 """The three proxies Abdelfattah et al. 2021 vote with."""
+
+PROXY_BATCH = 64
+"""Images of the batch the proxies are scored on (the tabular benchmark's and ``--prescreen``'s)."""
+
+
+def proxy_batch(data: Any, *, size: int = PROXY_BATCH, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scoring batch of a dataset bundle: ``size`` training images drawn with ``seed``, normalised, and labels."""
+    from igcnas.data.augment import normalize
+
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))[:size]
+    return normalize(data.train.images[pick], data.mean, data.std), data.train.labels[pick]
 
 
 def score(

@@ -47,7 +47,8 @@ class Progress:
             what += f"  ({record.reason})"
         elif record.reused_from is not None:
             what += f"  (duplicate of #{record.reused_from:04d})"
-        tally = " ".join(f"{k} {counts.get(k, 0)}" for k in ("complete", "running", "pruned", "infeasible", "failed"))
+        shown = ("complete", "running", "pruned", "infeasible", "failed") + (("screened",) if counts.get("screened") else ())
+        tally = " ".join(f"{k} {counts.get(k, 0)}" for k in shown)
         bests = ", ".join(
             f"{col} {format_count(v) if col != 'accuracy' else f'{v:.3f}'}" for col, v in best.items()
         ) or "-"

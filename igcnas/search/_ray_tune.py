@@ -19,9 +19,10 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from igcnas.search._fidelity import pareto_promote, rung_epochs
+from igcnas.search._prescreen import SCREENING, Screener, UntrainedAdapter
 from igcnas.search._ray_worker import METRIC
 from igcnas.search.config import SearchConfig
-from igcnas.search.runner import TrialContext
+from igcnas.search.runner import TrialContext, run_trial
 from igcnas.store import SETTLED_STATES, TrialRecord
 
 __all__ = ["FidelityAwareOptunaSearch", "ParetoASHA", "Define", "objective_metrics", "tell_outcome",
@@ -35,10 +36,60 @@ class FidelityAwareOptunaSearch(OptunaSearch):
     its ``trial.json`` says.
     """
 
-    def __init__(self, *args: Any, max_fidelity: int, ctx: TrialContext | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_fidelity: int, ctx: TrialContext | None = None,
+                 screener: Screener | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._max_fidelity = max_fidelity
         self._ctx = ctx
+        self._screener = screener
+        self._screens: dict[int, dict[str, Any]] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """OptunaSearch's suggestion; with ``--prescreen K``, of the best of K feasible candidates by the proxy
+        (:mod:`igcnas.search._prescreen`): that candidate's own trial is trained, the others are screened."""
+        screener: Screener | None = getattr(self, "_screener", None)  # a searcher pickled by an older igcnas
+        if screener is not None and callable(self._space) and trial_id not in self._ot_trials:
+            chosen = screener.screen(self._ask, self._settle, self._tell_screened, limit=20 * screener.k,
+                                     trained=self._trained_before, train_chosen=True)
+            if chosen is None:
+                return None
+            self._ot_trials[trial_id] = chosen.trial
+            self._screens[chosen.number] = screener.screen_info(chosen)
+        config = super().suggest(trial_id)
+        screen = getattr(self, "_screens", {}).get(int(config["trial_number"])) if config else None
+        if config is not None and screen is not None:
+            config["screen"] = screen
+        return config
+
+    def _trained_before(self, spec_id: str) -> bool:
+        """The study's store has a complete trial of this architecture."""
+        ctx = self._ctx
+        assert ctx is not None
+        return any(r.get("spec_id") == spec_id and r.get("state") == "complete" for r in ctx.store.rows())
+
+    def _ask(self) -> tuple[Any, dict[str, Any]]:
+        """A screening candidate: a new Optuna trial and its parameters from the define-by-run function."""
+        study: Any = self._ot_study
+        define: Any = self._space
+        trial = study.ask()
+        trial.set_user_attr("igcnas_state", SCREENING)
+        self._suggest_from_define_by_run_func(define, trial)
+        return trial, dict(trial.params)
+
+    def _settle(self, trial: Any, params: dict[str, Any]) -> None:
+        """Record and tell an over-budget or invalid screening candidate, as the trainable would."""
+        ctx = self._ctx
+        assert ctx is not None
+        record = run_trial(ctx, int(trial.number), params, UntrainedAdapter("ray"))
+        tell_outcome(self._ot_study, trial, outcome_of(ctx, record), metrics=list(self._metric or []),
+                     max_fidelity=self._max_fidelity, label=f"trial {trial.number}")
+
+    def _tell_screened(self, trial: Any, record: TrialRecord) -> None:
+        assert self._ctx is not None
+        trial.set_user_attr("igcnas_state", "screened")
+        trial.set_user_attr("screen", record.screen)
+        tell_outcome(self._ot_study, trial, outcome_of(self._ctx, record), metrics=list(self._metric or []),
+                     max_fidelity=self._max_fidelity, label=f"trial {trial.number}")
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:

@@ -204,7 +204,7 @@ def trainable(tune_config: dict[str, Any], payload: dict[str, Any], arrays: dict
     ctx = TrialContext(config, payload["space"], payload["store"], data=unpack_data(payload["data"], arrays),
                        train_fn=payload["train_fn"])
     number = int(tune_config["trial_number"])
-    params = {k: v for k, v in tune_config.items() if k != "trial_number"}
+    params = {k: v for k, v in tune_config.items() if k not in ("trial_number", "screen")}
     adapter = _RayTrial(ctx, number, ray.get_runtime_context().get_node_id())
-    record = run_trial(ctx, number, params, adapter)
+    record = run_trial(ctx, number, params, adapter, screen=tune_config.get("screen"))
     adapter.final(record)

@@ -15,6 +15,7 @@ For optuna-dashboard (``optuna-dashboard sqlite:///trials/igcnas.db``), the stud
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESample
 from igcnas.errors import UserError
 from igcnas.search._baselines import resolve_baselines, run_baselines
 from igcnas.search._fidelity import ETA, pareto_promote, rung_epochs
+from igcnas.search._prescreen import SCREENING, Screener, resolve_proxy, stale_screening
 from igcnas.search._progress import Progress, tally
 from igcnas.search._storage import ARTIFACTS_ATTR, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, open_storage
 from igcnas.search._workers import WorkerSlot
@@ -50,6 +52,8 @@ _TRAINED_ATTR = "trained"
 """Trial user attr: True when the trial was trained (what ``--trials`` counts)."""
 _SEED_STRIDE = 100_003
 """Sampler seed offset between the workers of one run (they start on the same study at once)."""
+_SCREEN_ATTR = "screen"
+"""Trial user attr: prescreening's verdict (a screened trial's, or the trained trial it chose)."""
 _ROLE_ATTR = "key_role"
 """Trial user attr of the duplicate protocol (:func:`_wait_for_running_twin`): waiting, training or reused."""
 
@@ -87,6 +91,40 @@ class _MirrorConstraints(BaseSampler):
     def after_trial(self, study: Any, trial: Any, state: Any, values: Sequence[float] | None) -> None:
         mirror_constraints(study, trial)
         super().after_trial(study, trial, state, values)
+
+    # The Ray backend's searcher is pickled (Tune sends it around and checkpoints it), and with it its study and
+    # sampler. Optuna 5.1's GA samplers (NSGA-II) hold a ``threading.Lock`` (``_thread_lock``, guarding their
+    # generation cache), which cannot be pickled: every lock attribute travels as a placeholder and is made anew.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key, value in state.items():
+            if isinstance(value, _LOCK_TYPES):
+                state[key] = _LockPlaceholder(isinstance(value, _RLOCK_TYPE))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {key: value.make() if isinstance(value, _LockPlaceholder) else value for key, value in state.items()}
+        if callable(getattr(type(self), "_sync_generation_cache", None)):  # Optuna >= 5.1 GA samplers
+            # rebuilt from the study on first use; a sampler pickled under Optuna 5.0 (a Ray experiment resumed
+            # after an upgrade) had no cache and no lock at all
+            state.update(_cached_study_id=None, _cached_generation=0, _cached_generation_numbers=[],
+                         _cached_unfinished_numbers=[], _cached_unseen_trial_start=0)
+            state.setdefault("_thread_lock", threading.Lock())
+        self.__dict__.update(state)
+
+
+_RLOCK_TYPE = type(threading.RLock())
+_LOCK_TYPES = (type(threading.Lock()), _RLOCK_TYPE)
+
+
+class _LockPlaceholder:
+    """What a sampler's lock pickles as (:class:`_MirrorConstraints`)."""
+
+    def __init__(self, reentrant: bool) -> None:
+        self.reentrant = reentrant
+
+    def make(self) -> Any:
+        return threading.RLock() if self.reentrant else threading.Lock()
 
 
 class _RandomSampler(_MirrorConstraints, RandomSampler):
@@ -224,6 +262,13 @@ def run_optuna(
                                    pruner=pruner, load_if_exists=True)
         name_objectives(side, ["accuracy"])  # validation accuracy per epoch, of the main study's trials
     optuna.storages.fail_stale_trials(study)
+    _fail_stale_screening(study)
+    screener = None
+    if config.prescreen >= 2:
+        proxy, why = resolve_proxy(config.prescreen_proxy)
+        screener = Screener(ctx, k=config.prescreen, proxy=proxy)
+        progress.line(f"prescreening: each trained trial is the best of {config.prescreen} feasible candidates by "
+                      f"{proxy} ({why})")
     progress.line(
         f"study {name} in {where}: {previous} earlier trials; space {space.name} ({len(space.designs)} designs); "
         f"{config.dataset} {shape}; budget params {config.max_params or '-'} flops {config.max_flops or '-'}; "
@@ -247,7 +292,7 @@ def run_optuna(
             trial.set_user_attr("reason", reason)
             raise
         adapter = _OptunaTrial(study, trial, side, config, objectives, progress)
-        record = run_trial(ctx, trial.number, params, adapter)
+        record = run_trial(ctx, trial.number, params, adapter, screen=trial.user_attrs.get(_SCREEN_ATTR))
         current["record"] = record
         trial.set_user_attr(_TRAINED_ATTR, record.trained)
         trial.set_user_attr(_STATE_ATTR, record.state)
@@ -265,10 +310,60 @@ def run_optuna(
         return _values(objectives, {"accuracy": accuracy, "params": float(record.params or 0),
                                     "flops": float(record.flops or 0)})
 
+    def ask() -> tuple[Any, dict[str, Any]]:
+        """A new screening candidate: its trial (not the run's yet) and its sampled parameters."""
+        with warnings.catch_warnings():  # screening candidates are told within seconds: no heartbeat needed
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
+        trial.set_user_attr(_STATE_ATTR, SCREENING)
+        try:
+            return trial, space.define(trial, fill_budget=config.fill_budget)
+        except Exception as error:
+            reason = f"sampling failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:500]
+            store.write_record(TrialRecord(trial=trial.number, state="failed", max_epochs=config.epochs,
+                                           backend="optuna", study=name, reason=reason))
+            trial.set_user_attr(_STATE_ATTR, "failed")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+
+    def settle(trial: Any, params: dict[str, Any]) -> None:
+        """Record and tell an over-budget or invalid screening candidate (never trained)."""
+        record = run_trial(ctx, trial.number, params, _OptunaTrial(study, trial, None, config, objectives, progress))
+        trial.set_user_attr(_TRAINED_ATTR, False)
+        trial.set_user_attr(_STATE_ATTR, record.state)
+        trial.set_user_attr("reason", record.reason)
+        if record.state == "infeasible":
+            study.tell(trial, _values(objectives, {"accuracy": 0.0, "params": float(record.params or 0),
+                                                   "flops": float(record.flops or 0)}))
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+
+    def tell_screened(trial: Any, record: TrialRecord) -> None:
+        for key, value in (("spec_id", record.spec_id), ("params", record.params), ("flops", record.flops),
+                           ("design", record.design), (_STATE_ATTR, "screened"), (_SCREEN_ATTR, record.screen),
+                           ("reason", record.reason)):
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=TrialState.PRUNED)
+
+    def trained_before(spec_id: str) -> bool:
+        """The study has a complete trial of this architecture (a prescreening ranks it after new ones)."""
+        return any(t.user_attrs.get("spec_id") == spec_id and t.user_attrs.get(_STATE_ATTR) == "complete"
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
     def step() -> TrialRecord | None:
         """Sample (or pop a retry) and run one trial; its final record, or None when sampling failed."""
         current.pop("record", None)
         current.pop("number", None)
+        if screener is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            try:
+                chosen = screener.screen(ask, settle, tell_screened, limit=20 * screener.k, trained=trained_before)
+            except Exception:  # noqa: BLE001 - a sampling failure was recorded; the run goes on
+                return None
+            if chosen is None:
+                return None
+            study.enqueue_trial(chosen.params, user_attrs={_SCREEN_ATTR: screener.screen_info(chosen)})
+            progress.line(f"#{chosen.number:04d} chosen by prescreening ({screener.proxy} {chosen.score:.4g}, "
+                          f"best of {screener.k}): training it as the next trial")
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=False)
         record: TrialRecord | None = current.get("record")
         if record is None:
@@ -321,6 +416,15 @@ def run_optuna(
             raise UserError(message)
         progress.line("warning: " + message)
     return name
+
+
+def _fail_stale_screening(study: Any) -> None:
+    """Tell FAIL the screening candidates a killed process left RUNNING (they never count, and are never retried)."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if stale_screening(trial):
+            study.tell(trial.number, state=TrialState.FAIL)
 
 
 def _run_counts(study: Any, run_id: str) -> tuple[int, int]:

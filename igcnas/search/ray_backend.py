@@ -25,6 +25,7 @@ from typing import Any
 from igcnas.errors import UserError
 from igcnas.search._baselines import resolve_baselines, run_baselines
 from igcnas.search._fidelity import ETA
+from igcnas.search._prescreen import SCREENING, Screener, resolve_proxy
 from igcnas.search._progress import Progress, tally
 from igcnas.search.config import (
     SearchConfig,
@@ -165,6 +166,14 @@ def run_ray(
             f"{config.trials} trained trials x {config.epochs} epochs"
         )
 
+        searcher_ctx = TrialContext(config, space, store)
+        screener = None
+        if config.prescreen >= 2:
+            proxy, why = resolve_proxy(config.prescreen_proxy)
+            screener = Screener(searcher_ctx, k=config.prescreen, proxy=proxy)
+            screener.prime(bundle)  # the scoring batch travels with the searcher; the dataset does not
+            progress.line(f"prescreening: each trained trial is the best of {config.prescreen} feasible candidates "
+                          f"by {proxy} ({why})")
         searcher = FidelityAwareOptunaSearch(
             Define(space, config.fill_budget),
             metric=objective_metrics(config),
@@ -173,7 +182,8 @@ def run_ray(
             study_name=name,
             storage=storage,
             max_fidelity=config.epochs,
-            ctx=TrialContext(config, space, store),
+            ctx=searcher_ctx,
+            screener=screener,
         )
         assert _directions(config)
         if config.pruner == "none":
@@ -330,6 +340,9 @@ def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before:
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number >= before or trial.number in restored:
+            continue
+        if trial.user_attrs.get("igcnas_state") == SCREENING:  # killed while scoring: never trained, never retried
+            study.tell(trial.number, state=TrialState.FAIL)
             continue
         record = ctx.store.record(trial.number)
         if record is not None:

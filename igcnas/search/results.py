@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from igcnas.analysis.schema import TRIAL_STATES
 from igcnas.errors import UserError
 from igcnas.search._baselines import baseline_numbers
 from igcnas.search._storage import ARTIFACTS_ATTR, open_storage, storage_exists
@@ -180,7 +181,7 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
             "space": info.get("space", ""),
             "dataset": info.get("dataset", ""),
             "trials": len(frame),
-            **{state: int(states.get(state, 0)) for state in ("complete", "pruned", "infeasible", "failed", "running")},
+            **{state: int(states.get(state, 0)) for state in TRIAL_STATES},
             "best_accuracy": float(full["accuracy"].max()) if len(full) else None,
             "min_params": int(full["params"].min()) if len(full) else None,
             "min_flops": int(full["flops"].min()) if len(full) else None,

@@ -263,26 +263,28 @@ class TrialContext:
         return record
 
 
-def run_trial(ctx: TrialContext, number: int, params: dict[str, Any], adapter: TrialAdapter) -> TrialRecord:
+def run_trial(ctx: TrialContext, number: int, params: dict[str, Any], adapter: TrialAdapter, *,
+              screen: dict[str, Any] | None = None) -> TrialRecord:
     """Run trial ``number`` on its sampled ``params`` to the end; every step is in its ``trial.json``.
 
     Over budget: ``infeasible``, never built or trained. A completed twin (same spec id and hyper-parameters):
     ``complete`` with the twin's result (``reused_from``). An invalid architecture: ``failed``. Otherwise trained
-    to ``complete``, ``pruned`` or ``failed``.
+    to ``complete``, ``pruned`` or ``failed``. ``screen``: how prescreening chose it (the record's ``screen``).
     """
     try:
         spec, overrides, note = ctx.make_spec(params)
     except UserError as error:
         record = TrialRecord(trial=number, state="failed", max_epochs=ctx.config.epochs, backend=adapter.backend,
                              study=ctx.study, reason=f"invalid architecture: {error}", node=adapter.node,
-                             sampled=dict(params))
+                             sampled=dict(params), screen=screen)
         ctx.store.write_record(record)
         return record
-    return run_spec(ctx, number, spec, overrides, adapter, sampled=params, note=note)
+    return run_spec(ctx, number, spec, overrides, adapter, sampled=params, note=note, screen=screen)
 
 
 def run_spec(ctx: TrialContext, number: int, spec: Any, overrides: dict[str, Any], adapter: TrialAdapter, *,
-             sampled: dict[str, Any], note: str = "", baseline: str | None = None) -> TrialRecord:
+             sampled: dict[str, Any], note: str = "", baseline: str | None = None,
+             screen: dict[str, Any] | None = None) -> TrialRecord:
     """The part of :func:`run_trial` after the spec is known: count, budget, twin, train, record.
 
     ``baseline``: the zoo name of a study's baseline; it is trained whatever its budget (the record says by how
@@ -295,6 +297,7 @@ def run_spec(ctx: TrialContext, number: int, spec: Any, overrides: dict[str, Any
     cost = count(spec)
     record = ctx.base_record(number, spec, cost, sampled, backend=adapter.backend, node=adapter.node)
     record.baseline = baseline
+    record.screen = screen
     record.arch_path = store.write_arch(number, spec.to_dict())
     constraints, over = ctx.violations(cost.params, cost.flops)
     adapter.counted(record, constraints)

@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["TrialRecord", "SETTLED_STATES", "TRAINED_STATES", "fully_trained", "fully_trained_mask"]
 
-SETTLED_STATES: tuple[str, ...] = ("complete", "pruned", "failed", "infeasible")
+SETTLED_STATES: tuple[str, ...] = ("complete", "pruned", "failed", "infeasible", "screened")
 """States that say how a trial ended (``running`` is the only other one)."""
 TRAINED_STATES: tuple[str, ...] = ("complete", "pruned", "failed")
 """States of a trial that was trained (counted by ``--trials``), unless it reused a duplicate's result."""
@@ -45,6 +45,9 @@ class TrialRecord:
     sampled: dict[str, Any] = field(default_factory=dict)
     baseline: str | None = None
     """The zoo network this trial trains as a study's baseline (its trial number is negative), else None."""
+    screen: dict[str, Any] | None = None
+    """Prescreening (``--prescreen``): the proxy, its score, the rank among how many, and ``chosen`` (a
+    ``screened`` trial) or ``from_trial`` (the trained trial a screening chose), else None."""
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a JSON-ready dict."""

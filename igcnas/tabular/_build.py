@@ -21,10 +21,8 @@ from igcnas.errors import UserError
 from igcnas.tabular._sample import SIZE_BINS, PlannedRow, frozen_plan
 from igcnas.tabular._schema import FIDELITIES, PROXY_COLUMNS, TABLE_FILE, Fidelity, columns, epoch_columns
 
-__all__ = ["build_table", "gather_table", "high_rows", "table_state", "PROXY_BATCH"]
+__all__ = ["build_table", "gather_table", "high_rows", "table_state"]
 
-PROXY_BATCH = 64
-"""Images of the batch every proxy is scored on (drawn with seed 0 from the low fidelity's training images)."""
 
 
 def high_rows(plan: Sequence[PlannedRow], *, every: int = 4) -> list[PlannedRow]:
@@ -82,9 +80,8 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
     import torch
 
     from igcnas.data import load_data
-    from igcnas.data.augment import normalize
     from igcnas.nn.network import build
-    from igcnas.proxies import score
+    from igcnas.proxies import PROXY_BATCH, proxy_batch, score
     from igcnas.store import (
         RunLock,
         TabularRun,
@@ -122,9 +119,7 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
 
     if unscored:
         data = data_of(fidelities[names[0]])
-        pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:PROXY_BATCH]
-        images = normalize(data.train.images[pick], data.mean, data.std)
-        labels = data.train.labels[pick]
+        images, labels = proxy_batch(data, size=PROXY_BATCH, seed=0)
         for row in unscored:
             write_proxy_scores(root, row.spec.id, score(row.spec, images, labels, seed=0))
         _say(progress, f"tabular {table}: scored {len(unscored)} architectures")

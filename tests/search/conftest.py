@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,3 +218,22 @@ def postgres() -> Iterator[PostgresServer]:
             proc.kill()
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def digits400() -> Any:
+    """The embedded digits data, a stratified 400-image training subset (one load per test module)."""
+    from igcnas.data import load_data
+
+    return load_data("digits", train_subset=400, seed=0)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test (small models train fastest so), restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

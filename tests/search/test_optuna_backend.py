@@ -8,9 +8,8 @@ from typing import Any
 
 import optuna
 import pytest
-import torch
 
-from igcnas.data import DataBundle, load_data
+from igcnas.data import DataBundle
 from igcnas.errors import UserError
 from igcnas.search import SearchConfig, load_space, load_study, run_search
 from igcnas.train import EpochMetrics, TrainResult
@@ -18,17 +17,12 @@ from igcnas.train import EpochMetrics, TrainResult
 REPO = Path(__file__).resolve().parents[2]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(scope="module")
-def digits() -> DataBundle:
-    return load_data("digits", train_subset=400, seed=0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def digits(digits400: DataBundle) -> DataBundle:
+    return digits400
 
 
 class FakeTrain:
