@@ -237,3 +237,33 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class FlatTrain:
+    """Stands in for ``igcnas.train.train``: a flat learning curve at ``accuracy``, no real training; it records the
+    architectures it was asked to train."""
+
+    def __init__(self, accuracy: float = 0.8) -> None:
+        self.accuracy = accuracy
+        self.archs: list[dict[str, Any]] = []
+
+    def __call__(self, model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
+                 progress: bool) -> Any:
+        from igcnas.train import EpochMetrics, TrainResult
+
+        self.archs.append(arch)
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        history = []
+        for epoch in range(1, config.epochs + 1):
+            metrics = EpochMetrics(epoch, 1.0, self.accuracy, 1.0, self.accuracy, 0.1, 0.01, 1000.0, 100)
+            history.append(metrics)
+            on_epoch(metrics)
+        (Path(checkpoint_dir) / "weights.safetensors").write_bytes(b"")
+        return TrainResult("completed", len(history), history, self.accuracy, self.accuracy, None, 0.01,
+                           "completed")
+
+
+@pytest.fixture
+def flat_train() -> FlatTrain:
+    """A fresh :class:`FlatTrain` at accuracy 0.8 for the test."""
+    return FlatTrain()

@@ -16,36 +16,11 @@ from igcnas.errors import UserError
 from igcnas.search import SearchConfig, load_study, run_search
 from igcnas.search._prescreen import MIN_TABLE_ROWS, SCREENING, resolve_proxy, stale_screening
 from igcnas.tabular import PROXY_COLUMNS, columns
-from igcnas.train import EpochMetrics, TrainResult
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def digits(digits400: DataBundle) -> DataBundle:
-    return digits400
-
-
-class FakeTrain:
-    """Stands in for igcnas.train.train: records the architectures it is asked to train, reaches 0.5."""
-
-    def __init__(self) -> None:
-        self.archs: list[dict[str, Any]] = []
-
-    def __call__(self, model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
-                 progress: bool) -> TrainResult:
-        self.archs.append(arch)
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        history = []
-        for epoch in range(1, config.epochs + 1):
-            metrics = EpochMetrics(epoch, 1.0, 0.5, 1.0, 0.5, 0.1, 0.01, 1000.0, 100)
-            history.append(metrics)
-            on_epoch(metrics)
-        (Path(checkpoint_dir) / "weights.safetensors").write_bytes(b"")
-        return TrainResult("completed", len(history), history, 0.5, 0.5, None, 0.01, "completed")  # type: ignore[arg-type]
 
 
 def _config(tmp_path: Path, **changes: Any) -> SearchConfig:
@@ -55,14 +30,14 @@ def _config(tmp_path: Path, **changes: Any) -> SearchConfig:
     return SearchConfig(**{**base, **changes})
 
 
-def test_optuna_trains_the_best_of_k_and_records_the_rest_screened(tmp_path: Path, digits: DataBundle) -> None:
-    fake = FakeTrain()
+def test_optuna_trains_the_best_of_k_and_records_the_rest_screened(tmp_path: Path, digits400: DataBundle,
+                                                                   flat_train: Any) -> None:
     config = _config(tmp_path, prescreen=4, prescreen_proxy="params")  # params: the largest candidate wins
-    name = run_search(config, data=digits, train_fn=fake)
+    name = run_search(config, data=digits400, train_fn=flat_train)
     frame = load_study(name, trials_dir=config.trials_dir)
     trained = frame[frame.state == "complete"]
     screened = frame[frame.state == "screened"]
-    assert len(trained) == 3 == len(fake.archs)  # --trials counts trained trials; screening never trains
+    assert len(trained) == 3 == len(flat_train.archs)  # --trials counts trained trials; screening never trains
     assert len(screened) == 3 * 4
     assert (frame[frame.state == "infeasible"].params > 25_000).all()
     previous = -1
@@ -143,11 +118,11 @@ def test_only_old_screening_trials_are_stale() -> None:
 
 
 @pytest.mark.slow
-def test_ray_trains_the_chosen_candidates_own_trial(tmp_path: Path, digits: DataBundle) -> None:
+def test_ray_trains_the_chosen_candidates_own_trial(tmp_path: Path, digits400: DataBundle) -> None:
     pytest.importorskip("ray")
     config = _config(tmp_path, backend="ray", trials=2, prescreen=3, prescreen_proxy="params", pruner="none",
                      max_params=30_000)
-    name = run_search(config, data=digits)
+    name = run_search(config, data=digits400)
     frame = load_study(name, trials_dir=config.trials_dir)
     assert not (frame.state == "running").any()
     trained = frame[frame.state.isin(["complete", "pruned", "failed"]) & frame.reused_from.isna()]
@@ -164,7 +139,7 @@ def test_ray_trains_the_chosen_candidates_own_trial(tmp_path: Path, digits: Data
         assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["igcnas_state"] == "screened"
 
 
-def test_an_architecture_trained_before_ranks_after_every_new_one(tmp_path: Path, digits: DataBundle) -> None:
+def test_an_architecture_trained_before_ranks_after_every_new_one(tmp_path: Path, digits400: DataBundle) -> None:
     from igcnas.search import load_space
     from igcnas.search._prescreen import Screener
     from igcnas.search.runner import TrialContext
@@ -172,7 +147,7 @@ def test_an_architecture_trained_before_ranks_after_every_new_one(tmp_path: Path
 
     config = _config(tmp_path, max_params=None, prescreen=3, prescreen_proxy="params")
     space = load_space(config.space)
-    ctx = TrialContext(config, space, StudyStore(config.trials_dir, "unit"), data=digits)
+    ctx = TrialContext(config, space, StudyStore(config.trials_dir, "unit"), data=digits400)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     told: list[tuple[int, str]] = []
 
