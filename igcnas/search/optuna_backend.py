@@ -324,7 +324,7 @@ def run_optuna(
                                            backend="optuna", study=name, reason=reason))
             trial.set_user_attr(_STATE_ATTR, "failed")
             study.tell(trial, state=TrialState.FAIL)
-            raise
+            raise _SamplingFailed(reason) from error
 
     def settle(trial: Any, params: dict[str, Any]) -> None:
         """Record and tell an over-budget or invalid screening candidate (never trained)."""
@@ -357,7 +357,7 @@ def run_optuna(
         if screener is not None and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             try:
                 chosen = screener.screen(ask, settle, tell_screened, limit=20 * screener.k, trained=trained_before)
-            except Exception:  # noqa: BLE001 - a sampling failure was recorded; the run goes on
+            except _SamplingFailed:  # recorded as a failed trial; the run goes on (a scoring error is a bug: raised)
                 return None
             if chosen is None:
                 return None
@@ -566,6 +566,10 @@ class _OptunaTrial:
             self.side.tell(self.side_trial, state=TrialState.PRUNED)
         else:
             self.side.tell(self.side_trial, state=TrialState.FAIL)
+
+
+class _SamplingFailed(RuntimeError):
+    """The sampler or the space failed to give a screening candidate; its trial is recorded failed."""
 
 
 class _TrialFailed(RuntimeError):
