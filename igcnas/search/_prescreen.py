@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,12 +142,13 @@ class Screener:
 
     def screen(self, ask: Callable[[], tuple[Any, dict[str, Any]]], settle: Callable[[Any, dict[str, Any]], None],
                tell_screened: Callable[[Any, TrialRecord], None], *, limit: int,
-               trained: Callable[[str], bool] = lambda spec_id: False,
+               trained: Callable[[], Collection[str]] = frozenset,
                train_chosen: bool = False) -> Candidate | None:
         """Sample up to ``limit`` candidates until ``k`` are feasible, score them, record and tell them
         screened; returns the chosen one (None when no candidate was feasible).
 
-        ``trained(spec_id)``: the study has trained that architecture already (it ranks after the new ones).
+        ``trained()``: the spec ids the study has trained already, read once per screening (they rank after the
+        new ones).
         ``train_chosen``: the chosen candidate's own trial is trained (Ray), so it is neither recorded nor told
         screened; otherwise (Optuna) it is screened too and trained again as a new trial."""
         from igcnas.cost import count
@@ -173,7 +174,8 @@ class Screener:
             return None
         for candidate, value in zip(candidates, self.scores([c.spec for c in candidates]), strict=True):
             candidate.score = value
-        old = [trained(c.spec.id) for c in candidates]
+        done = trained()
+        old = [c.spec.id in done for c in candidates]
         order = sorted(range(len(candidates)), key=lambda i: (old[i], -_rank_key(candidates[i].score), i))
         for rank, index in enumerate(order, start=1):
             candidates[index].rank = rank

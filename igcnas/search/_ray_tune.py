@@ -61,11 +61,11 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             config["screen"] = screen
         return config
 
-    def _trained_before(self, spec_id: str) -> bool:
-        """The study's store has a complete trial of this architecture."""
+    def _trained_before(self) -> set[str]:
+        """Spec ids of the complete trials in the study's store."""
         ctx = self._ctx
         assert ctx is not None
-        return any(r.get("spec_id") == spec_id and r.get("state") == "complete" for r in ctx.store.rows())
+        return {str(r.get("spec_id")) for r in ctx.store.rows() if r.get("state") == "complete"}
 
     def _ask(self) -> tuple[Any, dict[str, Any]]:
         """A screening candidate: a new Optuna trial and its parameters from the define-by-run function."""

@@ -345,10 +345,10 @@ def run_optuna(
             trial.set_user_attr(key, value)
         study.tell(trial, state=TrialState.PRUNED)
 
-    def trained_before(spec_id: str) -> bool:
-        """The study has a complete trial of this architecture (a prescreening ranks it after new ones)."""
-        return any(t.user_attrs.get("spec_id") == spec_id and t.user_attrs.get(_STATE_ATTR) == "complete"
-                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    def trained_before() -> set[str]:
+        """Spec ids of the study's complete trials (a prescreening ranks them after new ones)."""
+        return {str(t.user_attrs.get("spec_id")) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get(_STATE_ATTR) == "complete"}
 
     def step() -> TrialRecord | None:
         """Sample (or pop a retry) and run one trial; its final record, or None when sampling failed."""
