@@ -34,7 +34,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from igcnas.errors import UserError
 from igcnas.search.config import redact_url
 
-__all__ = ["open_storage", "storage_exists", "HeartbeatJournalStorage", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S",
+__all__ = ["open_storage", "storage_exists", "HeartbeatJournalStorage", "RetryOnce", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S",
            "JOURNAL_PREFIX", "ARTIFACTS_ATTR"]
 
 JOURNAL_PREFIX = "journal:"
@@ -100,6 +100,53 @@ class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
         return self._callback
 
 
+class RetryOnce:
+    """Optuna's retry of a heartbeat-stale trial (a WAITING copy), queued once per trial however many processes fail it.
+
+    Workers that resume a study together each find its stale trials and fail them; SQLite and journal files do not
+    lock the row, so each would queue a retry (PostgreSQL does: the second fail raises). Under a file lock beside the
+    database, a retry is queued only when the study holds none of that trial yet.
+
+    Example:
+        >>> import optuna
+        >>> study = optuna.create_study()
+        >>> stale = study.ask(); _ = study.tell(stale, state=optuna.trial.TrialState.FAIL)
+        >>> retry = RetryOnce(None)
+        >>> retry(study, study.trials[0]); retry(study, study.trials[0])
+        >>> [t.state.name for t in study.trials]
+        ['FAIL', 'WAITING']
+    """
+
+    def __init__(self, lock_path: str | Path | None) -> None:
+        import optuna
+
+        from igcnas.store import FileLock
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        self._lock = FileLock(lock_path)
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        with self._lock:
+            for other in study.get_trials(deepcopy=False):
+                history = other.system_attrs.get("retry_history") or []
+                if history and history[-1] == trial.number:
+                    return  # another process queued its retry first
+            self._retry(study, trial)
+
+
+def _retry_lock_path(url: str) -> Path | None:
+    """The lock file beside a SQLite database or journal file (None for a server database, which locks rows)."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url[len("sqlite:///"):])
+    elif url.startswith(JOURNAL_PREFIX):
+        path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
+    else:
+        return None
+    return path.with_name(path.name + ".retry-lock")
+
+
 def storage_exists(url: str) -> bool:
     """False for a SQLite database or journal file that does not exist yet (a reader must not create it)."""
     if url.startswith("sqlite:///"):
@@ -130,14 +177,14 @@ def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True) -> Any
     SQLite gets a generous busy timeout; the schema race of workers creating one new database is retried.
     """
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     kwargs: dict[str, Any] = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = RetryHeartbeatStaleTrialCallback(max_retry=1) if heartbeat and retry else None
+        callback = RetryOnce(_retry_lock_path(url)) if heartbeat and retry else None
     if url.startswith(JOURNAL_PREFIX):
         return _open_journal(url, heartbeat=heartbeat, callback=callback)
     url = _postgres_driver(url)

@@ -34,8 +34,9 @@ from typing import Any
 
 from igcnas.errors import UserError
 from igcnas.search.config import SearchConfig
+from igcnas.store import FileLock
 
-__all__ = ["WorkerSlot", "RunLock", "physical_cores", "default_workers", "resolve_workers", "worker_env", "run_workers"]
+__all__ = ["WorkerSlot", "physical_cores", "default_workers", "resolve_workers", "worker_env", "run_workers"]
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,9 @@ class WorkerSlot:
         """The run's lock file: its workers start trials one at a time, so the run trains exactly --trials."""
         return Path(trials_dir) / f".run-{self.run_id}.lock"
 
-    def lock(self, trials_dir: str | Path) -> RunLock:
+    def lock(self, trials_dir: str | Path) -> FileLock:
         """The run's lock (a no-op for a lone worker): held while a worker counts the run's trials and starts one."""
-        return RunLock(self.lock_path(trials_dir) if self.count > 1 else None)
+        return FileLock(self.lock_path(trials_dir) if self.count > 1 else None)
 
     def describe(self, config: SearchConfig) -> str:
         """``2 workers on 2 physical cores, 1 thread each`` (empty for a lone worker)."""
@@ -71,34 +72,6 @@ class WorkerSlot:
     def single() -> WorkerSlot:
         """The slot of a search that runs in this process alone."""
         return WorkerSlot(index=0, count=1, run_id=uuid.uuid4().hex[:12])
-
-
-class RunLock:
-    """An exclusive ``flock`` on the run's lock file, released at most once per acquire (``path`` None: no-op)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._handle: Any = None
-
-    def acquire(self) -> None:
-        """Wait for the lock."""
-        if self.path is None or self._handle is not None:
-            return
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a+b")  # noqa: SIM115 - held across calls, closed by release()
-        fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
-
-    def release(self) -> None:
-        """Give the lock back (nothing when not held)."""
-        if self._handle is None:
-            return
-        import fcntl
-
-        fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-        self._handle.close()
-        self._handle = None
 
 
 def physical_cores() -> int:

@@ -34,7 +34,7 @@ from igcnas.store._files import (
     write_json_if_changed,
 )
 from igcnas.store._local import StudyStore, list_study_names
-from igcnas.store._lock import RunLock
+from igcnas.store._lock import FileLock, RunLock
 from igcnas.store._record import (
     SETTLED_STATES,
     TRAINED_STATES,
@@ -90,6 +90,7 @@ __all__ = [
     "write_json",
     "write_json_if_changed",
     "RunLock",
+    "FileLock",
     "TabularRun",
     "read_plan",
     "write_plan",

@@ -66,6 +66,25 @@ def test_a_retry_is_not_retried_again(tmp_path: Path, monkeypatch: pytest.Monkey
     assert states == [TrialState.FAIL, TrialState.FAIL]
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_stale_trial_failed_by_two_workers_is_retried_once(kind: str, tmp_path: Path) -> None:
+    """Two workers resuming one study can both fail its stale trial (a file database does not lock the row) and
+    both call the retry callback: one retry is queued, not two."""
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j.log'}"
+    first, second = open_storage(url), open_storage(url)
+    study = optuna.create_study(study_name="s", storage=first)
+    dead = study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    study.tell(dead, state=TrialState.FAIL)
+    other = optuna.load_study(study_name="s", storage=second)
+    for storage, view in ((first, study), (second, other)):
+        storage.get_heartbeat_stale_trial_callback()(view, view.get_trials(deepcopy=False)[dead.number])
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].system_attrs["failed_trial"] == dead.number
+    lock = tmp_path / ("s.db.retry-lock" if kind == "sqlite" else "j.log.retry-lock")
+    assert lock.is_file()
+
+
 def test_readers_do_not_create_storages(tmp_path: Path) -> None:
     assert not storage_exists(f"journal:{tmp_path / 'none.log'}")
     assert not storage_exists(f"sqlite:///{tmp_path / 'none.db'}")
