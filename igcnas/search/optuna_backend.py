@@ -40,7 +40,7 @@ from igcnas.search.config import (
     study_settings,
 )
 from igcnas.search.runner import TrialContext, run_trial
-from igcnas.store import StudyStore, TrialRecord
+from igcnas.store import FileLock, StudyStore, TrialRecord
 
 __all__ = ["run_optuna", "open_storage", "mirror_constraints", "name_objectives", "HEARTBEAT_INTERVAL_S",
            "GRACE_PERIOD_S"]
@@ -261,7 +261,8 @@ def run_optuna(
                                    direction="maximize",
                                    pruner=pruner, load_if_exists=True)
         name_objectives(side, ["accuracy"])  # validation accuracy per epoch, of the main study's trials
-    optuna.storages.fail_stale_trials(study)
+    lock = slot.lock(config.trials_dir)
+    fail_stale(study, lock)
     _fail_stale_screening(study)
     screener = None
     if config.prescreen >= 2:
@@ -381,7 +382,6 @@ def run_optuna(
 
     attempts = 0
     cap = config.attempts_cap()
-    lock = slot.lock(config.trials_dir)
     while attempts < cap:
         # the run's workers take turns to count its trials and start one (the objective releases the lock once
         # its trial is tagged with the run), so together they train exactly --trials
@@ -399,8 +399,8 @@ def run_optuna(
         finally:
             lock.release()
         time.sleep(0.5)  # the other workers are training the run's last trials
-        optuna.storages.fail_stale_trials(study)
-    _run_orphaned_retries(study, step, progress, run_id=slot.run_id)
+        fail_stale(study, lock)
+    _run_orphaned_retries(study, step, progress, run_id=slot.run_id, lock=lock)
     trained = _run_counts(study, slot.run_id)[0]
     if trained < config.trials:
         smallest, params = space.smallest_spec(input_shape=shape, num_classes=classes)
@@ -442,19 +442,30 @@ def _run_counts(study: Any, run_id: str) -> tuple[int, int]:
     return trained, in_flight
 
 
+def fail_stale(study: Any, lock: FileLock) -> None:
+    """Fail the study's heartbeat-stale trials and queue their retries while holding the run's lock.
+
+    The run's workers sample only under that lock, so none of them can sample a new trial between the moment a
+    stale trial is failed and the moment its retry is queued: the retry is the next trial the run trains.
+    """
+    import optuna
+
+    with lock:
+        optuna.storages.fail_stale_trials(study)
+
+
 def _run_orphaned_retries(study: Any, step: Callable[[], TrialRecord | None], progress: Progress, *,
-                          run_id: str) -> None:
+                          run_id: str, lock: FileLock) -> None:
     """Before leaving, make sure no trial of a dead worker is left behind: wait (at most one grace period plus a
     heartbeat) for the study's RUNNING trials of other runs to finish or go stale, and run the retries that stale
     trials get (WAITING trials), so a worker killed near the end of a search still has its trial retried. The
     run's own workers are alive while it runs (they die with its parent), so their trials are not waited for."""
-    import optuna
     from optuna.trial import TrialState
 
     deadline = time.monotonic() + GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S
     announced = False
     while True:
-        optuna.storages.fail_stale_trials(study)
+        fail_stale(study, lock)
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             progress.line("running the retry of a trial whose worker died")
             step()
