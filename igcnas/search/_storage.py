@@ -182,9 +182,7 @@ def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True) -> Any
     kwargs: dict[str, Any] = {}
     if heartbeat:
         kwargs = {"heartbeat_interval": HEARTBEAT_INTERVAL_S, "grace_period": GRACE_PERIOD_S}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        callback = RetryOnce(_retry_lock_path(url)) if heartbeat and retry else None
+    callback = RetryOnce(_retry_lock_path(url)) if heartbeat and retry else None
     if url.startswith(JOURNAL_PREFIX):
         return _open_journal(url, heartbeat=heartbeat, callback=callback)
     url = _postgres_driver(url)

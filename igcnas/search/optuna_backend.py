@@ -262,7 +262,7 @@ def run_optuna(
                                    pruner=pruner, load_if_exists=True)
         name_objectives(side, ["accuracy"])  # validation accuracy per epoch, of the main study's trials
     lock = slot.lock(config.trials_dir)
-    fail_stale(study, lock)
+    _fail_stale(study, lock)
     _fail_stale_screening(study)
     screener = None
     if config.prescreen >= 2:
@@ -399,7 +399,7 @@ def run_optuna(
         finally:
             lock.release()
         time.sleep(0.5)  # the other workers are training the run's last trials
-        fail_stale(study, lock)
+        _fail_stale(study, lock)
     _run_orphaned_retries(study, step, progress, run_id=slot.run_id, lock=lock)
     trained = _run_counts(study, slot.run_id)[0]
     if trained < config.trials:
@@ -442,7 +442,7 @@ def _run_counts(study: Any, run_id: str) -> tuple[int, int]:
     return trained, in_flight
 
 
-def fail_stale(study: Any, lock: FileLock) -> None:
+def _fail_stale(study: Any, lock: FileLock) -> None:
     """Fail the study's heartbeat-stale trials and queue their retries while holding the run's lock.
 
     The run's workers sample only under that lock, so none of them can sample a new trial between the moment a
@@ -465,7 +465,7 @@ def _run_orphaned_retries(study: Any, step: Callable[[], TrialRecord | None], pr
     deadline = time.monotonic() + GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S
     announced = False
     while True:
-        fail_stale(study, lock)
+        _fail_stale(study, lock)
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             progress.line("running the retry of a trial whose worker died")
             step()
