@@ -47,12 +47,15 @@ class RunLock:
 class FileLock:
     """An exclusive, blocking ``flock`` on ``path``, released at most once per acquire (``path`` None: a no-op).
 
-    The kernel drops it when the process ends, however it ends, so a killed holder never blocks the others.
+    The kernel drops it when the process ends, however it ends, so a killed holder never blocks the others. A
+    ``with`` block releases only what it took: one nested in a region already holding the lock leaves it held.
 
     Example:
         >>> import tempfile
         >>> lock = FileLock(Path(tempfile.mkdtemp()) / "turn.lock")
         >>> with lock:
+        ...     with lock:
+        ...         pass
         ...     lock.held
         True
         >>> lock.held
@@ -62,6 +65,7 @@ class FileLock:
     def __init__(self, path: str | Path | None) -> None:
         self.path = None if path is None else Path(path)
         self._handle: Any = None
+        self._took: list[bool] = []
 
     @property
     def held(self) -> bool:
@@ -89,8 +93,11 @@ class FileLock:
         self._handle = None
 
     def __enter__(self) -> FileLock:
+        took = not self.held
         self.acquire()
+        self._took.append(took)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        if self._took.pop():
+            self.release()
