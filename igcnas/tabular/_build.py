@@ -120,9 +120,21 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
     if unscored:
         data = data_of(fidelities[names[0]])
         images, labels = proxy_batch(data, size=PROXY_BATCH, seed=0)
-        for row in unscored:
-            write_proxy_scores(root, row.spec.id, score(row.spec, images, labels, seed=0))
-        _say(progress, f"tabular {table}: scored {len(unscored)} architectures")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(num_threads)  # as the trainings: --workers processes share the cores
+        scored = 0
+        try:
+            for row in unscored:
+                with RunLock(root / row.spec.id) as mine:  # another worker scoring this row: take the next
+                    if not mine or read_proxy_scores(root, row.spec.id) is not None:
+                        continue
+                    write_proxy_scores(root, row.spec.id, score(row.spec, images, labels, seed=0))
+                    scored += 1
+                if scored % 10 == 0:
+                    _say(progress, f"tabular {table}: scored {scored} architectures")
+        finally:
+            torch.set_num_threads(threads)
+        _say(progress, f"tabular {table}: {scored} architectures scored by this process")
 
     def write_csv() -> None:
         frame = gather_table(rows, root, fidelities)

@@ -95,3 +95,19 @@ def test_plan_file_round_trips_and_rejects_a_wrong_id(plan: list[PlannedRow]) ->
     assert PlannedRow.from_dict(row) == plan[0]
     with pytest.raises(UserError, match="delete the plan file"):
         PlannedRow.from_dict({**row, "spec_id": "0" * 12})
+
+
+def test_a_row_another_worker_is_scoring_is_left_to_it(tmp_path: Path, plan: list[PlannedRow]) -> None:
+    from igcnas.store import RunLock, read_proxy_scores
+
+    root = tabular_folder(tmp_path, "t")
+    build = dict(data_dir=None, dataset="digits", table="t", trials_dir=tmp_path, out=tmp_path / "t.csv", plan=plan,
+                 fidelities={"low": TINY["low"]}, progress=False)
+    with RunLock(root / plan[1].spec.id) as mine:  # as a second worker scoring that row holds it
+        assert mine
+        build_table(**build)
+    assert read_proxy_scores(root, plan[1].spec.id) is None
+    assert read_proxy_scores(root, plan[0].spec.id) is not None
+    assert list(pd.read_csv(tmp_path / "t.csv")["spec_id"]) == [plan[0].spec.id, plan[2].spec.id]
+    build_table(**build)  # the rerun scores what is left
+    assert list(pd.read_csv(tmp_path / "t.csv")["spec_id"]) == [r.spec.id for r in plan]
