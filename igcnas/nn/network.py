@@ -74,6 +74,10 @@ class Block(nn.Module):
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         widths = plan.chain.widths()
+        last = len(plan.chain.kernels) - 1
+        # without a shortcut or summation fusion, the block's ReLU directly follows its last BN: fuse the two
+        fold_relu = (impl != "naive" and block.post_relu and not plan.identity and not plan.projection
+                     and plan.fusion == 1 and block.bn_after(last) and last not in block.relu_after)
         for index, kernel in enumerate(plan.chain.kernels):
             stride = plan.stride if index == plan.stride_index else 1
             layers[f"conv{index}"] = sparse_conv(
@@ -85,7 +89,7 @@ class Block(nn.Module):
                 shuffle_groups=kernel.shuffle_in,
                 impl=impl,  # type: ignore[arg-type]
             )
-            relu = index in block.relu_after
+            relu = index in block.relu_after or (fold_relu and index == last)
             if block.bn_after(index):  # BN (+ ReLU), fused into one module where that is faster
                 for suffix, module in batch_norm_act(widths[index + 1], relu=relu, impl=impl):
                     layers[f"{suffix}{index}"] = module
@@ -102,7 +106,7 @@ class Block(nn.Module):
                           bias=False),
                 nn.BatchNorm2d(plan.out_channels),
             )
-        self.post_relu = block.post_relu
+        self.post_relu = block.post_relu and not fold_relu  # a folded ReLU runs in the last BN module
         self.fusion = plan.fusion
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,9 +156,8 @@ class Network(nn.Module):
         stem_layers: OrderedDict[str, nn.Module] = OrderedDict(
             conv=nn.Conv2d(channels, stem.width, stem.kernel_size, stride=stem.stride,
                            padding=stem.kernel_size // 2, bias=False),
-            bn=nn.BatchNorm2d(stem.width),
-            relu=nn.ReLU(inplace=True),
         )
+        stem_layers.update(batch_norm_act(stem.width, relu=True, impl=impl))
         if stem.pool:
             stem_layers["pool"] = nn.MaxPool2d(3, stride=2, padding=1)
         self.stem = nn.Sequential(stem_layers)
@@ -170,8 +173,7 @@ class Network(nn.Module):
         head: OrderedDict[str, nn.Module] = OrderedDict()
         if spec.head.width is not None:
             head["conv"] = nn.Conv2d(width, spec.head.width, 1, bias=False)
-            head["bn"] = nn.BatchNorm2d(spec.head.width)
-            head["relu"] = nn.ReLU(inplace=True)
+            head.update(batch_norm_act(spec.head.width, relu=True, impl=impl))
             width = spec.head.width
         head["pool"] = nn.AdaptiveAvgPool2d(1)
         head["flatten"] = nn.Flatten()

@@ -54,6 +54,43 @@ def test_naive_and_fast_builds_agree(name):
     torch.testing.assert_close(fast(x), naive(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_fast_build_trains_as_the_naive_one(name):
+    """Training mode, channels_last (the native BN + ReLU path): outputs, gradients and running stats agree."""
+    spec = SPECS[name]
+    torch.manual_seed(0)
+    naive = build(spec, impl="naive").train()
+    fast = build(spec, impl="auto").train()
+    fast.load_state_dict(naive.state_dict())
+    x = torch.randn(4, *spec.input_shape).contiguous(memory_format=torch.channels_last)
+    xs = [x.clone().requires_grad_(True) for _ in range(2)]
+    outs = [model(inp) for model, inp in zip((naive, fast), xs, strict=True)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    weights = torch.randn_like(outs[0])
+    for out in outs:
+        (out * weights).sum().backward()
+    torch.testing.assert_close(xs[1].grad, xs[0].grad, rtol=1e-3, atol=1e-5)
+    grads = {name: p.grad for name, p in naive.named_parameters()}
+    for key, p in fast.named_parameters():
+        torch.testing.assert_close(p.grad, grads[key], rtol=1e-3, atol=1e-4, msg=key)
+    for (key, a), (_, b) in zip(naive.state_dict().items(), fast.state_dict().items(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_block_without_shortcut_runs_its_relu_in_its_last_bn():
+    from igcnas.nn.network import Block
+    from igcnas.nn.norm import BatchNormAct2d
+
+    spec = SPECS["plain_igc_block_bn"]
+    fast, naive = build(spec), build(spec, impl="naive")
+    block = next(m for m in fast.modules() if isinstance(m, Block))
+    assert not block.post_relu
+    last = list(block.body)[-1]
+    assert isinstance(last, BatchNormAct2d) and last.relu
+    assert all(m.post_relu for m in naive.modules() if isinstance(m, Block))
+    assert isinstance(fast.stem.bn, BatchNormAct2d) and not hasattr(fast.stem, "relu")
+
+
 def test_build_is_pure():
     spec = SPECS["dw_pw"]
     torch.manual_seed(1)

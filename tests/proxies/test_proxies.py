@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 
 def _igc_spec() -> ArchSpec:
-    """IGCV1-like: GC+PWG, one BN per block, no ReLU inside the block, ReLU after the block (projection shortcuts)."""
+    """IGCV1-like: GC+PWG, one BN per block, no ReLU inside the block, ReLU after the block (no shortcut)."""
     block = BlockSpec((KernelSpec("GC", groups=4), KernelSpec("PWG", group_width=4)), bn="block", identity=False)
     return layout_arch(block, widths=(8, 16), depths=(2, 1), input_shape=(3, 8, 8))
 
@@ -120,14 +120,17 @@ def test_global_state_is_left_as_it_was() -> None:
 def test_relu_sites_are_every_relu_of_the_network() -> None:
     igc = measures.seeded_model(_igc_spec(), seed=0, device=CPU)
     sites = measures.relu_sites(igc)
-    # no ReLU inside the block: the stem's nn.ReLU, then the post-addition ReLU of each of the 3 blocks
-    assert [type(m).__name__ for m in sites] == ["ReLU", "Block", "Block", "Block"]
+    # no ReLU inside the block: the stem's, then the ReLU after each of the 3 blocks (no shortcut: fused into the
+    # block's BN as the stem's is; the naive build's Block applies it)
+    assert [type(m).__name__ for m in sites] == ["BatchNormAct2d"] * 4
+    naive_igc = measures.seeded_model(_igc_spec(), seed=0, device=CPU, impl="naive")
+    assert [type(m).__name__ for m in measures.relu_sites(naive_igc)] == ["ReLU", "Block", "Block", "Block"]
     spec = _bottleneck_spec()
     fused = measures.seeded_model(spec, seed=0, device=CPU)
     naive = measures.seeded_model(spec, seed=0, device=CPU, impl="naive")
     fused_sites, naive_sites = measures.relu_sites(fused), measures.relu_sites(naive)
-    # 2 ReLUs inside each of the 3 blocks (fused into their BN by default), none after the sum; the stem's ReLU
-    assert sum(isinstance(m, BatchNormAct2d) for m in fused_sites) == 6 and len(fused_sites) == 7
+    # 2 ReLUs inside each of the 3 blocks and the stem's, fused into their BN by default; none after the sum
+    assert sum(isinstance(m, BatchNormAct2d) for m in fused_sites) == 7 and len(fused_sites) == 7
     assert not any(isinstance(m, Block) for m in fused_sites)
     assert len(naive_sites) == 7 and all(isinstance(m, torch.nn.ReLU) for m in naive_sites)
     # same weights in both builds, so the same codes: NASWOT agrees up to float rounding
