@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -129,7 +130,30 @@ class BatchNormAct2d(nn.BatchNorm2d):
             and x.shape[1] == self.num_features  # else nn.BatchNorm2d's own error
             and x.shape[0] * x.shape[2] * x.shape[3] > 1
             and x.is_contiguous(memory_format=torch.channels_last)
+            and self.form_for(x) == "native"
         )
+
+    @torch.jit.unused
+    def form_for(self, x: Tensor) -> str:
+        """``native`` or ``reference`` for this training input: the form measured faster on this machine
+        (:func:`igcnas.nn.tune.decide`), the prior being native for BN + ReLU and PyTorch's for BN alone."""
+        from igcnas.nn.plan import ConvPlan
+        from igcnas.nn.tune import decide
+
+        prior = ConvPlan("native" if self.relu else "reference", True, "table")
+        threads = torch.get_num_threads()
+        text = (f"BN{'+ReLU' if self.relu else ''} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 "
+                f"t{threads} train cl")
+
+        def plans() -> list[ConvPlan]:
+            return [ConvPlan("reference", True, "measured: PyTorch's batch norm"),
+                    ConvPlan("native", True, "measured: native kernel")]
+
+        def seconds(candidates: list[ConvPlan]) -> dict[str, float]:
+            return _measure_forms(self.num_features, tuple(x.shape), relu=self.relu, eps=self.eps,
+                                  forms=[p.form for p in candidates])
+
+        return decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds).form
 
     @torch.jit.unused
     def _dispatch(self, x: Tensor) -> Tensor:
@@ -156,8 +180,30 @@ class BatchNormAct2d(nn.BatchNorm2d):
         return f"{super().extra_repr()}, relu={self.relu}"
 
 
+def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float,
+                   forms: list[str]) -> dict[str, float]:
+    """Median seconds of a training step (forward + backward) of each form on a random channels_last input."""
+    from igcnas.nn.tune import round_robin
+
+    module = BatchNormAct2d(channels, relu=relu, eps=eps)
+    x = torch.randn(max(1, min(int(shape[0]), 32)), *shape[1:]).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+
+    def step(form: str) -> None:
+        if form == "native":
+            y = _BatchNormAct.apply(x, module.weight, module.bias, eps, relu)[0]
+        else:
+            y = module._reference(x)
+        y.backward(torch.ones_like(y))
+        x.grad = None
+        module.zero_grad(set_to_none=True)
+
+    with torch.enable_grad():
+        return round_robin({form: functools.partial(step, form) for form in forms})
+
+
 def batch_norm_act(channels: int, *, relu: bool, impl: str = "auto") -> Iterator[tuple[str, nn.Module]]:
-    """The (suffix, module) pairs of BN (+ ReLU) for ``impl``: BN + ReLU fused unless naive, BN alone as is.
+    """The (suffix, module) pairs of BN (+ ReLU) for ``impl``: one :class:`BatchNormAct2d` unless naive.
 
     The suffix is ``"bn"`` or ``"relu"``, so callers name modules ``f"{suffix}{index}"`` as before.
 
@@ -167,10 +213,9 @@ def batch_norm_act(channels: int, *, relu: bool, impl: str = "auto") -> Iterator
         >>> [(name, type(m).__name__) for name, m in batch_norm_act(8, relu=True)]
         [('bn', 'BatchNormAct2d')]
     """
-    if impl != "naive" and relu:
-        yield "bn", BatchNormAct2d(channels, relu=True)
+    if impl != "naive":  # its training form measured on the machine (BN alone: PyTorch's unless native is faster)
+        yield "bn", BatchNormAct2d(channels, relu=relu)
         return
-    # BN alone: the fused kernel measured no faster than PyTorch's own channels_last batch norm
     yield "bn", nn.BatchNorm2d(channels)
     if relu:
         yield "relu", nn.ReLU(inplace=True)

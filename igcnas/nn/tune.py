@@ -24,10 +24,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +39,7 @@ from igcnas.errors import UserError
 from igcnas.nn.plan import ConvPlan, ConvSpec
 
 __all__ = ["MODES", "MARGIN", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
-           "choices"]
+           "decide", "round_robin", "choices"]
 
 MODES: tuple[str, ...] = ("auto", "cache", "off")
 MARGIN = 0.03
@@ -124,18 +126,26 @@ def measure(spec: ConvSpec, shape: tuple[int, ...], plans: list[ConvPlan], *, gr
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         x.requires_grad_(grad)
-        times: dict[str, list[float]] = {label(p): [] for p in plans}
+        steps: dict[str, Callable[[], None]] = {label(p): functools.partial(_step, conv, x, p, grad) for p in plans}
         with torch.enable_grad() if grad else torch.no_grad():
-            for plan in plans:  # warm-up: first-call allocations and library set-up
-                _step(conv, x, plan, grad)
-            for r in range(repeats):
-                for plan in plans[r % len(plans):] + plans[:r % len(plans)]:
-                    start = time.perf_counter()
-                    _step(conv, x, plan, grad)
-                    times[label(plan)].append(time.perf_counter() - start)
-        return {name: statistics.median(values) for name, values in times.items()}
+            return round_robin(steps, repeats=repeats)
     finally:
         _busy.active = False
+
+
+def round_robin(steps: dict[str, Callable[[], None]], *, repeats: int = 5) -> dict[str, float]:
+    """Median seconds of each step, after one warm-up call each, timed in rotating order so that every step sees
+    the same machine load."""
+    names = list(steps)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:  # warm-up: first-call allocations and library set-up
+        steps[name]()
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _step(conv: Any, x: torch.Tensor, plan: ConvPlan, grad: bool) -> None:
@@ -157,31 +167,48 @@ def tuned_plan(spec: ConvSpec, x: torch.Tensor, *, grad: bool, prior: ConvPlan) 
         return prior
     key = TuneKey.of(spec, tuple(x.shape), dtype=x.dtype, grad=grad,
                      channels_last=x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1)
-    text = key.text()
+    from igcnas.nn.plan import native_kernels_usable
+
+    def plans() -> list[ConvPlan]:
+        return candidate_plans(spec, native=native_kernels_usable() and x.dtype == torch.float32)
+
+    def seconds(candidates: list[ConvPlan]) -> dict[str, float]:
+        return measure(spec, tuple(x.shape), candidates, grad=grad, channels_last=key.channels_last, dtype=x.dtype)
+
+    return decide(key.text(), threads=key.threads, prior=prior, plans=plans, seconds=seconds, mode=mode)
+
+
+def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list[ConvPlan]],
+           seconds: Callable[[list[ConvPlan]], dict[str, float]], mode: str | None = None) -> ConvPlan:
+    """The choice for signature ``text``: this process's, else the cache's, else measured now (``seconds`` of the
+    candidate ``plans`` and the ``prior``, keyed by :func:`label`) and cached; ``prior`` is kept unless another is
+    faster by :data:`MARGIN`, and returned untimed in mode ``cache`` (or ``off``) when nothing is cached."""
+    mode = mode if mode is not None else tune_mode()
+    if mode == "off":
+        return prior
     found = _memory.get(text)
     if found is not None:
         return found
     from igcnas.nn import _tune_cache
-    from igcnas.nn.plan import native_kernels_usable
 
     with _lock:
-        cached = _tune_cache.lookup(text, threads=key.threads)
+        cached = _tune_cache.lookup(text, threads=threads)
         if cached is not None:
             _memory[text] = cached
             return cached
         if mode == "cache":
             return prior
-        plans = candidate_plans(spec, native=native_kernels_usable() and x.dtype == torch.float32)
-        if not any(label(p) == label(prior) for p in plans):
-            plans.append(prior)
-        seconds = measure(spec, tuple(x.shape), plans, grad=grad, channels_last=key.channels_last, dtype=x.dtype)
-        best = min(plans, key=lambda p: seconds[label(p)])
-        if seconds[label(best)] > (1 - MARGIN) * seconds[label(prior)]:
+        candidates = plans()
+        if not any(label(p) == label(prior) for p in candidates):
+            candidates.append(prior)
+        timed = seconds(candidates)
+        best = min(candidates, key=lambda p: timed[label(p)])
+        if timed[label(best)] > (1 - MARGIN) * timed[label(prior)]:
             best = prior
         chosen = ConvPlan(best.form, best.channels_last, f"measured here ({label(best)} fastest of "
-                          f"{len(plans)}; table: {label(prior)})", merge=best.merge)
+                          f"{len(candidates)}; table: {label(prior)})", merge=best.merge)
         _memory[text] = chosen
-        _tune_cache.store(text, chosen, seconds, threads=key.threads, name=label(best))
+        _tune_cache.store(text, chosen, timed, threads=threads, name=label(best))
         return chosen
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,12 @@ from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
 needs_native = pytest.mark.skipif(not _native.native_available(), reason=f"native kernels {_native.native_status()}")
 
 CL = torch.channels_last
+
+
+@pytest.fixture
+def native_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native kernel wherever it applies, whatever this machine measures (the tests of the kernel itself)."""
+    monkeypatch.setattr(BatchNormAct2d, "form_for", lambda self, x: "native")
 
 
 def _pair(channels: int, relu: bool, momentum: float | None = 0.1) -> tuple[BatchNormAct2d, nn.Sequential]:
@@ -27,7 +35,8 @@ def _pair(channels: int, relu: bool, momentum: float | None = 0.1) -> tuple[Batc
 @needs_native
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("shape", [(4, 8, 5, 7), (1, 3, 2, 2), (3, 48, 9, 9), (2, 17, 3, 1)])
-def test_fused_training_step_equals_the_reference(relu: bool, shape: tuple[int, int, int, int]) -> None:
+def test_fused_training_step_equals_the_reference(relu: bool, shape: tuple[int, int, int, int],
+                                                 native_form: None) -> None:
     torch.manual_seed(0)
     fused, reference = _pair(shape[1], relu)
     for step in range(2):  # the second step starts from updated running statistics
@@ -52,7 +61,7 @@ def test_fused_training_step_equals_the_reference(relu: bool, shape: tuple[int, 
 
 
 @needs_native
-def test_cumulative_average_and_determinism() -> None:
+def test_cumulative_average_and_determinism(native_form: None) -> None:
     torch.manual_seed(1)
     fused, reference = _pair(6, True, momentum=None)
     for _ in range(3):
@@ -92,11 +101,53 @@ def test_reference_path_outside_channels_last_float32_training() -> None:
     assert "aten::batch_norm" in graph and "aten::relu_" in graph
 
 
-def test_factory_keeps_the_naive_modules_and_fuses_only_bn_relu() -> None:
+def test_factory_keeps_the_naive_modules_and_fuses_bn_relu() -> None:
     def kinds(relu: bool, impl: str) -> list[tuple[str, str]]:
         return [(name, type(module).__name__) for name, module in batch_norm_act(8, relu=relu, impl=impl)]
 
     assert kinds(True, "naive") == [("bn", "BatchNorm2d"), ("relu", "ReLU")]
     assert kinds(True, "auto") == [("bn", "BatchNormAct2d")]
-    assert kinds(False, "fast") == [("bn", "BatchNorm2d")]
+    assert kinds(False, "fast") == [("bn", "BatchNormAct2d")]
+    assert kinds(False, "naive") == [("bn", "BatchNorm2d")]
     assert sorted(BatchNormAct2d(8, relu=True).state_dict()) == sorted(nn.BatchNorm2d(8).state_dict())
+
+
+@needs_native
+@pytest.mark.parametrize("relu", [True, False])
+def test_the_training_form_is_measured_once_and_cached(relu: bool, monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    from igcnas.nn import _tune_cache, norm, tune
+
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))  # a fresh machine's cache
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    monkeypatch.setattr(tune, "_memory", {})
+    _tune_cache._loaded.clear()
+    calls: list[list[str]] = []
+    fast = {"native": 1.0, "reference": 2.0} if not relu else {"native": 2.0, "reference": 1.0}  # against the prior
+
+    def fake(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float, forms: list[str]) -> dict[str, float]:
+        calls.append(forms)
+        return {form: fast[form] for form in forms}
+
+    monkeypatch.setattr(norm, "_measure_forms", fake)
+    module = BatchNormAct2d(8, relu=relu)
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=CL)
+    assert module.uses_native(x) is (not relu)  # the faster form, not the prior
+    assert module.uses_native(x) is (not relu) and len(calls) == 1 and sorted(calls[0]) == ["native", "reference"]
+    (text,) = [t for t in tune.choices() if t.startswith("BN")]
+    assert text == f"BN{'+ReLU' if relu else ''} 8 5x5 float32 t{torch.get_num_threads()} train cl"
+    tune._forget()
+    _tune_cache._loaded.clear()
+    assert module.uses_native(x) is (not relu) and len(calls) == 1  # read back from the cache file
+    tune._forget()
+    monkeypatch.setenv("IGCNAS_TUNE", "off")
+    assert module.uses_native(x) is relu  # the prior: native for BN + ReLU only
+    _tune_cache._loaded.clear()
+
+
+@needs_native
+def test_the_measurement_times_both_forms_of_a_real_step() -> None:
+    from igcnas.nn import norm
+
+    seconds = norm._measure_forms(8, (4, 8, 6, 6), relu=True, eps=1e-5, forms=["native", "reference"])
+    assert set(seconds) == {"native", "reference"} and all(v > 0 for v in seconds.values())
