@@ -97,6 +97,8 @@ __all__ = [
     "bench_networks",
     "NETWORKS",
     "format_table",
+    "forms_listing",
+    "versus_regular",
     "main",
 ]
 
@@ -173,10 +175,32 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         }
         for row in rows
     ]
+    notes = "\n".join(note for note in (versus_regular(rows), forms_listing(rows)) if note)
+    return render_table(shown, TABLE_COLUMNS) + "\n" + LEGEND + ("\n" + notes if notes else "")
+
+
+def forms_listing(rows: Sequence[dict[str, Any]]) -> str:
+    """The forms the fast build ran per layer kind, one line per row ('' when no row recorded them)."""
     forms = [f"  {row['block']}: {row['forms']}" for row in rows if row.get("forms")]
-    chosen = ("\nforms the fast build ran, per layer kind (measured on this machine, igcnas.nn.tune; table = "
-              "the decision table's choice kept):\n" + "\n".join(forms)) if forms else ""
-    return render_table(shown, TABLE_COLUMNS) + "\n" + LEGEND + chosen
+    return ("forms the fast build ran, per layer kind (measured on this machine, igcnas.nn.tune; table = the "
+            "decision table's choice kept):\n" + "\n".join(forms)) if forms else ""
+
+
+def versus_regular(rows: Sequence[dict[str, Any]], *, sparse: str = "IGC-L24M2-D20",
+                   regular: str = "RegConv-W16-D20") -> str:
+    """One line: the sparse network's fast training images/s as a multiple of the regular-conv network's, both
+    timed in this run ('' when either is missing). ``RegConv-W16-D20`` has 1.41x the FLOPs of ``IGC-L24M2-D20``.
+
+    Example:
+        >>> versus_regular([{"block": "IGC-L24M2-D20", "fast_train_ips": 70.0},
+        ...                 {"block": "RegConv-W16-D20", "fast_train_ips": 200.0}])
+        'IGC-L24M2-D20 trains at 0.35x the images/s of RegConv-W16-D20 (70.0 vs 200.0, fast builds, this run)'
+    """
+    ips = {row["block"]: float(row.get("fast_train_ips") or 0.0) for row in rows}
+    a, b = ips.get(sparse, 0.0), ips.get(regular, 0.0)
+    if not a or not b:
+        return ""
+    return f"{sparse} trains at {a / b:.2f}x the images/s of {regular} ({a:.1f} vs {b:.1f}, fast builds, this run)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -132,7 +132,7 @@ BLOCKS: tuple[BlockCase, ...] = (
 )
 
 #: the zoo networks :func:`~igcnas.bench.ops.bench_networks` times by default
-NETWORKS: tuple[str, ...] = ("IGC-L24M2-D20", "IGCV2-C64-D20", "IGCV3-D-CIFAR")
+NETWORKS: tuple[str, ...] = ("IGC-L24M2-D20", "IGCV2-C64-D20", "IGCV3-D-CIFAR", "RegConv-W16-D20")
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas bench``."""
-    runner: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]]]] = {
+    runner: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]] | None]] = {
         "space": _space,
         "cost": _cost,
         "ops": _ops,
@@ -107,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str) if args.format == "json" else render(report))
         return 0
     rows = runner[args.what](args)
+    if rows is None:  # the runner printed its own report
+        return 0
     if args.format == "json":
         print(json.dumps(rows, indent=2, default=str))
     else:
@@ -126,7 +128,7 @@ def _cost(args: argparse.Namespace) -> list[dict[str, Any]]:
     return bench_cost(repeats=args.repeats)
 
 
-def _ops(args: argparse.Namespace) -> list[dict[str, Any]]:
+def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     from igcnas.bench.ops import bench_blocks, bench_networks
 
     rows = list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))
@@ -140,12 +142,16 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(LEGEND + "\n")
     shown = [{key: round(row[key], 3 if key != "max_abs_diff" else 8) if isinstance(row[key], float) else row[key]
               for key in keep} for row in rows]
+    if args.format == "json":  # with the forms each row's fast build ran
+        shown = [{**row, "forms": source.get("forms", "")} for row, source in zip(shown, rows, strict=True)]
+        return shown + (_data(args) if args.data_dir else [])
+    from igcnas.bench.ops import forms_listing, versus_regular
+
+    notes = [note for note in (versus_regular(rows), forms_listing(rows)) if note]
+    print("\n\n".join([render_table(shown), *notes]) + "\n")
     if not args.data_dir:
-        return shown
+        return None
     data_rows = _data(args)
-    if args.format == "json":
-        return shown + data_rows
-    print(render_table(shown) + "\n")
     print("data pipeline vs torchvision ImageFolder + DataLoader (ratio = images/s over torchvision's):")
     return data_rows
 

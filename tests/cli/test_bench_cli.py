@@ -36,11 +36,23 @@ def test_bench_ops_json_has_blocks_networks_and_the_data_pipeline(tiny_cifar: Pa
     rows = json.loads(capsys.readouterr().out)
     ops = [row for row in rows if "block" in row]
     assert [row["block"] for row in ops] == ["IGC-L24M2", "IGCV2*-C416", "IGCV3-D", "IGC-L24M2-D20",
-                                              "IGCV2-C64-D20", "IGCV3-D-CIFAR"]
+                                              "IGCV2-C64-D20", "IGCV3-D-CIFAR", "RegConv-W16-D20"]
     assert all(row["train_speedup"] > 0 and row["train_ops_speedup"] > 0 for row in ops)
+    assert all(row["forms"].startswith("train ") for row in ops)  # the forms each fast build ran
     assert all(row["max_abs_diff"] < 1e-3 for row in ops)
     pipelines = {row["pipeline"] for row in rows if "pipeline" in row}
     assert pipelines == {"igcnas", "torchvision"}
+
+
+def test_bench_ops_table_compares_igc_with_regular_convs_and_lists_the_forms(capsys) -> None:
+    threads = torch.get_num_threads()
+    try:
+        assert main(["bench", "ops", "--batch", "2", "--size", "8", "--repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "IGC-L24M2-D20 trains at " in out and "x the images/s of RegConv-W16-D20" in out
+    assert "forms the fast build ran" in out and "  IGC-L24M2-D20: train " in out
 
 
 def test_bench_space_table(capsys) -> None:
