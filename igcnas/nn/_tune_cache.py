@@ -85,8 +85,9 @@ def lookup(signature: str, *, threads: int) -> ConvPlan | None:
 
 
 def store(signature: str, plan: ConvPlan, seconds: dict[str, float], *, threads: int, name: str) -> None:
-    """Add a measured choice and rewrite the file."""
-    from igcnas.store import write_json
+    """Add a measured choice and rewrite the file (compact and not synced: a cache, remeasured if lost; a search
+    meets hundreds of signatures, and an indented, fsynced rewrite of a large file per choice cost seconds)."""
+    from igcnas.store import atomic_write
 
     path = cache_file(threads=threads)
     data = _read(path, threads)
@@ -95,8 +96,9 @@ def store(signature: str, plan: ConvPlan, seconds: dict[str, float], *, threads:
     data["choices"][signature] = {"form": plan.form, "merge": plan.merge, "channels_last": plan.channels_last,
                                   "label": name,
                                   "ms": {k: round(v * 1000, 4) for k, v in seconds.items()}}
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True)
     with contextlib.suppress(OSError):  # a read-only home: the choice still holds for this process
-        write_json(path, data)
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def _reread(path: Path) -> dict[str, Any]:
