@@ -20,6 +20,7 @@ from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec
 from igcnas.nn.chain_ops import fuse_chains
 from igcnas.nn.norm import batch_norm_act
 from igcnas.nn.ops import sparse_conv
+from igcnas.nn.plan import _is_exporting
 
 __all__ = ["Cost", "LayerCost", "Block", "Network", "build", "block_cost", "layer_costs", "network_cost", "conv_out"]
 
@@ -182,10 +183,22 @@ class Network(nn.Module):
         self.head = nn.Sequential(head)
         self.classifier = nn.Linear(width, spec.num_classes)
         self.spec_id = spec.id
+        self.channels_last_input = impl != "naive"
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_scripting():
+            x = self._prepare(x)
         return self.classifier(self.head(self.stages(self.stem(x))))
+
+    @torch.jit.unused
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The fast build's CPU input in channels_last, so the stem's conv, BN and ReLU (and everything after them)
+        run in it without a conversion inside the network; the input as it is when tracing or exporting."""
+        if (not self.channels_last_input or x.dim() != 4 or x.device.type != "cpu" or torch.jit.is_tracing()
+                or _is_exporting()):
+            return x
+        return x.contiguous(memory_format=torch.channels_last)
 
 
 def _init_weights(model: nn.Module) -> None:

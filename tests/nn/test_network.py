@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -121,3 +123,19 @@ def test_sum_fusion_block_is_parallel_convs_summed():
     expected = sum(torch.nn.functional.conv2d(x, w, stride=2, padding=1) for w in weights)
     torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
     assert count(spec) == fvcore_cost(spec)
+
+
+def test_the_fast_build_runs_in_channels_last_from_its_stem():
+    spec = SPECS["gc_pwg"]
+    seen: dict[str, bool] = {}
+    for impl in ("auto", "naive"):
+        model = build(spec, impl=impl)
+        model.stem.conv.register_forward_pre_hook(
+            lambda module, args, impl=impl: seen.__setitem__(impl, args[0].is_contiguous(
+                memory_format=torch.channels_last)))
+        model(torch.randn(2, *spec.input_shape))
+    assert seen == {"auto": True, "naive": False}
+    with warnings.catch_warnings():  # the channel shuffle's shape checks, constant for this input
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(build(spec).eval(), torch.randn(2, *spec.input_shape))
+    assert "aten::contiguous" not in str(traced.graph).split("aten::_convolution")[0]  # tracing sees the input as given
