@@ -40,6 +40,12 @@ def _bn_relu(channels: int, impl: Impl) -> list[nn.Module]:
     return modules + [nn.Identity()] * (2 - len(modules))
 
 
+def _bn(channels: int, impl: Impl) -> nn.Module:
+    """BN alone as a network of ``impl`` has it (its training form measured on the machine unless naive)."""
+    ((_, module),) = batch_norm_act(channels, relu=False, impl=impl)
+    return module
+
+
 def igc_l24m2_block(*, impl: Impl = "auto", channels: int = 48, secondary: int = 2) -> nn.Sequential:
     """IGCV1 block L x (3x3, M) -> interleave -> M x (1x1, L) -> BN -> ReLU (default L=24, M=2, C=48).
 
@@ -104,11 +110,11 @@ def igcv3_d_block(
     return _InvertedResidual(
         nn.Sequential(
             sparse_conv(channels, mid, 1, groups=groups, impl=impl),
-            nn.BatchNorm2d(mid),
+            _bn(mid, impl),
             sparse_conv(mid, mid, 3, groups=mid, impl=impl),
             *_bn_relu(mid, impl),
             sparse_conv(mid, channels, 1, groups=groups, shuffle_groups=groups, impl=impl),
-            nn.BatchNorm2d(channels),
+            _bn(channels, impl),
         )
     )
 
