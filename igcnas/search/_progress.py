@@ -36,6 +36,11 @@ class Progress:
             print(f"[{format_seconds(time.perf_counter() - self.started):>7}] {self.label}{text}", file=sys.stderr,
                   flush=True)
 
+    def warn(self, text: str) -> None:
+        """Print a warning line on stderr, even with --quiet (it says the run did not do what was asked)."""
+        print(f"[{format_seconds(time.perf_counter() - self.started):>7}] {self.label}warning: {text}", file=sys.stderr,
+              flush=True)
+
     def trial(self, record: TrialRecord, counts: dict[str, int], best: dict[str, float]) -> None:
         """Report a finished trial with the study-wide tallies."""
         from igcnas.units import format_count

@@ -414,7 +414,7 @@ def run_optuna(
         )
         if trained == 0:
             raise UserError(message)
-        progress.line("warning: " + message)
+        progress.warn(message)
     return name
 
 

@@ -212,3 +212,14 @@ def test_config_validation_and_url_redaction() -> None:
         SearchConfig(fill_budget=True, max_params=None)
     with pytest.raises(UserError, match="--study"):
         SearchConfig(study="a/b")
+
+
+def test_a_run_short_of_its_trials_warns_even_when_quiet(tmp_path: Path, digits: DataBundle,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakeTrain()
+    config = _config(tmp_path, trials=5, max_attempts=2, max_params=None, pruner="none", sampler="random")
+    assert not config.progress
+    run_search(config, data=digits, train_fn=fake)
+    err = capsys.readouterr().err
+    assert len(fake.calls) == 2
+    assert "warning: stopped after 2 sampled candidates with only 2 of 5 trained" in err
