@@ -141,6 +141,8 @@ class BatchNormAct2d(nn.BatchNorm2d):
         from igcnas.nn.tune import decide
 
         prior = ConvPlan("native" if self.relu else "reference", True, "table")
+        if torch.is_inference_mode_enabled():  # no backward to time here: the prior
+            return prior.form
         threads = torch.get_num_threads()
         text = (f"BN{'+ReLU' if self.relu else ''} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 "
                 f"t{threads} train cl")

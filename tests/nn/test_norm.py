@@ -151,3 +151,15 @@ def test_the_measurement_times_both_forms_of_a_real_step() -> None:
 
     seconds = norm._measure_forms(8, (4, 8, 6, 6), relu=True, eps=1e-5, forms=["native", "reference"])
     assert set(seconds) == {"native", "reference"} and all(v > 0 for v in seconds.values())
+
+
+@needs_native
+def test_a_training_step_under_inference_mode_keeps_the_prior(monkeypatch: pytest.MonkeyPatch) -> None:
+    from igcnas.nn import norm
+
+    monkeypatch.setattr(norm, "_measure_forms", lambda *a, **k: pytest.fail("measured under inference mode"))
+    module = BatchNormAct2d(8, relu=True)
+    with torch.inference_mode():
+        x = torch.randn(2, 8, 5, 5).contiguous(memory_format=CL)
+        assert module.form_for(x) == "native"
+        assert module(x).shape == x.shape
