@@ -98,6 +98,7 @@ __all__ = [
     "NETWORKS",
     "format_table",
     "forms_listing",
+    "table_notes",
     "versus_regular",
     "main",
 ]
@@ -175,8 +176,13 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         }
         for row in rows
     ]
-    notes = "\n".join(note for note in (versus_regular(rows), forms_listing(rows)) if note)
+    notes = "\n".join(table_notes(rows))
     return render_table(shown, TABLE_COLUMNS) + "\n" + LEGEND + ("\n" + notes if notes else "")
+
+
+def table_notes(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The lines printed under the table: :func:`versus_regular` and :func:`forms_listing`, those that apply."""
+    return [note for note in (versus_regular(rows), forms_listing(rows)) if note]
 
 
 def forms_listing(rows: Sequence[dict[str, Any]]) -> str:

@@ -145,10 +145,9 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     if args.format == "json":  # with the forms each row's fast build ran
         shown = [{**row, "forms": source.get("forms", "")} for row, source in zip(shown, rows, strict=True)]
         return shown + (_data(args) if args.data_dir else [])
-    from igcnas.bench.ops import forms_listing, versus_regular
+    from igcnas.bench.ops import table_notes
 
-    notes = [note for note in (versus_regular(rows), forms_listing(rows)) if note]
-    print("\n\n".join([render_table(shown), *notes]) + "\n")
+    print("\n\n".join([render_table(shown), *table_notes(rows)]) + "\n")
     if not args.data_dir:
         return None
     data_rows = _data(args)

@@ -185,11 +185,10 @@ class BatchNormAct2d(nn.BatchNorm2d):
 def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float,
                    forms: list[str]) -> dict[str, float]:
     """Median seconds of a training step (forward + backward) of each form on a random channels_last input."""
-    from igcnas.nn.tune import round_robin
+    from igcnas.nn.tune import round_robin, timing_input
 
     module = BatchNormAct2d(channels, relu=relu, eps=eps)
-    x = torch.randn(max(1, min(int(shape[0]), 32)), *shape[1:]).contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
+    x = timing_input(shape, channels_last=True, grad=True)
 
     def step(form: str) -> None:
         if form == "native":

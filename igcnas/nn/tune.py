@@ -39,7 +39,7 @@ from igcnas.errors import UserError
 from igcnas.nn.plan import ConvPlan, ConvSpec
 
 __all__ = ["MODES", "MARGIN", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
-           "decide", "round_robin", "choices"]
+           "decide", "round_robin", "timing_input", "choices"]
 
 MODES: tuple[str, ...] = ("auto", "cache", "off")
 MARGIN = 0.03
@@ -121,16 +121,21 @@ def measure(spec: ConvSpec, shape: tuple[int, ...], plans: list[ConvPlan], *, gr
     _busy.active = True
     try:
         conv = FastSparseConv2d(spec, impl="fast").to(dtype)
-        batch = max(1, min(int(shape[0]), _MAX_BATCH))
-        x = torch.randn(batch, *shape[1:], dtype=dtype)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        x.requires_grad_(grad)
+        x = timing_input(shape, channels_last=channels_last, grad=grad, dtype=dtype)
         steps: dict[str, Callable[[], None]] = {label(p): functools.partial(_step, conv, x, p, grad) for p in plans}
         with torch.enable_grad() if grad else torch.no_grad():
             return round_robin(steps, repeats=repeats)
     finally:
         _busy.active = False
+
+
+def timing_input(shape: tuple[int, ...], *, channels_last: bool, grad: bool,
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A random input of ``shape`` to time forms on, at a batch of at most :data:`_MAX_BATCH` images."""
+    x = torch.randn(max(1, min(int(shape[0]), _MAX_BATCH)), *shape[1:], dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(grad)
 
 
 def round_robin(steps: dict[str, Callable[[], None]], *, repeats: int = 5) -> dict[str, float]:
