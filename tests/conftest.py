@@ -1,16 +1,21 @@
 """Suite-wide hooks: the fault-injection tally of ``tests/test_faults.py`` (printed at the end), malloc left alone,
-a fresh cache of measured forms, and the shared CIFAR-10 image folder (``../shared`` beside the repository)."""
+a fresh cache of measured forms, the shared CIFAR-10 image folder (``../shared`` beside the repository), and a
+scripted stand-in for training."""
 
 from __future__ import annotations
 
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-__all__ = ["FAULTS", "SHARED_CIFAR10", "fault_stats", "shared_cifar10", "pytest_terminal_summary"]
+if TYPE_CHECKING:
+    from igcnas.train import TrainResult
+
+__all__ = ["FAULTS", "SHARED_CIFAR10", "ScriptedTrain", "fault_stats", "scripted_train", "shared_cifar10",
+           "pytest_terminal_summary"]
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
 """The real CIFAR-10 as an image folder, in ``../shared`` relative to the repository."""
@@ -25,6 +30,47 @@ def shared_cifar10() -> Path:
             pytest.fail(message + "; CI runs with ../shared beside the repository")
         pytest.skip(message)
     return SHARED_CIFAR10
+
+class ScriptedTrain:
+    """Stands in for igcnas.train.train: records what it is asked to train, plays a scripted learning curve.
+
+    Trial k (in call order) reaches accuracy ``start - 0.1 * k`` at every epoch, so later trials are always worse
+    and a successive-halving pruner must stop them at the first rung.
+    """
+
+    def __init__(self, *, start: float = 0.9, fail_on: int | None = None) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.start = start
+        self.fail_on = fail_on
+
+    def __call__(self, model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
+                 progress: bool) -> TrainResult:
+        from igcnas.train import EpochMetrics, TrainResult
+
+        index = len(self.calls)
+        self.calls.append({"arch": arch, "dir": Path(checkpoint_dir)})
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        (Path(checkpoint_dir) / "metrics.json").write_text("{}")
+        if index == self.fail_on:
+            raise RuntimeError("simulated crash inside training")
+        acc = max(0.05, self.start - 0.1 * index)
+        history = []
+        status = "completed"
+        for epoch in range(1, config.epochs + 1):
+            metrics = EpochMetrics(epoch, 1.0, acc, 1.0, acc, 0.1, 0.01, 1000.0, 100)
+            history.append(metrics)
+            if on_epoch(metrics):
+                status = "pruned"
+                break
+        (Path(checkpoint_dir) / "weights.safetensors").write_bytes(b"")
+        return TrainResult(status, len(history), history, acc, acc, None, 0.01, status)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def scripted_train() -> type[ScriptedTrain]:
+    """The :class:`ScriptedTrain` class, a stand-in for ``igcnas.train.train`` whose pruning outcome is exact."""
+    return ScriptedTrain
+
 
 FAULTS: Counter[str] = Counter()
 """What the fault tests did: ``injected`` faults, ``bad_inputs_tried``, ``completed_trials_lost``, ``modules``."""

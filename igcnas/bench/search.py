@@ -5,7 +5,8 @@ Runs, each in its own temporary study and SQLite storage, on one dataset loaded 
 - ``random``, ``tpe``, ``nsga2``: the three samplers, no pruning, ``trials`` trained trials of ``epochs`` epochs;
 - ``nsga2+<pruner>`` (default ``pareto``): NSGA-II with pruning, given exactly the epochs the ``nsga2`` run
   trained (equal compute): it keeps sampling until that many epochs are spent, so it trains more (partly
-  pruned) trials. The last trial is cut short (recorded ``pruned``) when it would overshoot the budget. The
+  pruned) trials. The last trial is cut short (recorded ``pruned``) when it would overshoot the budget; if the
+  sampler finds nothing new to train within its attempts, the run stops short (its ``epochs`` shows it). The
   search resumes its study in chunks of ``remaining epochs // epochs`` trials until the budget is spent; the
   samplers' start-up sizes depend on the chunk's trial count once ``trials`` exceeds 9 (NSGA-II population,
   TPE start-up trials: ``max(4, trials // 2)``), so keep ``trials <= 9`` for an exact like-for-like.
@@ -100,12 +101,14 @@ def bench_search(
     trials_dir: str | None = None,
     num_threads: int = 1,
     progress: bool = False,
+    train_fn: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Compare samplers (equal trials) and pruning (equal epochs); one row per run (see the module docstring).
 
     ``trials_dir`` is where the temporary studies go (a fresh temporary folder, removed afterwards, by default;
     with a folder given, each run gets a ``tempfile.mkdtemp`` folder inside it that is kept). Torch uses
-    ``num_threads`` threads.
+    ``num_threads`` threads. ``train_fn`` replaces :func:`igcnas.train.train` (same signature), e.g. with a
+    scripted learning curve that makes the pruning decisions independent of float rounding.
 
     Example (not run as a doctest: four searches, about 12 s; ``tests/bench`` runs this call):
         >>> rows = bench_search(dataset="digits", train_subset=None, trials=3, epochs=2)  # doctest: +SKIP
@@ -135,7 +138,8 @@ def bench_search(
         def run(name: str, config: SearchConfig, *, budget: int | None = None) -> dict[str, Any]:
             folder = tempfile.mkdtemp(prefix=f"{name.replace('+', '-')}-", dir=root)
             config = config.replace(trials_dir=folder, study=f"bench-{name.replace('+', '-')}")
-            return _run_one(name, config, search_space, data, budget=budget, max_params=max_params)
+            return _run_one(name, config, search_space, data, budget=budget, max_params=max_params,
+                            train_fn=train_fn)
 
         rows = []
         for sampler in samplers:
@@ -147,13 +151,14 @@ def bench_search(
     return rows
 
 
-def _run_one(name: str, config: Any, space: Any, data: Any, *, budget: int | None,
-             max_params: int) -> dict[str, Any]:
+def _run_one(name: str, config: Any, space: Any, data: Any, *, budget: int | None, max_params: int,
+             train_fn: Callable[..., Any] | None) -> dict[str, Any]:
     """One search (several resumed calls when it runs to an epoch ``budget``); returns its row."""
     from igcnas.analysis import front_hypervolume
+    from igcnas.errors import UserError
     from igcnas.search import load_study, run_search
 
-    timer = TimedTrain(budget=budget)
+    timer = TimedTrain(budget=budget, train_fn=train_fn)
     total_s = setup_s = 0.0
     study = ""
 
@@ -177,7 +182,12 @@ def _run_one(name: str, config: Any, space: Any, data: Any, *, budget: int | Non
             if remaining <= 0:
                 break
             before = timer.epochs
-            study = call(max(remaining // config.epochs, 1))
+            try:
+                study = call(max(remaining // config.epochs, 1))
+            except UserError:
+                if not study:
+                    raise
+                break  # the sampler found nothing new to train within --max-attempts: the row shows the shortfall
             if timer.epochs == before:
                 break
     frame = load_study(study, trials_dir=config.trials_dir)

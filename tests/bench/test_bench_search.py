@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ _COLUMNS = {
 
 
 def test_bench_search_rows_on_digits(tmp_path: Path) -> None:
-    rows = bench_search(dataset="digits", train_subset=None, trials=3, epochs=2, max_params=50_000,
+    rows = bench_search(dataset="digits", train_subset=400, trials=3, epochs=2, max_params=50_000,
                         trials_dir=str(tmp_path))
     assert [r["run"] for r in rows] == ["random", "tpe", "nsga2", "nsga2+pareto"]
     assert [(r["sampler"], r["pruner"]) for r in rows] == [
@@ -36,9 +37,32 @@ def test_bench_search_rows_on_digits(tmp_path: Path) -> None:
     pruned = rows[3]
     # Equal compute: the pruned run spends exactly the epochs of the unpruned NSGA-II run.
     assert pruned["epochs"] == rows[2]["epochs"]
-    assert pruned["pruned"] >= 1 and pruned["trials"] > 3
+    # Whether real training prunes depends on float rounding (the measured forms differ between machines); the
+    # scripted test below pins that it does. Here: a pruned trial frees epochs for more trials, and only then.
+    assert (pruned["pruned"] >= 1) == (pruned["trials"] > 3)
     # Each run has its own temporary study folder under trials_dir.
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 4
+
+
+def test_pruning_at_equal_compute_trains_more_trials(tmp_path: Path, scripted_train: Any) -> None:
+    # Scripted curves: every trial is less accurate than all before it, so one not smaller than the best so far
+    # is dominated at rung 1 and stopped; the freed epochs go to extra trials.
+    rows = bench_search(dataset="digits", train_subset=400, trials=3, epochs=2, max_params=50_000,
+                        samplers=("nsga2",), trials_dir=str(tmp_path), train_fn=scripted_train())
+    unpruned, pruned = rows
+    assert (unpruned["trials"], unpruned["epochs"], unpruned["pruned"]) == (3, 6, 0)
+    assert pruned["epochs"] == 6
+    assert pruned["pruned"] >= 1 and pruned["trials"] > 3
+
+
+def test_a_pruned_run_that_finds_nothing_new_stops_short_instead_of_failing(tmp_path: Path,
+                                                                          scripted_train: Any) -> None:
+    # With these scripted values NSGA-II proposes only trained or over-budget candidates before the 8 epochs
+    # are spent: the row keeps what was trained and shows the shortfall in its epochs.
+    unpruned, pruned = bench_search(dataset="digits", train_subset=400, trials=4, epochs=2, max_params=50_000,
+                                    samplers=("nsga2",), trials_dir=str(tmp_path), train_fn=scripted_train())
+    assert unpruned["epochs"] == 8
+    assert 0 < pruned["epochs"] < 8 and pruned["complete"] + pruned["pruned"] >= 1
 
 
 def test_timed_train_stops_at_the_budget() -> None:

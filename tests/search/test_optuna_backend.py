@@ -12,7 +12,6 @@ import pytest
 from igcnas.data import DataBundle
 from igcnas.errors import UserError
 from igcnas.search import SearchConfig, load_space, load_study, run_search
-from igcnas.train import EpochMetrics, TrainResult
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,47 +24,15 @@ def digits(digits400: DataBundle) -> DataBundle:
     return digits400
 
 
-class FakeTrain:
-    """Stands in for igcnas.train.train: records what it is asked to train, plays a scripted learning curve.
-
-    Trial k (in call order) reaches accuracy ``start - 0.1 * k`` at every epoch, so later trials are always worse
-    and a successive-halving pruner must stop them at the first rung.
-    """
-
-    def __init__(self, *, start: float = 0.9, fail_on: int | None = None) -> None:
-        self.calls: list[dict[str, Any]] = []
-        self.start = start
-        self.fail_on = fail_on
-
-    def __call__(self, model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
-                 progress: bool) -> TrainResult:
-        index = len(self.calls)
-        self.calls.append({"arch": arch, "dir": Path(checkpoint_dir)})
-        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        (Path(checkpoint_dir) / "metrics.json").write_text("{}")
-        if index == self.fail_on:
-            raise RuntimeError("simulated crash inside training")
-        acc = max(0.05, self.start - 0.1 * index)
-        history = []
-        status = "completed"
-        for epoch in range(1, config.epochs + 1):
-            metrics = EpochMetrics(epoch, 1.0, acc, 1.0, acc, 0.1, 0.01, 1000.0, 100)
-            history.append(metrics)
-            if on_epoch(metrics):
-                status = "pruned"
-                break
-        (Path(checkpoint_dir) / "weights.safetensors").write_bytes(b"")
-        return TrainResult(status, len(history), history, acc, acc, None, 0.01, status)  # type: ignore[arg-type]
-
-
 def _config(tmp_path: Path, **changes: Any) -> SearchConfig:
     base = {"space": str(REPO / "search_spaces/igc_cifar.yaml"), "trials": 4, "epochs": 2,
             "trials_dir": str(tmp_path / "trials"), "device": "cpu", "progress": False, "train_subset": 400}
     return SearchConfig(**{**base, **changes})
 
 
-def test_infeasible_candidates_are_never_trained(tmp_path: Path, digits: DataBundle) -> None:
-    fake = FakeTrain()
+def test_infeasible_candidates_are_never_trained(tmp_path: Path, digits: DataBundle,
+                                                 scripted_train: Any) -> None:
+    fake = scripted_train()
     config = _config(tmp_path, trials=4, max_params=25_000, pruner="none", sampler="random")
     name = run_search(config, data=digits, train_fn=fake)
     frame = load_study(name, trials_dir=config.trials_dir)
@@ -92,8 +59,9 @@ def _spec_id(arch: dict) -> str:
     return ArchSpec.from_dict(arch).id
 
 
-def test_successive_halving_prunes_worse_trials(tmp_path: Path, digits: DataBundle) -> None:
-    fake = FakeTrain(start=0.9)
+def test_successive_halving_prunes_worse_trials(tmp_path: Path, digits: DataBundle,
+                                                scripted_train: Any) -> None:
+    fake = scripted_train(start=0.9)
     config = _config(tmp_path, trials=3, epochs=3, max_params=None, pruner="sha", sampler="random")
     name = run_search(config, data=digits, train_fn=fake)
     frame = load_study(name, trials_dir=config.trials_dir)
@@ -107,8 +75,8 @@ def test_successive_halving_prunes_worse_trials(tmp_path: Path, digits: DataBund
     assert set(pareto_front(frame).trial) <= set(frame[frame.state == "complete"].trial)
 
 
-def test_failures_are_isolated_and_recorded(tmp_path: Path, digits: DataBundle) -> None:
-    fake = FakeTrain(fail_on=1)
+def test_failures_are_isolated_and_recorded(tmp_path: Path, digits: DataBundle, scripted_train: Any) -> None:
+    fake = scripted_train(fail_on=1)
     config = _config(tmp_path, trials=3, max_params=None, pruner="none", sampler="random")
     name = run_search(config, data=digits, train_fn=fake)
     frame = load_study(name, trials_dir=config.trials_dir).set_index("trial")
@@ -117,21 +85,23 @@ def test_failures_are_isolated_and_recorded(tmp_path: Path, digits: DataBundle) 
     assert (frame.state == "complete").sum() == 2  # the study went on after the failure
 
 
-def test_resume_adds_trials_and_refuses_other_settings(tmp_path: Path, digits: DataBundle) -> None:
+def test_resume_adds_trials_and_refuses_other_settings(tmp_path: Path, digits: DataBundle,
+                                                       scripted_train: Any) -> None:
     config = _config(tmp_path, trials=2, max_params=None, pruner="none")
-    name = run_search(config, data=digits, train_fn=FakeTrain())
+    name = run_search(config, data=digits, train_fn=scripted_train())
     first = load_study(name, trials_dir=config.trials_dir)
-    assert run_search(config, data=digits, train_fn=FakeTrain()) == name
+    assert run_search(config, data=digits, train_fn=scripted_train()) == name
     second = load_study(name, trials_dir=config.trials_dir)
     assert len(second) >= len(first) + 2 and set(first.trial) < set(second.trial)
     study_json = json.loads((Path(config.trials_dir) / name / "study.json").read_text())
     assert study_json["epochs"] == 2 and study_json["study"] == name == "igc_cifar-digits-n400"
     with pytest.raises(UserError, match=r"different settings: epochs 2 \(stored\) vs 3 \(now\)"):
-        run_search(config.replace(epochs=3), data=digits, train_fn=FakeTrain())
+        run_search(config.replace(epochs=3), data=digits, train_fn=scripted_train())
 
 
-def test_duplicates_reuse_the_recorded_result(tmp_path: Path, digits: DataBundle, monkeypatch) -> None:
-    fake = FakeTrain()
+def test_duplicates_reuse_the_recorded_result(tmp_path: Path, digits: DataBundle,
+                                              scripted_train: Any, monkeypatch) -> None:
+    fake = scripted_train()
     space = load_space(REPO / "search_spaces/igc_cifar.yaml")
     fixed = {"design": "DW+PW", "base_width": 8, "depth0": 1, "depth1": 1, "depth2": 1, "bn": "each",
              "relu": "none", "identity": True}
@@ -146,14 +116,15 @@ def test_duplicates_reuse_the_recorded_result(tmp_path: Path, digits: DataBundle
     assert frame.spec_id.nunique() == 1
 
 
-def test_budget_below_the_smallest_architecture(tmp_path: Path, digits: DataBundle) -> None:
+def test_budget_below_the_smallest_architecture(tmp_path: Path, digits: DataBundle,
+                                                scripted_train: Any) -> None:
     with pytest.raises(UserError, match=r"smallest architecture .* has [\d,]+ params"):
-        run_search(_config(tmp_path, max_params=500), data=digits, train_fn=FakeTrain())
+        run_search(_config(tmp_path, max_params=500), data=digits, train_fn=scripted_train())
 
 
-def test_fill_budget_widens_to_the_budget(tmp_path: Path, digits: DataBundle) -> None:
+def test_fill_budget_widens_to_the_budget(tmp_path: Path, digits: DataBundle, scripted_train: Any) -> None:
     config = _config(tmp_path, trials=2, max_params=20_000, fill_budget=True, pruner="none")
-    name = run_search(config, data=digits, train_fn=FakeTrain())
+    name = run_search(config, data=digits, train_fn=scripted_train())
     frame = load_study(name, trials_dir=config.trials_dir)
     done = frame[frame.state == "complete"]
     assert len(done) >= 2 and (done.params <= 20_000).all() and (done.params > 5_000).all()
@@ -181,8 +152,8 @@ def test_pareto_promotion_keeps_small_networks() -> None:
     assert not pareto_promote([("big", (-0.9,))], ("small", (-0.8,)))
 
 
-def test_pareto_pruner_on_the_optuna_backend(tmp_path: Path, digits: DataBundle) -> None:
-    fake = FakeTrain(start=0.9)
+def test_pareto_pruner_on_the_optuna_backend(tmp_path: Path, digits: DataBundle, scripted_train: Any) -> None:
+    fake = scripted_train(start=0.9)
     config = _config(tmp_path, trials=4, epochs=3, max_params=None, pruner="pareto", sampler="random")
     name = run_search(config, data=digits, train_fn=fake)
     frame = load_study(name, trials_dir=config.trials_dir)
@@ -215,8 +186,9 @@ def test_config_validation_and_url_redaction() -> None:
 
 
 def test_a_run_short_of_its_trials_warns_even_when_quiet(tmp_path: Path, digits: DataBundle,
+                                                         scripted_train: Any,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    fake = FakeTrain()
+    fake = scripted_train()
     config = _config(tmp_path, trials=5, max_attempts=2, max_params=None, pruner="none", sampler="random")
     assert not config.progress
     run_search(config, data=digits, train_fn=fake)
