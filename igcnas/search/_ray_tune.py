@@ -21,6 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 from igcnas.search._fidelity import pareto_promote, rung_epochs
 from igcnas.search._prescreen import SCREENING, Screener, UntrainedAdapter
 from igcnas.search._ray_worker import METRIC
+from igcnas.search._storage import set_user_attrs
 from igcnas.search.config import SearchConfig
 from igcnas.search.runner import TrialContext, run_trial
 from igcnas.store import SETTLED_STATES, TrialRecord
@@ -145,9 +146,7 @@ def tell_outcome(study: Any, ot_trial: Any, result: dict[str, Any], *, metrics: 
                 ot_trial.set_constraint(key[len("constraint_"):], float(value))
     state = result.get("state")
     epoch = result.get("epoch")
-    for key in ("spec_id", "params", "flops", "state"):
-        if key in result:
-            ot_trial.set_user_attr(key, result[key])
+    set_user_attrs(ot_trial, {key: result[key] for key in ("spec_id", "params", "flops", "state") if key in result})
     try:
         if error or state == "failed":
             study.tell(ot_trial, state=TrialState.FAIL)

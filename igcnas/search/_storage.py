@@ -34,8 +34,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from igcnas.errors import UserError
 from igcnas.search.config import redact_url
 
-__all__ = ["open_storage", "storage_exists", "HeartbeatJournalStorage", "RetryOnce", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S",
-           "JOURNAL_PREFIX", "ARTIFACTS_ATTR"]
+__all__ = ["open_storage", "storage_exists", "set_user_attrs", "HeartbeatJournalStorage", "RetryOnce",
+           "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "JOURNAL_PREFIX", "ARTIFACTS_ATTR"]
 
 JOURNAL_PREFIX = "journal:"
 """``--storage journal:PATH``: a JournalStorage log file."""
@@ -226,3 +226,55 @@ def _open_journal(url: str, *, heartbeat: bool, callback: Any) -> Any:
         return JournalStorage(backend)
     return HeartbeatJournalStorage(backend, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
                                    stale_trial_callback=callback)
+
+
+def set_user_attrs(trial: Any, attrs: dict[str, Any]) -> None:
+    """Set the user attrs of a running ``optuna.Trial``: one transaction on an RDB storage, else one call each.
+
+    ``Trial.set_user_attr`` commits once per key; a SQLite commit is a disk sync, and an over-budget candidate
+    records a dozen keys. Through Optuna's RDB session the keys of one call share a commit. Any other storage, or
+    an Optuna whose private session API differs, gets the public per-key calls: the same result, slower.
+    """
+    if not attrs:
+        return
+    if len(attrs) == 1 or not _set_in_one_transaction(trial, attrs):
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return
+    trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr does after its write
+
+
+def _set_in_one_transaction(trial: Any, attrs: dict[str, Any]) -> bool:
+    """Write ``attrs`` in one RDB transaction; False (nothing written) where this storage or Optuna cannot."""
+    storage = trial.storage
+    backend = getattr(storage, "_backend", storage)  # Study wraps an RDBStorage in _CachedStorage
+    found = _rdb_session_writer(backend)
+    if found is None or not hasattr(trial, "_cached_frozen_trial"):
+        return False
+    session_scope, write = found
+    try:
+        with session_scope() as session:
+            for key, value in attrs.items():
+                write(session, trial._trial_id, key, value)
+    except (TypeError, AttributeError):  # another Optuna's private signature: nothing was committed
+        backend.scoped_session().rollback()
+        return False
+    return True
+
+
+def _rdb_session_writer(backend: Any) -> tuple[Callable[[], Any], Callable[..., None]] | None:
+    """Optuna's RDB session scope and its uncommitted user-attr upsert ``write(session, trial_id, key, value)``."""
+    try:
+        from optuna.storages import RDBStorage
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:
+        return None
+    upsert = getattr(backend, "_set_trial_attr_without_commit", None)
+    if not isinstance(backend, RDBStorage) or upsert is None:
+        return None
+
+    def write(session: Any, trial_id: int, key: str, value: Any) -> None:
+        upsert(session, models.TrialUserAttributeModel, trial_id, key, value)
+
+    return (lambda: _create_scoped_session(backend.scoped_session, True)), write

@@ -28,7 +28,13 @@ from igcnas.search._baselines import resolve_baselines, run_baselines
 from igcnas.search._fidelity import ETA, pareto_promote, rung_epochs
 from igcnas.search._prescreen import SCREENING, Screener, resolve_proxy, stale_screening
 from igcnas.search._progress import Progress, tally
-from igcnas.search._storage import ARTIFACTS_ATTR, GRACE_PERIOD_S, HEARTBEAT_INTERVAL_S, open_storage
+from igcnas.search._storage import (
+    ARTIFACTS_ATTR,
+    GRACE_PERIOD_S,
+    HEARTBEAT_INTERVAL_S,
+    open_storage,
+    set_user_attrs,
+)
 from igcnas.search._workers import WorkerSlot
 from igcnas.search.config import (
     SearchConfig,
@@ -289,20 +295,16 @@ def run_optuna(
             reason = f"sampling failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0]}"[:500]
             store.write_record(TrialRecord(trial=trial.number, state="failed", max_epochs=config.epochs,
                                            backend="optuna", study=name, reason=reason))
-            trial.set_user_attr(_STATE_ATTR, "failed")
-            trial.set_user_attr("reason", reason)
+            set_user_attrs(trial, {_STATE_ATTR: "failed", "reason": reason})
             raise
         adapter = _OptunaTrial(study, trial, side, config, objectives, progress)
         record = run_trial(ctx, trial.number, params, adapter, screen=trial.user_attrs.get(_SCREEN_ATTR))
         current["record"] = record
-        trial.set_user_attr(_TRAINED_ATTR, record.trained)
-        trial.set_user_attr(_STATE_ATTR, record.state)
-        trial.set_user_attr("reason", record.reason)
-        adapter.close(record)
+        outcome = {_TRAINED_ATTR: record.trained, _STATE_ATTR: record.state, "reason": record.reason}
         if record.reused_from is not None:
-            trial.set_user_attr("reused_from", record.reused_from)
-            trial.set_user_attr("accuracy", record.accuracy)
-            trial.set_user_attr("epochs", record.epochs)
+            outcome.update(reused_from=record.reused_from, accuracy=record.accuracy, epochs=record.epochs)
+        set_user_attrs(trial, outcome)
+        adapter.close(record)
         if record.state == "pruned":
             raise optuna.TrialPruned(record.reason)
         if record.state == "failed":
@@ -330,9 +332,7 @@ def run_optuna(
     def settle(trial: Any, params: dict[str, Any]) -> None:
         """Record and tell an over-budget or invalid screening candidate (never trained)."""
         record = run_trial(ctx, trial.number, params, _OptunaTrial(study, trial, None, config, objectives, progress))
-        trial.set_user_attr(_TRAINED_ATTR, False)
-        trial.set_user_attr(_STATE_ATTR, record.state)
-        trial.set_user_attr("reason", record.reason)
+        set_user_attrs(trial, {_TRAINED_ATTR: False, _STATE_ATTR: record.state, "reason": record.reason})
         if record.state == "infeasible":
             study.tell(trial, _values(objectives, {"accuracy": 0.0, "params": float(record.params or 0),
                                                    "flops": float(record.flops or 0)}))
@@ -340,10 +340,9 @@ def run_optuna(
             study.tell(trial, state=TrialState.FAIL)
 
     def tell_screened(trial: Any, record: TrialRecord) -> None:
-        for key, value in (("spec_id", record.spec_id), ("params", record.params), ("flops", record.flops),
-                           ("design", record.design), (_STATE_ATTR, "screened"), (_SCREEN_ATTR, record.screen),
-                           ("reason", record.reason)):
-            trial.set_user_attr(key, value)
+        set_user_attrs(trial, {"spec_id": record.spec_id, "params": record.params, "flops": record.flops,
+                               "design": record.design, _STATE_ATTR: "screened", _SCREEN_ATTR: record.screen,
+                               "reason": record.reason})
         study.tell(trial, state=TrialState.PRUNED)
 
     def trained_before() -> set[str]:
@@ -526,8 +525,7 @@ class _OptunaTrial:
     def counted(self, record: TrialRecord, constraints: dict[str, float]) -> None:
         attrs: dict[str, Any] = {"spec_id": record.spec_id, "params": record.params, "flops": record.flops,
                                  "design": record.design, "widths": record.widths, "depths": record.depths}
-        for key, value in attrs.items():
-            self.trial.set_user_attr(key, value)
+        set_user_attrs(self.trial, attrs)
         for name, limit in constraints.items():
             self.trial.set_constraint(name, limit)
         self.costs = {"params": float(record.params or 0), "flops": float(record.flops or 0)}
@@ -555,8 +553,7 @@ class _OptunaTrial:
 
     def report(self, record: TrialRecord, metrics: Any) -> bool:
         epoch, accuracy = int(metrics.epoch), float(metrics.val_accuracy)
-        self.trial.set_user_attr("epochs", epoch)
-        self.trial.set_user_attr("accuracy", accuracy)
+        set_user_attrs(self.trial, {"epochs": epoch, "accuracy": accuracy})
         if self.config.pruner == "pareto":
             return _pareto_prune(self.study, self.trial, epoch, accuracy, self.costs, self.objectives,
                                  self.config.epochs)

@@ -122,3 +122,53 @@ def test_the_postgres_fixture_serves_optuna(postgres: object) -> None:
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     again = optuna.load_study(study_name="s", storage=open_storage(url, heartbeat=False))
     assert len(again.trials) == 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_set_user_attrs_writes_every_key_and_an_rdb_commits_once(kind: str, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j.log'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    trial = study.ask()
+    commits = []
+    backend = getattr(study._storage, "_backend", study._storage)
+    if kind == "sqlite":
+        from sqlalchemy import event
+
+        event.listen(backend.engine, "commit", lambda conn: commits.append(1))
+    attrs = {"spec_id": "abc", "params": 1234, "widths": [8, 16], "screen": {"k": 4}, "reason": None}
+    _storage.set_user_attrs(trial, attrs)
+    if kind == "sqlite":
+        assert len(commits) == 1  # Trial.set_user_attr would commit 5 times
+    assert trial.user_attrs == attrs  # the trial's own cache
+    assert study.get_trials(deepcopy=False)[0].user_attrs == attrs  # the storage
+    _storage.set_user_attrs(trial, {"params": 99})  # an update of one key keeps the others
+    assert optuna.load_study(study_name="s", storage=url if kind == "sqlite" else open_storage(url)).trials[0] \
+        .user_attrs == {**attrs, "params": 99}
+
+
+def test_set_user_attrs_falls_back_to_one_call_per_key_when_optunas_private_api_differs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    found = _storage._rdb_session_writer
+
+    def changed(backend: object) -> object:
+        scope, write = found(backend)  # type: ignore[misc]
+
+        def new_signature(session: object, trial_id: int, key: str, value: object, *, extra: object) -> None:
+            write(session, trial_id, key, value)  # never reached: the call without 'extra' is a TypeError
+
+        return scope, new_signature
+
+    monkeypatch.setattr(_storage, "_rdb_session_writer", changed)
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    trial = study.ask()
+    _storage.set_user_attrs(trial, {"a": 1, "b": [2]})
+    assert study.get_trials(deepcopy=False)[0].user_attrs == {"a": 1, "b": [2]} == trial.user_attrs
+
+
+def test_set_user_attrs_on_a_finished_trial_fails_as_optuna_does(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}")
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    with pytest.raises(RuntimeError):
+        _storage.set_user_attrs(trial, {"a": 1, "b": 2})
+    assert study.trials[0].user_attrs == {}
