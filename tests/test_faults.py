@@ -399,18 +399,66 @@ BAD_INPUTS: list[tuple[str, Any, list[str]]] = [
 ]
 
 
+_BATCH_CLI = r"""
+import contextlib, json, os, sys, tempfile, traceback, warnings
+
+from igcnas.cli import main
+
+results = {}
+for case, (argv, cwd) in json.load(sys.stdin).items():
+    os.chdir(cwd)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        streams = [open(fd, "w", closefd=False) for fd in (1, 2)]
+        try:
+            # fresh warning filters: a warning shown for an earlier case is shown again, as in its own process
+            with warnings.catch_warnings(), contextlib.redirect_stdout(streams[0]), \
+                    contextlib.redirect_stderr(streams[1]):
+                try:
+                    code = main(argv)
+                except SystemExit as stop:
+                    code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+                except BaseException:
+                    traceback.print_exc()
+                    code = 1
+        finally:
+            for stream in streams:
+                stream.close()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        out.seek(0)
+        err.seek(0)
+        results[case] = [code, out.read(), err.read()]
+print(json.dumps(results))
+"""
+"""Runs ``igcnas.cli.main`` on each case of a JSON ``{case: [argv, cwd]}`` read from stdin, in one process (one
+import of torch instead of one per case), each with its own working folder, file-level stdout/stderr capture and
+warning state; prints ``{case: [exit status, stdout, stderr]}``."""
+
+
+def _igcnas_in_one_process(jobs: dict[str, tuple[list[str], Path]]) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Run each job's ``igcnas`` argv in its folder, all in one fresh process (see ``_BATCH_CLI``)."""
+    payload = json.dumps({case: [args, str(folder)] for case, (args, folder) in jobs.items()})
+    done = subprocess.run([sys.executable, "-c", _BATCH_CLI], input=payload, env=ENV, capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    return {case: subprocess.CompletedProcess(jobs[case][0], code, out, err)
+            for case, (code, out, err) in results.items()}
+
+
 @pytest.fixture(scope="module")
 def bad_input_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess[str], Path]]:
-    """Every BAD_INPUTS command, run three at a time (each in its own folder); case id -> (result, folder)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Every BAD_INPUTS command, each in its own folder; case id -> (result, folder)."""
     jobs = {}
     for case, argv, _ in BAD_INPUTS:
         folder = tmp_path_factory.mktemp(case)
         jobs[case] = (argv(folder), folder)
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {case: pool.submit(_igcnas, *args, cwd=folder, timeout=90) for case, (args, folder) in jobs.items()}
-        return {case: (future.result(), jobs[case][1]) for case, future in futures.items()}
+    return {case: (done, jobs[case][1]) for case, done in _igcnas_in_one_process(jobs).items()}
 
 
 @pytest.mark.parametrize(("case", "expect"), [(c[0], c[2]) for c in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
@@ -549,9 +597,9 @@ def test_password_never_printed(tmp_path: Path, fault_stats: Counter[str]) -> No
         ["export", "--study", "x", "--trials-dir", str(tmp_path / "trials"), "--storage", PASSWORD_URL, "--out",
          str(tmp_path / "o")],
     ]
-    for args in runs:
+    results = _igcnas_in_one_process({str(n): (args, tmp_path) for n, args in enumerate(runs)})
+    for args, done in zip(runs, results.values(), strict=True):
         fault_stats["bad_inputs_tried"] += 1
-        done = _igcnas(*args, cwd=tmp_path, timeout=90)
         assert done.returncode == 2, (args, done.stderr[-2000:])
         assert "secret" not in done.stdout + done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr

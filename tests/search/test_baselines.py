@@ -122,7 +122,7 @@ def test_a_baseline_killed_mid_training_is_trained_again_and_only_then(tmp_path:
     import optuna
 
     trials = tmp_path / "trials"
-    cmd = [sys.executable, "-m", "igcnas", "search", "--trials", "1", "--epochs", "30", "--train-subset", "300",
+    cmd = [sys.executable, "-m", "igcnas", "search", "--trials", "1", "--epochs", "12", "--train-subset", "300",
            "--max-params", "30k", "--baselines", "IGC-L24M2-D20", "--pruner", "none", "--trials-dir", str(trials),
            "--workers", "1", "--study", "killed"]
     env = {**os.environ, "IGCNAS_HEARTBEAT_S": "1", "IGCNAS_HEARTBEAT_GRACE_S": "3"}
@@ -140,7 +140,7 @@ def test_a_baseline_killed_mid_training_is_trained_again_and_only_then(tmp_path:
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "baseline IGC-L24M2-D20 training" in rerun.stderr
     row = json.loads((trials / "killed" / "baseline-001" / "trial.json").read_text())
-    assert row["state"] == "complete" and row["epochs"] == 30 and row["baseline"] == "IGC-L24M2-D20"
+    assert row["state"] == "complete" and row["epochs"] == 12 and row["baseline"] == "IGC-L24M2-D20"
     third = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert third.returncode == 0 and "baseline IGC-L24M2-D20 training" not in third.stderr
     side = optuna.load_study(study_name="killed::baselines", storage=f"sqlite:///{trials / 'igcnas.db'}")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from igcnas.data import DataBundle, load_data
 from igcnas.search import SearchConfig, load_study, run_search
 
-REPO = Path(__file__).resolve().parents[2]
+SMALL_SPACE = Path(__file__).with_name("fixtures") / "small_igc.yaml"
 
 pytest.importorskip("ray")
 
@@ -22,56 +25,13 @@ def digits() -> DataBundle:
 
 def _config(tmp_path: Path, **changes: object) -> SearchConfig:
     base: dict[str, object] = {
-        "space": str(REPO / "search_spaces/igc_cifar.yaml"), "backend": "ray", "trials": 3, "epochs": 2,
+        # the small test space: most of its candidates fit 30k params (on Ray every over-budget candidate is a
+        # Tune trial of its own, about a second each)
+        "space": str(SMALL_SPACE), "backend": "ray", "trials": 3, "epochs": 2,
         "max_params": 30_000, "trials_dir": str(tmp_path / "trials"), "device": "cpu", "progress": False,
         "train_subset": 300,
-        # about 1 in 10 candidates of the paper-scale igc_cifar fits 30k params, so the default cap of
-        # 20 x trials + 20 attempts leaves a few-percent chance of training fewer than --trials; stopping at
-        # --trials trained costs nothing extra when the cap is higher
-        "max_attempts": 300,
     }
     return SearchConfig(**{**base, **changes})  # type: ignore[arg-type]
-
-
-@pytest.mark.slow
-def test_ray_search_end_to_end_same_trial_format(tmp_path: Path, digits: DataBundle) -> None:
-    config = _config(tmp_path, epochs=3, pruner="sha")  # ASHA
-    name = run_search(config, data=digits)
-    frame = load_study(name, trials_dir=config.trials_dir)
-    assert set(frame.backend) == {"ray"}
-    assert not (frame.state == "running").any()
-    trained = frame[frame.state.isin(["complete", "pruned", "failed"]) & frame.reused_from.isna()]
-    assert len(trained) >= 3
-    assert (frame[frame.state == "infeasible"].params > 30_000).all()
-    folder = Path(config.trials_dir) / name
-    for row in frame.itertuples():
-        trial_dir = folder / f"{row.trial:04d}"
-        assert (trial_dir / "trial.json").is_file() and (trial_dir / "arch.json").is_file()
-        if row.state == "infeasible":
-            assert not (trial_dir / "metrics.json").exists()  # decided before any training
-        if row.state == "complete" and row.reused_from is pd_na():
-            assert row.epochs == 3 and (trial_dir / "weights.safetensors").is_file()
-        if row.state == "pruned":  # ASHA-stopped or cut at the end: partial fidelity, kept off the front
-            assert row.epochs < 3
-        assert row.node  # the Ray node that ran it
-    from igcnas.analysis import pareto_front
-
-    front = pareto_front(frame)
-    assert len(front) >= 1 and (front.epochs == 3).all() and (front.state == "complete").all()
-    # the Optuna study behind OptunaSearch saw the same trials: partial ones are not COMPLETE there
-    import optuna
-
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{Path(config.trials_dir) / 'igcnas.db'}")
-    states = {t.number: t.state.name for t in study.trials}
-    for row in frame.itertuples():
-        if row.state == "pruned":
-            assert states[row.trial] == "PRUNED"
-        if row.state == "infeasible":
-            assert study.trials[row.trial].constraints["max_params"] > 0
-    # a second run resumes the study: more trials, same numbering
-    run_search(config.replace(trials=1), data=digits)
-    again = load_study(name, trials_dir=config.trials_dir)
-    assert len(again) > len(frame) and set(frame.trial) < set(again.trial)
 
 
 def pd_na() -> object:
@@ -168,15 +128,75 @@ def test_ray_two_node_cluster_places_trials_on_both_nodes(tmp_path: Path, digits
         cluster.shutdown()
 
 
-@pytest.mark.slow
-def test_storage_path_keeps_tunes_experiment_elsewhere(tmp_path: Path, digits: DataBundle) -> None:
-    """--storage-path: Tune's experiment state goes to <path>/<study>/run-NNN; the trials stay in --trials-dir."""
-    config = _config(tmp_path, trials=1, epochs=1, pruner="none", storage_path=str(tmp_path / "tune-state"))
-    name = run_search(config, data=digits)
-    runs = tmp_path / "tune-state" / name
-    assert (runs / "run-000" / "igcnas-run-finished").is_file()
-    assert not (Path(config.trials_dir) / name / "ray").exists()
-    frame = load_study(name, trials_dir=config.trials_dir)
-    assert (frame.state == "complete").sum() >= 1
-    run_search(config, data=digits)  # a second run: a new experiment beside the finished one
-    assert (runs / "run-001" / "igcnas-run-finished").is_file()
+@pytest.fixture(scope="class")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the tests of a class: ``run_search`` uses a Ray it finds started (and leaves it)."""
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+             logging_level=logging.ERROR)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.usefixtures("local_ray")
+class TestOnALocalRay:
+    """Searches on a local Ray started once for the class (each start costs seconds)."""
+
+    @pytest.mark.slow
+    def test_ray_search_end_to_end_same_trial_format(self, tmp_path: Path, digits: DataBundle) -> None:
+        config = _config(tmp_path, epochs=3, pruner="sha")  # ASHA
+        name = run_search(config, data=digits)
+        frame = load_study(name, trials_dir=config.trials_dir)
+        assert set(frame.backend) == {"ray"}
+        assert not (frame.state == "running").any()
+        trained = frame[frame.state.isin(["complete", "pruned", "failed"]) & frame.reused_from.isna()]
+        assert len(trained) >= 3
+        assert (frame[frame.state == "infeasible"].params > 30_000).all()
+        folder = Path(config.trials_dir) / name
+        for row in frame.itertuples():
+            trial_dir = folder / f"{row.trial:04d}"
+            assert (trial_dir / "trial.json").is_file() and (trial_dir / "arch.json").is_file()
+            if row.state == "infeasible":
+                assert not (trial_dir / "metrics.json").exists()  # decided before any training
+            if row.state == "complete" and row.reused_from is pd_na():
+                assert row.epochs == 3 and (trial_dir / "weights.safetensors").is_file()
+            if row.state == "pruned":  # ASHA-stopped or cut at the end: partial fidelity, kept off the front
+                assert row.epochs < 3
+            assert row.node  # the Ray node that ran it
+        from igcnas.analysis import pareto_front
+
+        front = pareto_front(frame)
+        assert len(front) >= 1 and (front.epochs == 3).all() and (front.state == "complete").all()
+        # the Optuna study behind OptunaSearch saw the same trials: partial ones are not COMPLETE there
+        import optuna
+
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{Path(config.trials_dir) / 'igcnas.db'}")
+        states = {t.number: t.state.name for t in study.trials}
+        for row in frame.itertuples():
+            if row.state == "pruned":
+                assert states[row.trial] == "PRUNED"
+            if row.state == "infeasible":
+                assert study.trials[row.trial].constraints["max_params"] > 0
+        # a second run resumes the study: more trials, same numbering
+        run_search(config.replace(trials=1), data=digits)
+        import ray
+
+        assert ray.is_initialized()  # a Ray that was running before the search is left running
+        again = load_study(name, trials_dir=config.trials_dir)
+        assert len(again) > len(frame) and set(frame.trial) < set(again.trial)
+
+    @pytest.mark.slow
+    def test_storage_path_keeps_tunes_experiment_elsewhere(self, tmp_path: Path, digits: DataBundle) -> None:
+        """--storage-path: Tune's experiment state goes to <path>/<study>/run-NNN; the trials stay in --trials-dir."""
+        config = _config(tmp_path, trials=1, epochs=1, pruner="none", storage_path=str(tmp_path / "tune-state"))
+        name = run_search(config, data=digits)
+        runs = tmp_path / "tune-state" / name
+        assert (runs / "run-000" / "igcnas-run-finished").is_file()
+        assert not (Path(config.trials_dir) / name / "ray").exists()
+        frame = load_study(name, trials_dir=config.trials_dir)
+        assert (frame.state == "complete").sum() >= 1
+        run_search(config, data=digits)  # a second run: a new experiment beside the finished one
+        assert (runs / "run-001" / "igcnas-run-finished").is_file()

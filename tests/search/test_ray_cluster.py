@@ -22,6 +22,8 @@ import pytest
 from igcnas.search import load_study
 
 IGCNAS = Path(sys.executable).with_name("igcnas")
+SMALL_SPACE = Path(__file__).with_name("fixtures") / "small_igc.yaml"
+"""Most candidates of this space fit the default budget: on Ray each over-budget one is a Tune trial of its own."""
 
 
 def _search(cluster: object, tmp_path: Path, *, trials: int, epochs: int, study: str = "cluster",
@@ -29,7 +31,7 @@ def _search(cluster: object, tmp_path: Path, *, trials: int, epochs: int, study:
     """The driver's command: one trial at a time (2 CPUs each), so none is cut short when --trials is reached."""
     return [str(IGCNAS), "search", "--backend", "ray", "--address", cluster.address,  # type: ignore[attr-defined]
             "--dataset", "digits", "--train-subset", str(subset), "--trials", str(trials), "--epochs", str(epochs),
-            "--pruner", "none", "--cpus-per-trial", "2", "--study", study, "--trials-dir", str(tmp_path / "trials"), "--quiet"]
+            "--pruner", "none", "--cpus-per-trial", "2", "--space", str(SMALL_SPACE), "--study", study, "--trials-dir", str(tmp_path / "trials"), "--quiet"]
 
 
 def _rows(folder: Path) -> list[dict[str, object]]:
@@ -84,7 +86,7 @@ def test_ray_cluster_without_shared_files_keeps_every_trial_on_the_driver(ray_cl
     # kill -9 of the driver mid-search, then the same command again: nothing completed is lost
     folder = tmp_path / "trials" / "killed"
     before: dict[int, object] = {}
-    command = _search(ray_cluster, tmp_path, trials=4, epochs=20, study="killed", subset=1000)
+    command = _search(ray_cluster, tmp_path, trials=3, epochs=8, study="killed", subset=500)
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
         deadline = time.monotonic() + 300

@@ -81,7 +81,7 @@ def test_killed_trial_is_failed_and_retried_once_on_rerun(tmp_path: Path) -> Non
 
     trials = tmp_path / "trials"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "IGCNAS_HEARTBEAT_S": "1", "IGCNAS_HEARTBEAT_GRACE_S": "2"}
-    args = [sys.executable, "-m", "igcnas", "search", "--trials", "1", "--epochs", "60", "--train-subset", "200",
+    args = [sys.executable, "-m", "igcnas", "search", "--trials", "1", "--epochs", "15", "--train-subset", "200",
             "--pruner", "none", "--max-params", "none", "--study", "k9", "--trials-dir", str(trials), "--quiet"]
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     record = trials / "k9" / "0000" / "trial.json"
@@ -96,7 +96,7 @@ def test_killed_trial_is_failed_and_retried_once_on_rerun(tmp_path: Path) -> Non
     finally:
         proc.wait()
     killed = json.loads(record.read_text())
-    assert killed["state"] == "running" and killed["epochs"] < 60
+    assert killed["state"] == "running" and killed["epochs"] < 15
     time.sleep(4)  # past the grace period
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

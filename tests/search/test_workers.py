@@ -20,6 +20,8 @@ from igcnas.search import SearchConfig, run_search
 from igcnas.search._workers import default_workers, physical_cores, resolve_workers, worker_env
 
 REPO = Path(__file__).resolve().parents[2]
+SPACE = Path(__file__).with_name("fixtures") / "small_igc.yaml"
+"""Most of its candidates fit 30k params: the workers, not the space, are tested."""
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "IGCNAS_HEARTBEAT_S": "1", "IGCNAS_HEARTBEAT_GRACE_S": "2"}
 
 
@@ -56,7 +58,7 @@ def test_workers_cannot_share_in_process_data(tmp_path: Path) -> None:
 def _args(tmp: Path, trials: int, epochs: int = 2) -> list[str]:
     return ["search", "--workers", "2", "--train-subset", "300", "--epochs", str(epochs), "--trials", str(trials),
             "--max-params", "30k", "--trials-dir", str(tmp / "trials"), "--study", "wk", "--pruner", "none",
-            "--batch-size", "16", "--device", "cpu"]
+            "--batch-size", "16", "--device", "cpu", "--space", str(SPACE)]
 
 
 def _rows(folder: Path) -> list[dict[str, Any]]:
