@@ -45,7 +45,7 @@ class ScriptedTrain:
 
     def __call__(self, model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
                  progress: bool) -> TrainResult:
-        from igcnas.train import EpochMetrics, TrainResult
+        from igcnas.testing import replay_curve
 
         index = len(self.calls)
         self.calls.append({"arch": arch, "dir": Path(checkpoint_dir)})
@@ -54,16 +54,7 @@ class ScriptedTrain:
         if index == self.fail_on:
             raise RuntimeError("simulated crash inside training")
         acc = max(0.05, self.start - 0.1 * index)
-        history = []
-        status = "completed"
-        for epoch in range(1, config.epochs + 1):
-            metrics = EpochMetrics(epoch, 1.0, acc, 1.0, acc, 0.1, 0.01, 1000.0, 100)
-            history.append(metrics)
-            if on_epoch(metrics):
-                status = "pruned"
-                break
-        (Path(checkpoint_dir) / "weights.safetensors").write_bytes(b"")
-        return TrainResult(status, len(history), history, acc, acc, None, 0.01, status)  # type: ignore[arg-type]
+        return replay_curve([acc] * config.epochs, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from igcnas.analysis import pareto_front
 from igcnas.data import DataBundle, load_data
 from igcnas.search import BACKENDS, PRUNERS, SAMPLERS, SearchConfig, load_study, run_search
 from igcnas.store import fully_trained_mask
-from igcnas.train import EpochMetrics, TrainResult
+from igcnas.testing import replay_curve
+from igcnas.train import TrainResult
 
 EPOCHS = 3
 BUDGET = 40_000
@@ -32,20 +33,10 @@ SMALL_SPACE = Path(__file__).with_name("fixtures") / "small_igc.yaml"
 def _train(model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
            progress: bool) -> TrainResult:
     """A stand-in trainer: accuracy grows with the parameter count, rising over the epochs."""
-    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     size = sum(p.numel() for p in model.parameters())
     final = 0.4 + 0.5 * min(1.0, size / BUDGET)
-    history, status = [], "completed"
-    for epoch in range(1, config.epochs + 1):
-        acc = final * epoch / config.epochs
-        metrics = EpochMetrics(epoch, 1.0, acc, 1.0, acc, 0.1, 0.01, 1000.0, 100)
-        history.append(metrics)
-        if on_epoch(metrics):
-            status = "pruned"
-            break
-    (Path(checkpoint_dir) / "weights.safetensors").write_bytes(b"w")
-    return TrainResult(status, len(history), history, history[-1].val_accuracy, history[-1].val_accuracy,  # type: ignore[arg-type]
-                       None, 0.01, status)
+    curve = [final * epoch / config.epochs for epoch in range(1, config.epochs + 1)]
+    return replay_curve(curve, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ import torch
 
 from igcnas.data import DataBundle, load_data
 from igcnas.search import SearchConfig, run_search
-from igcnas.train import EpochMetrics, TrainResult
+from igcnas.testing import replay_curve
+from igcnas.train import TrainResult
 
 pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed (pip install -e '.[dashboard]')")
 
@@ -37,14 +38,7 @@ STARTUP_S = 60.0
 def _fake_train(model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
                 progress: bool) -> TrainResult:
     """Stands in for igcnas.train.train: a flat learning curve at accuracy 0.8, no real training."""
-    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        metrics = EpochMetrics(epoch, 1.0, 0.8, 1.0, 0.8, 0.1, 0.01, 1000.0, 100)
-        history.append(metrics)
-        on_epoch(metrics)
-    (Path(checkpoint_dir) / "weights.safetensors").write_bytes(b"")
-    return TrainResult("completed", len(history), history, 0.8, 0.8, None, 0.01, "completed")
+    return replay_curve([0.8] * config.epochs, on_epoch=on_epoch, checkpoint_dir=checkpoint_dir, obey_pruner=False)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import pytest
 from igcnas.analysis import pareto_front
 from igcnas.data import load_data
 from igcnas.search import SearchConfig, load_study, run_search
-from igcnas.train import EpochMetrics, TrainResult
+from igcnas.testing import replay_curve
+from igcnas.train import TrainResult
 
 FIXTURE = Path(__file__).with_name("fixtures") / "seeded_front.json"
 COLUMNS = ("trial", "state", "spec_id", "params", "flops", "epochs", "accuracy", "reused_from")
@@ -37,17 +38,7 @@ def _curve(arch: dict[str, Any], epochs: int) -> list[float]:
 def _train(model: Any, data: Any, config: Any, *, on_epoch: Any, checkpoint_dir: Any, arch: Any,
            progress: bool) -> TrainResult:
     """A deterministic stand-in for igcnas.train.train."""
-    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-    history, status = [], "completed"
-    for epoch, acc in enumerate(_curve(arch, config.epochs), 1):
-        metrics = EpochMetrics(epoch, 1.0, acc, 1.0, acc, 0.1, 0.01, 1000.0, 100)
-        history.append(metrics)
-        if on_epoch(metrics):
-            status = "pruned"
-            break
-    (Path(checkpoint_dir) / "weights.safetensors").write_bytes(b"")
-    return TrainResult(status, len(history), history, history[-1].val_accuracy, history[-1].val_accuracy, None,  # type: ignore[arg-type]
-                       0.01, status)
+    return replay_curve(_curve(arch, config.epochs), on_epoch=on_epoch, checkpoint_dir=checkpoint_dir)
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
