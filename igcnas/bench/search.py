@@ -130,7 +130,8 @@ def bench_search(
     data = load_data(dataset, data_dir=data_dir, train_subset=train_subset, seed=seed, progress=progress)
     base = SearchConfig(space=space, dataset=dataset, data_dir=data_dir, train_subset=train_subset, trials=trials,
                         epochs=epochs, max_params=max_params, objectives=("acc", "params"), seed=seed,
-                        num_threads=num_threads, progress=progress)
+                        num_threads=num_threads, progress=progress,
+                        prescreen=0)  # samplers and pruners compared alone; the tabular part measures prescreening
     with tempfile.TemporaryDirectory(prefix="igcnas-bench-search-") as scratch:
         root = Path(trials_dir or scratch)
         root.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["SAMPLERS", "MAX_PARAMS", "MIN_ROWS", "Strategy", "TabularSpace", "RunMetrics", "Run", "strategies",
-           "hypervolume", "best_proxy", "simulate", "bench_strategies", "render"]
+           "hypervolume", "default_proxy", "proxy_spearman", "simulate", "bench_strategies", "render"]
 
 SAMPLERS: tuple[str, ...] = ("random", "tpe", "nsga2")
 MAX_PARAMS = 156_000
@@ -160,19 +160,23 @@ class TabularSpace:
         return np.where(np.isnan(values), -np.inf, values)
 
 
-def best_proxy(space: TabularSpace) -> tuple[str, float | None]:
-    """The proxy column with the highest Spearman against the accuracy over the space's rows, and that Spearman
-    (every column of :data:`PROXY_COLUMNS` competes, params and flops too; ``params`` when none is defined)."""
+def default_proxy(table: str | Path | pd.DataFrame | None) -> str:
+    """The proxy ``igcnas search --prescreen-proxy auto`` takes from ``table``, so the simulation ranks as the
+    search's default does (:func:`igcnas.search._prescreen.resolve_proxy`)."""
+    from igcnas.search._prescreen import resolve_proxy
+
+    return resolve_proxy("auto", table=table)[0]
+
+
+def proxy_spearman(space: TabularSpace, proxy: str) -> float | None:
+    """Spearman of the proxy column against the accuracy over the space's rows (None when undefined)."""
     from igcnas.bench.proxies import bench_proxies
 
     frame = space.frame.copy()
     frame[f"{space.fidelity}_val_acc"] = space.accuracy
     report = bench_proxies(table=frame, target=space.fidelity, bootstrap=0, bins=False)
-    scored = [(row["spearman"], row["proxy"]) for row in report["rows"] if row["spearman"] is not None]
-    if not scored:
-        return "params", None
-    rho, proxy = max(scored, key=lambda item: item[0])  # first of equals, in PROXY_COLUMNS order
-    return proxy, float(rho)
+    rho = next((row["spearman"] for row in report["rows"] if row["proxy"] == proxy), None)
+    return None if rho is None else float(rho)
 
 
 def hypervolume(points: Iterable[tuple[float, float]], *, max_params: float) -> float:
@@ -337,7 +341,7 @@ def bench_strategies(*, table: str | Path | pd.DataFrame | None = None, max_para
     ``max_params``: the params budget (also the hypervolume reference); ``trials``: N, the trained candidates of
     the ``trials`` budget (the ``epochs`` budget is N x the fidelity's epochs); ``seeds``: runs per strategy, with
     sampler seeds ``seed .. seed + seeds - 1``; ``prescreen``: K, the asks per candidate of the prescreening
-    strategies; ``proxy``: the column that ranks them (default: :func:`best_proxy`); ``fidelity``: ``low`` or
+    strategies; ``proxy``: the column that ranks them (default: :func:`default_proxy`); ``fidelity``: ``low`` or
     ``high``. Returns one row per budget and strategy (24), JSON-safe; :func:`render` prints them.
 
     Example:
@@ -360,9 +364,9 @@ def bench_strategies(*, table: str | Path | pd.DataFrame | None = None, max_para
     _check_count("number of prescreened asks", prescreen, "--prescreen", minimum=2)
     _check_count("seed", seed, "seed", minimum=0)
     space = TabularSpace.from_table(table, max_params=max_params, fidelity=fidelity)
-    rho: float | None = None
     if proxy is None:
-        proxy, rho = best_proxy(space)
+        proxy = default_proxy(table)
+    rho = proxy_spearman(space, proxy)
     scores = space.scores(proxy)
     rows: list[dict[str, Any]] = []
     runs = {s: [simulate(space, s, trials=trials, seed=seed + i, scores=scores) for i in range(seeds)]

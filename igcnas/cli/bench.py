@@ -24,8 +24,8 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
   train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)
   search two parts (--part; default: both with --data-dir, else tabular):
          tabular: 12 strategies simulated by lookups in the tabular benchmark (--table): random / TPE /
-           NSGA-II x prescreening off / --prescreen K (default 8, ranked by --proxy, default the column with
-           the best Spearman) x successive-halving pruning off / on, over the rows trained at --target with
+           NSGA-II x prescreening off / --prescreen K (default 8, ranked by --proxy, default the column
+           'igcnas search' takes) x successive-halving pruning off / on, over the rows trained at --target with
            params <= --max-params (default 156k); budgets of N = --trials (default 10) trained candidates and
            of E = N x the fidelity's epochs; mean ± std over --seeds (default 25) of the hypervolume and of the
            best accuracy. Seconds, no training.
@@ -75,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "strategies (default: %(default)s)")
     parser.add_argument("--proxy", default=None,
                         help="search tabular: the table's proxy column that ranks prescreened asks (default: the "
-                             "one with the highest Spearman against the accuracy, params and flops included)")
+                             "one 'igcnas search --prescreen-proxy auto' takes, the highest Spearman against the "
+                             "low-fidelity accuracy over the whole table, params and flops included)")
     parser.add_argument("--space", default="igc_cifar", help="search: a shipped space name or a YAML file (default: %(default)s)")
     parser.add_argument("--table", default=None,
                         help="proxies, search: the tabular benchmark CSV (default: the packaged table)")

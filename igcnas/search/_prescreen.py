@@ -18,11 +18,15 @@ screening trial it came from.
 
 ``auto`` picks the proxy with the highest Spearman correlation on the packaged tabular benchmark
 (:func:`igcnas.bench.proxies.bench_proxies`), once it holds at least :data:`MIN_TABLE_ROWS` trained rows; before
-that, ``vote``.
+that, ``vote``. ``--prescreen auto`` (the default) is :data:`DEFAULT_K` on the datasets in
+:data:`MEASURED_DATASETS`, where the tabular benchmark measured that prescreening raises the best accuracy at equal
+trained candidates (``igcnas bench search``), and off elsewhere, where nothing measured it.
 
 Example:
     >>> resolve_proxy("synflow")
     ('synflow', 'given')
+    >>> default_prescreen("cifar10"), default_prescreen("digits")
+    (8, 0)
     >>> resolve_proxy("zen")
     Traceback (most recent call last):
     ...
@@ -36,15 +40,18 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from igcnas.errors import UserError
 from igcnas.proxies import PROXIES
 from igcnas.search.runner import TrialContext
 from igcnas.store import TrialRecord
 
-__all__ = ["Candidate", "Screener", "UntrainedAdapter", "resolve_proxy", "PRESCREEN_PROXIES", "SCREENING", "MIN_TABLE_ROWS",
-           "STALE_SCREENING_S", "stale_screening"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Candidate", "Screener", "UntrainedAdapter", "resolve_proxy", "default_prescreen", "screener_for",
+           "PRESCREEN_PROXIES", "SCREENING", "MIN_TABLE_ROWS", "DEFAULT_K", "MEASURED_DATASETS", "STALE_SCREENING_S", "stale_screening"]
 
 PRESCREEN_PROXIES: tuple[str, ...] = (*PROXIES, "vote")
 """Proxies ``--prescreen-proxy`` accepts (besides ``auto``)."""
@@ -58,10 +65,21 @@ STALE_SCREENING_S = 600.0
 MIN_TABLE_ROWS = 16
 """Trained rows the tabular benchmark needs before ``auto`` trusts its proxy ranking."""
 
+DEFAULT_K = 8
+"""K of ``--prescreen auto`` where prescreening was measured to help (the K ``igcnas bench search`` compares)."""
+
+MEASURED_DATASETS: tuple[str, ...] = ("cifar10",)
+"""Datasets of the packaged tabular benchmark: ``--prescreen auto`` prescreens only on these."""
+
 STATE_ATTR = "igcnas_state"
 
 
-def resolve_proxy(name: str, *, table: str | Path | None = None) -> tuple[str, str]:
+def default_prescreen(dataset: str) -> int:
+    """K of ``--prescreen auto``: :data:`DEFAULT_K` on a dataset the tabular benchmark measured, else 0 (off)."""
+    return DEFAULT_K if dataset in MEASURED_DATASETS else 0
+
+
+def resolve_proxy(name: str, *, table: str | Path | pd.DataFrame | None = None) -> tuple[str, str]:
     """The proxy that ``--prescreen-proxy NAME`` means and why (``given``, or how ``auto`` chose it)."""
     if name != "auto":
         if name not in PRESCREEN_PROXIES:
@@ -81,6 +99,16 @@ def resolve_proxy(name: str, *, table: str | Path | None = None) -> tuple[str, s
     best = max(rows, key=lambda r: float(r["spearman"]))
     return str(best["proxy"]), (f"auto: the best Spearman ({float(best['spearman']):.2f}) of the tabular "
                                 f"benchmark's {int(report['n'])} trained rows")
+
+
+def screener_for(ctx: TrialContext, *, line: Callable[[str], None]) -> Screener | None:
+    """The run's :class:`Screener` when its ``--prescreen`` K is >= 2 (announced through ``line``), else None."""
+    k = int(ctx.config.prescreen)
+    if k < 2:
+        return None
+    proxy, why = resolve_proxy(ctx.config.prescreen_proxy)
+    line(f"prescreening: each trained trial is the best of {k} feasible candidates by {proxy} ({why})")
+    return Screener(ctx, k=k, proxy=proxy)
 
 
 @dataclass

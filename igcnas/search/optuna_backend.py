@@ -26,7 +26,7 @@ from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESample
 from igcnas.errors import UserError
 from igcnas.search._baselines import resolve_baselines, run_baselines
 from igcnas.search._fidelity import ETA, pareto_promote, rung_epochs
-from igcnas.search._prescreen import SCREENING, Screener, resolve_proxy, stale_screening
+from igcnas.search._prescreen import SCREENING, screener_for, stale_screening
 from igcnas.search._progress import Progress, tally
 from igcnas.search._storage import (
     ARTIFACTS_ATTR,
@@ -270,12 +270,7 @@ def run_optuna(
     lock = slot.lock(config.trials_dir)
     _fail_stale(study, lock)
     _fail_stale_screening(study)
-    screener = None
-    if config.prescreen >= 2:
-        proxy, why = resolve_proxy(config.prescreen_proxy)
-        screener = Screener(ctx, k=config.prescreen, proxy=proxy)
-        progress.line(f"prescreening: each trained trial is the best of {config.prescreen} feasible candidates by "
-                      f"{proxy} ({why})")
+    screener = screener_for(ctx, line=progress.line)
     progress.line(
         f"study {name} in {where}: {previous} earlier trials; space {space.name} ({len(space.designs)} designs); "
         f"{config.dataset} {shape}; budget params {config.max_params or '-'} flops {config.max_flops or '-'}; "

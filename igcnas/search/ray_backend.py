@@ -25,7 +25,7 @@ from typing import Any
 from igcnas.errors import UserError
 from igcnas.search._baselines import resolve_baselines, run_baselines
 from igcnas.search._fidelity import ETA
-from igcnas.search._prescreen import SCREENING, Screener, resolve_proxy
+from igcnas.search._prescreen import SCREENING, screener_for
 from igcnas.search._progress import Progress, tally
 from igcnas.search.config import (
     SearchConfig,
@@ -167,13 +167,9 @@ def run_ray(
         )
 
         searcher_ctx = TrialContext(config, space, store)
-        screener = None
-        if config.prescreen >= 2:
-            proxy, why = resolve_proxy(config.prescreen_proxy)
-            screener = Screener(searcher_ctx, k=config.prescreen, proxy=proxy)
+        screener = screener_for(searcher_ctx, line=progress.line)
+        if screener is not None:
             screener.prime(bundle)  # the scoring batch travels with the searcher; the dataset does not
-            progress.line(f"prescreening: each trained trial is the best of {config.prescreen} feasible candidates "
-                          f"by {proxy} ({why})")
         searcher = FidelityAwareOptunaSearch(
             Define(space, config.fill_budget),
             metric=objective_metrics(config),

@@ -18,14 +18,16 @@ from igcnas.bench.strategies import (
     Strategy,
     TabularSpace,
     bench_strategies,
-    best_proxy,
+    default_proxy,
     hypervolume,
+    proxy_spearman,
     render,
     simulate,
     strategies,
 )
 from igcnas.cli import main
 from igcnas.errors import UserError
+from igcnas.search._prescreen import resolve_proxy
 from igcnas.tabular import FIDELITIES, PROXY_COLUMNS, columns, epoch_columns
 
 N = 4
@@ -185,8 +187,9 @@ def test_hypervolume_matches_the_analysis_one() -> None:
     assert expected > 0 and hypervolume([], max_params=1.0) == 0.0
 
 
-def test_default_proxy_is_the_best_column(space: TabularSpace, table_csv: Path) -> None:
-    assert best_proxy(space) == ("vote", pytest.approx(1.0))
+def test_default_proxy_is_the_searchs_auto_proxy(space: TabularSpace, table_csv: Path) -> None:
+    assert default_proxy(table_csv) == resolve_proxy("auto", table=table_csv)[0] == "vote"
+    assert proxy_spearman(space, "vote") == pytest.approx(1.0)
     rows = bench_strategies(table=table_csv, trials=2, seeds=1)
     assert {r["proxy"] for r in rows} == {"vote"} and rows[0]["proxy_spearman"] == pytest.approx(1.0)
 

@@ -14,7 +14,14 @@ import torch
 from igcnas.data import DataBundle
 from igcnas.errors import UserError
 from igcnas.search import SearchConfig, load_study, run_search
-from igcnas.search._prescreen import MIN_TABLE_ROWS, SCREENING, resolve_proxy, stale_screening
+from igcnas.search._prescreen import (
+    DEFAULT_K,
+    MEASURED_DATASETS,
+    MIN_TABLE_ROWS,
+    SCREENING,
+    resolve_proxy,
+    stale_screening,
+)
 from igcnas.tabular import PROXY_COLUMNS, columns
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,11 +74,11 @@ def test_optuna_trains_the_best_of_k_and_records_the_rest_screened(tmp_path: Pat
     assert set(pareto_front(frame).spec_id) <= trained_ids
 
 
-def test_prescreen_off_by_default_and_errors_name_the_option(tmp_path: Path) -> None:
+def test_prescreen_off_by_default_on_digits_and_errors_name_the_option(tmp_path: Path) -> None:
     assert SearchConfig().prescreen == 0
     with pytest.raises(UserError, match=r"--prescreen-proxy: 'zen' is not a proxy; choose from auto, params"):
         _config(tmp_path, prescreen=4, prescreen_proxy="zen")
-    with pytest.raises(UserError, match=r"--prescreen: -1 must be an integer >= 0"):
+    with pytest.raises(UserError, match=r"--prescreen: -1 must be auto or an integer >= 0"):
         _config(tmp_path, prescreen=-1)
 
 
@@ -80,7 +87,22 @@ def test_cli_refuses_a_negative_prescreen(capsys: pytest.CaptureFixture[str]) ->
 
     with pytest.raises(SystemExit):
         main(["search", "--prescreen", "-2"])
-    assert "--prescreen: '-2' is not an integer >= 0" in capsys.readouterr().err
+    assert "--prescreen: '-2' is not auto or an integer >= 0" in capsys.readouterr().err
+
+
+def test_auto_prescreens_only_the_dataset_the_table_measured() -> None:
+    assert SearchConfig(dataset="cifar10").prescreen == DEFAULT_K == 8
+    assert "cifar10" in MEASURED_DATASETS and SearchConfig(dataset="digits").prescreen == 0
+    assert SearchConfig(dataset="cifar10", prescreen=0).prescreen == 0
+    assert SearchConfig(dataset="digits", prescreen=3).prescreen == 3
+    with pytest.raises(UserError, match="--prescreen: 'many' must be auto or an integer >= 0"):
+        SearchConfig(prescreen="many")
+
+
+def test_cli_prescreen_takes_auto_or_a_count() -> None:
+    from igcnas.cli.search import _prescreen_k
+
+    assert _prescreen_k("auto") == "auto" and _prescreen_k("AUTO") == "auto" and _prescreen_k("5") == 5
 
 
 def _table(tmp_path: Path, n: int, best: str) -> Path:
