@@ -35,18 +35,22 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
          JSON: one list, the tabular rows then the live rows
   workers  'igcnas search' at equal trained trials: --workers 1 vs the default (one per physical core),
          alternating, median wall time of --repeats runs each (default 3); digits, or CIFAR-10 with --data-dir
-  proxies  Spearman/Kendall of every training-free proxy against the tabular benchmark's trained accuracy (--table, --target)"""
+  proxies  Spearman/Kendall of every training-free proxy against the tabular benchmark's trained accuracy (--table, --target)
+  proxy-time  seconds each proxy takes, alone, on every CIFAR-10 zoo network with <= --max-params params (default
+         1M), one thread, batch 64, after one warm-up scoring; median of --repeats (default 3)"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
-    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search, workers, proxies)",
+    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search, workers, proxies, "
+                                   "proxy-time)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                                    parents=[format_parent()])
-    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search", "workers", "proxies"),
+    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search", "workers", "proxies",
+                                         "proxy-time"),
                         help="which benchmark")
     parser.add_argument("--repeats", type=positive_int, default=None,
-                        help="timed repeats per case, median reported (default: 5; workers: 3)")
+                        help="timed repeats per case, median reported (default: 5; workers, proxy-time: 3)")
     parser.add_argument("--batch", type=positive_int, default=64, help="ops: batch size (default 64)")
     parser.add_argument("--size", type=positive_int, default=32, help="ops: spatial size (default 32)")
     parser.add_argument("--device", default="cpu", help="ops/train: cpu or cuda (default cpu)")
@@ -63,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "workers: trained trials (default 8)")
     parser.add_argument("--max-params", type=count_arg, default=None,
                         help="search, workers: parameter budget, also the hypervolume reference (search tabular: "
-                             "default 156k, IGC-L24M2-D20's; live and workers: default 50k)")
+                             "default 156k, IGC-L24M2-D20's; live and workers: default 50k); proxy-time: the largest "
+                             "zoo network timed (default 1M)")
     parser.add_argument("--part", choices=("tabular", "live", "both"), default=None,
                         help="search: the tabular simulation, the live run, or both (default: both when "
                              "--data-dir is given, live only while no --table is given and the packaged table "
@@ -96,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "workers": _workers,
     }
     if args.repeats is None:
-        args.repeats = 3 if args.what == "workers" else 5
+        args.repeats = 3 if args.what in ("workers", "proxy-time") else 5
     if args.epochs is None:
         args.epochs = 4 if args.what == "workers" else 3
     if args.what == "search":
@@ -106,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
 
         report = _proxies(args)
         print(json.dumps(report, indent=2, default=str) if args.format == "json" else render(report))
+        return 0
+    if args.what == "proxy-time":
+        from igcnas.bench.proxy_time import bench_proxy_time
+        from igcnas.bench.proxy_time import render as render_times
+
+        rows = bench_proxy_time(max_params=args.max_params or 1_000_000, repeats=args.repeats)
+        print(json.dumps(rows, indent=2) if args.format == "json" else render_times(rows))
         return 0
     rows = runner[args.what](args)
     if rows is None:  # the runner printed its own report
