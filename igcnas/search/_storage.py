@@ -6,6 +6,13 @@
 * ``journal:PATH``: :class:`optuna.storages.JournalStorage` on a log file (``JournalFileBackend``), Optuna's
   storage for a shared filesystem (NFS) without a database server.
 
+A SQLite database a search writes is switched to write-ahead logging (``journal_mode=WAL``, kept in the file)
+and every connection to it runs with ``synchronous=NORMAL``: a commit appends to the log without a disk sync, and
+readers do not block the writer. A process killed mid-write loses nothing that was committed; only a power cut
+or an OS crash can lose the last commits, never the database's consistency. WAL needs the database on a local
+disk (SQLite's shared memory does not work over NFS): for several machines use PostgreSQL or ``journal:``.
+A reader (``write=False``) leaves the file's journal mode as it is.
+
 Every storage gets heartbeats: a trial whose process stops beating for :data:`GRACE_PERIOD_S` is failed and its
 parameters are retried once (``RetryHeartbeatStaleTrialCallback``). RDBStorage has them built in; JournalStorage
 has none, so :class:`HeartbeatJournalStorage` records a wall-clock beat as a trial system attribute (the workers'
@@ -21,7 +28,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import sqlite3
 import time
 import warnings
 from collections.abc import Callable
@@ -34,8 +43,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from igcnas.errors import UserError
 from igcnas.search.config import redact_url
 
-__all__ = ["open_storage", "storage_exists", "set_user_attrs", "HeartbeatJournalStorage", "RetryOnce",
-           "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "JOURNAL_PREFIX", "ARTIFACTS_ATTR"]
+__all__ = ["open_storage", "storage_exists", "set_user_attrs", "sqlite_path", "sqlite_connect", "HeartbeatJournalStorage",
+           "RetryOnce", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "JOURNAL_PREFIX", "ARTIFACTS_ATTR", "SQLITE_TIMEOUT_S"]
 
 JOURNAL_PREFIX = "journal:"
 """``--storage journal:PATH``: a JournalStorage log file."""
@@ -156,6 +165,33 @@ def storage_exists(url: str) -> bool:
     return True
 
 
+SQLITE_TIMEOUT_S = 60
+"""Seconds a SQLite connection waits for another worker's write lock before it fails."""
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a plain ``sqlite:///PATH`` URL (absolute), or None (another storage, in-memory, URL options)."""
+    if not url.startswith("sqlite:///") or "?" in url:
+        return None
+    path = url[len("sqlite:///"):]
+    if not path or path == ":memory:":
+        return None
+    return str(Path(path).absolute())
+
+
+def sqlite_connect(path: str) -> sqlite3.Connection:
+    """A DB-API connection to ``path`` with igcnas's settings: the busy timeout and ``synchronous=NORMAL``."""
+    connection = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S, check_same_thread=False)
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+def _use_wal(path: str) -> None:
+    """Switch the database file to write-ahead logging (a no-op when it already is; kept when it cannot be)."""
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+
+
 def _postgres_driver(url: str) -> str:
     """``postgresql://`` with psycopg 3 when psycopg2 is absent; a UserError when neither driver is installed."""
     scheme, sep, rest = url.partition("://")
@@ -171,10 +207,11 @@ def _postgres_driver(url: str) -> str:
                     "pip install 'igcnas[postgres]' (psycopg 3)")
 
 
-def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True) -> Any:
+def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True, write: bool = True) -> Any:
     """The Optuna storage of a ``--storage`` URL, with heartbeats and one retry of stale trials (``retry``).
 
-    SQLite gets a generous busy timeout; the schema race of workers creating one new database is retried.
+    SQLite gets a generous busy timeout and ``synchronous=NORMAL``; when ``write``, WAL (see the module
+    docstring). The schema race of workers creating one new database is retried.
     """
     import optuna
     from optuna.storages import RDBStorage
@@ -187,8 +224,14 @@ def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True) -> Any
         return _open_journal(url, heartbeat=heartbeat, callback=callback)
     url = _postgres_driver(url)
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 60}
+    path = sqlite_path(url)
+    if path is not None:
+        if write:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _use_wal(path)
+        engine_kwargs["creator"] = functools.partial(sqlite_connect, path)
+    elif url.startswith("sqlite"):
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
     if callback is not None:
         kwargs["heartbeat_stale_trial_callback"] = callback
     for attempt in range(5):

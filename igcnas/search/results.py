@@ -98,7 +98,7 @@ def _optuna_study(name: str, url: str, *, required: bool) -> tuple[dict[str, Any
             raise UserError(missing)
         return None  # never create an empty database by reading
     try:
-        opened = open_storage(url, heartbeat=False)
+        opened = open_storage(url, heartbeat=False, write=False)
         study = optuna.load_study(study_name=name, storage=opened)
         return dict(study.user_attrs), study.get_trials(deepcopy=False), baseline_numbers(opened, name)
     except KeyError:
@@ -165,7 +165,7 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
         if not storage_exists(storage):
             raise UserError(f"--storage: {redact_url(storage)} does not exist; check the path")
         try:
-            stored = optuna.study.get_all_study_names(open_storage(storage, heartbeat=False))
+            stored = optuna.study.get_all_study_names(open_storage(storage, heartbeat=False, write=False))
         except Exception as error:  # noqa: BLE001
             raise UserError(f"--storage: cannot read {redact_url(storage)} ({type(error).__name__})") from None
         names = sorted(set(names) | {n for n in stored if "::" not in n})

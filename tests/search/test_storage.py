@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import time
 from pathlib import Path
 
@@ -172,3 +174,41 @@ def test_set_user_attrs_on_a_finished_trial_fails_as_optuna_does(tmp_path: Path)
     with pytest.raises(RuntimeError):
         _storage.set_user_attrs(trial, {"a": 1, "b": 2})
     assert study.trials[0].user_attrs == {}
+
+
+def _journal_mode(path: Path) -> str:
+    """The journal mode stored in a SQLite file."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return str(db.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def test_a_written_sqlite_database_uses_wal_and_normal_sync(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "s.db"
+    storage = open_storage(f"sqlite:///{path}")
+    optuna.create_study(study_name="s", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    assert _journal_mode(path) == "wal"
+    with storage.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    copy = pickle.loads(pickle.dumps(storage))  # Ray ships the storage to its workers
+    assert len(optuna.load_study(study_name="s", storage=copy).trials) == 2
+    with copy.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+
+
+def test_a_reader_leaves_the_journal_mode_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    optuna.create_study(study_name="s", storage=url)  # Optuna's own storage: rollback journal
+    assert _journal_mode(path) == "delete"
+    assert optuna.study.get_all_study_names(open_storage(url, heartbeat=False, write=False)) == ["s"]
+    assert _journal_mode(path) == "delete"
+
+
+def test_sqlite_path_takes_only_plain_file_urls(tmp_path: Path) -> None:
+    assert _storage.sqlite_path(f"sqlite:///{tmp_path}/a.db") == str(tmp_path / "a.db")
+    assert _storage.sqlite_path("sqlite:///rel/a.db") == str(Path("rel/a.db").absolute())
+    assert _storage.sqlite_path("sqlite:///:memory:") is None and _storage.sqlite_path("sqlite://") is None
+    assert _storage.sqlite_path("sqlite:///a.db?timeout=5") is None
+    assert _storage.sqlite_path("postgresql://h/db") is None
