@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         from igcnas.bench.proxy_time import bench_proxy_time
         from igcnas.bench.proxy_time import render as render_times
 
-        rows = bench_proxy_time(max_params=args.max_params or 1_000_000, repeats=args.repeats)
-        print(json.dumps(rows, indent=2) if args.format == "json" else render_times(rows))
+        times = bench_proxy_time(max_params=args.max_params or 1_000_000, repeats=args.repeats)
+        print(json.dumps(times, indent=2) if args.format == "json" else render_times(times))
         return 0
     rows = runner[args.what](args)
     if rows is None:  # the runner printed its own report
