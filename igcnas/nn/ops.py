@@ -64,6 +64,7 @@ from torch import Tensor, nn
 
 from igcnas.errors import UserError
 from igcnas.nn import _native
+from igcnas.nn import tune as _tune
 from igcnas.nn.plan import (
     AUTO_MIN_PIXELS,
     DENSE_EXTRA_MACS,
@@ -208,6 +209,8 @@ def dense_weight(weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor
     return dense
 
 
+_PLAN_MEMO_SIZE = 64
+"""Plans one module memoises (one per input signature) before it clears its memo."""
 _LAST_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[str, ConvPlan]] = weakref.WeakKeyDictionary()
 """The plan each fast conv last ran, for a training step and for inference (what ``igcnas bench ops`` reports)."""
 
@@ -321,20 +324,36 @@ class FastSparseConv2d(SparseConv2d):
     @torch.jit.unused
     def plan_for(self, x: Tensor) -> ConvPlan:
         """The plan for input ``x``: the table's (:func:`select_plan`), replaced on the CPU by the form measured
-        fastest on this machine (:mod:`igcnas.nn.tune`)."""
+        fastest on this machine (:mod:`igcnas.nn.tune`). Memoised per module by what it depends on (device,
+        shape, dtype, grad, memory format, threads, tuning settings), so a training step does not rebuild it."""
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        compiling = _is_compiling()
+        key = None
+        if not compiling:
+            token = _tune.plan_token()
+            if token is not None:
+                key = (x.device.type, tuple(x.shape), x.dtype, grad, channels_last, torch.get_num_threads(), token)
+                memo: dict[tuple[object, ...], ConvPlan] = self.__dict__.setdefault("_plan_memo", {})
+                found = memo.get(key)
+                if found is not None:
+                    _LAST_PLANS.setdefault(self, {})["train" if grad else "eval"] = found
+                    return found
         plan = select_plan(
             self.spec,
             x.device.type,
             self.impl,  # type: ignore[arg-type]
-            channels_last_input=x.is_contiguous(memory_format=torch.channels_last),
+            channels_last_input=channels_last,
             grad=grad,
             pixels=x.shape[0] * x.shape[2] * x.shape[3],
         )
-        if x.device.type == "cpu" and not _is_compiling():
-            from igcnas.nn.tune import tuned_plan
-
-            plan = tuned_plan(self.spec, x, grad=grad, prior=plan)
+        if x.device.type == "cpu" and not compiling:
+            plan = _tune.tuned_plan(self.spec, x, grad=grad, prior=plan)
+        if key is not None and _tune.plan_token() == key[-1]:  # no measurement began meanwhile
+            memo = self.__dict__.setdefault("_plan_memo", {})
+            if len(memo) >= _PLAN_MEMO_SIZE:
+                memo.clear()  # many input shapes (e.g. variable image sizes): start again rather than grow
+            memo[key] = plan
         _LAST_PLANS.setdefault(self, {})["train" if grad else "eval"] = plan
         return plan
 

@@ -52,6 +52,16 @@ _MERGED_MAX = 16
 _lock = threading.Lock()
 _memory: dict[str, ConvPlan] = {}
 _busy = threading.local()
+_generation = 0
+"""Bumped by :func:`_forget`: the modules' memos of their plans (:func:`plan_token`) are then stale."""
+
+
+def plan_token() -> tuple[str, str, int] | None:
+    """What a module's memo of its plans depends on besides its input (the tuning and native-kernel settings, and
+    the choices' generation), or None while a measurement runs (its plans must not be memoised)."""
+    if getattr(_busy, "active", False):
+        return None
+    return os.environ.get("IGCNAS_TUNE", ""), os.environ.get("IGCNAS_NATIVE", ""), _generation
 
 
 def tune_mode() -> str:
@@ -223,8 +233,10 @@ def choices() -> dict[str, ConvPlan]:
 
 
 def _forget() -> None:
-    """Drop the in-memory choices (tests; the cache file stays)."""
+    """Drop the in-memory choices and the modules' memos of them (tests; the cache file stays)."""
+    global _generation
     _memory.clear()
+    _generation += 1
 
 
 def tune_network(spec: Any, *, batch: int = 64, threads: int = 1, inference: bool = True) -> list[dict[str, Any]]:

@@ -123,3 +123,26 @@ def test_inference_and_training_are_measured_apart() -> None:
         conv(x)
     modes = sorted(text.split()[-2] for text in tune.choices())
     assert modes == ["infer", "train"]
+
+
+def test_a_module_memoises_its_plan_until_the_input_or_the_settings_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    conv = FastSparseConv2d(SPECS[0])
+    x = torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last)
+    first = conv.plan_for(x)
+    calls: list[object] = []
+    original = tune.tuned_plan
+    monkeypatch.setattr(tune, "tuned_plan", lambda *a, **k: calls.append(a) or original(*a, **k))
+    assert conv.plan_for(x) is first and calls == []  # memoised: no signature built again
+    conv.plan_for(torch.randn(2, 48, 6, 6).contiguous(memory_format=torch.channels_last))
+    conv.plan_for(x.contiguous())  # another memory format
+    with torch.no_grad():
+        conv.plan_for(x)  # inference: another plan
+    assert len(calls) == 3
+    monkeypatch.setenv("IGCNAS_TUNE", "off")
+    assert conv.plan_for(x) == select_plan(SPECS[0], "cpu", "auto", channels_last_input=True, grad=True,
+                                           pixels=2 * 8 * 8)
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    conv.plan_for(x)
+    tune._forget()  # the choices forgotten: the memo with them
+    conv.plan_for(x)
+    assert len(calls) == 5
