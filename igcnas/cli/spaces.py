@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def space_rows() -> list[dict[str, Any]]:
-    """One row per shipped space: name, layout, designs, base widths, depths and its one-line description."""
+    """One row per shipped space: name, layout, designs, base widths, depths (or depth multipliers) and its
+    one-line description."""
     from igcnas.search._shipped import shipped_spaces
     from igcnas.search.search_space import SearchSpace
 
@@ -38,9 +39,17 @@ def space_rows() -> list[dict[str, Any]]:
     for name in shipped_spaces():
         space = SearchSpace.load(name)
         rows.append({"name": name, "layout": space.layout, "designs": list(space.designs),
-                     "base_widths": list(space.base_widths), "depths": list(space.depths),
+                     "base_widths": list(space.base_widths),
+                     "depths": list(space.depths), "depth_multipliers": list(space.depth_multipliers),
                      "description": space.description})
     return rows
+
+
+def _depth_range(row: dict[str, Any]) -> str:
+    """``1-32`` (blocks per stage), or ``x0.25-x2.5`` (multipliers of the layout's row depths)."""
+    if row["depths"]:
+        return f"{min(row['depths'])}-{max(row['depths'])}"
+    return f"x{min(row['depth_multipliers']):g}-x{max(row['depth_multipliers']):g}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     shown = [{"name": r["name"], "layout": r["layout"], "designs": ", ".join(r["designs"]),
               "base widths": f"{min(r['base_widths'])}-{max(r['base_widths'])}",
-              "blocks/stage": f"{min(r['depths'])}-{max(r['depths'])}", "description": r["description"]}
+              "blocks/stage": _depth_range(r), "description": r["description"]}
              for r in rows]
     print(render_table(shown, title=f"Shipped search spaces ({len(rows)}; use one with 'igcnas search --space NAME')"))
     return 0

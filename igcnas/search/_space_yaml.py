@@ -16,7 +16,7 @@ from igcnas.errors import UserError
 from igcnas.space.chain import parse_design
 from igcnas.space.kernels import SPARSE_KINDS
 
-__all__ = ["FloatRange", "RELU_PLACEMENTS", "GROUPS_RULES", "LAYOUTS", "BN_CHOICES", "parse_space"]
+__all__ = ["FloatRange", "RELU_PLACEMENTS", "GROUPS_RULES", "LAYOUTS", "BN_CHOICES", "parse_space", "scaled_depths"]
 
 RELU_PLACEMENTS: tuple[str, ...] = ("none", "all", "first", "spatial")
 """ReLU placement inside a block (the block output gets a ReLU after the identity sum, except on the MobileNetV2
@@ -34,6 +34,7 @@ _TOP_KEYS: tuple[str, ...] = (
     "designs",
     "base_widths",
     "depths",
+    "depth_multipliers",
     "groups",
     "groups_rule",
     "bottlenecks",
@@ -69,7 +70,10 @@ def parse_space(data: Any, where: str) -> dict[str, Any]:
     unknown = sorted(str(k) for k in data if k not in _TOP_KEYS)
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed keys: {', '.join(_TOP_KEYS)}")
-    for required in ("name", "designs", "base_widths", "depths"):
+    if "depths" in data and "depth_multipliers" in data:
+        raise UserError(f"{where}: keys 'depths' and 'depth_multipliers' exclude each other; give one: depths per "
+                        "row, or multipliers of the layout's row depths")
+    for required in ("name", "designs", "base_widths", "depth_multipliers" if "depth_multipliers" in data else "depths"):
         if required not in data:
             raise UserError(f"{where}: missing key '{required}' (see 'igcnas spaces' and search_spaces/igc_cifar.yaml for an example)")
     name = data["name"]
@@ -92,7 +96,15 @@ def parse_space(data: Any, where: str) -> dict[str, Any]:
         raise UserError(f"{where}: key 'base_widths': {', '.join(map(str, odd))} {verb} of 4; on layout {layout} the "
                         "base width is the stem's and the rows are w/2, 3w/4, w, ... 10w wide, so use multiples of 4 "
                         "(MobileNetV2: 32)")
-    depths = _ints(where, "depths", data["depths"], minimum=1)
+    depths: tuple[int, ...] = ()
+    multipliers: tuple[float, ...] = ()
+    if "depth_multipliers" in data:
+        if layout not in MOBILENET_LAYOUTS:
+            raise UserError(f"{where}: key 'depth_multipliers' is for the mobilenet layouts, whose rows have "
+                            f"different depths; on layout {layout} give 'depths' (blocks per stage)")
+        multipliers = _floats(where, "depth_multipliers", data["depth_multipliers"])
+    else:
+        depths = _ints(where, "depths", data["depths"], minimum=1)
     groups = _ints(where, "groups", data.get("groups", [2]), minimum=1)
     rule = _choice(where, "groups_rule", data.get("groups_rule", "free"), GROUPS_RULES)
     bottlenecks = _floats(where, "bottlenecks", data.get("bottlenecks", [0.25]))
@@ -112,6 +124,7 @@ def parse_space(data: Any, where: str) -> dict[str, Any]:
         "designs": designs,
         "base_widths": base_widths,
         "depths": depths,
+        "depth_multipliers": multipliers,
         "groups": groups,
         "groups_rule": rule,
         "bottlenecks": bottlenecks,
@@ -205,6 +218,18 @@ def _ints(where: str, key: str, value: Any, *, minimum: int) -> tuple[int, ...]:
         if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
             raise UserError(f"{where}: key '{key}': {v!r} is not allowed; allowed values: integers >= {minimum}")
     return tuple(sorted(set(values)))
+
+
+def scaled_depths(pattern: tuple[int, ...], multiplier: float) -> tuple[int, ...]:
+    """Row depths ``pattern`` scaled by ``multiplier`` (half up, at least 1); one-block rows stay one block.
+
+    MobileNetV2's CIFAR rows (1, 2, 3, 4, 3, 3, 1): x1 is MobileNetV2, x2 IGCV3-D's (1, 4, 6, 8, 6, 6, 1).
+
+    Example:
+        >>> [scaled_depths((1, 2, 3, 4, 3, 3, 1), m) for m in (0.25, 1, 2)]
+        [(1, 1, 1, 1, 1, 1, 1), (1, 2, 3, 4, 3, 3, 1), (1, 4, 6, 8, 6, 6, 1)]
+    """
+    return tuple(1 if p == 1 else max(1, math.floor(multiplier * p + 0.5)) for p in pattern)
 
 
 def _floats(where: str, key: str, value: Any) -> tuple[float, ...]:

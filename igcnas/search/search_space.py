@@ -7,7 +7,8 @@ are checked in :mod:`igcnas.search._space_yaml`; sampling, building and budget f
 A search space lists, for one layout (``cifar``: 3 stages of widths w, 2w, 4w; ``imagenet``: the Fog paper's 4
 stages; ``mobilenet_cifar`` and ``mobilenet``: MobileNetV2's 7 rows after a stem w wide, where the bottleneck ratio
 is the expansion t of the block input; see :mod:`igcnas.arch.layout`), the block designs (each must survive the
-design-space funnel of :func:`igcnas.space.prune_design_space`), the base widths, the blocks per stage, the
+design-space funnel of :func:`igcnas.space.prune_design_space`), the base widths, the blocks per stage
+(``depths``, or on the mobilenet layouts ``depth_multipliers`` of MobileNetV2's row depths), the
 group numbers of the grouped kernels (``groups_rule: complementary`` keeps only group numbers for which every
 stage's block satisfies IGC's strict or IGCV3's loose complementary condition; ``free`` samples each grouped
 kernel within divisibility), bottleneck ratios, BN and ReLU placement, identity mappings and optional training
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from igcnas.arch.layout import layout_arch, layout_width_step
+from igcnas.arch.layout import LAYOUT_DEFAULTS, layout_arch, layout_width_step
 from igcnas.arch.spec import ArchSpec, BlockSpec, KernelSpec
 from igcnas.errors import UserError
 from igcnas.search._shipped import read_space_text
@@ -40,6 +41,7 @@ from igcnas.search._space_yaml import (
     RELU_PLACEMENTS,
     FloatRange,
     parse_space,
+    scaled_depths,
 )
 from igcnas.space.chain import loose_complementary, parse_design, strict_complementary
 from igcnas.space.kernels import KERNEL_KINDS, is_bottleneck_form
@@ -116,6 +118,7 @@ class SearchSpace:
     bn: tuple[str, ...]
     relu: tuple[str, ...]
     identity: tuple[bool, ...]
+    depth_multipliers: tuple[float, ...] = ()
     lr: FloatRange | None = None
     weight_decay: FloatRange | None = None
     batch_size: tuple[int, ...] | None = None
@@ -170,7 +173,7 @@ class SearchSpace:
             raise UserError(f"{where}: design {design!r} is not in space {self.name}; allowed: {', '.join(self.designs)}")
         plan = self._plan_of(design)
         expected: dict[str, list[Any]] = {"design": list(self.designs), "bn": list(self.bn), "relu": list(self.relu),
-                    "identity": list(self.identity), **{f"depth{s}": list(self.depths) for s in range(self.stages)}}
+                    "identity": list(self.identity), **self._depth_choices()}
         if plan.mode in ("pair", "same"):
             expected[f"groups.{design}"] = list(plan.choices)
         elif plan.mode == "free":
@@ -296,8 +299,8 @@ class SearchSpace:
             if widths:  # none: to_spec says the combination fits no base width (an invalid architecture)
                 name = self._width_param(design, values, ratio, widths)
                 params[name] = trial.suggest_categorical(name, list(widths))
-        for s in range(self.stages):
-            params[f"depth{s}"] = trial.suggest_categorical(f"depth{s}", list(self.depths))
+        for name, choices in self._depth_choices().items():
+            params[name] = trial.suggest_categorical(name, choices)
         params["bn"] = trial.suggest_categorical("bn", list(self.bn))
         params["relu"] = trial.suggest_categorical("relu", list(self.relu))
         params["identity"] = trial.suggest_categorical("identity", list(self.identity))
@@ -337,7 +340,7 @@ class SearchSpace:
             fits = plan.widths_for(self._group_values(params), float(params.get("bottleneck", 1.0)))
             raise UserError(f"params.base_width: {width!r} must be a positive integer (here one of {list(fits)}: the "
                             f"base widths of {list(self.base_widths)} that fit the sampled group numbers)")
-        depths = tuple(int(params[f"depth{s}"]) for s in range(self.stages))
+        depths = self.depths_of(params)
         g_values = self._group_values(params)
         spec = self._build(
             plan,
@@ -357,7 +360,8 @@ class SearchSpace:
         """Base-width step that keeps the sampled group numbers dividing every width (budget filling)."""
         plan = self._plan_of(params["design"])
         values = self._group_values(params)
-        quantum = (math.lcm(*values) if values else 2) * layout_width_step(self.layout)
+        step = layout_width_step(self.layout)  # 4 on the mobilenet layouts (rows w/2, 3w/4, ...), else 1
+        quantum = math.lcm(*values) * step if values else max(2, step)
         ratio = float(params.get("bottleneck", 1.0))
         if plan.bottleneck_form and ratio < 1:
             quantum = math.lcm(quantum, max(1, int(round(quantum / ratio))))
@@ -403,7 +407,7 @@ class SearchSpace:
                 for bn, relu, identity in itertools.product(self.bn, self.relu, self.identity):
                     params = {"design": plan.design, "base_width": widths[0], "bn": bn, "relu": relu,
                               "identity": identity, "bottleneck": ratio,
-                              **{f"depth{s}": min(self.depths) for s in range(self.stages)},
+                              **{name: min(choices) for name, choices in self._depth_choices().items()},
                               **self._group_params(plan, values)}
                     spec, _ = self.to_spec(params, input_shape=input_shape, num_classes=num_classes)
                     cost = count(spec)
@@ -414,6 +418,18 @@ class SearchSpace:
         return best
 
     # -- helpers -----------------------------------------------------------------------------------------
+    def _depth_choices(self) -> dict[str, list[Any]]:
+        """The depth parameters and their choices: ``depth_multiplier``, or one ``depth<s>`` per stage."""
+        if self.depth_multipliers:
+            return {"depth_multiplier": list(self.depth_multipliers)}
+        return {f"depth{s}": list(self.depths) for s in range(self.stages)}
+
+    def depths_of(self, params: dict[str, Any]) -> tuple[int, ...]:
+        """Blocks per stage of sampled ``params`` (with ``depth_multipliers``: the layout's rows scaled)."""
+        if self.depth_multipliers:
+            return scaled_depths(LAYOUT_DEFAULTS[self.layout][0], float(params["depth_multiplier"]))
+        return tuple(int(params[f"depth{s}"]) for s in range(self.stages))
+
     def _group_values(self, params: dict[str, Any]) -> tuple[int, ...]:
         """The sampled group numbers of ``params`` (one for pair/same designs, one per grouped kernel for free)."""
         design = params["design"]

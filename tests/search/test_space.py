@@ -295,3 +295,46 @@ def test_auto_baselines_of_a_mobilenet_cifar_space_are_the_cifar_networks() -> N
                                                   max_params=3_000_000, max_flops=None)]
 
     assert names("mobilenet_cifar") == names("cifar") and "MobileNetV2-CIFAR" in names("mobilenet_cifar")
+
+
+@pytest.mark.parametrize("name", ["igc_cifar", "igcv3_mobile", "fog_designs"])
+def test_every_shipped_space_has_candidates_near_any_budget_from_20k_to_3m(name: str) -> None:
+    from igcnas.cost import count
+
+    space = load_space(name)
+    for budget in (20_000, 150_000, 1_000_000, 3_000_000):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+        best = 0
+        for _ in range(30):  # what a search samples: budget filling fits the base width to the budget
+            params = space.define(study.ask(), fill_budget=True)
+            spec, _, _ = space.fill_budget(params, input_shape=(3, 32, 32), num_classes=10, max_params=budget,
+                                           max_flops=None)
+            params_count = count(spec).params
+            if params_count <= budget:
+                best = max(best, params_count)
+        assert best >= 0.8 * budget, (name, budget, best)
+
+
+def test_a_depth_multiplier_scales_the_mobilenet_rows() -> None:
+    space = load_space("igcv3_mobile")
+    assert space.depth_multipliers and not space.depths
+    base = {"design": "PW+DW+PW", "bottleneck": 6, "base_width": 32, "bn": "each", "relu": "all", "identity": True,
+            "lr": 0.1, "weight_decay": 4e-5, "batch_size": 128}
+    depths = {m: tuple(s.depth for s in space.to_spec({**base, "depth_multiplier": m}, input_shape=(3, 32, 32),
+                                                       num_classes=10)[0].stages) for m in (0.25, 1, 2)}
+    assert depths == {0.25: (1,) * 7, 1: (1, 2, 3, 4, 3, 3, 1), 2: (1, 4, 6, 8, 6, 6, 1)}
+    with pytest.raises(UserError, match="depth_multiplier = 3 is not allowed"):
+        space.check_params({**base, "depth_multiplier": 3})
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"layout": "mobilenet_cifar", "depths": [1], "depth_multipliers": [1]}, "'depths' and 'depth_multipliers' exclude"),
+    ({"depth_multipliers": [1, 2]}, "'depth_multipliers' is for the mobilenet layouts"),
+    ({"layout": "mobilenet_cifar", "depth_multipliers": [0]}, "'depth_multipliers': 0 is not allowed"),
+])
+def test_bad_depth_multipliers_name_the_key(extra: dict, message: str) -> None:
+    data = {"name": "x", "designs": ["DW+PW"], "base_widths": [8], "relu": "all", **extra}
+    if "depth_multipliers" not in extra:
+        data.setdefault("depths", [1])
+    with pytest.raises(UserError, match=message):
+        SearchSpace.from_dict(data)
