@@ -29,7 +29,7 @@ def _run(workers: str, folder: Path, *, trials: int, epochs: int, max_params: in
     """One search in ``folder``: (wall seconds, summed trial durations, trained trials)."""
     args = ["search", "--workers", workers, "--trials", str(trials), "--epochs", str(epochs), "--sampler", "random",
             "--pruner", "none", "--max-params", str(max_params), "--space", space, "--device", "cpu", "--quiet",
-            "--study", "bench-workers"]
+            "--study", "bench-workers", "--prescreen", "0"]  # workers alone, as on digits (auto is 8 on cifar10)
     if data_dir:
         args += ["--dataset", "cifar10", "--data-dir", data_dir]
     if train_subset:

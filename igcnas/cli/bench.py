@@ -37,7 +37,7 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
          alternating, median wall time of --repeats runs each (default 3); digits, or CIFAR-10 with --data-dir
   proxies  Spearman/Kendall of every training-free proxy against the tabular benchmark's trained accuracy (--table, --target)
   proxy-time  seconds each proxy takes, alone, on every CIFAR-10 zoo network with <= --max-params params (default
-         1M), one thread, batch 64, after one warm-up scoring; median of --repeats (default 3)"""
+         1M), one thread, batch --batch (64), after one warm-up scoring; median of --repeats (default 3)"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="which benchmark")
     parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed repeats per case, median reported (default: 5; workers, proxy-time: 3)")
-    parser.add_argument("--batch", type=positive_int, default=64, help="ops: batch size (default 64)")
+    parser.add_argument("--batch", type=positive_int, default=64,
+                        help="ops, proxy-time: batch size (default 64, also the proxies' scoring batch)")
     parser.add_argument("--size", type=positive_int, default=32, help="ops: spatial size (default 32)")
     parser.add_argument("--device", default="cpu", help="ops/train: cpu or cuda (default cpu)")
     parser.add_argument("--data-dir", help="data/train/search (and ops, optionally): an ImageFolder root with train/ "
@@ -116,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
         from igcnas.bench.proxy_time import bench_proxy_time
         from igcnas.bench.proxy_time import render as render_times
 
-        times = bench_proxy_time(max_params=args.max_params or 1_000_000, repeats=args.repeats)
-        print(json.dumps(times, indent=2) if args.format == "json" else render_times(times))
+        times = bench_proxy_time(max_params=args.max_params or 1_000_000, repeats=args.repeats, batch=args.batch)
+        print(json.dumps(times, indent=2) if args.format == "json" else render_times(times, batch=args.batch))
         return 0
     rows = runner[args.what](args)
     if rows is None:  # the runner printed its own report

@@ -347,9 +347,12 @@ class FastSparseConv2d(SparseConv2d):
             grad=grad,
             pixels=x.shape[0] * x.shape[2] * x.shape[3],
         )
+        table = plan
         if x.device.type == "cpu" and not compiling:
-            plan = _tune.tuned_plan(self.spec, x, grad=grad, prior=plan)
-        if key is not None and _tune.plan_token() == key[-1]:  # no measurement began meanwhile
+            plan = _tune.tuned_plan(self.spec, x, grad=grad, prior=table)
+        # not memoised: a table plan in mode cache (a choice cached later, e.g. by 'igcnas tune', is then used)
+        keep = plan is not table or _tune.tune_mode() != "cache"
+        if key is not None and keep and _tune.plan_token() == key[-1]:  # the settings did not change meanwhile
             memo = self.__dict__.setdefault("_plan_memo", {})
             if len(memo) >= _PLAN_MEMO_SIZE:
                 memo.clear()  # many input shapes (e.g. variable image sizes): start again rather than grow

@@ -76,7 +76,7 @@ STATE_ATTR = "igcnas_state"
 
 def default_prescreen(dataset: str) -> int:
     """K of ``--prescreen auto``: :data:`DEFAULT_K` on a dataset the tabular benchmark measured, else 0 (off)."""
-    return DEFAULT_K if dataset in MEASURED_DATASETS else 0
+    return DEFAULT_K if str(dataset).strip().lower() in MEASURED_DATASETS else 0
 
 
 def resolve_proxy(name: str, *, table: str | Path | pd.DataFrame | None = None) -> tuple[str, str]:

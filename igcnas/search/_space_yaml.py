@@ -73,7 +73,10 @@ def parse_space(data: Any, where: str) -> dict[str, Any]:
     if "depths" in data and "depth_multipliers" in data:
         raise UserError(f"{where}: keys 'depths' and 'depth_multipliers' exclude each other; give one: depths per "
                         "row, or multipliers of the layout's row depths")
-    for required in ("name", "designs", "base_widths", "depth_multipliers" if "depth_multipliers" in data else "depths"):
+    if "depths" not in data and "depth_multipliers" not in data:
+        raise UserError(f"{where}: missing key 'depths' (blocks per stage; on the mobilenet layouts, or "
+                        "'depth_multipliers' of MobileNetV2's row depths); see search_spaces/igc_cifar.yaml")
+    for required in ("name", "designs", "base_widths"):
         if required not in data:
             raise UserError(f"{where}: missing key '{required}' (see 'igcnas spaces' and search_spaces/igc_cifar.yaml for an example)")
     name = data["name"]
@@ -103,6 +106,14 @@ def parse_space(data: Any, where: str) -> dict[str, Any]:
             raise UserError(f"{where}: key 'depth_multipliers' is for the mobilenet layouts, whose rows have "
                             f"different depths; on layout {layout} give 'depths' (blocks per stage)")
         multipliers = _floats(where, "depth_multipliers", data["depth_multipliers"])
+        pattern = LAYOUT_DEFAULTS[layout][0]
+        seen: dict[tuple[int, ...], float] = {}
+        for m in multipliers:
+            rows = scaled_depths(pattern, m)
+            if rows in seen:
+                raise UserError(f"{where}: key 'depth_multipliers': {seen[rows]:g} and {m:g} give the same row depths "
+                                f"{rows}; keep one of them")
+            seen[rows] = m
     else:
         depths = _ints(where, "depths", data["depths"], minimum=1)
     groups = _ints(where, "groups", data.get("groups", [2]), minimum=1)

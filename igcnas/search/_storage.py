@@ -10,8 +10,9 @@ A SQLite database a search writes is switched to write-ahead logging (``journal_
 and every connection to it runs with ``synchronous=NORMAL``: a commit appends to the log without a disk sync, and
 readers do not block the writer. A process killed mid-write loses nothing that was committed; only a power cut
 or an OS crash can lose the last commits, never the database's consistency. WAL needs the database on a local
-disk (SQLite's shared memory does not work over NFS): for several machines use PostgreSQL or ``journal:``.
-A reader (``write=False``) leaves the file's journal mode as it is.
+disk (SQLite's shared memory does not work over NFS): for several machines use PostgreSQL or ``journal:``, and
+``IGCNAS_SQLITE_WAL=0`` keeps SQLite's rollback journal (with full syncs) where the file must stay on one. A
+reader (``write=False``) leaves the file's journal mode as it is.
 
 Every storage gets heartbeats: a trial whose process stops beating for :data:`GRACE_PERIOD_S` is failed and its
 parameters are retried once (``RetryHeartbeatStaleTrialCallback``). RDBStorage has them built in; JournalStorage
@@ -43,8 +44,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from igcnas.errors import UserError
 from igcnas.search.config import redact_url
 
-__all__ = ["open_storage", "storage_exists", "set_user_attrs", "sqlite_path", "sqlite_connect", "HeartbeatJournalStorage",
-           "RetryOnce", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "JOURNAL_PREFIX", "ARTIFACTS_ATTR", "SQLITE_TIMEOUT_S"]
+__all__ = ["open_storage", "storage_exists", "set_user_attrs", "sqlite_path", "sqlite_file", "sqlite_connect",
+           "HeartbeatJournalStorage", "RetryOnce", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "JOURNAL_PREFIX", "ARTIFACTS_ATTR", "SQLITE_TIMEOUT_S"]
 
 JOURNAL_PREFIX = "journal:"
 """``--storage journal:PATH``: a JournalStorage log file."""
@@ -147,8 +148,9 @@ class RetryOnce:
 
 def _retry_lock_path(url: str) -> Path | None:
     """The lock file beside a SQLite database or journal file (None for a server database, which locks rows)."""
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url[len("sqlite:///"):])
+    sqlite = sqlite_file(url)
+    if sqlite is not None:
+        path = Path(sqlite)
     elif url.startswith(JOURNAL_PREFIX):
         path = Path(url[len(JOURNAL_PREFIX):]).expanduser()
     else:
@@ -158,8 +160,9 @@ def _retry_lock_path(url: str) -> Path | None:
 
 def storage_exists(url: str) -> bool:
     """False for a SQLite database or journal file that does not exist yet (a reader must not create it)."""
-    if url.startswith("sqlite:///"):
-        return Path(url[len("sqlite:///"):]).is_file()
+    sqlite = sqlite_file(url)
+    if sqlite is not None:
+        return Path(sqlite).is_file()
     if url.startswith(JOURNAL_PREFIX):
         return Path(url[len(JOURNAL_PREFIX):]).expanduser().is_file()
     return True
@@ -169,20 +172,40 @@ SQLITE_TIMEOUT_S = 60
 """Seconds a SQLite connection waits for another worker's write lock before it fails."""
 
 
+def sqlite_file(url: str) -> str | None:
+    """The database file of a ``sqlite:///PATH[?options]`` URL (absolute, percent-decoded as SQLAlchemy reads it),
+    or None (another storage, in-memory, a ``file:`` URI)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return str(Path(database).absolute())
+
+
 def sqlite_path(url: str) -> str | None:
-    """The file of a plain ``sqlite:///PATH`` URL (absolute), or None (another storage, in-memory, URL options)."""
-    if not url.startswith("sqlite:///") or "?" in url:
-        return None
-    path = url[len("sqlite:///"):]
-    if not path or path == ":memory:":
-        return None
-    return str(Path(path).absolute())
+    """:func:`sqlite_file` of a URL without options (igcnas connects to it itself), else None (SQLAlchemy does)."""
+    return None if "?" in url else sqlite_file(url)
+
+
+def _wal_wanted() -> bool:
+    """``IGCNAS_SQLITE_WAL``: 1 (default) puts a written SQLite database in WAL mode; 0 keeps its journal mode."""
+    text = os.environ.get("IGCNAS_SQLITE_WAL", "1").strip()
+    if text not in ("0", "1"):
+        raise UserError(f"IGCNAS_SQLITE_WAL={text!r} must be 1 (write-ahead log, the default) or 0 (keep SQLite's "
+                        "rollback journal, e.g. on a network filesystem)")
+    return text == "1"
 
 
 def sqlite_connect(path: str) -> sqlite3.Connection:
-    """A DB-API connection to ``path`` with igcnas's settings: the busy timeout and ``synchronous=NORMAL``."""
+    """A DB-API connection to ``path`` with igcnas's settings: the busy timeout, and ``synchronous=NORMAL`` when
+    the file is in WAL mode (in rollback-journal mode NORMAL could corrupt it on a power cut; FULL is kept)."""
     connection = sqlite3.connect(path, timeout=SQLITE_TIMEOUT_S, check_same_thread=False)
-    connection.execute("PRAGMA synchronous=NORMAL")
+    mode = connection.execute("PRAGMA journal_mode").fetchone()
+    if mode is not None and str(mode[0]).lower() == "wal":
+        connection.execute("PRAGMA synchronous=NORMAL")
     return connection
 
 
@@ -228,7 +251,8 @@ def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True, write:
     if path is not None:
         if write:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            _use_wal(path)
+            if _wal_wanted():
+                _use_wal(path)
         engine_kwargs["creator"] = functools.partial(sqlite_connect, path)
     elif url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}

@@ -15,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from igcnas.errors import UserError
 
@@ -94,7 +94,7 @@ class SearchConfig:
     workers: int | None = 1
     device: str = "auto"
     max_attempts: int | None = None
-    prescreen: int | str = "auto"
+    prescreen: int | Literal["auto"] = "auto"
     prescreen_proxy: str = "auto"
     progress: bool = True
 
@@ -144,7 +144,7 @@ class SearchConfig:
         if self.workers not in (None, 1) and self.backend != "optuna":
             raise UserError(f"--workers {self.workers}: is for the Optuna backend; with --backend {self.backend} "
                             "give --cpus-per-trial / --gpus-per-trial instead")
-        if self.prescreen == "auto":
+        if isinstance(self.prescreen, str) and self.prescreen.strip().lower() == "auto":
             from igcnas.search._prescreen import default_prescreen
 
             object.__setattr__(self, "prescreen", default_prescreen(self.dataset))

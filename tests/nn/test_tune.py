@@ -146,3 +146,15 @@ def test_a_module_memoises_its_plan_until_the_input_or_the_settings_change(monke
     tune._forget()  # the choices forgotten: the memo with them
     conv.plan_for(x)
     assert len(calls) == 5
+
+
+def test_a_table_plan_in_cache_mode_is_not_memoised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IGCNAS_TUNE", "cache")  # an empty cache: the table's plan, until a choice is cached
+    conv = FastSparseConv2d(SPECS[0])
+    x = torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last)
+    calls: list[object] = []
+    original = tune.tuned_plan
+    monkeypatch.setattr(tune, "tuned_plan", lambda *a, **k: calls.append(a) or original(*a, **k))
+    conv.plan_for(x)
+    conv.plan_for(x)
+    assert len(calls) == 2

@@ -19,6 +19,7 @@ from igcnas.search._prescreen import (
     MEASURED_DATASETS,
     MIN_TABLE_ROWS,
     SCREENING,
+    default_prescreen,
     resolve_proxy,
     stale_screening,
 )
@@ -95,6 +96,7 @@ def test_auto_prescreens_only_the_dataset_the_table_measured() -> None:
     assert "cifar10" in MEASURED_DATASETS and SearchConfig(dataset="digits").prescreen == 0
     assert SearchConfig(dataset="cifar10", prescreen=0).prescreen == 0
     assert SearchConfig(dataset="digits", prescreen=3).prescreen == 3
+    assert SearchConfig(dataset="cifar10", prescreen="AUTO").prescreen == 8 and default_prescreen(" CIFAR10 ") == 8
     with pytest.raises(UserError, match="--prescreen: 'many' must be auto or an integer >= 0"):
         SearchConfig(prescreen="many")
 

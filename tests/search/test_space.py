@@ -331,10 +331,13 @@ def test_a_depth_multiplier_scales_the_mobilenet_rows() -> None:
     ({"layout": "mobilenet_cifar", "depths": [1], "depth_multipliers": [1]}, "'depths' and 'depth_multipliers' exclude"),
     ({"depth_multipliers": [1, 2]}, "'depth_multipliers' is for the mobilenet layouts"),
     ({"layout": "mobilenet_cifar", "depth_multipliers": [0]}, "'depth_multipliers': 0 is not allowed"),
+    ({"layout": "mobilenet_cifar", "depth_multipliers": [0.25, 0.3]}, "0.25 and 0.3 give the same row depths"),
+    ({"layout": "mobilenet_cifar", "depths": None}, "missing key 'depths' .*'depth_multipliers'"),
 ])
 def test_bad_depth_multipliers_name_the_key(extra: dict, message: str) -> None:
-    data = {"name": "x", "designs": ["DW+PW"], "base_widths": [8], "relu": "all", **extra}
-    if "depth_multipliers" not in extra:
-        data.setdefault("depths", [1])
+    data = {"name": "x", "designs": ["DW+PW"], "base_widths": [8], "relu": "all", "depths": [1], **extra}
+    data = {key: value for key, value in data.items() if value is not None}  # depths None: no depth key
+    if "depth_multipliers" in extra and "depths" not in extra:
+        del data["depths"]
     with pytest.raises(UserError, match=message):
         SearchSpace.from_dict(data)

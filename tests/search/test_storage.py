@@ -202,8 +202,20 @@ def test_a_reader_leaves_the_journal_mode_of_the_file(tmp_path: Path) -> None:
     url = f"sqlite:///{path}"
     optuna.create_study(study_name="s", storage=url)  # Optuna's own storage: rollback journal
     assert _journal_mode(path) == "delete"
-    assert optuna.study.get_all_study_names(open_storage(url, heartbeat=False, write=False)) == ["s"]
+    reader = open_storage(url, heartbeat=False, write=False)
+    assert optuna.study.get_all_study_names(reader) == ["s"]
     assert _journal_mode(path) == "delete"
+    with reader.engine.connect() as connection:  # NORMAL only under WAL: a rollback journal keeps full syncs
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+
+
+def test_igcnas_sqlite_wal_0_keeps_the_rollback_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IGCNAS_SQLITE_WAL", "0")
+    optuna.create_study(study_name="s", storage=open_storage(f"sqlite:///{tmp_path}/k.db"))
+    assert _journal_mode(tmp_path / "k.db") == "delete"
+    monkeypatch.setenv("IGCNAS_SQLITE_WAL", "yes")
+    with pytest.raises(UserError, match=r"^IGCNAS_SQLITE_WAL='yes' must be 1"):
+        open_storage(f"sqlite:///{tmp_path}/k.db")
 
 
 def test_sqlite_path_takes_only_plain_file_urls(tmp_path: Path) -> None:
@@ -211,4 +223,6 @@ def test_sqlite_path_takes_only_plain_file_urls(tmp_path: Path) -> None:
     assert _storage.sqlite_path("sqlite:///rel/a.db") == str(Path("rel/a.db").absolute())
     assert _storage.sqlite_path("sqlite:///:memory:") is None and _storage.sqlite_path("sqlite://") is None
     assert _storage.sqlite_path("sqlite:///a.db?timeout=5") is None
+    assert _storage.sqlite_file("sqlite:///a.db?timeout=5") == str(Path("a.db").absolute())
+    assert _storage.sqlite_file(f"sqlite:///{tmp_path}/a%20b.db") == str(tmp_path / "a b.db")  # as SQLAlchemy reads it
     assert _storage.sqlite_path("postgresql://h/db") is None
