@@ -250,9 +250,11 @@ def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True, write:
     path = sqlite_path(url)
     if path is not None:
         if write:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            if _wal_wanted():
-                _use_wal(path)
+            wal = _wal_wanted()
+            with contextlib.suppress(OSError):  # an unwritable place: opening the storage below says so, one line
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                if wal:
+                    _use_wal(path)
         engine_kwargs["creator"] = functools.partial(sqlite_connect, path)
     elif url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
