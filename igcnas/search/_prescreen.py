@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Candidate", "Screener", "UntrainedAdapter", "resolve_proxy", "default_prescreen", "screener_for",
-           "PRESCREEN_PROXIES", "SCREENING", "MIN_TABLE_ROWS", "DEFAULT_K", "MEASURED_DATASETS", "STALE_SCREENING_S", "stale_screening"]
+           "PRESCREEN_PROXIES", "SCREENING", "MIN_TABLE_ROWS", "DEFAULT_K", "MEASURED_DATASETS", "STALE_SCREENING_S",
+           "stale_screening"]
 
 PRESCREEN_PROXIES: tuple[str, ...] = (*PROXIES, "vote")
 """Proxies ``--prescreen-proxy`` accepts (besides ``auto``)."""

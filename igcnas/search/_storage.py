@@ -45,7 +45,8 @@ from igcnas.errors import UserError
 from igcnas.search.config import redact_url
 
 __all__ = ["open_storage", "storage_exists", "set_user_attrs", "sqlite_path", "sqlite_file", "sqlite_connect",
-           "HeartbeatJournalStorage", "RetryOnce", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "JOURNAL_PREFIX", "ARTIFACTS_ATTR", "SQLITE_TIMEOUT_S"]
+           "HeartbeatJournalStorage", "RetryOnce", "HEARTBEAT_INTERVAL_S", "GRACE_PERIOD_S", "JOURNAL_PREFIX",
+           "ARTIFACTS_ATTR", "SQLITE_TIMEOUT_S"]
 
 JOURNAL_PREFIX = "journal:"
 """``--storage journal:PATH``: a JournalStorage log file."""
@@ -233,8 +234,9 @@ def _postgres_driver(url: str) -> str:
 def open_storage(url: str, *, heartbeat: bool = True, retry: bool = True, write: bool = True) -> Any:
     """The Optuna storage of a ``--storage`` URL, with heartbeats and one retry of stale trials (``retry``).
 
-    SQLite gets a generous busy timeout and ``synchronous=NORMAL``; when ``write``, WAL (see the module
-    docstring). The schema race of workers creating one new database is retried.
+    SQLite gets a generous busy timeout; when ``write`` (and ``IGCNAS_SQLITE_WAL`` is not 0), WAL, under which
+    connections run ``synchronous=NORMAL`` (see the module docstring). The schema race of workers creating one new
+    database is retried.
     """
     import optuna
     from optuna.storages import RDBStorage
