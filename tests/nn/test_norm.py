@@ -61,6 +61,36 @@ def test_fused_training_step_equals_the_reference(relu: bool, shape: tuple[int, 
 
 
 @needs_native
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("relu", [True, False])
+def test_many_pixel_blocks_far_from_zero_equal_the_reference(relu: bool, threads: int, native_form: None) -> None:
+    # the kernel sums blocks of 32 pixels in float, then in double: 4,080 pixels (a partial last block) split
+    # over 1-3 threads, values centred far from 0 (the per-channel shift keeps the variance from cancelling).
+    # Checked against the reference in float64: PyTorch's own float32 BatchNorm is off by up to 6e-5 here.
+    torch.manual_seed(2)
+    fused, reference = _pair(40, relu)
+    reference.double()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = (torch.randn(16, 40, 17, 15) * 2 + 50).contiguous(memory_format=CL)
+        x_fused, x_ref = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+        y_fused, y_ref = fused(x_fused), reference(x_ref)
+        grad = torch.randn_like(y_fused)
+        y_fused.backward(grad)
+        y_ref.backward(grad.double())
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(y_fused, y_ref.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x_fused.grad, x_ref.grad.float(), atol=1e-5, rtol=1e-4)
+    bn = reference[0]
+    torch.testing.assert_close(fused.weight.grad, bn.weight.grad.float(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fused.bias.grad, bn.bias.grad.float(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fused.running_mean, bn.running_mean.float())
+    torch.testing.assert_close(fused.running_var, bn.running_var.float())
+
+
+@needs_native
 def test_cumulative_average_and_determinism(native_form: None) -> None:
     torch.manual_seed(1)
     fused, reference = _pair(6, True, momentum=None)
