@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from igcnas.errors import UserError
 from igcnas.nn.chain_ops import FusedSequential
-from igcnas.nn.norm import batch_norm_act
+from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
 from igcnas.nn.ops import Impl, sparse_conv
 
 __all__ = [
@@ -86,14 +86,24 @@ def igcv2_star_c416_block(*, impl: Impl = "auto", channels: int = 416, branch: i
 
 
 class _InvertedResidual(nn.Module):
-    """``x + body(x)`` (IGCV3 keeps the identity when stride 1 and in == out)."""
+    """``x + body(x)`` (IGCV3 keeps the identity when stride 1 and in == out); in the fast build the body's
+    closing BatchNorm takes the sum, as a network's :class:`~igcnas.nn.network.Block` does."""
 
-    def __init__(self, body: nn.Module) -> None:
+    def __init__(self, body: nn.Sequential) -> None:
         super().__init__()
         self.body = body
+        closing = list(body)[-1]
+        self.add_in_bn = isinstance(closing, BatchNormAct2d) and not closing.relu
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+        if not self.add_in_bn:
+            return x + self.body(x)
+        *layers, closing = list(self.body)
+        y = x
+        for layer in layers:
+            y = layer(y)
+        assert isinstance(closing, BatchNormAct2d)
+        return closing.forward_add(y, x, relu=False)
 
 
 def igcv3_d_block(

@@ -146,9 +146,10 @@ class FusedSequential(nn.Sequential):
         return self._fused_forward(input)
 
     @torch.jit.unused
-    def _fused_forward(self, x: Tensor) -> Tensor:
-        """The modules in order, each fusable run through :func:`run_chain`."""
-        modules = list(self._modules.values())
+    def _fused_forward(self, x: Tensor, stop: int | None = None) -> Tensor:
+        """The modules in order (the first ``stop`` of them, default all), each fusable run through
+        :func:`run_chain`."""
+        modules = list(self._modules.values())[:stop]
         runs = {} if not native_kernels_usable() else {id(run[0]): run for run in chain_runs(modules)}
         index = 0
         while index < len(modules):

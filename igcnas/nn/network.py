@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec
-from igcnas.nn.chain_ops import fuse_chains
-from igcnas.nn.norm import batch_norm_act
+from igcnas.nn.chain_ops import FusedSequential, fuse_chains
+from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
 from igcnas.nn.ops import sparse_conv
 from igcnas.nn.plan import _is_exporting
 
@@ -109,8 +109,14 @@ class Block(nn.Module):
             )
         self.post_relu = block.post_relu and not fold_relu  # a folded ReLU runs in the last BN module
         self.fusion = plan.fusion
+        # a shortcut after a closing BN: the BN, the sum and the ReLU after it run as one op (BatchNormAct2d)
+        closing = list(self.body)[-1]
+        self.add_in_bn = (impl != "naive" and plan.fusion == 1 and (plan.identity or plan.projection)
+                          and isinstance(closing, BatchNormAct2d) and not closing.relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.add_in_bn and not torch.jit.is_scripting():
+            return self._forward_add_in_bn(x)
         if self.fusion > 1:  # summation fusion: the same input on every partition, partitions summed
             y = self.body(x.repeat(1, self.fusion, 1, 1))
             y = y.unflatten(1, (self.fusion, y.shape[1] // self.fusion)).sum(dim=1)
@@ -121,6 +127,21 @@ class Block(nn.Module):
         elif self.shortcut is not None:
             y = y + self.shortcut(x)
         return torch.relu(y) if self.post_relu else y
+
+    @torch.jit.unused
+    def _forward_add_in_bn(self, x: torch.Tensor) -> torch.Tensor:
+        """The body up to its closing BN, then that BN with the shortcut sum and the block's ReLU in one op."""
+        modules = list(self.body)
+        if isinstance(self.body, FusedSequential):
+            y = self.body._fused_forward(x, stop=len(modules) - 1)
+        else:
+            y = x
+            for module in modules[:-1]:
+                y = module(y)
+        residual = x if self.identity else self.shortcut(x)  # type: ignore[misc]
+        closing = modules[-1]
+        assert isinstance(closing, BatchNormAct2d)
+        return closing.forward_add(y, residual, relu=self.post_relu)
 
 
 def block_cost(plan: BlockPlan, block: BlockSpec, height: int, width: int) -> tuple[LayerCost, int, int]:

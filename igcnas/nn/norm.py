@@ -35,11 +35,16 @@ __all__ = ["BatchNormAct2d", "batch_norm_act"]
 
 
 class _BatchNormAct(torch.autograd.Function):
-    """Training-mode batch norm (+ ReLU) on a channels_last float32 CPU tensor, natively (see the module doc)."""
+    """Training-mode batch norm (+ residual sum) (+ ReLU) on a channels_last float32 CPU tensor, natively.
+
+    ``relu(bn(x) [+ residual])``: with a residual (a block's shortcut), the sum and the ReLU after it run in the
+    normalising pass; the backward masks the gradient by the output and runs the kernel without ReLU.
+    """
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool,
+        residual: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         lib = _native.library()
         assert lib is not None
@@ -57,10 +62,19 @@ class _BatchNormAct(torch.autograd.Function):
             shift = shift + bias.detach().double()
         scale32, shift32 = scale.float(), shift.float()
         y = torch.empty_like(x, memory_format=torch.channels_last)
-        lib.bna_apply(data_ptr(x), pixels, channels, data_ptr(scale32), data_ptr(shift32), int(relu), data_ptr(y), threads)
+        if residual is None:
+            lib.bna_apply(data_ptr(x), pixels, channels, data_ptr(scale32), data_ptr(shift32), int(relu), data_ptr(y),
+                          threads)
+        else:
+            r = residual.detach().contiguous(memory_format=torch.channels_last)
+            lib.bna_apply_add(data_ptr(x), data_ptr(r), pixels, channels, data_ptr(scale32), data_ptr(shift32),
+                              int(relu), data_ptr(y), threads)
         mean32, invstd32 = mean.float(), invstd.float()
-        ctx.save_for_backward(x, mean32, invstd32, scale32, shift32)
-        ctx.relu = relu
+        # with a residual, the ReLU mask is the output's (y > 0), saved when there is a ReLU
+        masked_by_output = residual is not None and relu
+        ctx.save_for_backward(x, mean32, invstd32, scale32, shift32, *((y,) if masked_by_output else ()))
+        ctx.relu = relu and residual is None  # the kernel's own ReLU (recomputed from x)
+        ctx.masked_by_output = masked_by_output
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
 
@@ -68,13 +82,15 @@ class _BatchNormAct(torch.autograd.Function):
     @once_differentiable
     def backward(
         ctx: Any, grad: Tensor, _grad_mean: Tensor | None, _grad_var: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None]:
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None, Tensor | None]:
         lib = _native.library()
         assert lib is not None
-        x, mean, invstd, scale, shift = ctx.saved_tensors
+        x, mean, invstd, scale, shift, *output = ctx.saved_tensors
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
+        if ctx.masked_by_output:  # the ReLU after the residual sum: dy where the output is > 0
+            dy = torch.ops.aten.threshold_backward(dy, output[0], 0.0).contiguous(memory_format=torch.channels_last)
         n, channels, h, w = x.shape
         dx = torch.empty_like(x, memory_format=torch.channels_last) if ctx.needs_input_grad[0] else None
         sum_dz = torch.empty(channels, dtype=torch.float64)
@@ -86,7 +102,9 @@ class _BatchNormAct(torch.autograd.Function):
         check_code(code, "batch norm backward")
         grad_weight = (sum_dzx * invstd.double()).float() if ctx.needs_input_grad[1] else None
         grad_bias = sum_dz.float() if ctx.needs_input_grad[2] else None
-        return dx, grad_weight, grad_bias, None, None
+        # the sum passes the (masked) gradient through to the residual (an input only when one was given)
+        grad_residual = dy if len(ctx.needs_input_grad) > 5 and ctx.needs_input_grad[5] else None
+        return dx, grad_weight, grad_bias, None, None, grad_residual
 
 
 class BatchNormAct2d(nn.BatchNorm2d):
@@ -118,8 +136,8 @@ class BatchNormAct2d(nn.BatchNorm2d):
         return torch.relu_(y) if self.relu else y
 
     @torch.jit.unused
-    def uses_native(self, x: Tensor) -> bool:
-        """Whether this forward on ``x`` takes the native kernel."""
+    def uses_native(self, x: Tensor, *, residual: Tensor | None = None, add_relu: bool = False) -> bool:
+        """Whether this forward on ``x`` (with ``residual``: :meth:`forward_add`'s) takes the native kernel."""
         return (
             native_kernels_usable()  # first: not while tracing (the shape tests below would warn), autocast...
             and self.training
@@ -130,21 +148,29 @@ class BatchNormAct2d(nn.BatchNorm2d):
             and x.shape[1] == self.num_features  # else nn.BatchNorm2d's own error
             and x.shape[0] * x.shape[2] * x.shape[3] > 1
             and x.is_contiguous(memory_format=torch.channels_last)
-            and self.form_for(x) == "native"
+            and (residual is None or (residual.shape == x.shape and residual.dtype == torch.float32
+                                      and residual.device.type == "cpu"))
+            and self.form_for(x, residual=residual is not None, add_relu=add_relu) == "native"
         )
 
     @torch.jit.unused
-    def form_for(self, x: Tensor) -> str:
+    def form_for(self, x: Tensor, *, residual: bool = False, add_relu: bool = False) -> str:
         """``native`` or ``reference`` for this training input: the form measured faster on this machine
-        (:func:`igcnas.nn.tune.decide`), the prior being native for BN + ReLU and PyTorch's for BN alone."""
+        (:func:`igcnas.nn.tune.decide`), the prior being native for BN + ReLU and PyTorch's for BN alone.
+
+        With ``residual`` the op is :meth:`forward_add`'s BN + residual sum (+ ReLU with ``add_relu``), measured
+        as its own signature against PyTorch's BN, add and ReLU; its prior is native (two passes fewer).
+        """
         from igcnas.nn.plan import ConvPlan
         from igcnas.nn.tune import decide
 
-        prior = ConvPlan("native" if self.relu else "reference", True, "table")
+        relu = add_relu if residual else self.relu
+        prior = ConvPlan("native" if relu or residual else "reference", True, "table")
         if torch.is_inference_mode_enabled():  # no backward to time here: the prior
             return prior.form
         threads = torch.get_num_threads()
-        text = (f"BN{'+ReLU' if self.relu else ''} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 "
+        op = "BN+add" if residual else "BN"
+        text = (f"{op}{'+ReLU' if relu else ''} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 "
                 f"t{threads} train cl")
 
         def plans() -> list[ConvPlan]:
@@ -152,10 +178,31 @@ class BatchNormAct2d(nn.BatchNorm2d):
                     ConvPlan("native", True, "measured: native kernel")]
 
         def seconds(candidates: list[ConvPlan]) -> dict[str, float]:
-            return _measure_forms(self.num_features, tuple(x.shape), relu=self.relu, eps=self.eps,
-                                  forms=[p.form for p in candidates])
+            return _measure_forms(self.num_features, tuple(x.shape), relu=relu, eps=self.eps,
+                                  forms=[p.form for p in candidates], residual=residual)
 
         return decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds).form
+
+    @torch.jit.unused
+    def forward_add(self, x: Tensor, residual: Tensor, *, relu: bool) -> Tensor:
+        """``relu(bn(x) + residual)`` (the ReLU only with ``relu``): a block's last BatchNorm, its shortcut sum
+        and its closing ReLU, in one pass of the native kernel where it applies (measured per signature, as the
+        BN is), else the same three ops as the naive build. This module's own ReLU must be off.
+
+        Example:
+            >>> bn = BatchNormAct2d(4, relu=False)
+            >>> x, r = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+            >>> torch.allclose(bn.forward_add(x, r, relu=True), torch.relu(nn.BatchNorm2d(4)(x) + r), atol=1e-6)
+            True
+        """
+        if self.relu:
+            raise ValueError("forward_add needs a BatchNormAct2d built with relu=False (the ReLU follows the sum)")
+        if not self.uses_native(x, residual=residual, add_relu=relu):
+            y = self._reference(x) + residual
+            return torch.relu(y) if relu else y
+        y, mean, var = _BatchNormAct.apply(x, self.weight, self.bias, self.eps, relu, residual)
+        self._update_running_stats(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
+        return y
 
     @torch.jit.unused
     def _dispatch(self, x: Tensor) -> Tensor:
@@ -183,20 +230,27 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
 
 def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float,
-                   forms: list[str]) -> dict[str, float]:
-    """Median seconds of a training step (forward + backward) of each form on a random channels_last input."""
+                   forms: list[str], residual: bool = False) -> dict[str, float]:
+    """Median seconds of a training step (forward + backward) of each form on a random channels_last input
+    (with ``residual``: BN, a residual sum, then the ReLU if ``relu``)."""
     from igcnas.nn.tune import round_robin, timing_input
 
-    module = BatchNormAct2d(channels, relu=relu, eps=eps)
+    module = BatchNormAct2d(channels, relu=relu and not residual, eps=eps)
     x = timing_input(shape, channels_last=True, grad=True)
+    r = timing_input(shape, channels_last=True, grad=True) if residual else None
 
     def step(form: str) -> None:
         if form == "native":
-            y = _BatchNormAct.apply(x, module.weight, module.bias, eps, relu)[0]
+            y = _BatchNormAct.apply(x, module.weight, module.bias, eps, relu, r)[0]
+        elif r is not None:
+            y = module._reference(x) + r
+            y = torch.relu(y) if relu else y
         else:
             y = module._reference(x)
         y.backward(torch.ones_like(y))
         x.grad = None
+        if r is not None:
+            r.grad = None
         module.zero_grad(set_to_none=True)
 
     with torch.enable_grad():

@@ -8,6 +8,7 @@ import torch
 from igcnas.arch import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec
 from igcnas.arch.fit import layout_spec
 from igcnas.cost import count, fvcore_cost
+from igcnas.nn import _native
 from igcnas.nn.network import build
 
 SPECS = {
@@ -59,7 +60,11 @@ def test_naive_and_fast_builds_agree(name):
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_fast_build_trains_as_the_naive_one(name):
     """Training mode, channels_last (the native BN + ReLU path): outputs, gradients and running stats agree."""
-    spec = SPECS[name]
+    _assert_trains_as_the_naive_build(SPECS[name])
+
+
+def _assert_trains_as_the_naive_build(spec):
+    """One training step of the fast and naive builds: outputs, input and weight gradients, running stats agree."""
     torch.manual_seed(0)
     naive = build(spec, impl="naive").train()
     fast = build(spec, impl="auto").train()
@@ -77,6 +82,31 @@ def test_fast_build_trains_as_the_naive_one(name):
         torch.testing.assert_close(p.grad, grads[key], rtol=1e-3, atol=1e-4, msg=key)
     for (key, a), (_, b) in zip(naive.state_dict().items(), fast.state_dict().items(), strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.skipif(not _native.native_available(), reason=f"native kernels {_native.native_status()}")
+@pytest.mark.parametrize("name", ["dw_pw", "pw_dw_pw_linear", "imagenet_head"])
+def test_a_shortcut_sum_runs_in_the_closing_bn_and_trains_as_the_naive_build(name, monkeypatch):
+    """Identity and projection shortcuts, with and without the block's ReLU: the native BN + sum (+ ReLU) op
+    (forced here, whatever this machine measures) trains as the naive BN, add and ReLU."""
+    from igcnas.nn import norm
+    from igcnas.nn.network import Block
+    from igcnas.nn.norm import BatchNormAct2d
+
+    monkeypatch.setattr(BatchNormAct2d, "form_for", lambda self, x, **_: "native")
+    real = norm._BatchNormAct.apply
+    summed: list[bool] = []
+
+    def spy(*args):
+        summed.append(len(args) > 5 and args[5] is not None)
+        return real(*args)
+
+    monkeypatch.setattr(norm._BatchNormAct, "apply", spy)
+    spec = SPECS[name]
+    blocks = [m for m in build(spec).modules() if isinstance(m, Block)]
+    assert sum(b.add_in_bn for b in blocks) == sum(b.identity or b.shortcut is not None for b in blocks) > 0
+    _assert_trains_as_the_naive_build(spec)
+    assert sum(summed) == sum(b.add_in_bn for b in blocks)  # every shortcut sum ran in its closing BN
 
 
 def test_a_block_without_shortcut_runs_its_relu_in_its_last_bn():

@@ -19,7 +19,7 @@ CL = torch.channels_last
 @pytest.fixture
 def native_form(monkeypatch: pytest.MonkeyPatch) -> None:
     """The native kernel wherever it applies, whatever this machine measures (the tests of the kernel itself)."""
-    monkeypatch.setattr(BatchNormAct2d, "form_for", lambda self, x: "native")
+    monkeypatch.setattr(BatchNormAct2d, "form_for", lambda self, x, **_: "native")
 
 
 def _pair(channels: int, relu: bool, momentum: float | None = 0.1) -> tuple[BatchNormAct2d, nn.Sequential]:
@@ -91,6 +91,53 @@ def test_many_pixel_blocks_far_from_zero_equal_the_reference(relu: bool, threads
 
 
 @needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("relu", [True, False])
+def test_bn_with_a_residual_sum_equals_the_reference(relu: bool, threads: int, native_form: None) -> None:
+    # forward_add: relu(bn(x) + r) in the kernel's normalising pass; the gradient reaches x, r, gamma and beta
+    torch.manual_seed(3)
+    fused, reference = _pair(24, False)
+    reference.double()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = (torch.randn(6, 24, 9, 7) * 3 + 1).contiguous(memory_format=CL)
+        r = torch.randn(6, 24, 9, 7).contiguous(memory_format=CL)
+        assert fused.uses_native(x, residual=r, add_relu=relu)
+        x_fused, r_fused = x.clone().requires_grad_(True), r.clone().requires_grad_(True)
+        x_ref, r_ref = x.double().requires_grad_(True), r.double().requires_grad_(True)
+        y_fused = fused.forward_add(x_fused, r_fused, relu=relu)
+        y_ref = reference(x_ref) + r_ref
+        y_ref = torch.relu(y_ref) if relu else y_ref
+        grad = torch.randn_like(y_fused).contiguous()  # an NCHW output gradient is accepted too
+        y_fused.backward(grad)
+        y_ref.backward(grad.double())
+    finally:
+        torch.set_num_threads(before)
+    assert y_fused.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y_fused, y_ref.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x_fused.grad, x_ref.grad.float(), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(r_fused.grad, r_ref.grad.float(), atol=1e-6, rtol=1e-6)
+    bn = reference[0]
+    torch.testing.assert_close(fused.weight.grad, bn.weight.grad.float(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fused.bias.grad, bn.bias.grad.float(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fused.running_mean, bn.running_mean.float())
+    torch.testing.assert_close(fused.running_var, bn.running_var.float())
+
+
+def test_forward_add_outside_the_native_path_is_bn_add_relu() -> None:
+    # eval mode (and NCHW, CUDA, tracing...): the same three ops as the naive build, and a BN with its own ReLU
+    # cannot take a residual (its ReLU would come before the sum)
+    fused, reference = _pair(5, False)
+    fused.eval(), reference.eval()
+    x, r = torch.randn(2, 5, 3, 3), torch.randn(2, 5, 3, 3)
+    assert not fused.uses_native(x, residual=r, add_relu=True)
+    torch.testing.assert_close(fused.forward_add(x, r, relu=True), torch.relu(reference(x) + r))
+    with pytest.raises(ValueError, match="relu=False"):
+        BatchNormAct2d(5, relu=True).forward_add(x, r, relu=True)
+
+
+@needs_native
 def test_cumulative_average_and_determinism(native_form: None) -> None:
     torch.manual_seed(1)
     fused, reference = _pair(6, True, momentum=None)
@@ -155,7 +202,8 @@ def test_the_training_form_is_measured_once_and_cached(relu: bool, monkeypatch: 
     calls: list[list[str]] = []
     fast = {"native": 1.0, "reference": 2.0} if not relu else {"native": 2.0, "reference": 1.0}  # against the prior
 
-    def fake(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float, forms: list[str]) -> dict[str, float]:
+    def fake(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float, forms: list[str],
+             residual: bool = False) -> dict[str, float]:
         calls.append(forms)
         return {form: fast[form] for form in forms}
 
@@ -179,8 +227,10 @@ def test_the_training_form_is_measured_once_and_cached(relu: bool, monkeypatch: 
 def test_the_measurement_times_both_forms_of_a_real_step() -> None:
     from igcnas.nn import norm
 
-    seconds = norm._measure_forms(8, (4, 8, 6, 6), relu=True, eps=1e-5, forms=["native", "reference"])
-    assert set(seconds) == {"native", "reference"} and all(v > 0 for v in seconds.values())
+    for residual in (False, True):
+        seconds = norm._measure_forms(8, (4, 8, 6, 6), relu=True, eps=1e-5, forms=["native", "reference"],
+                                      residual=residual)
+        assert set(seconds) == {"native", "reference"} and all(v > 0 for v in seconds.values())
 
 
 @needs_native

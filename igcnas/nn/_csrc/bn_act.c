@@ -7,7 +7,10 @@
  * depend only on the thread count (deterministic for a fixed count).
  *
  *   forward  (2 passes: stats, then normalise):   y = act(x * scale[c] + shift[c]),
- *            scale = gamma * invstd, shift = beta - mean * scale, act = ReLU or identity.
+ *            scale = gamma * invstd, shift = beta - mean * scale, act = ReLU or identity;
+ *            with a residual r (bna_apply_add): y = act(x * scale[c] + shift[c] + r), a block's BN, shortcut
+ *            sum and closing ReLU in the one normalise pass (its backward masks dy by y > 0 and calls
+ *            bna_backward without ReLU).
  *   backward (2 passes: sums, then dx), the ReLU mask recomputed from x (y is not needed):
  *            dz = dy where (x * scale + shift > 0) (everywhere without ReLU),
  *            sum_dz[c] = sum_p dz, sum_dzx[c] = sum_p dz * (x - mean)      (dbeta = sum_dz, dgamma = sum_dzx*invstd)
@@ -107,6 +110,24 @@ static void apply_rows(const float *restrict x, int64_t p0, int64_t p1, int64_t 
     }
 }
 
+/* y = act(x * scale + shift + r) over pixels [p0, p1): BN, the residual sum and the ReLU after it in one pass. */
+static void apply_add_rows(const float *restrict x, const float *restrict r, int64_t p0, int64_t p1,
+                           int64_t channels, const float *restrict scale, const float *restrict shift, int relu,
+                           float *restrict y) {
+    for (int64_t p = p0; p < p1; ++p) {
+        const float *in = x + p * channels, *res = r + p * channels;
+        float *out = y + p * channels;
+        if (relu) {
+            for (int64_t c = 0; c < channels; ++c) {
+                const float v = in[c] * scale[c] + shift[c] + res[c];
+                out[c] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+            for (int64_t c = 0; c < channels; ++c) out[c] = in[c] * scale[c] + shift[c] + res[c];
+        }
+    }
+}
+
 /* dx = a * dz - k * (x - mean) - b over pixels [p0, p1), dz = dy masked by the ReLU when relu != 0. */
 static void grad_rows(const float *restrict x, const float *restrict dy, int64_t p0, int64_t p1, int64_t channels,
                       const float *restrict mean, const float *restrict scale, const float *restrict shift,
@@ -171,6 +192,18 @@ void bna_apply(const float *x, int64_t pixels, int64_t channels, const float *sc
     for (int64_t blk = 0; blk < blocks; ++blk) {
         const int64_t end = (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
         apply_rows(x, blk * BN_BLOCK, end, channels, scale, shift, relu, y);
+    }
+}
+
+/* y = act(x * scale + shift + r) per channel, r a residual of x's shape (relu != 0: ReLU after the sum). */
+void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t channels, const float *scale,
+                   const float *shift, int relu, float *y, int nthreads) {
+    nthreads = thread_count(nthreads, pixels);
+    const int64_t blocks = (pixels + BN_BLOCK - 1) / BN_BLOCK;
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t end = (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
+        apply_add_rows(x, r, blk * BN_BLOCK, end, channels, scale, shift, relu, y);
     }
 }
 
