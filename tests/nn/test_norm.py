@@ -60,6 +60,40 @@ def test_fused_training_step_equals_the_reference(relu: bool, shape: tuple[int, 
         assert int(fused.num_batches_tracked) == int(bn.num_batches_tracked) == step + 1
 
 
+def _assert_step_matches_float64(fused: BatchNormAct2d, reference: nn.Sequential, x: torch.Tensor, *, threads: int,
+                                 residual: torch.Tensor | None = None, add_relu: bool = False) -> None:
+    """One training step of ``fused`` (with ``residual``: its forward_add) on ``threads`` threads against
+    ``reference`` (+ residual, + ReLU) in float64: output, input/residual/weight gradients, running statistics."""
+    reference.double()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x_fused, x_ref = x.clone().requires_grad_(True), x.double().requires_grad_(True)
+        if residual is None:
+            y_fused, y_ref = fused(x_fused), reference(x_ref)
+        else:
+            assert fused.uses_native(x, residual=residual, add_relu=add_relu)
+            r_fused, r_ref = residual.clone().requires_grad_(True), residual.double().requires_grad_(True)
+            y_fused = fused.forward_add(x_fused, r_fused, relu=add_relu)
+            y_ref = reference(x_ref) + r_ref
+            y_ref = torch.relu(y_ref) if add_relu else y_ref
+        grad = torch.randn_like(y_fused).contiguous()  # an NCHW output gradient is accepted too
+        y_fused.backward(grad)
+        y_ref.backward(grad.double())
+    finally:
+        torch.set_num_threads(before)
+    assert y_fused.is_contiguous(memory_format=CL)
+    torch.testing.assert_close(y_fused, y_ref.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(x_fused.grad, x_ref.grad.float(), atol=1e-5, rtol=1e-4)
+    if residual is not None:
+        torch.testing.assert_close(r_fused.grad, r_ref.grad.float(), atol=1e-6, rtol=1e-6)
+    bn = reference[0]
+    torch.testing.assert_close(fused.weight.grad, bn.weight.grad.float(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fused.bias.grad, bn.bias.grad.float(), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(fused.running_mean, bn.running_mean.float())
+    torch.testing.assert_close(fused.running_var, bn.running_var.float())
+
+
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("relu", [True, False])
@@ -69,25 +103,8 @@ def test_many_pixel_blocks_far_from_zero_equal_the_reference(relu: bool, threads
     # Checked against the reference in float64: PyTorch's own float32 BatchNorm is off by up to 6e-5 here.
     torch.manual_seed(2)
     fused, reference = _pair(40, relu)
-    reference.double()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        x = (torch.randn(16, 40, 17, 15) * 2 + 50).contiguous(memory_format=CL)
-        x_fused, x_ref = x.clone().requires_grad_(True), x.double().requires_grad_(True)
-        y_fused, y_ref = fused(x_fused), reference(x_ref)
-        grad = torch.randn_like(y_fused)
-        y_fused.backward(grad)
-        y_ref.backward(grad.double())
-    finally:
-        torch.set_num_threads(before)
-    torch.testing.assert_close(y_fused, y_ref.float(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(x_fused.grad, x_ref.grad.float(), atol=1e-5, rtol=1e-4)
-    bn = reference[0]
-    torch.testing.assert_close(fused.weight.grad, bn.weight.grad.float(), atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(fused.bias.grad, bn.bias.grad.float(), atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(fused.running_mean, bn.running_mean.float())
-    torch.testing.assert_close(fused.running_var, bn.running_var.float())
+    x = (torch.randn(16, 40, 17, 15) * 2 + 50).contiguous(memory_format=CL)
+    _assert_step_matches_float64(fused, reference, x, threads=threads)
 
 
 @needs_native
@@ -97,32 +114,9 @@ def test_bn_with_a_residual_sum_equals_the_reference(relu: bool, threads: int, n
     # forward_add: relu(bn(x) + r) in the kernel's normalising pass; the gradient reaches x, r, gamma and beta
     torch.manual_seed(3)
     fused, reference = _pair(24, False)
-    reference.double()
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        x = (torch.randn(6, 24, 9, 7) * 3 + 1).contiguous(memory_format=CL)
-        r = torch.randn(6, 24, 9, 7).contiguous(memory_format=CL)
-        assert fused.uses_native(x, residual=r, add_relu=relu)
-        x_fused, r_fused = x.clone().requires_grad_(True), r.clone().requires_grad_(True)
-        x_ref, r_ref = x.double().requires_grad_(True), r.double().requires_grad_(True)
-        y_fused = fused.forward_add(x_fused, r_fused, relu=relu)
-        y_ref = reference(x_ref) + r_ref
-        y_ref = torch.relu(y_ref) if relu else y_ref
-        grad = torch.randn_like(y_fused).contiguous()  # an NCHW output gradient is accepted too
-        y_fused.backward(grad)
-        y_ref.backward(grad.double())
-    finally:
-        torch.set_num_threads(before)
-    assert y_fused.is_contiguous(memory_format=CL)
-    torch.testing.assert_close(y_fused, y_ref.float(), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(x_fused.grad, x_ref.grad.float(), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(r_fused.grad, r_ref.grad.float(), atol=1e-6, rtol=1e-6)
-    bn = reference[0]
-    torch.testing.assert_close(fused.weight.grad, bn.weight.grad.float(), atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(fused.bias.grad, bn.bias.grad.float(), atol=1e-4, rtol=1e-5)
-    torch.testing.assert_close(fused.running_mean, bn.running_mean.float())
-    torch.testing.assert_close(fused.running_var, bn.running_var.float())
+    x = (torch.randn(6, 24, 9, 7) * 3 + 1).contiguous(memory_format=CL)
+    r = torch.randn(6, 24, 9, 7).contiguous(memory_format=CL)
+    _assert_step_matches_float64(fused, reference, x, threads=threads, residual=r, add_relu=relu)
 
 
 def test_forward_add_outside_the_native_path_is_bn_add_relu() -> None:

@@ -77,6 +77,14 @@ static void partials_total(partials *pt, int nthreads, int64_t channels) {
  * sums grow large, float (full vector width, no conversions) in the inner loop. */
 #define BN_BLOCK 32
 
+/* Blocks of BN_BLOCK pixels in `pixels` (the last one may be partial). */
+static int64_t block_count(int64_t pixels) { return (pixels + BN_BLOCK - 1) / BN_BLOCK; }
+
+/* One past the last pixel of block blk. */
+static int64_t block_end(int64_t blk, int64_t pixels) {
+    return (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
+}
+
 /* Sums over pixels [p0, p1) of d = x - shift and of d * d into b1, b2 (overwritten). Each pass's inner loops are
  * functions of their own like this one: their restrict arguments let the compiler vectorize the channel loops,
  * which it did not do for the same loops inside the parallel regions. */
@@ -93,37 +101,28 @@ static void stat_block_sums(const float *restrict x, int64_t p0, int64_t p1, int
     }
 }
 
-/* y = act(x * scale + shift) over pixels [p0, p1). */
-static void apply_rows(const float *restrict x, int64_t p0, int64_t p1, int64_t channels,
+/* y = act(x * scale + shift [+ r]) over pixels [p0, p1); r (a residual of x's shape) may be NULL. With r, the
+ * BN, the residual sum and the ReLU after it take one pass. */
+static void apply_rows(const float *restrict x, const float *restrict r, int64_t p0, int64_t p1, int64_t channels,
                        const float *restrict scale, const float *restrict shift, int relu, float *restrict y) {
     for (int64_t p = p0; p < p1; ++p) {
         const float *in = x + p * channels;
+        const float *res = r ? r + p * channels : NULL;
         float *out = y + p * channels;
-        if (relu) {
+        if (res && relu) {
+            for (int64_t c = 0; c < channels; ++c) {
+                const float v = in[c] * scale[c] + shift[c] + res[c];
+                out[c] = v > 0.0f ? v : 0.0f;
+            }
+        } else if (res) {
+            for (int64_t c = 0; c < channels; ++c) out[c] = in[c] * scale[c] + shift[c] + res[c];
+        } else if (relu) {
             for (int64_t c = 0; c < channels; ++c) {
                 const float v = in[c] * scale[c] + shift[c];
                 out[c] = v > 0.0f ? v : 0.0f;
             }
         } else {
             for (int64_t c = 0; c < channels; ++c) out[c] = in[c] * scale[c] + shift[c];
-        }
-    }
-}
-
-/* y = act(x * scale + shift + r) over pixels [p0, p1): BN, the residual sum and the ReLU after it in one pass. */
-static void apply_add_rows(const float *restrict x, const float *restrict r, int64_t p0, int64_t p1,
-                           int64_t channels, const float *restrict scale, const float *restrict shift, int relu,
-                           float *restrict y) {
-    for (int64_t p = p0; p < p1; ++p) {
-        const float *in = x + p * channels, *res = r + p * channels;
-        float *out = y + p * channels;
-        if (relu) {
-            for (int64_t c = 0; c < channels; ++c) {
-                const float v = in[c] * scale[c] + shift[c] + res[c];
-                out[c] = v > 0.0f ? v : 0.0f;
-            }
-        } else {
-            for (int64_t c = 0; c < channels; ++c) out[c] = in[c] * scale[c] + shift[c] + res[c];
         }
     }
 }
@@ -153,7 +152,7 @@ int bna_stats(const float *x, int64_t pixels, int64_t channels, double *mean, do
     partials pt;
     if (partials_alloc(&pt, nthreads, channels)) return -1;
     const float *restrict shift = x; /* first pixel's row */
-    const int64_t blocks = (pixels + BN_BLOCK - 1) / BN_BLOCK;
+    const int64_t blocks = block_count(pixels);
 #pragma omp parallel num_threads(nthreads)
     {
         const int t = thread_id();
@@ -163,7 +162,7 @@ int bna_stats(const float *x, int64_t pixels, int64_t channels, double *mean, do
         float *restrict b2 = b1 + channels;
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < blocks; ++blk) {
-            const int64_t end = (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
+            const int64_t end = block_end(blk, pixels);
             stat_block_sums(x, blk * BN_BLOCK, end, channels, shift, b1, b2);
             for (int64_t c = 0; c < channels; ++c) {
                 s1[c] += (double)b1[c];
@@ -183,28 +182,20 @@ int bna_stats(const float *x, int64_t pixels, int64_t channels, double *mean, do
     return 0;
 }
 
-/* y = act(x * scale + shift) per channel (relu != 0: ReLU). */
-void bna_apply(const float *x, int64_t pixels, int64_t channels, const float *scale, const float *shift,
-               int relu, float *y, int nthreads) {
-    nthreads = thread_count(nthreads, pixels);
-    const int64_t blocks = (pixels + BN_BLOCK - 1) / BN_BLOCK;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t end = (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
-        apply_rows(x, blk * BN_BLOCK, end, channels, scale, shift, relu, y);
-    }
-}
-
-/* y = act(x * scale + shift + r) per channel, r a residual of x's shape (relu != 0: ReLU after the sum). */
+/* y = act(x * scale + shift + r) per channel, r a residual of x's shape or NULL (relu != 0: ReLU after the sum). */
 void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t channels, const float *scale,
                    const float *shift, int relu, float *y, int nthreads) {
     nthreads = thread_count(nthreads, pixels);
-    const int64_t blocks = (pixels + BN_BLOCK - 1) / BN_BLOCK;
+    const int64_t blocks = block_count(pixels);
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t blk = 0; blk < blocks; ++blk) {
-        const int64_t end = (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
-        apply_add_rows(x, r, blk * BN_BLOCK, end, channels, scale, shift, relu, y);
-    }
+    for (int64_t blk = 0; blk < blocks; ++blk)
+        apply_rows(x, r, blk * BN_BLOCK, block_end(blk, pixels), channels, scale, shift, relu, y);
+}
+
+/* y = act(x * scale + shift) per channel (relu != 0: ReLU). */
+void bna_apply(const float *x, int64_t pixels, int64_t channels, const float *scale, const float *shift,
+               int relu, float *y, int nthreads) {
+    bna_apply_add(x, NULL, pixels, channels, scale, shift, relu, y, nthreads);
 }
 
 /* Sums over pixels [p0, p1) of dz and dz * (x - mean) into b1, b2 (overwritten); dz = dy masked by the ReLU
@@ -246,7 +237,7 @@ int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channe
         free(coef);
         return -1;
     }
-    const int64_t blocks = (pixels + BN_BLOCK - 1) / BN_BLOCK;
+    const int64_t blocks = block_count(pixels);
 #pragma omp parallel num_threads(nthreads)
     {
         const int t = thread_id();
@@ -256,7 +247,7 @@ int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channe
         float *restrict b2 = b1 + channels;
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < blocks; ++blk) {
-            const int64_t end = (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
+            const int64_t end = block_end(blk, pixels);
             grad_block_sums(x, dy, blk * BN_BLOCK, end, channels, mean, scale, shift, relu, b1, b2);
             for (int64_t c = 0; c < channels; ++c) {
                 s1[c] += (double)b1[c];
@@ -279,7 +270,7 @@ int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channe
         const float *a = coef, *k = coef + channels, *b = coef + 2 * channels;
 #pragma omp parallel for num_threads(nthreads) schedule(static)
         for (int64_t blk = 0; blk < blocks; ++blk) {
-            const int64_t end = (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
+            const int64_t end = block_end(blk, pixels);
             grad_rows(x, dy, blk * BN_BLOCK, end, channels, mean, scale, shift, a, k, b, relu, dx);
         }
     }
