@@ -13,11 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from igcnas.errors import UserError
 from igcnas.nn.chain_ops import FusedSequential
-from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
+from igcnas.nn.network import closing_takes_the_sum, sum_in_closing_bn
+from igcnas.nn.norm import batch_norm_act
 from igcnas.nn.ops import Impl, sparse_conv
 
 __all__ = [
@@ -92,18 +94,19 @@ class _InvertedResidual(nn.Module):
     def __init__(self, body: nn.Sequential) -> None:
         super().__init__()
         self.body = body
-        closing = list(body)[-1]
-        self.add_in_bn = isinstance(closing, BatchNormAct2d) and not closing.relu
+        self.add_in_bn = closing_takes_the_sum(body)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.add_in_bn:
+        if self.add_in_bn and not torch.jit.is_scripting():
+            return self._sum_in_closing_bn(x)
+        return x + self.body(x)
+
+    @torch.jit.unused
+    def _sum_in_closing_bn(self, x: Tensor) -> Tensor:
+        """The body with the identity sum in its closing BN (the plain sum where that does not hold now)."""
+        if not closing_takes_the_sum(self.body):
             return x + self.body(x)
-        *layers, closing = list(self.body)
-        y = x
-        for layer in layers:
-            y = layer(y)
-        assert isinstance(closing, BatchNormAct2d)
-        return closing.forward_add(y, x, relu=False)
+        return sum_in_closing_bn(self.body, x, x, relu=False)
 
 
 def igcv3_d_block(

@@ -46,7 +46,7 @@ from igcnas.nn import _native
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import native_candidate, native_kernels_usable
 
-__all__ = ["FusedSequential", "chain_member", "chain_runs", "fuse_chains", "run_chain"]
+__all__ = ["FusedSequential", "chain_member", "chain_runs", "fuse_chains", "hooked", "run_chain"]
 
 
 def chain_member(module: nn.Module) -> bool:
@@ -81,8 +81,8 @@ def chain_runs(modules: Sequence[nn.Module]) -> list[list[FastSparseConv2d]]:
     return runs
 
 
-def _hooked(module: nn.Module) -> bool:
-    """Whether forward or backward (pre-)hooks would see the individual convs (the fused path would skip them)."""
+def hooked(module: nn.Module) -> bool:
+    """Whether forward or backward (pre-)hooks would see ``module`` run alone (a fused path would skip them)."""
     local = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
     hooks = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
              "_global_backward_pre_hooks")
@@ -97,7 +97,7 @@ def _fusable_now(x: Tensor, convs: Sequence[FastSparseConv2d]) -> bool:
         return False
     for conv in convs:
         weight = conv.weight
-        if weight.device.type != "cpu" or weight.dtype != torch.float32 or _hooked(conv):
+        if weight.device.type != "cpu" or weight.dtype != torch.float32 or hooked(conv):
             return False
     if not native_kernels_usable():
         return False

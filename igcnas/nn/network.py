@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec
-from igcnas.nn.chain_ops import FusedSequential, fuse_chains
+from igcnas.nn.chain_ops import FusedSequential, fuse_chains, hooked
 from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
 from igcnas.nn.ops import sparse_conv
 from igcnas.nn.plan import _is_exporting
 
-__all__ = ["Cost", "LayerCost", "Block", "Network", "build", "block_cost", "layer_costs", "network_cost", "conv_out"]
+__all__ = ["Cost", "LayerCost", "Block", "Network", "build", "block_cost", "layer_costs", "network_cost", "conv_out",
+           "closing_takes_the_sum", "sum_in_closing_bn"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,10 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.add_in_bn and not torch.jit.is_scripting():
             return self._forward_add_in_bn(x)
+        return self._forward_plain(x)
+
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """Body, then the shortcut sum, then the block's ReLU (the naive build's graph; scripting takes it)."""
         if self.fusion > 1:  # summation fusion: the same input on every partition, partitions summed
             y = self.body(x.repeat(1, self.fusion, 1, 1))
             y = y.unflatten(1, (self.fusion, y.shape[1] // self.fusion)).sum(dim=1)
@@ -130,18 +135,35 @@ class Block(nn.Module):
 
     @torch.jit.unused
     def _forward_add_in_bn(self, x: torch.Tensor) -> torch.Tensor:
-        """The body up to its closing BN, then that BN with the shortcut sum and the block's ReLU in one op."""
-        modules = list(self.body)
-        if isinstance(self.body, FusedSequential):
-            y = self.body._fused_forward(x, stop=len(modules) - 1)
-        else:
-            y = x
-            for module in modules[:-1]:
-                y = module(y)
-        residual = x if self.identity else self.shortcut(x)  # type: ignore[misc]
-        closing = modules[-1]
-        assert isinstance(closing, BatchNormAct2d)
-        return closing.forward_add(y, residual, relu=self.post_relu)
+        """The body up to its closing BN, then that BN with the shortcut sum and the block's ReLU in one op (the
+        plain forward where :func:`closing_takes_the_sum` does not hold now)."""
+        if not closing_takes_the_sum(self.body):
+            return self._forward_plain(x)
+        residual = x if self.shortcut is None else self.shortcut(x)
+        return sum_in_closing_bn(self.body, x, residual, relu=self.post_relu)
+
+
+def closing_takes_the_sum(body: nn.Sequential) -> bool:
+    """Whether ``body``'s last module is (still) a BatchNormAct2d without ReLU and no hook would see the body or
+    that module run alone: then :func:`sum_in_closing_bn` may run it with a residual (its hooks would be skipped).
+    A module replaced after the build (synflow's BN removal, SyncBatchNorm conversion) or a hook keeps the plain
+    path."""
+    closing = body[-1]
+    return isinstance(closing, BatchNormAct2d) and not closing.relu and not hooked(closing) and not hooked(body)
+
+
+def sum_in_closing_bn(body: nn.Sequential, x: torch.Tensor, residual: torch.Tensor, *, relu: bool) -> torch.Tensor:
+    """``act(body(x) + residual)`` with the sum and the ReLU (``relu``) in the closing BatchNormAct2d's op
+    (:meth:`~igcnas.nn.norm.BatchNormAct2d.forward_add`); call it where :func:`closing_takes_the_sum` holds."""
+    *layers, closing = list(body)
+    if isinstance(body, FusedSequential):
+        y = body._fused_forward(x, stop=len(layers))
+    else:
+        y = x
+        for layer in layers:
+            y = layer(y)
+    assert isinstance(closing, BatchNormAct2d)
+    return closing.forward_add(y, residual, relu=relu)
 
 
 def block_cost(plan: BlockPlan, block: BlockSpec, height: int, width: int) -> tuple[LayerCost, int, int]:

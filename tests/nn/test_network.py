@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from igcnas.arch import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec
 from igcnas.arch.fit import layout_spec
@@ -107,6 +108,48 @@ def test_a_shortcut_sum_runs_in_the_closing_bn_and_trains_as_the_naive_build(nam
     assert sum(b.add_in_bn for b in blocks) == sum(b.identity or b.shortcut is not None for b in blocks) > 0
     _assert_trains_as_the_naive_build(spec)
     assert sum(summed) == sum(b.add_in_bn for b in blocks)  # every shortcut sum ran in its closing BN
+
+
+def test_a_replaced_or_hooked_closing_bn_runs_the_plain_block():
+    """The sum leaves the closing BN when that module is replaced after the build (as synflow's or SyncBatchNorm's
+    conversions do) or hooked (its hooks see its own output), and the block computes the same."""
+    from igcnas.nn.network import Block
+
+    spec = SPECS["dw_pw"]
+    torch.manual_seed(0)
+    model = build(spec).train()
+    block = next(m for m in model.modules() if isinstance(m, Block) and m.add_in_bn)
+    x = torch.randn(4, block.body[0].in_channels, 6, 6).contiguous(memory_format=torch.channels_last)
+    expected = block(x)
+    seen: list[torch.Tensor] = []
+    handle = block.body[-1].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
+    finally:
+        handle.remove()
+    assert len(seen) == 1 and seen[0].shape == expected.shape  # the BN's own output, before the sum
+    handle = block.body.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    try:
+        torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
+    finally:
+        handle.remove()
+    assert len(seen) == 2  # a hook on the body sees the body run
+    plain = nn.BatchNorm2d(block.body[-1].num_features)
+    plain.load_state_dict(block.body[-1].state_dict())
+    block.body[-1] = plain
+    torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_naive_build_still_scripts():
+    """Scripting takes the plain block forward (the fused sum is an unused method): a naive network scripts and
+    computes as in eager mode."""
+    spec = SPECS["dw_pw"]
+    model = build(spec, impl="naive").eval()
+    x = torch.randn(2, *spec.input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice
+        scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x), model(x))
 
 
 def test_a_block_without_shortcut_runs_its_relu_in_its_last_bn():

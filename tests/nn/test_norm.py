@@ -96,13 +96,13 @@ def _assert_step_matches_float64(fused: BatchNormAct2d, reference: nn.Sequential
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("relu", [True, False])
-def test_many_pixel_blocks_far_from_zero_equal_the_reference(relu: bool, threads: int, native_form: None) -> None:
+def test_many_pixel_blocks_far_from_zero_equal_the_reference(threads: int, native_form: None) -> None:
     # the kernel sums blocks of 32 pixels in float, then in double: 4,080 pixels (a partial last block) split
     # over 1-3 threads, values centred far from 0 (the per-channel shift keeps the variance from cancelling).
     # Checked against the reference in float64: PyTorch's own float32 BatchNorm is off by up to 6e-5 here.
+    # No ReLU: with 163,200 outputs some lie within float32 rounding of 0, where the mask may differ.
     torch.manual_seed(2)
-    fused, reference = _pair(40, relu)
+    fused, reference = _pair(40, False)
     x = (torch.randn(16, 40, 17, 15) * 2 + 50).contiguous(memory_format=CL)
     _assert_step_matches_float64(fused, reference, x, threads=threads)
 
@@ -214,6 +214,36 @@ def test_the_training_form_is_measured_once_and_cached(relu: bool, monkeypatch: 
     tune._forget()
     monkeypatch.setenv("IGCNAS_TUNE", "off")
     assert module.uses_native(x) is relu  # the prior: native for BN + ReLU only
+    _tune_cache._loaded.clear()
+
+
+@pytest.mark.parametrize("add_relu", [True, False])
+def test_the_residual_form_is_measured_as_its_own_signature(add_relu: bool, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Path) -> None:
+    # BN + sum (+ ReLU) is its own signature, its ReLU the block's (add_relu), not the module's; prior native
+    from igcnas.nn import _tune_cache, norm, tune
+
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    monkeypatch.setattr(tune, "_memory", {})
+    _tune_cache._loaded.clear()
+    calls: list[tuple[bool, bool]] = []
+
+    def fake(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float, forms: list[str],
+             residual: bool = False) -> dict[str, float]:
+        calls.append((relu, residual))
+        return {"native": 2.0, "reference": 1.0}  # against the prior
+
+    monkeypatch.setattr(norm, "_measure_forms", fake)
+    module = BatchNormAct2d(8, relu=False)
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=CL)
+    assert module.form_for(x, residual=True, add_relu=add_relu) == "reference"
+    assert calls == [(add_relu, True)]
+    (text,) = [t for t in tune.choices() if t.startswith("BN+add")]
+    assert text == f"BN+add{'+ReLU' if add_relu else ''} 8 5x5 float32 t{torch.get_num_threads()} train cl"
+    tune._forget()
+    monkeypatch.setenv("IGCNAS_TUNE", "off")
+    assert module.form_for(x, residual=True, add_relu=add_relu) == "native"  # the prior
     _tune_cache._loaded.clear()
 
 

@@ -16,6 +16,7 @@
  *            sum_dz[c] = sum_p dz, sum_dzx[c] = sum_p dz * (x - mean)      (dbeta = sum_dz, dgamma = sum_dzx*invstd)
  *            dx = scale * (dz - sum_dz / P - (x - mean) * invstd^2 * sum_dzx / P)
  */
+#define _POSIX_C_SOURCE 200112L /* posix_memalign */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +24,24 @@
 #include <omp.h>
 #endif
 
+/* Pixels summed in float before their sums are added to the double accumulators: double precision where the
+ * sums grow large, float (full vector width, no conversions) in the inner loop. */
+#define BN_BLOCK 32
+
+/* Blocks of BN_BLOCK pixels in `pixels` (the last one may be partial). */
+static int64_t block_count(int64_t pixels) { return (pixels + BN_BLOCK - 1) / BN_BLOCK; }
+
+/* One past the last pixel of block blk. */
+static int64_t block_end(int64_t blk, int64_t pixels) {
+    return (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
+}
+
+/* Threads for `pixels` pixels: at most one per block of BN_BLOCK pixels (a thread without a block would only
+ * allocate and zero its partial sums). */
 static int thread_count(int nthreads, int64_t pixels) {
+    const int64_t blocks = block_count(pixels);
     if (nthreads < 1) nthreads = 1;
-    if ((int64_t)nthreads > pixels) nthreads = (int)(pixels > 0 ? pixels : 1);
+    if ((int64_t)nthreads > blocks) nthreads = (int)(blocks > 0 ? blocks : 1);
     return nthreads;
 }
 
@@ -49,8 +65,12 @@ typedef struct {
 static int partials_alloc(partials *pt, int nthreads, int64_t channels) {
     pt->dstride = (2 * channels + 7) / 8 * 8;   /* 8 doubles = 64 bytes */
     pt->fstride = (2 * channels + 15) / 16 * 16; /* 16 floats = 64 bytes */
-    pt->sums = aligned_alloc(64, sizeof(double) * (size_t)(pt->dstride * nthreads));
-    pt->block = aligned_alloc(64, sizeof(float) * (size_t)(pt->fstride * nthreads));
+    /* posix_memalign, not C11's aligned_alloc: declared whatever -std the compiler defaults to */
+    void *sums = NULL, *block = NULL;
+    if (posix_memalign(&sums, 64, sizeof(double) * (size_t)(pt->dstride * nthreads))) sums = NULL;
+    if (posix_memalign(&block, 64, sizeof(float) * (size_t)(pt->fstride * nthreads))) block = NULL;
+    pt->sums = sums;
+    pt->block = block;
     if (!pt->sums || !pt->block) {
         free(pt->sums);
         free(pt->block);
@@ -71,18 +91,6 @@ static void partials_total(partials *pt, int nthreads, int64_t channels) {
         const double *part = pt->sums + (size_t)(t * pt->dstride);
         for (int64_t e = 0; e < 2 * channels; ++e) pt->sums[e] += part[e];
     }
-}
-
-/* Pixels summed in float before their sums are added to the double accumulators: double precision where the
- * sums grow large, float (full vector width, no conversions) in the inner loop. */
-#define BN_BLOCK 32
-
-/* Blocks of BN_BLOCK pixels in `pixels` (the last one may be partial). */
-static int64_t block_count(int64_t pixels) { return (pixels + BN_BLOCK - 1) / BN_BLOCK; }
-
-/* One past the last pixel of block blk. */
-static int64_t block_end(int64_t blk, int64_t pixels) {
-    return (blk + 1) * BN_BLOCK < pixels ? (blk + 1) * BN_BLOCK : pixels;
 }
 
 /* Sums over pixels [p0, p1) of d = x - shift and of d * d into b1, b2 (overwritten). Each pass's inner loops are
