@@ -163,12 +163,15 @@ class _PairTimer:
         """Max output difference fast vs naive, and the module's params and fvcore MACs per image."""
         with torch.no_grad():
             diff = self.models["naive"](self.inputs["naive"]) - self.models["fast"](self.inputs["fast"])
+        from igcnas.nn.norm import last_bn_forms
         from igcnas.nn.ops import last_plans
         from igcnas.nn.tune import label
 
-        used = last_plans(self.models["fast"])
-        forms = "; ".join(f"{mode} " + ", ".join(f"{kind} {label(plan)}" for kind, plan in sorted(kinds.items()))
-                          for mode, kinds in sorted(used.items(), key=lambda kv: kv[0] != "train"))
+        used = {mode: {kind: label(plan) for kind, plan in kinds.items()}
+                for mode, kinds in last_plans(self.models["fast"]).items()}
+        used.setdefault("train", {}).update(last_bn_forms(self.models["fast"]))  # BN forms: training only
+        forms = "; ".join(f"{mode} " + ", ".join(f"{kind} {form}" for kind, form in sorted(kinds.items()))
+                          for mode, kinds in sorted(used.items(), key=lambda kv: kv[0] != "train") if kinds)
         return {
             "forms": forms,
             "params": sum(p.numel() for p in self.models["naive"].parameters()),

@@ -37,8 +37,12 @@ def test_bench_blocks_rows_are_complete_and_consistent() -> None:
     assert v3["params"] == 192 * 16 + 192 * 9 + 32 * 96 + 2 * (192 + 192 + 32)
     table = bench.format_table(rows)
     assert "IGCV2*-C416" in table and "train_ops_speedup" in table and "tuned malloc" in table
-    # the form each layer kind ran, for a training step and for inference (the IGC block: its GC and PWG)
-    assert igc["forms"].startswith("train GC ") and "PWG " in igc["forms"] and "eval GC " in igc["forms"]
+    # the form each layer kind ran, for a training step and for inference (the IGC block: its GC and PWG; its BN +
+    # ReLU in training, and the IGCV3-D block's closing BN with the identity sum)
+    train, evaluation = igc["forms"].split("; ")
+    assert train.startswith("train BN+ReLU ") and "GC " in train and "PWG " in train
+    assert evaluation.startswith("eval GC ") and "BN" not in evaluation
+    assert "BN+add " in v3["forms"].split("; ")[0]
     assert f"  IGC-L24M2: {igc['forms']}" in table
 
 
