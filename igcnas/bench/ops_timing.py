@@ -163,15 +163,11 @@ class _PairTimer:
         """Max output difference fast vs naive, and the module's params and fvcore MACs per image."""
         with torch.no_grad():
             diff = self.models["naive"](self.inputs["naive"]) - self.models["fast"](self.inputs["fast"])
-        from igcnas.nn.norm import last_bn_forms
-        from igcnas.nn.ops import last_plans
-        from igcnas.nn.tune import label
+        from igcnas.nn.tune import last_forms
 
-        used = {mode: {kind: label(plan) for kind, plan in kinds.items()}
-                for mode, kinds in last_plans(self.models["fast"]).items()}
-        used.setdefault("train", {}).update(last_bn_forms(self.models["fast"]))  # BN forms: training only
+        used = last_forms(self.models["fast"])  # sparse convs per mode; BatchNorms in training only
         forms = "; ".join(f"{mode} " + ", ".join(f"{kind} {form}" for kind, form in sorted(kinds.items()))
-                          for mode, kinds in sorted(used.items(), key=lambda kv: kv[0] != "train") if kinds)
+                          for mode, kinds in sorted(used.items(), key=lambda kv: kv[0] != "train"))
         return {
             "forms": forms,
             "params": sum(p.numel() for p in self.models["naive"].parameters()),

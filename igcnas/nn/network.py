@@ -110,10 +110,10 @@ class Block(nn.Module):
             )
         self.post_relu = block.post_relu and not fold_relu  # a folded ReLU runs in the last BN module
         self.fusion = plan.fusion
-        # a shortcut after a closing BN: the BN, the sum and the ReLU after it run as one op (BatchNormAct2d)
-        closing = list(self.body)[-1]
-        self.add_in_bn = (impl != "naive" and plan.fusion == 1 and (plan.identity or plan.projection)
-                          and isinstance(closing, BatchNormAct2d) and not closing.relu)
+        # a shortcut after a closing BN: the BN, the sum and the ReLU after it run as one op (BatchNormAct2d; the
+        # naive build's closing nn.BatchNorm2d never takes it)
+        self.add_in_bn = (plan.fusion == 1 and (plan.identity or plan.projection)
+                          and closing_takes_the_sum(self.body))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.add_in_bn and not torch.jit.is_scripting():

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +31,7 @@ from igcnas.nn import _native
 from igcnas.nn._native import check_code, data_ptr
 from igcnas.nn.plan import native_kernels_usable
 
-__all__ = ["BatchNormAct2d", "batch_norm_act", "last_bn_forms"]
+__all__ = ["BatchNormAct2d", "batch_norm_act"]
 
 
 class _BatchNormAct(torch.autograd.Function):
@@ -163,13 +162,13 @@ class BatchNormAct2d(nn.BatchNorm2d):
         as its own signature against PyTorch's BN, add and ReLU; its prior is native (two passes fewer).
         """
         from igcnas.nn.plan import ConvPlan
-        from igcnas.nn.tune import decide
+        from igcnas.nn.tune import decide, note_form
 
         relu = add_relu if residual else self.relu
         op = f"{'BN+add' if residual else 'BN'}{'+ReLU' if relu else ''}"
         prior = ConvPlan("native" if relu or residual else "reference", True, "table")
         if torch.is_inference_mode_enabled():  # no backward to time here: the prior
-            _LAST_FORMS[self] = (op, prior.form)
+            note_form(self, mode="train", kind=op, plan=prior)
             return prior.form
         threads = torch.get_num_threads()
         text = f"{op} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 t{threads} train cl"
@@ -182,9 +181,9 @@ class BatchNormAct2d(nn.BatchNorm2d):
             return _measure_forms(self.num_features, tuple(x.shape), relu=relu, eps=self.eps,
                                   forms=[p.form for p in candidates], residual=residual)
 
-        form = decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds).form
-        _LAST_FORMS[self] = (op, form)
-        return form
+        chosen = decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds)
+        note_form(self, mode="train", kind=op, plan=chosen)
+        return chosen.form
 
     @torch.jit.unused
     def forward_add(self, x: Tensor, residual: Tensor, *, relu: bool) -> Tensor:
@@ -230,30 +229,6 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, relu={self.relu}"
-
-
-_LAST_FORMS: weakref.WeakKeyDictionary[nn.Module, tuple[str, str]] = weakref.WeakKeyDictionary()
-"""The (op, form) each :class:`BatchNormAct2d` last chose for a training input, for :func:`last_bn_forms`."""
-
-
-def last_bn_forms(module: nn.Module) -> dict[str, str]:
-    """``{op: form}`` (op ``BN``, ``BN+ReLU``, ``BN+add``, ``BN+add+ReLU``; form ``native`` or ``reference``) of
-    the BatchNorms inside ``module`` that have chosen a training form (one per op: the last seen).
-
-    Example:
-        >>> bn = BatchNormAct2d(4, relu=True)
-        >>> x = torch.randn(2, 4, 3, 3).contiguous(memory_format=torch.channels_last)
-        >>> with torch.inference_mode():  # no backward to time: the prior (native for BN + ReLU)
-        ...     _ = bn.form_for(x)
-        >>> last_bn_forms(bn)
-        {'BN+ReLU': 'native'}
-    """
-    out: dict[str, str] = {}
-    for child in module.modules():
-        if child in _LAST_FORMS:
-            op, form = _LAST_FORMS[child]
-            out[op] = form
-    return out
 
 
 def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float,

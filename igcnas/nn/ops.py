@@ -55,7 +55,6 @@ Example:
 
 from __future__ import annotations
 
-import weakref
 from typing import get_args
 
 import torch
@@ -211,28 +210,6 @@ def dense_weight(weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor
 
 _PLAN_MEMO_SIZE = 64
 """Plans one module memoises (one per input signature) before it clears its memo."""
-_LAST_PLANS: weakref.WeakKeyDictionary[nn.Module, dict[str, ConvPlan]] = weakref.WeakKeyDictionary()
-"""The plan each fast conv last ran, for a training step and for inference (what ``igcnas bench ops`` reports)."""
-
-
-def last_plans(module: nn.Module) -> dict[str, dict[str, ConvPlan]]:
-    """``{"train"|"eval": {kind: plan}}`` of the fast convs inside ``module`` that have run (one plan per kind:
-    the last seen).
-
-    Example:
-        >>> conv = FastSparseConv2d(ConvSpec(8, 8, 1, groups=2))
-        >>> _ = conv(torch.randn(1, 8, 4, 4))
-        >>> sorted(last_plans(conv)["train"])
-        ['PWG']
-    """
-    out: dict[str, dict[str, ConvPlan]] = {}
-    for child in module.modules():
-        for mode, plan in _LAST_PLANS.get(child, {}).items():
-            if isinstance(child, SparseConv2d):
-                out.setdefault(mode, {})[child.spec.kind] = plan
-    return out
-
-
 def _native_usable(x: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
     """Whether a native kernel can run this forward (float32 CPU tensors, no autocast, PWG stride 1, built)."""
     if spec.kernel_size == 1:
@@ -337,7 +314,7 @@ class FastSparseConv2d(SparseConv2d):
                 memo: dict[tuple[object, ...], ConvPlan] = self.__dict__.setdefault("_plan_memo", {})
                 found = memo.get(key)
                 if found is not None:
-                    _LAST_PLANS.setdefault(self, {})["train" if grad else "eval"] = found
+                    _tune.note_form(self, mode="train" if grad else "eval", kind=self.spec.kind, plan=found)
                     return found
         plan = select_plan(
             self.spec,
@@ -357,7 +334,7 @@ class FastSparseConv2d(SparseConv2d):
             if len(memo) >= _PLAN_MEMO_SIZE:
                 memo.clear()  # many input shapes (e.g. variable image sizes): start again rather than grow
             memo[key] = plan
-        _LAST_PLANS.setdefault(self, {})["train" if grad else "eval"] = plan
+        _tune.note_form(self, mode="train" if grad else "eval", kind=self.spec.kind, plan=plan)
         return plan
 
     @torch.jit.unused

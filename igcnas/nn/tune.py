@@ -29,6 +29,7 @@ import os
 import statistics
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ from igcnas.errors import UserError
 from igcnas.nn.plan import ConvPlan, ConvSpec
 
 __all__ = ["MODES", "MARGIN", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
-           "decide", "round_robin", "timing_input", "choices"]
+           "decide", "round_robin", "timing_input", "choices", "note_form", "last_forms"]
 
 MODES: tuple[str, ...] = ("auto", "cache", "off")
 MARGIN = 0.03
@@ -230,6 +231,34 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
 def choices() -> dict[str, ConvPlan]:
     """The choices this process has made or read (signature text -> plan)."""
     return dict(_memory)
+
+
+_LAST_FORMS: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, ConvPlan]]] = weakref.WeakKeyDictionary()
+"""The form each fast op (sparse conv, BatchNorm) last ran, per mode, with its layer kind (for ``igcnas bench ops``)."""
+
+
+def note_form(module: Any, *, mode: str, kind: str, plan: ConvPlan) -> None:
+    """Record that ``module`` (a layer of ``kind``: ``PWG``, ``BN+ReLU``...) just ran ``plan`` in ``mode``
+    (``train`` or ``eval``), for :func:`last_forms`."""
+    _LAST_FORMS.setdefault(module, {})[mode] = (kind, plan)
+
+
+def last_forms(module: Any) -> dict[str, dict[str, str]]:
+    """``{"train"|"eval": {kind: form label}}`` of the fast ops inside ``module`` that have run (one form per
+    kind: the last seen).
+
+    Example:
+        >>> from igcnas.nn.ops import FastSparseConv2d
+        >>> conv = FastSparseConv2d(ConvSpec(8, 8, 1, groups=2))
+        >>> _ = conv(torch.randn(1, 8, 4, 4))
+        >>> sorted(last_forms(conv)["train"])
+        ['PWG']
+    """
+    out: dict[str, dict[str, str]] = {}
+    for child in module.modules():
+        for mode, (kind, plan) in _LAST_FORMS.get(child, {}).items():
+            out.setdefault(mode, {})[kind] = label(plan)
+    return out
 
 
 def _forget() -> None:
