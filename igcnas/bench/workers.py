@@ -5,8 +5,8 @@ Each run is a real ``igcnas search`` process in its own temporary folder and SQL
 differ only in how many trials train at once. The runs alternate (1, default, 1, default, ...) ``repeats`` times
 and each row reports the median wall time; the ratio is the default's median over the one-worker median.
 
-The workers of a run sample with different seeds, so the architectures (and their training times) differ from
-the one-worker run's; the row's ``train_s`` (the trials' summed durations) shows the work each run did.
+The sampler seeds each trial's draws by its number, so both runs train the same candidates; the row's ``train_s``
+(the trials' summed durations) shows how much slower each trains when the workers share the machine.
 """
 
 from __future__ import annotations

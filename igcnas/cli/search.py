@@ -153,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the sampler, the data split and training "
                                                        "(default: %(default)s)")
     g.add_argument("--max-attempts", type=positive_int,
-                   help="most candidates to sample in this run (default: 20 x --trials + 20)")
+                   help="most candidates to sample in this run (default: 100 x --trials + 100)")
     g.add_argument("--prescreen", type=_prescreen_k, default="auto", metavar="K",
                    help="for each trained trial, score K feasible sampled candidates with a training-free proxy "
                         "and train only the best; the others are recorded 'screened' with their scores, so the "

@@ -27,7 +27,10 @@
 :func:`vote` combines rows of scores into the rank vote of Abdelfattah et al. 2021 ("Zero-Cost Proxies for
 Lightweight NAS"). Every model is built with ``build(spec)`` after seeding torch's CPU generator with ``seed``
 (its state restored afterwards), dropout off, so a score is a function of the spec, the batch and the seed;
-torch's grad mode, thread count and random state are left as they were.
+torch's grad mode, thread count and random state are left as they were. On CPU, a proxy that runs the network
+tunes glibc malloc for the process as training does (:func:`igcnas._allocator.tune_cpu_allocator`; opt out with
+``IGCNAS_MALLOC=system``): its activations are as large as a training step's, and re-faulting them at every call
+would cost more than the arithmetic on the widest networks.
 
 Example:
     >>> import torch
@@ -50,10 +53,19 @@ from typing import Any
 
 import torch
 
+from igcnas._allocator import tune_cpu_allocator
 from igcnas.arch.spec import ArchSpec
 from igcnas.cost import count
 from igcnas.errors import UserError
-from igcnas.proxies._checks import BATCH_PROXIES, PROXIES, check_batch, check_budget, check_seed, proxy_names
+from igcnas.proxies._checks import (
+    BATCH_PROXIES,
+    MODEL_PROXIES,
+    PROXIES,
+    check_batch,
+    check_budget,
+    check_seed,
+    proxy_names,
+)
 from igcnas.proxies._measures import jacob_cov, loss_gradient_scores, naswot, seeded_model, synflow
 
 __all__ = ["PROXIES", "VOTE_PROXIES", "PROXY_BATCH", "proxy_batch", "score", "vote"]
@@ -116,6 +128,8 @@ def score(
     budget = check_budget(budget_params)
     check_batch(spec, images, labels, batch=bool(BATCH_PROXIES.intersection(names)))
     cost = count(spec)
+    if images.device.type == "cpu" and MODEL_PROXIES.intersection(names):
+        tune_cpu_allocator()
     values: dict[str, float] = {}
     with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
         # a copy made outside inference mode: autograd can use it even when the caller's batch is an inference tensor

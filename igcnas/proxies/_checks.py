@@ -9,13 +9,16 @@ import torch
 from igcnas.arch.spec import ArchSpec
 from igcnas.errors import UserError
 
-__all__ = ["PROXIES", "BATCH_PROXIES", "proxy_names", "check_seed", "check_budget", "check_batch"]
+__all__ = ["PROXIES", "BATCH_PROXIES", "MODEL_PROXIES", "proxy_names", "check_seed", "check_budget", "check_batch"]
 
 PROXIES: tuple[str, ...] = ("params", "flops", "width", "naswot", "synflow", "snip", "grad_norm", "jacob_cov")
 """Every proxy :func:`igcnas.proxies.score` computes, in its default order."""
 
 BATCH_PROXIES: frozenset[str] = frozenset({"naswot", "snip", "grad_norm", "jacob_cov"})
 """The proxies that run the batch in train mode (batch statistics) or compare its images: they need 2 or more."""
+
+MODEL_PROXIES: frozenset[str] = BATCH_PROXIES | {"synflow"}
+"""The proxies that build and run the network (the others are closed forms of the spec)."""
 
 
 def proxy_names(proxies: str | Iterable[str]) -> tuple[str, ...]:

@@ -1,10 +1,11 @@
 """``--workers N``: several trials at once on one machine, as worker processes on the same Optuna storage.
 
 The parent is worker 1 and starts N - 1 more processes (forked on CPU; ``python -m igcnas.search._workers`` on a
-GPU machine), each running the Optuna backend on the study's storage with one :class:`WorkerSlot`: its index (which offsets the sampler's seed, so the workers do
-not sample alike) and the run's id. Every trial of the run is tagged with that id, and the workers stop together
-once the run has trained ``--trials`` trials (counted in the storage, in-flight trials included, so the total is
-exact). Each worker's progress lines carry its label (``w1/2``) and reach the parent's stderr.
+GPU machine), each running the Optuna backend on the study's storage with one :class:`WorkerSlot`: its index and
+the run's id. Every trial of the run is tagged with that id, and the workers stop together once the run has trained
+``--trials`` trials (counted in the storage, in-flight trials included, so the total is exact). The samplers seed
+each trial's draws by its number, so the workers do not sample alike, and a random search trains the same candidates
+whatever the number of workers. Each worker's progress lines carry its label (``w1/2``) and reach the parent's stderr.
 
 Defaults (``workers=None``, the CLI's ``--workers auto``): one worker per GPU when the device is CUDA (each sees
 its own GPU through ``CUDA_VISIBLE_DEVICES``), else physical cores ÷ ``--num-threads``. A killed parent

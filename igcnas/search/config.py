@@ -52,9 +52,10 @@ class SearchConfig:
 
     ``trials`` counts *trained* trials (completed, pruned or failed) this run adds to the study; infeasible
     candidates (over budget, never trained) and duplicates (an architecture the study already trained) do not
-    count. At most ``max_attempts`` candidates are sampled per run (default ``20 * trials + 20``). The sampler is
-    seeded with ``seed + <trials already in the study>``: a fresh study is reproducible, and a resumed one does not
-    replay its first samples. ``prescreen`` K >= 2 trains, for each trained trial, the best of K feasible sampled
+    count. At most ``max_attempts`` candidates are sampled per run (default ``100 * trials + 100``: an over-budget
+    candidate costs milliseconds, and under a tight budget few fit). Each trial's draws are seeded by ``seed`` and
+    the trial's number: a fresh study is reproducible whatever ``workers``, and a resumed one does not replay its
+    first samples. ``prescreen`` K >= 2 trains, for each trained trial, the best of K feasible sampled
     candidates by the proxy ``prescreen_proxy`` and records the others ``screened`` (:mod:`igcnas.search._prescreen`);
     ``"auto"`` becomes 8 on CIFAR-10, where the tabular benchmark measured that it helps, and 0 elsewhere.
 
@@ -184,7 +185,7 @@ class SearchConfig:
 
     def attempts_cap(self) -> int:
         """Most candidates one run samples."""
-        return self.max_attempts or 20 * self.trials + 20
+        return self.max_attempts or 100 * self.trials + 100
 
     def replace(self, **changes: Any) -> SearchConfig:
         """Copy with some fields changed."""

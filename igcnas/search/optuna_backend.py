@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 
 from igcnas.errors import UserError
@@ -56,8 +57,6 @@ _RUN_ATTR = "run"
 """Trial user attr: the id of the run (one ``igcnas search``, all its workers) that ran the trial."""
 _TRAINED_ATTR = "trained"
 """Trial user attr: True when the trial was trained (what ``--trials`` counts)."""
-_SEED_STRIDE = 100_003
-"""Sampler seed offset between the workers of one run (they start on the same study at once)."""
 _SCREEN_ATTR = "screen"
 """Trial user attr: prescreening's verdict (a screened trial's, or the trained trial it chose)."""
 _ROLE_ATTR = "key_role"
@@ -133,16 +132,51 @@ class _LockPlaceholder:
         return threading.RLock() if self.reentrant else threading.Lock()
 
 
-class _RandomSampler(_MirrorConstraints, RandomSampler):
-    """RandomSampler whose trials' constraints optuna-dashboard shows."""
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number``'s draws in a study sampled with ``seed`` (independent of the worker).
+
+    Example:
+        >>> trial_seed(0, 5) == trial_seed(0, 5) != trial_seed(0, 6)
+        True
+    """
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
-class _TPESampler(_MirrorConstraints, TPESampler):
-    """TPESampler whose trials' constraints optuna-dashboard shows."""
+class _SeedPerTrial(BaseSampler):
+    """Sampler mixin: the random draws of trial ``n`` are seeded by (seed, ``n``), not by what came before.
+
+    So the worker that happens to sample trial ``n`` does not matter: a random search trains the same
+    candidates with ``--workers 1`` as with ``--workers 4``, and so do TPE's and NSGA-II's random start-up trials.
+    (Their later, model-based trials still depend on which trials had finished.) Each Optuna sampler keeps its
+    draws in a ``LazyRandomState`` (``_rng``, and ``_random_sampler._rng`` for its start-up draws), reseeded here in
+    place since NSGA-II's operators hold a reference to it.
+    """
+
+    def __init__(self, *args: Any, seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, seed=seed, **kwargs)  # type: ignore[call-arg]
+        self._igcnas_seed = seed
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        base = getattr(self, "_igcnas_seed", None)  # None: unseeded, or pickled before this mixin existed
+        if base is not None:
+            seed = trial_seed(base, trial.number)
+            for owner in (self, getattr(self, "_random_sampler", None)):
+                state = getattr(owner, "_rng", None)
+                if state is not None:
+                    state.rng.seed(seed)
+        super().before_trial(study, trial)
 
 
-class _NSGAIISampler(_MirrorConstraints, NSGAIISampler):
-    """NSGAIISampler whose trials' constraints optuna-dashboard shows."""
+class _RandomSampler(_MirrorConstraints, _SeedPerTrial, RandomSampler):
+    """RandomSampler seeded per trial, whose trials' constraints optuna-dashboard shows."""
+
+
+class _TPESampler(_MirrorConstraints, _SeedPerTrial, TPESampler):
+    """TPESampler seeded per trial, whose trials' constraints optuna-dashboard shows."""
+
+
+class _NSGAIISampler(_MirrorConstraints, _SeedPerTrial, NSGAIISampler):
+    """NSGAIISampler seeded per trial, whose trials' constraints optuna-dashboard shows."""
 
 
 def _sampler(config: SearchConfig, seed: int) -> Any:
@@ -259,7 +293,7 @@ def run_optuna(
                                   max_params=config.max_params, max_flops=config.max_flops)
     run_baselines(ctx, baselines, url=url, progress=progress, backend="optuna")
     previous = len(study.get_trials(deepcopy=False))
-    study.sampler = _sampler(config, config.seed + previous + _SEED_STRIDE * slot.index)
+    study.sampler = _sampler(config, config.seed)  # seeded per trial number: workers draw unalike
     pruner = _pruner(config)
     side = None
     if pruner is not None:

@@ -174,7 +174,7 @@ def run_ray(
             Define(space, config.fill_budget),
             metric=objective_metrics(config),
             mode=[d for _, d in objectives],
-            sampler=_sampler(config, config.seed + previous),
+            sampler=_sampler(config, config.seed),  # seeded per trial number
             study_name=name,
             storage=storage,
             max_fidelity=config.epochs,

@@ -55,14 +55,29 @@ def test_pruning_at_equal_compute_trains_more_trials(tmp_path: Path, scripted_tr
     assert pruned["pruned"] >= 1 and pruned["trials"] > 3
 
 
-def test_a_pruned_run_that_finds_nothing_new_stops_short_instead_of_failing(tmp_path: Path,
-                                                                          scripted_train: Any) -> None:
-    # With these scripted values NSGA-II proposes only trained or over-budget candidates before the 8 epochs
-    # are spent: the row keeps what was trained and shows the shortfall in its epochs.
+def test_a_pruned_run_that_finds_nothing_new_stops_short_instead_of_failing(
+        tmp_path: Path, scripted_train: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pruned run's second call of the search finds nothing new to train within its attempts (the search's
+    # UserError, as under a tight budget in a small space): the row keeps what was trained and shows the
+    # shortfall in its epochs.
+    import igcnas.search
+
+    real = igcnas.search.run_search
+    pruned_calls = []
+
+    def run_search(config: Any, **kwargs: Any) -> str:
+        if config.pruner != "none":
+            pruned_calls.append(config.trials)
+            if len(pruned_calls) > 1:
+                raise UserError(f"stopped after 80 sampled candidates with only 0 of {config.trials} trained")
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(igcnas.search, "run_search", run_search)
     unpruned, pruned = bench_search(dataset="digits", train_subset=400, trials=4, epochs=2, max_params=50_000,
                                     samplers=("nsga2",), trials_dir=str(tmp_path), train_fn=scripted_train())
     assert unpruned["epochs"] == 8
-    assert 0 < pruned["epochs"] < 8 and pruned["complete"] + pruned["pruned"] >= 1
+    assert pruned_calls[0] == 4 and len(pruned_calls) == 2
+    assert 0 < pruned["epochs"] < 8 and pruned["complete"] + pruned["pruned"] == 4 and pruned["pruned"] >= 1
 
 
 def test_timed_train_stops_at_the_budget() -> None:

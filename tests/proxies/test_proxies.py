@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -269,3 +273,24 @@ def test_bad_options_name_the_option(options: dict[str, object], field: str) -> 
     with pytest.raises(UserError) as error:
         score(spec, images, labels, **options)  # type: ignore[arg-type]
     assert _one_line(error).startswith(field)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="the malloc tuning is glibc's")
+@pytest.mark.parametrize(("proxies", "env", "status"), [
+    ("params,flops", "", "not tuned yet"),  # closed forms: no network runs, the process is left alone
+    ("naswot", "", "tuned"),
+    ("naswot", "system", "disabled by IGCNAS_MALLOC=system"),
+])
+def test_scoring_on_cpu_tunes_malloc_as_training_does(proxies: str, env: str, status: str) -> None:
+    code = ("import torch; from igcnas._allocator import allocator_status; from igcnas.arch import ArchSpec; "
+            "from igcnas.proxies import score; "
+            "spec = ArchSpec.simple('DW+PW', widths=(8, 16), depths=(1, 1), input_shape=(3, 8, 8)); "
+            f"score(spec, torch.randn(4, 3, 8, 8), torch.arange(4), proxies={proxies.split(',')!r}); "
+            "print(allocator_status())")
+    environ = {k: v for k, v in os.environ.items() if k != "IGCNAS_MALLOC"}
+    if env:
+        environ["IGCNAS_MALLOC"] = env
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == status
