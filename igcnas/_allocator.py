@@ -11,7 +11,8 @@ the tuning, system time 0.9 s -> 0.0 s per 5 steps).
 PyTorch's CPU performance guide recommends, without a preload. The cost: the process keeps its peak heap
 (plus up to 1 GiB of free memory at the top) until it exits. It is process-wide and cannot be undone
 (glibc drops its adaptive threshold once set), so igcnas applies it only where a process trains on CPU
-(:func:`igcnas.train.train`) and in the benchmark's worker processes. ``IGCNAS_MALLOC=system`` in the
+(:func:`igcnas.train.train`), scores a training-free proxy that runs the network on CPU
+(:func:`igcnas.proxies.score`), and in the benchmark's worker processes. ``IGCNAS_MALLOC=system`` in the
 environment turns it off. Other C libraries (musl, macOS) are left alone.
 """
 

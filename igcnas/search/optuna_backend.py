@@ -132,14 +132,20 @@ class _LockPlaceholder:
         return threading.RLock() if self.reentrant else threading.Lock()
 
 
-def trial_seed(seed: int, number: int) -> int:
-    """The seed of trial ``number``'s draws in a study sampled with ``seed`` (independent of the worker).
+def trial_seeds(seed: int, number: int) -> tuple[int, int]:
+    """The two seeds of trial ``number``'s draws in a study sampled with ``seed`` (independent of the worker):
+    one for the sampler's own generator, one for its start-up random sampler's.
+
+    Two, not one: NSGA-II draws its crossover decision from the first and the parameters it leaves out from the
+    second, so the same seed in both would tie each value to that decision.
 
     Example:
-        >>> trial_seed(0, 5) == trial_seed(0, 5) != trial_seed(0, 6)
-        True
+        >>> a, b = trial_seeds(0, 5)
+        >>> (a, b) == trial_seeds(0, 5), a != b, (a, b) != trial_seeds(0, 6)
+        (True, True, True)
     """
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+    own, start_up = np.random.SeedSequence([seed, number]).generate_state(2)
+    return int(own), int(start_up)
 
 
 class _SeedPerTrial(BaseSampler):
@@ -148,8 +154,8 @@ class _SeedPerTrial(BaseSampler):
     So the worker that happens to sample trial ``n`` does not matter: a random search trains the same
     candidates with ``--workers 1`` as with ``--workers 4``, and so do TPE's and NSGA-II's random start-up trials.
     (Their later, model-based trials still depend on which trials had finished.) Each Optuna sampler keeps its
-    draws in a ``LazyRandomState`` (``_rng``, and ``_random_sampler._rng`` for its start-up draws), reseeded here in
-    place since NSGA-II's operators hold a reference to it.
+    draws in a ``LazyRandomState`` (``_rng``, and ``_random_sampler._rng`` for its start-up draws), each reseeded
+    here with its own seed (:func:`trial_seeds`), in place since NSGA-II's operators hold a reference to it.
     """
 
     def __init__(self, *args: Any, seed: int | None = None, **kwargs: Any) -> None:
@@ -159,8 +165,8 @@ class _SeedPerTrial(BaseSampler):
     def before_trial(self, study: Any, trial: Any) -> None:
         base = getattr(self, "_igcnas_seed", None)  # None: unseeded, or pickled before this mixin existed
         if base is not None:
-            seed = trial_seed(base, trial.number)
-            for owner in (self, getattr(self, "_random_sampler", None)):
+            owners = (self, getattr(self, "_random_sampler", None))
+            for owner, seed in zip(owners, trial_seeds(base, trial.number), strict=True):
                 state = getattr(owner, "_rng", None)
                 if state is not None:
                     state.rng.seed(seed)

@@ -225,3 +225,8 @@ def test_a_trials_random_draws_do_not_depend_on_the_worker_that_samples_it(name:
     assert shared == expected
     other = optuna.create_study(sampler=_sampler(config, 8), direction="maximize").ask()
     assert draw(other) != expected[0]  # the seed still matters
+    sampler = _sampler(config, 7)
+    sampler.before_trial(alone, alone.trials[0])
+    start_up = getattr(sampler, "_random_sampler", None)
+    if start_up is not None:  # the start-up sampler's stream is not the sampler's own one replayed
+        assert sampler._rng.rng.rand(4).tolist() != start_up._rng.rng.rand(4).tolist()
