@@ -3,7 +3,9 @@
 Each run is a real ``igcnas search`` process in its own temporary folder and SQLite storage, on the embedded
 ``digits`` data (or ``--data-dir``), random sampler, no pruning, so every trial trains all its epochs: the runs
 differ only in how many trials train at once. The runs alternate (1, default, 1, default, ...) ``repeats`` times
-and each row reports the median wall time; the ratio is the default's median over the one-worker median.
+and each row reports the median wall time; the ratio is the default's median over the one-worker median. The
+default size is the main job's (``igcnas search``: 20 trials of 6 epochs); at smaller sizes the seconds that do
+not split between workers (start-up, closing summary) weigh more.
 
 The sampler seeds each trial's draws by its number, so both runs train the same candidates; the row's ``train_s``
 (the trials' summed durations) shows how much slower each trains when the workers share the machine.
@@ -43,7 +45,7 @@ def _run(workers: str, folder: Path, *, trials: int, epochs: int, max_params: in
     return wall, sum(float(r.get("duration_s") or 0.0) for r in trained), len(trained)
 
 
-def bench_workers(*, trials: int = 8, epochs: int = 4, max_params: int = 50_000, space: str = "igc_cifar",
+def bench_workers(*, trials: int = 20, epochs: int = 6, max_params: int = 50_000, space: str = "igc_cifar",
                   data_dir: str | None = None, train_subset: int | None = None, repeats: int = 1,
                   progress: bool = True) -> list[dict[str, Any]]:
     """Rows ``{workers, wall_s, train_s, trained, ratio}`` for ``--workers 1`` and the default (``auto``)."""

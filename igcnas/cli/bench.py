@@ -34,7 +34,8 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
            default 2000; --trials default 8, --max-params default 50k)
          JSON: one list, the tabular rows then the live rows
   workers  'igcnas search' at equal trained trials: --workers 1 vs the default (one per physical core),
-         alternating, median wall time of --repeats runs each (default 3); digits, or CIFAR-10 with --data-dir
+         alternating, median wall time of --repeats runs each (default 3); digits, or CIFAR-10 with --data-dir;
+         default size the main job's (--trials 20, --epochs 6)
   proxies  Spearman/Kendall of every training-free proxy against the tabular benchmark's trained accuracy (--table, --target)
   proxy-time  seconds each proxy takes, alone, on every CIFAR-10 zoo network with <= --max-params params (default
          1M), one thread, batch --batch (64), after one warm-up scoring; median of --repeats (default 3)"""
@@ -60,12 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=positive_int, help="data: use at most this many images")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help="train: epochs of the short schedule (default 3); search, workers: epochs per trial "
-                             "(default 3; workers: 4)")
+                             "(default 3; workers: 6)")
     parser.add_argument("--train-subset", type=positive_int,
                         help="train/search: stratified subset of the training set (search: default 2000)")
     parser.add_argument("--trials", type=positive_int, default=None,
                         help="search: trained candidates per strategy, N (tabular: default 10; live: default 8); "
-                             "workers: trained trials (default 8)")
+                             "workers: trained trials (default 20)")
     parser.add_argument("--max-params", type=count_arg, default=None,
                         help="search, workers: parameter budget, also the hypervolume reference (search tabular: "
                              "default 156k, IGC-L24M2-D20's; live and workers: default 50k); proxy-time: the largest "
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats is None:
         args.repeats = 3 if args.what in ("workers", "proxy-time") else 5
     if args.epochs is None:
-        args.epochs = 4 if args.what == "workers" else 3
+        args.epochs = 6 if args.what == "workers" else 3  # workers: the main job's size
     if args.what == "search":
         return _search(args)
     if args.what == "proxies":
@@ -234,7 +235,7 @@ def _search(args: argparse.Namespace) -> int:
 def _workers(args: argparse.Namespace) -> list[dict[str, Any]]:
     from igcnas.bench.workers import bench_workers
 
-    return bench_workers(trials=args.trials or 8, epochs=args.epochs,
+    return bench_workers(trials=args.trials or 20, epochs=args.epochs,
                          max_params=args.max_params or 50_000, space=args.space, data_dir=args.data_dir,
                          train_subset=args.train_subset, repeats=args.repeats)
 
