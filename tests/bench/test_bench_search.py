@@ -51,7 +51,7 @@ def test_bench_search_rows_on_digits(tmp_path: Path) -> None:
 def test_pruning_at_equal_compute_trains_more_trials(tmp_path: Path, scripted_train: Any) -> None:
     # Scripted curves: every trial is less accurate than all before it, so one not smaller than the best so far
     # is dominated at rung 1 and stopped; the freed epochs go to extra trials.
-    rows = bench_search(dataset="digits", train_subset=400, trials=3, epochs=2, max_params=50_000,
+    rows = bench_search(dataset="digits", train_subset=400, trials=3, epochs=2, max_params=50_000, space=str(SMALL),
                         samplers=("nsga2",), trials_dir=str(tmp_path), train_fn=scripted_train())
     unpruned, pruned = rows
     assert (unpruned["trials"], unpruned["epochs"], unpruned["pruned"]) == (3, 6, 0)
@@ -78,7 +78,8 @@ def test_a_pruned_run_that_finds_nothing_new_stops_short_instead_of_failing(
 
     monkeypatch.setattr(igcnas.search, "run_search", run_search)
     unpruned, pruned = bench_search(dataset="digits", train_subset=400, trials=4, epochs=2, max_params=50_000,
-                                    samplers=("nsga2",), trials_dir=str(tmp_path), train_fn=scripted_train())
+                                    space=str(SMALL), samplers=("nsga2",), trials_dir=str(tmp_path),
+                                    train_fn=scripted_train())
     assert unpruned["epochs"] == 8
     assert pruned_calls[0] == 4 and len(pruned_calls) == 2
     assert 0 < pruned["epochs"] < 8 and pruned["complete"] + pruned["pruned"] == 4 and pruned["pruned"] >= 1
