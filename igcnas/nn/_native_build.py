@@ -99,8 +99,6 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gc_backward.restype = cint
     lib.bna_stats.argtypes = [ptr, i64, i64, ptr, ptr, cint]
     lib.bna_stats.restype = cint
-    lib.bna_apply.argtypes = [ptr, i64, i64, ptr, ptr, cint, ptr, cint]
-    lib.bna_apply.restype = None
     lib.bna_apply_add.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, ptr, cint]
     lib.bna_apply_add.restype = None
     lib.bna_backward.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, cint, ptr, ptr, ptr, cint]

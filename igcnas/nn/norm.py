@@ -62,13 +62,9 @@ class _BatchNormAct(torch.autograd.Function):
             shift = shift + bias.detach().double()
         scale32, shift32 = scale.float(), shift.float()
         y = torch.empty_like(x, memory_format=torch.channels_last)
-        if residual is None:
-            lib.bna_apply(data_ptr(x), pixels, channels, data_ptr(scale32), data_ptr(shift32), int(relu), data_ptr(y),
-                          threads)
-        else:
-            r = residual.detach().contiguous(memory_format=torch.channels_last)
-            lib.bna_apply_add(data_ptr(x), data_ptr(r), pixels, channels, data_ptr(scale32), data_ptr(shift32),
-                              int(relu), data_ptr(y), threads)
+        r = None if residual is None else residual.detach().contiguous(memory_format=torch.channels_last)
+        lib.bna_apply_add(data_ptr(x), data_ptr(r), pixels, channels, data_ptr(scale32), data_ptr(shift32), int(relu),
+                          data_ptr(y), threads)  # r NULL: BN (+ ReLU) alone
         mean32, invstd32 = mean.float(), invstd.float()
         # with a residual, the ReLU mask is the output's (y > 0), saved when there is a ReLU
         masked_by_output = residual is not None and relu
@@ -200,8 +196,17 @@ class BatchNormAct2d(nn.BatchNorm2d):
         if self.relu:
             raise ValueError("forward_add needs a BatchNormAct2d built with relu=False (the ReLU follows the sum)")
         if not self.uses_native(x, residual=residual, add_relu=relu):
-            y = self._reference(x) + residual
-            return torch.relu(y) if relu else y
+            return self._reference_add(x, residual, relu=relu)
+        return self._native(x, relu=relu, residual=residual)
+
+    def _reference_add(self, x: Tensor, residual: Tensor, *, relu: bool) -> Tensor:
+        """``relu(bn(x) + residual)`` as the naive build computes it (BN, add, then ReLU with ``relu``)."""
+        y = self._reference(x) + residual
+        return torch.relu(y) if relu else y
+
+    @torch.jit.unused
+    def _native(self, x: Tensor, *, relu: bool, residual: Tensor | None = None) -> Tensor:
+        """The native kernel's training forward (see :class:`_BatchNormAct`), running statistics updated."""
         y, mean, var = _BatchNormAct.apply(x, self.weight, self.bias, self.eps, relu, residual)
         self._update_running_stats(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
         return y
@@ -211,9 +216,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
         """The native training path where it applies, else the reference."""
         if not self.uses_native(x):
             return self._reference(x)
-        y, mean, var = _BatchNormAct.apply(x, self.weight, self.bias, self.eps, self.relu)
-        self._update_running_stats(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
-        return y
+        return self._native(x, relu=self.relu)
 
     @torch.jit.unused
     def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:
@@ -245,8 +248,7 @@ def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: fl
         if form == "native":
             y = _BatchNormAct.apply(x, module.weight, module.bias, eps, relu, r)[0]
         elif r is not None:
-            y = module._reference(x) + r
-            y = torch.relu(y) if relu else y
+            y = module._reference_add(x, r, relu=relu)
         else:
             y = module._reference(x)
         y.backward(torch.ones_like(y))

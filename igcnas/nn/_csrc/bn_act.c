@@ -190,7 +190,7 @@ int bna_stats(const float *x, int64_t pixels, int64_t channels, double *mean, do
     return 0;
 }
 
-/* y = act(x * scale + shift + r) per channel, r a residual of x's shape or NULL (relu != 0: ReLU after the sum). */
+/* y = act(x * scale + shift [+ r]) per channel, r a residual of x's shape or NULL (relu != 0: ReLU, after the sum). */
 void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t channels, const float *scale,
                    const float *shift, int relu, float *y, int nthreads) {
     nthreads = thread_count(nthreads, pixels);
@@ -198,12 +198,6 @@ void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t chann
 #pragma omp parallel for num_threads(nthreads) schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk)
         apply_rows(x, r, blk * BN_BLOCK, block_end(blk, pixels), channels, scale, shift, relu, y);
-}
-
-/* y = act(x * scale + shift) per channel (relu != 0: ReLU). */
-void bna_apply(const float *x, int64_t pixels, int64_t channels, const float *scale, const float *shift,
-               int relu, float *y, int nthreads) {
-    bna_apply_add(x, NULL, pixels, channels, scale, shift, relu, y, nthreads);
 }
 
 /* Sums over pixels [p0, p1) of dz and dz * (x - mean) into b1, b2 (overwritten); dz = dy masked by the ReLU
