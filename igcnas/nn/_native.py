@@ -4,10 +4,12 @@
   convs with the intermediates kept in cache (:func:`pointwise_chain`, used by :mod:`igcnas.nn.chain_ops`);
 * ``_csrc/group_conv.c``: the k x k grouped conv with narrow groups, stride s and padding k // 2
   (:func:`group_conv`);
-* ``_csrc/bn_act.c``: training-mode BatchNorm + ReLU (used by :class:`igcnas.nn.norm.BatchNormAct2d`).
+* ``_csrc/bn_act.c``: training-mode BatchNorm + ReLU (used by :class:`igcnas.nn.norm.BatchNormAct2d`);
+* ``_csrc/codes.c``: the agreements of binary ReLU codes between images (:func:`code_agreements`, NASWOT's kernel
+  in :mod:`igcnas.proxies`).
 
-All run on channels_last float32 CPU tensors, the convs without the activation copy of the shuffle, forward and
-both backward products (input and weight gradient). The one library built from the three sources is compiled,
+The training kernels run on channels_last float32 CPU tensors, the convs without the activation copy of the
+shuffle, forward and both backward products (input and weight gradient). The one library built from the sources is compiled,
 cached and loaded by :mod:`igcnas.nn._native_build` (re-exported here: :func:`library`,
 :func:`native_available`, :func:`native_status`); where it cannot be built or ``IGCNAS_NATIVE=0`` is set,
 :func:`native_available` is False, :func:`native_status` says why, and callers use their torch form instead.
@@ -39,6 +41,7 @@ __all__ = [
     "shuffle_permutation",
     "supports",
     "supports_conv",
+    "code_agreements",
 ]
 
 
@@ -432,3 +435,34 @@ def pointwise_chain(
         channels = int(weight.shape[0])
     out: Tensor = _PointwiseChain.apply(x, groups, shuffles, *weights)
     return out
+
+
+def code_agreements(output: Tensor, total: Tensor) -> None:
+    """``total[i, j] +=`` the units of ``output`` where images i and j are both active (> 0) or both inactive.
+
+    ``output`` is a float32 CPU tensor whose first dimension is the batch (any layout: each image's units are
+    counted in memory order, which does not change the counts); ``total`` is an (N, N) float64 CPU tensor. The
+    counts are exact (bits packed 64 to a word, pairs compared by XOR and popcount): NASWOT's Hamming kernel
+    without the float matmul of the 0/1 codes. Requires :func:`native_available` (``RuntimeError`` otherwise).
+
+    Example:
+        >>> out = torch.tensor([[1.0, -1.0, 2.0], [3.0, 0.0, -1.0]])
+        >>> total = torch.zeros(2, 2, dtype=torch.float64)
+        >>> ok = not native_available() or (code_agreements(out, total), total.tolist())[1] == [[3, 2], [2, 3]]
+        >>> ok
+        True
+    """
+    if not native_available():
+        raise RuntimeError(f"code_agreements: the native kernels are not available ({native_status()})")
+    n = output.shape[0]
+    if output.dtype != torch.float32 or output.device.type != "cpu" or n < 1:
+        raise ValueError(f"code_agreements: output must be a float32 CPU batch, got {output.dtype} {output.device}")
+    if total.shape != (n, n) or total.dtype != torch.float64 or not total.is_contiguous():
+        raise ValueError(f"code_agreements: total must be a contiguous ({n}, {n}) float64 tensor")
+    rows = output.detach()
+    if not (rows.is_contiguous() or (rows.dim() == 4 and rows.is_contiguous(memory_format=torch.channels_last))):
+        rows = rows.contiguous()  # every image's units must be one contiguous row of memory
+    lib = library()
+    assert lib is not None
+    code = lib.codes_agreements(data_ptr(rows), n, rows.numel() // n, data_ptr(total), torch.get_num_threads())
+    check_code(code, "code agreements")

@@ -32,7 +32,9 @@ __all__ = ["library", "native_available", "native_status"]
 
 log = logging.getLogger("igcnas.nn._native")  # the logger name from before the split, kept for log filters
 
-_SOURCES = tuple(Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c", "bn_act.c"))
+_SOURCES = tuple(
+    Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c", "bn_act.c", "codes.c")
+)
 _BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _X86_FLAGS = ("-mprefer-vector-width=512",)
 
@@ -103,6 +105,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bna_apply_add.restype = None
     lib.bna_backward.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, cint, ptr, ptr, ptr, cint]
     lib.bna_backward.restype = cint
+    lib.codes_agreements.argtypes = [ptr, i64, i64, ptr, cint]
+    lib.codes_agreements.restype = cint
     return lib
 
 

@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from igcnas.arch.spec import ArchSpec
+from igcnas.nn import _native
 from igcnas.nn.network import Block, Network, build
 from igcnas.nn.norm import BatchNormAct2d
 
@@ -92,13 +93,22 @@ def _agreements(codes: Tensor) -> Tensor:
     return total
 
 
+def _add_agreements(kernel: Tensor, output: Tensor) -> None:
+    """``kernel += N_A - d_H`` over the units of one ReLU's output: the native popcount kernel for a float32 CPU
+    output where the kernels are built, else the matmul of the 0/1 codes (both exact counts)."""
+    if output.device.type == "cpu" and output.dtype == torch.float32 and _native.native_available():
+        _native.code_agreements(output, kernel)
+    else:
+        kernel.add_(_agreements(_codes(output)))
+
+
 def naswot(model: nn.Module, images: Tensor) -> float:
     """log|det K| of the Hamming kernel of the binary ReLU codes over the batch (Mellor et al. 2021)."""
     n = images.shape[0]
     kernel = torch.zeros(n, n, dtype=torch.float64, device=images.device)
 
     def record(_module: nn.Module, _inputs: object, output: Tensor) -> None:
-        kernel.add_(_agreements(_codes(output)))
+        _add_agreements(kernel, output.detach())
 
     handles = [site.register_forward_hook(record) for site in relu_sites(model)]
     try:
@@ -159,6 +169,7 @@ def loss_gradient_scores(model: nn.Module, images: Tensor, labels: Tensor) -> tu
 
 def jacob_cov(model: nn.Module, images: Tensor) -> float:
     """-sum(log(v + k) + 1/(v + k)) of the eigenvalues v of the input Jacobians' correlation (Mellor 2020, v1)."""
+    model.requires_grad_(False)  # only the input gradient is needed: the backward skips every weight gradient
     x = images.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         output = model(x)

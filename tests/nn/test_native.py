@@ -456,3 +456,44 @@ def test_torch_compile_traces_the_torch_forms_without_graph_breaks() -> None:
     explanation = torch._dynamo.explain(model)(x)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert _native.native_available()  # eager forwards still use the kernels
+
+
+def _agreements_by_matmul(output: torch.Tensor) -> torch.Tensor:
+    """The reference count: 0/1 codes (> 0) in float64, agreements = both active + both inactive."""
+    codes = (output.reshape(output.shape[0], -1) > 0).double()
+    return codes @ codes.T + (1 - codes) @ (1 - codes).T
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "shape, layout",
+    [
+        ((8, 3, 5, 7), "nchw"),  # 105 units: one full word and a partial one
+        ((8, 16, 32, 32), "channels_last"),  # 16,384 units: whole words, several chunks of the pair loop
+        ((5, 40), "nchw"),  # fewer units than a word
+        ((1, 70), "nchw"),  # one image: only the diagonal
+        ((6, 4, 9, 9), "strided"),  # not contiguous in any layout: copied first
+    ],
+)
+def test_code_agreements_count_exactly_what_the_matmul_of_the_codes_counts(
+    shape: tuple[int, ...], layout: str, threads: int
+) -> None:
+    generator = torch.Generator().manual_seed(sum(shape))
+    output = torch.randn(*shape, generator=generator).relu_()  # ReLU outputs: exact zeros are inactive
+    if layout == "channels_last":
+        output = output.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        output = output.transpose(2, 3)
+    total = torch.full((shape[0], shape[0]), 5.0, dtype=torch.float64)  # accumulated into, not overwritten
+    torch.set_num_threads(threads)
+    _native.code_agreements(output, total)
+    torch.testing.assert_close(total, _agreements_by_matmul(output) + 5.0, rtol=0, atol=0)
+
+
+@pytest.mark.usefixtures("native")
+def test_code_agreements_rejects_what_it_cannot_count() -> None:
+    with pytest.raises(ValueError, match="float32 CPU batch"):
+        _native.code_agreements(torch.ones(2, 3, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"contiguous \(2, 2\) float64"):
+        _native.code_agreements(torch.ones(2, 3), torch.zeros(3, 3, dtype=torch.float64))

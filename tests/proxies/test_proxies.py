@@ -143,7 +143,13 @@ def test_relu_sites_are_every_relu_of_the_network() -> None:
     assert measures.naswot(fused, images) == pytest.approx(measures.naswot(naive, images), rel=1e-6)
 
 
-def test_naswot_is_the_log_determinant_of_the_hamming_kernel() -> None:
+@pytest.mark.parametrize("counts", ["native", "matmul"])
+def test_naswot_is_the_log_determinant_of_the_hamming_kernel(counts: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # both ways of counting the agreements: the native popcount kernel and the matmul of the 0/1 codes
+    if counts == "matmul":
+        monkeypatch.setattr(measures._native, "native_available", lambda: False)
+    elif not measures._native.native_available():
+        pytest.skip(f"native kernels {measures._native.native_status()}")
     spec = _bottleneck_spec()
     images, _ = _batch(spec, n=12)
     model = measures.seeded_model(spec, seed=0, device=CPU, impl="naive")
