@@ -3,7 +3,7 @@
 * ``_csrc/group_pw.c``: ``conv1x1(shuffle(x), weight, groups)`` (:func:`group_pointwise`) and whole runs of such
   convs with the intermediates kept in cache (:func:`pointwise_chain`, used by :mod:`igcnas.nn.chain_ops`);
 * ``_csrc/group_conv.c``: the k x k grouped conv with narrow groups, stride s and padding k // 2
-  (:func:`group_conv`);
+  (:func:`group_conv`), which hands depthwise convs with stride 1 and no shuffle to ``_csrc/dw_conv.c``;
 * ``_csrc/bn_act.c``: training-mode BatchNorm + ReLU (used by :class:`igcnas.nn.norm.BatchNormAct2d`);
 * ``_csrc/codes.c``: the agreements of binary ReLU codes between images (:func:`code_agreements`, NASWOT's kernel
   in :mod:`igcnas.proxies`).

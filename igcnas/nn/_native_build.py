@@ -33,7 +33,7 @@ __all__ = ["library", "native_available", "native_status"]
 log = logging.getLogger("igcnas.nn._native")  # the logger name from before the split, kept for log filters
 
 _SOURCES = tuple(
-    Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c", "bn_act.c", "codes.c")
+    Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c", "dw_conv.c", "bn_act.c", "codes.c")
 )
 _BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _X86_FLAGS = ("-mprefer-vector-width=512",)

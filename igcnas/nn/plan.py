@@ -74,8 +74,10 @@ depthwise convs for the rule)::
 The GC kernel expands each input row into ``in/G`` copies in output-channel order, so that every product is a
 depthwise conv vectorised across channels; that costs ``out/G`` times the input per row, so it wins only for the
 narrowest groups (where ``merge`` multiplies the most zeros): hence ``NATIVE_GC_MAX_GROUP_WEIGHTS`` (the last
-five rows are not used). Depthwise convs keep oneDNN's channels_last kernel (it wins without a shuffle; with a
-shuffle the native kernel would win, 1.48x, which the table does not use yet).
+five rows are not used). In this table depthwise convs keep oneDNN's channels_last kernel (the rows above were
+measured with the expanding kernel). The native kernel is a candidate for every depthwise conv that
+:mod:`igcnas.nn.tune` measures on the machine: with stride 1 and no shuffle it runs ``_csrc/dw_conv.c``, which
+reads the rows in place (no expansion) and streams large outputs past the caches; otherwise the expanding kernel.
 
 At 2 threads on the (shared) machine the NCHW grouped kernels of the reference were 2-3x slower than at 1
 thread, so the 2-thread speed-ups of whole blocks are larger. ``impl="auto"`` is ``fast`` except for an NCHW input on CPU: there it keeps the reference form (no conversion to channels_last)

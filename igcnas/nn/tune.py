@@ -118,7 +118,8 @@ def candidate_plans(spec: ConvSpec, *, native: bool) -> list[ConvPlan]:
     if spec.kind != "DW" and (spec.kind == "PWG" or spec.groups in merges):
         plans.append(ConvPlan("dense", True, "measured: one dense conv"))
     group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
-    if native and ((spec.kind == "PWG" and spec.stride == 1) or (spec.kind == "GC" and group_weights <= 64)):
+    if native and ((spec.kind == "PWG" and spec.stride == 1) or (spec.kind == "GC" and group_weights <= 64)
+                   or spec.kind == "DW"):
         plans.append(ConvPlan("native", True, "measured: native kernel"))
     return plans
 

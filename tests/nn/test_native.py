@@ -284,6 +284,12 @@ GC_SHAPES = [
     (24, 24, 12, 2, 2, 5, (1, 9, 6)),  # k = 5, stride 2
     (40, 40, 20, 1, 1, 3, (1, 1, 1)),  # a single pixel
     (96, 96, 48, 8, 1, 3, (1, 3, 17)),  # a shuffle whose lanes need a gather; row longer than two blocks
+    # depthwise, stride 1, no shuffle: dw_conv.c (rows read in place); the others go through the general path
+    (64, 64, 64, None, 1, 3, (2, 9, 21)),  # two interior blocks of 8 pixels, a remainder, both edges
+    (35, 35, 35, None, 1, 5, (2, 6, 7)),  # k = 5, 35 channels: two 16-channel strips and 3 scalar channels
+    (16, 16, 16, None, 1, 7, (1, 3, 4)),  # k = 7, larger than the image: every pixel is an edge pixel
+    (32, 32, 32, 2, 1, 3, (1, 5, 5)),  # depthwise after a shuffle: the general path
+    (32, 32, 32, None, 2, 3, (2, 7, 7)),  # depthwise with stride 2: the general path
 ]
 
 
@@ -331,6 +337,25 @@ def test_native_gc_matches_naive_values_and_gradients(
     torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-5, atol=1e-5)
     assert fast.weight.grad is not None and naive.weight.grad is not None
     torch.testing.assert_close(fast.weight.grad, naive.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_large_depthwise_conv_streams_its_outputs_and_equals_onednn(threads: int) -> None:
+    # 64 x 64 x 32 x 32 floats are 16 MiB: the forward output and the input gradient take the non-temporal stores
+    torch.set_num_threads(threads)
+    x = _cl(torch.randn(64, 64, 32, 32)).requires_grad_()
+    w = torch.randn(64, 1, 3, 3, requires_grad=True)
+    grad = _cl(torch.randn(64, 64, 32, 32))
+    out = _native.group_conv(x, w, 64)
+    ref = torch.nn.functional.conv2d(x, w, None, 1, 1, 1, 64)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    dx, dw = torch.autograd.grad(out, (x, w), grad)
+    dx_ref, dw_ref = torch.autograd.grad(ref, (x, w), grad)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dw, dw_ref, rtol=1e-4, atol=1e-2)  # sums of 65,536 products
+    again = torch.autograd.grad(_native.group_conv(x, w, 64), (x, w), grad)
+    assert torch.equal(again[0], dx) and torch.equal(again[1], dw)  # deterministic for a thread count
 
 
 @pytest.mark.usefixtures("native")

@@ -17,9 +17,16 @@ SPECS = [
     ConvSpec(48, 48, 1, groups=2, shuffle_groups=24),  # IGC-L24M2 secondary
     ConvSpec(48, 48, 3, groups=24),  # IGC-L24M2 primary
     ConvSpec(32, 64, 3, stride=2, groups=4),
-    ConvSpec(32, 32, 3, groups=32),  # DW
+    ConvSpec(32, 32, 3, groups=32),  # DW (native: dw_conv.c)
+    ConvSpec(32, 32, 3, stride=2, groups=32, shuffle_groups=4),  # DW after a shuffle, stride 2 (native: expanding)
     ConvSpec(16, 32, 1),  # PW
 ]
+
+
+def test_the_native_kernel_is_a_candidate_for_every_depthwise_conv() -> None:
+    for spec in (ConvSpec(32, 32, 3, groups=32), ConvSpec(32, 32, 5, stride=2, groups=32, shuffle_groups=4)):
+        assert "native" in {tune.label(p) for p in tune.candidate_plans(spec, native=True)}
+        assert "native" not in {tune.label(p) for p in tune.candidate_plans(spec, native=False)}
 
 
 @pytest.fixture(autouse=True)

@@ -23,6 +23,9 @@
  * vectors, one weight vector per tap). Rows are spread over OpenMP threads with schedule(static); the weight
  * gradient is summed in per-thread accumulators added up in thread order (deterministic for a thread count).
  *
+ * A depthwise conv with stride 1 and no shuffle has nothing to expand: gc_forward / gc_backward hand it to
+ * dw_conv.c, which reads the activations in place.
+ *
  * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
  */
 #include <stdint.h>
@@ -34,6 +37,19 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+
+/* dw_conv.c: the depthwise stride-1 case without a shuffle, which needs no row expansion */
+int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t k,
+               int nthreads);
+int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
+                int64_t wd, int64_t c, int64_t k, int nthreads);
+
+/* Whether dw_conv.c computes this conv: depthwise (one channel per group, as many outputs), stride 1, no
+ * shuffle, k <= 7. */
+static int plain_depthwise(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k,
+                           int64_t stride) {
+    return !perm && groups == cin && cout == cin && stride == 1 && (k == 1 || k == 3 || k == 5 || k == 7);
+}
 
 #define VL 16  /* floats per vector */
 #define TW 8   /* output pixels per block (accumulator vectors) */
@@ -262,6 +278,7 @@ static int64_t forward_taps(const gc_geom *g, const float *const *rowp, int64_t 
 /* y = the grouped conv above (y: N x Ho x Wo x Cout). Returns 0, or -1 when out of memory. */
 int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, int64_t n, int64_t h, int64_t wd,
                int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride, int nthreads) {
+    if (plain_depthwise(perm, cin, cout, groups, k, stride)) return dw_forward(x, w, y, n, h, wd, cin, k, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);
@@ -486,6 +503,8 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
 int gc_backward(const float *x, const int64_t *perm, const float *w, const float *dy, float *dx, float *dw,
                 int64_t n, int64_t h, int64_t wd, int64_t cin, int64_t cout, int64_t groups, int64_t k,
                 int64_t stride, int nthreads) {
+    if (plain_depthwise(perm, cin, cout, groups, k, stride))
+        return dw_backward(x, w, dy, dx, dw, n, h, wd, cin, k, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);

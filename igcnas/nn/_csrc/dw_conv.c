@@ -1,0 +1,299 @@
+/* Depthwise k x k convolution, stride 1, no channel permutation: the fast case of gc_forward / gc_backward.
+ *
+ * Tensors are channels_last (NHWC) float32, C channels, padding p = k / 2 (odd k <= 7), w (C, 1, k, k):
+ *
+ *     y[n, h, x, c] = sum_{kh, kw} w[c][kh][kw] * in[n, h - p + kh, x - p + kw, c]   (out of range = 0)
+ *
+ * Every channel is its own group, so there is nothing to expand (group_conv.c's row buffers copy each input row
+ * once more): the kernels read the activations in place, vectorised across 16 channels. A row of output is one
+ * work item. Per block of DT = 8 interior output pixels and 16-channel strip, the k*k weight vectors are loaded and
+ * 8 accumulators summed; edge pixels take the taps that are in range one pixel at a time; channels past the last
+ * full strip run as scalars. Outputs of STREAM_BYTES and more are written with non-temporal stores (AVX-512,
+ * aligned rows): they do not fit in the caches, and a normal store would first read every line it writes.
+ *
+ *   forward:         y = conv(x, w)
+ *   input gradient:  dx = conv(dy, w flipped in both spatial axes)  (stride 1 and p = k / 2 make it the same conv)
+ *   weight gradient: dw[c][kh][kw] = sum_{n, h, x} dy[n, h, x, c] * in[n, h - p + kh, x - p + kw, c]
+ *
+ * The backward computes both in one sweep over the rows (row r: dx of row r and the weight-gradient terms of dy's
+ * row r, which read the same few rows of x and dy). The weight gradient is summed in per-thread accumulators
+ * added up in thread order, so it is deterministic for a thread count. Rows go to OpenMP threads in static chunks.
+ *
+ * GNU C (vector extensions) + OpenMP, no torch headers; reached through gc_forward / gc_backward (group_conv.c).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#define DV 16 /* floats per vector */
+#define DT 8  /* output pixels per interior block */
+
+typedef float dvf __attribute__((vector_size(64), aligned(4), may_alias));
+
+/* Outputs at least this large are written with non-temporal stores (as group_pw.c's). */
+#define STREAM_BYTES ((int64_t)16 << 20)
+
+/* Unaligned vector load and store (macros: a function returning a 64-byte vector draws ABI notes on AVX2 builds). */
+#define dload(p) (*(const dvf *)(p))
+#define dstore(p, v) (*(dvf *)(p) = (v))
+
+/* A store that bypasses the caches (p 64-byte aligned) where the ISA has one, else a plain store. */
+#if defined(__AVX512F__)
+#define dstream(p, v) _mm512_stream_ps((p), (__m512)(v))
+#else
+#define dstream(p, v) dstore((p), (v))
+#endif
+
+/* Whether an output of `elements` floats at y, C channels per pixel, is streamed (large and line-aligned rows). */
+static int stream_output(const float *y, int64_t elements, int64_t c) {
+    return elements * (int64_t)sizeof(float) >= STREAM_BYTES && ((uintptr_t)y & 63) == 0 && c % DV == 0;
+}
+
+/* Order this thread's non-temporal stores before what follows (the end of the parallel region). */
+static void stream_fence(int stream) {
+#if defined(__AVX512F__)
+    if (stream) _mm_sfence();
+#else
+    (void)stream;
+#endif
+}
+
+static int dw_threads(int nthreads, int64_t work) {
+    if (nthreads < 1) nthreads = 1;
+    if (work < 1) work = 1;
+    return nthreads > work ? (int)work : nthreads;
+}
+
+/* Output pixel x, channels [cb, cb + 16), of one row of the conv below, taps out of range skipped. */
+static inline __attribute__((always_inline)) void dw_pixel(const float *const *rows, const float *wt, float *yrow,
+                                                           int64_t x, int64_t wd, int64_t c, int64_t cb, const int K) {
+    const int p = K / 2;
+    dvf acc = {0};
+    for (int kh = 0; kh < K; ++kh) {
+        if (!rows[kh]) continue;
+        for (int kw = 0; kw < K; ++kw) {
+            const int64_t ix = x - p + kw;
+            if (ix >= 0 && ix < wd) acc += dload(wt + (int64_t)(kh * K + kw) * c + cb) * dload(rows[kh] + ix * c + cb);
+        }
+    }
+    dstore(yrow + x * c + cb, acc);
+}
+
+/* One output row of the stride-1 depthwise conv: yrow[x][c] from the k input rows rows[kh] (NULL: out of range,
+ * i.e. zero) and the tap-major weights wt[kh * k + kw][c]. K is k, a compile-time constant where inlined. */
+static inline __attribute__((always_inline)) void dw_row(const float *const *rows, const float *wt, float *yrow,
+                                                          int64_t wd, int64_t c, int stream, const int K) {
+    const int p = K / 2;
+    const int64_t full = c / DV * DV;
+    const int64_t lo = p < wd ? p : wd, hi = wd - p; /* interior [lo, hi) */
+    int64_t x = 0;
+    for (; x < lo; ++x)
+        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, yrow, x, wd, c, cb, K);
+    for (; x + DT <= hi; x += DT) {
+        for (int64_t cb = 0; cb < full; cb += DV) {
+            dvf acc[DT];
+            for (int t = 0; t < DT; ++t) acc[t] = (dvf){0};
+            for (int kh = 0; kh < K; ++kh) {
+                if (!rows[kh]) continue;
+                const float *base = rows[kh] + (x - p) * c + cb;
+                for (int kw = 0; kw < K; ++kw) {
+                    const dvf wk = dload(wt + (int64_t)(kh * K + kw) * c + cb);
+                    for (int t = 0; t < DT; ++t) acc[t] += wk * dload(base + (t + kw) * c);
+                }
+            }
+            if (stream)
+                for (int t = 0; t < DT; ++t) dstream(yrow + (x + t) * c + cb, acc[t]);
+            else
+                for (int t = 0; t < DT; ++t) dstore(yrow + (x + t) * c + cb, acc[t]);
+        }
+    }
+    for (; x < wd; ++x)
+        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, yrow, x, wd, c, cb, K);
+    for (int64_t ch = full; ch < c; ++ch) /* channels past the last full strip */
+        for (int64_t xx = 0; xx < wd; ++xx) {
+            float acc = 0.0f;
+            for (int kh = 0; kh < K; ++kh) {
+                if (!rows[kh]) continue;
+                for (int kw = 0; kw < K; ++kw) {
+                    const int64_t ix = xx - p + kw;
+                    if (ix >= 0 && ix < wd) acc += wt[(kh * K + kw) * c + ch] * rows[kh][ix * c + ch];
+                }
+            }
+            yrow[xx * c + ch] = acc;
+        }
+}
+
+/* The weight-gradient terms of one row of dy: acc[kh * k + kw][c] += sum_x dyrow[x][c] * rows[kh][x - p + kw][c]. */
+static inline __attribute__((always_inline)) void dw_grad_edge(const float *const *rows, const float *dyrow,
+                                                                dvf *sum, int64_t x, int64_t wd, int64_t c,
+                                                                int64_t cb, const int K) {
+    const int p = K / 2;
+    const dvf g = dload(dyrow + x * c + cb);
+    for (int kh = 0; kh < K; ++kh) {
+        if (!rows[kh]) continue;
+        for (int kw = 0; kw < K; ++kw) {
+            const int64_t ix = x - p + kw;
+            if (ix >= 0 && ix < wd) sum[kh * K + kw] += g * dload(rows[kh] + ix * c + cb);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void dw_grad_row(const float *const *rows, const float *dyrow,
+                                                               float *acc, int64_t wd, int64_t c, const int K) {
+    const int p = K / 2;
+    const int64_t full = c / DV * DV;
+    const int64_t lo = p < wd ? p : wd, hi = wd - p > lo ? wd - p : lo;
+    for (int kh = 0; kh < K; ++kh) {
+        const float *r = rows[kh];
+        if (!r) continue;
+        for (int64_t cb = 0; cb < full; cb += DV) {
+            dvf sum[K];
+            for (int kw = 0; kw < K; ++kw) sum[kw] = dload(acc + (int64_t)(kh * K + kw) * c + cb);
+            for (int64_t x = lo; x < hi; ++x) {
+                const dvf g = dload(dyrow + x * c + cb);
+                const float *base = r + (x - p) * c + cb;
+                for (int kw = 0; kw < K; ++kw) sum[kw] += g * dload(base + kw * c);
+            }
+            for (int kw = 0; kw < K; ++kw) dstore(acc + (int64_t)(kh * K + kw) * c + cb, sum[kw]);
+        }
+    }
+    for (int64_t cb = 0; cb < full; cb += DV) { /* the edge pixels */
+        dvf sum[K * K];
+        for (int t = 0; t < K * K; ++t) sum[t] = (dvf){0};
+        for (int64_t x = 0; x < lo; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K);
+        for (int64_t x = hi; x < wd; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K);
+        for (int t = 0; t < K * K; ++t) dstore(acc + (int64_t)t * c + cb, dload(acc + (int64_t)t * c + cb) + sum[t]);
+    }
+    for (int64_t ch = full; ch < c; ++ch)
+        for (int kh = 0; kh < K; ++kh) {
+            if (!rows[kh]) continue;
+            for (int kw = 0; kw < K; ++kw) {
+                float s = 0.0f;
+                for (int64_t x = 0; x < wd; ++x) {
+                    const int64_t ix = x - p + kw;
+                    if (ix >= 0 && ix < wd) s += dyrow[x * c + ch] * rows[kh][ix * c + ch];
+                }
+                acc[(kh * K + kw) * c + ch] += s;
+            }
+        }
+}
+
+/* rows[kh] = row h - p + kh of image b of src (N x H x W x C), NULL where out of range. */
+static void row_window(const float *src, int64_t b, int64_t h, int64_t ht, int64_t wd, int64_t c, int64_t k,
+                       const float **rows) {
+    const int64_t p = k / 2;
+    for (int64_t kh = 0; kh < k; ++kh) {
+        const int64_t ih = h - p + kh;
+        rows[kh] = (ih >= 0 && ih < ht) ? src + ((b * ht + ih) * wd) * c : NULL;
+    }
+}
+
+/* dw_row for k = 1, 3, 5 or 7 (the caller checks k), each with its loops unrolled. */
+static void row_any(const float *const *rows, const float *wt, float *yrow, int64_t wd, int64_t c, int stream,
+                    int64_t k) {
+    if (k == 3)
+        dw_row(rows, wt, yrow, wd, c, stream, 3);
+    else if (k == 5)
+        dw_row(rows, wt, yrow, wd, c, stream, 5);
+    else if (k == 1)
+        dw_row(rows, wt, yrow, wd, c, stream, 1);
+    else
+        dw_row(rows, wt, yrow, wd, c, stream, 7);
+}
+
+/* dw_grad_row for k = 1, 3, 5 or 7. */
+static void grad_any(const float *const *rows, const float *dyrow, float *acc, int64_t wd, int64_t c, int64_t k) {
+    if (k == 3)
+        dw_grad_row(rows, dyrow, acc, wd, c, 3);
+    else if (k == 5)
+        dw_grad_row(rows, dyrow, acc, wd, c, 5);
+    else if (k == 1)
+        dw_grad_row(rows, dyrow, acc, wd, c, 1);
+    else
+        dw_grad_row(rows, dyrow, acc, wd, c, 7);
+}
+
+
+/* Tap-major copy of w (C, 1, k, k): wt[t][c] = w[c][t], or of w flipped in both axes: wt[t][c] = w[c][k*k-1-t]. */
+static float *tap_major(const float *w, int64_t c, int64_t k, int flip) {
+    const int64_t taps = k * k;
+    float *wt = malloc(sizeof(float) * (size_t)(taps * c));
+    if (!wt) return NULL;
+    for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t t = 0; t < taps; ++t) wt[t * c + ch] = w[ch * taps + (flip ? taps - 1 - t : t)];
+    return wt;
+}
+
+int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t k,
+               int nthreads) {
+    float *wt = tap_major(w, c, k, 0);
+    if (!wt) return -1;
+    const int64_t rows = n * h;
+    const int stream = stream_output(y, rows * wd * c, c);
+    nthreads = dw_threads(nthreads, rows);
+#pragma omp parallel num_threads(nthreads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *window[7];
+            row_window(x, r / h, r % h, h, wd, c, k, window);
+            row_any(window, wt, y + r * wd * c, wd, c, stream, k);
+        }
+        stream_fence(stream);
+    }
+    free(wt);
+    return 0;
+}
+
+int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
+                int64_t wd, int64_t c, int64_t k, int nthreads) {
+    const int64_t rows = n * h, taps = k * k;
+    float *wf = dx ? tap_major(w, c, k, 1) : NULL;
+    nthreads = dw_threads(nthreads, rows);
+    float *acc = dw ? calloc((size_t)(nthreads * taps * c), sizeof(float)) : NULL;
+    if ((dx && !wf) || (dw && !acc)) {
+        free(wf);
+        free(acc);
+        return -1;
+    }
+    const int stream = dx ? stream_output(dx, rows * wd * c, c) : 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *mine = acc ? acc + (int64_t)tid * taps * c : NULL;
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            const int64_t b = r / h, hh = r % h;
+            const float *window[7];
+            if (dx) {
+                row_window(dy, b, hh, h, wd, c, k, window);
+                row_any(window, wf, dx + r * wd * c, wd, c, stream, k);
+            }
+            if (dw) {
+                row_window(x, b, hh, h, wd, c, k, window);
+                grad_any(window, dy + r * wd * c, mine, wd, c, k);
+            }
+        }
+        stream_fence(stream);
+    }
+    if (dw) {
+        for (int64_t ch = 0; ch < c; ++ch)
+            for (int64_t t = 0; t < taps; ++t) {
+                float s = 0.0f;
+                for (int th = 0; th < nthreads; ++th) s += acc[((int64_t)th * taps + t) * c + ch];
+                dw[ch * taps + t] = s;
+            }
+    }
+    free(wf);
+    free(acc);
+    return 0;
+}
