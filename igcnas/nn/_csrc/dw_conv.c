@@ -5,10 +5,10 @@
  *     y[n, h, x, c] = sum_{kh, kw} w[c][kh][kw] * in[n, h - p + kh, x - p + kw, c]   (out of range = 0)
  *
  * Every channel is its own group, so there is nothing to expand (group_conv.c's row buffers copy each input row
- * once more): the kernels read the activations in place, vectorised across 16 channels. A row of output is one
- * work item. Per block of DT = 8 interior output pixels and 16-channel strip, the k*k weight vectors are loaded and
- * 8 accumulators summed; edge pixels take the taps that are in range one pixel at a time; channels past the last
- * full strip run as scalars. Outputs of STREAM_BYTES and more are written with non-temporal stores (AVX-512,
+ * once more): the kernels read the activations in place, vectorised across channels. A row of output is one
+ * work item. Per block of DT = 8 interior output pixels and strip of DV channels (one register: 16 with AVX-512,
+ * else 8), the k*k weight vectors are loaded and 8 accumulators summed; edge pixels take the taps that are in
+ * range one pixel at a time; channels past the last full strip run as scalars. Outputs of STREAM_BYTES and more are written with non-temporal stores (AVX-512,
  * aligned rows): they do not fit in the caches, and a normal store would first read every line it writes.
  *
  *   forward:         y = conv(x, w)
@@ -31,10 +31,14 @@
 #include <immintrin.h>
 #endif
 
-#define DV 16 /* floats per vector */
+#if defined(__AVX512F__)
+#define DV 16 /* floats per vector: one zmm register */
+#else
+#define DV 8 /* one ymm register: 16-float vectors take two on AVX2, and the 8 accumulators then spill */
+#endif
 #define DT 8  /* output pixels per interior block */
 
-typedef float dvf __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float dvf __attribute__((vector_size(DV * 4), aligned(4), may_alias));
 
 /* Outputs at least this large are written with non-temporal stores (as group_pw.c's). */
 #define STREAM_BYTES ((int64_t)16 << 20)
@@ -70,7 +74,7 @@ static int dw_threads(int nthreads, int64_t work) {
     return nthreads > work ? (int)work : nthreads;
 }
 
-/* Output pixel x, channels [cb, cb + 16), of one row of the conv below, taps out of range skipped. */
+/* Output pixel x, channels [cb, cb + DV), of one row of the conv below, taps out of range skipped. */
 static inline __attribute__((always_inline)) void dw_pixel(const float *const *rows, const float *wt, float *yrow,
                                                            int64_t x, int64_t wd, int64_t c, int64_t cb, const int K) {
     const int p = K / 2;

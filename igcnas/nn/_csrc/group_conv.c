@@ -7,7 +7,8 @@
  *                        (g = co / Out_g; out-of-range rows/columns are zero)
  *
  * Narrow groups (a few channels each) give too little work per group for a GEMM, so every product is turned into
- * a depthwise conv over an *expanded* row buffer, vectorised across channels (16-float vectors):
+ * a depthwise conv over an *expanded* row buffer, vectorised across channels (VL floats per vector: 16 with
+ * AVX-512, else 8, one register either way):
  *
  *   forward / weight gradient: E[w][i][co] = x[., w, perm[(co / Out_g) * In_g + i]]  (In_g copies of the
  *       input row in output-channel order), then y[ow][co] = sum_{kh, kw, i} wf[kh][kw][i][co] * E_kh[ow*s + kw][i][co]
@@ -17,11 +18,11 @@
  *       wb[kh][kw][o][j] * F_oh[ow][o][j] (the transposed conv; for s > 1 per class of w mod s).
  *
  * Expanded rows are built once per input (output-gradient) row into a per-thread ring of k rows, padded with zero
- * columns so the inner loops have no bounds checks; out-of-range rows are skipped. The expansion copies a
- * 16-lane vector with one two-register permute when its source channels lie within 32 consecutive channels (no
- * shuffle, or a shuffle by In_g), else with a gather. Output pixels are computed TW = 8 at a time (8 accumulator
- * vectors, one weight vector per tap). Rows are spread over OpenMP threads with schedule(static); the weight
- * gradient is summed in per-thread accumulators added up in thread order (deterministic for a thread count).
+ * columns so the inner loops have no bounds checks; out-of-range rows are skipped. With AVX-512 the expansion
+ * copies a 16-lane vector with one two-register permute when its source channels lie within 32 consecutive
+ * channels (no shuffle, or a shuffle by In_g), else with a gather; other builds copy lane by lane. Output
+ * pixels are computed TW = 8 at a time (8 accumulator vectors, one weight vector per tap). Rows are spread over
+ * OpenMP threads with schedule(static); the weight gradient is summed in per-thread accumulators added up in thread order (deterministic for a thread count).
  *
  * A depthwise conv with stride 1 and no shuffle has nothing to expand: gc_forward / gc_backward hand it to
  * dw_conv.c, which reads the activations in place.
@@ -51,10 +52,14 @@ static int plain_depthwise(const int64_t *perm, int64_t cin, int64_t cout, int64
     return !perm && groups == cin && cout == cin && stride == 1 && (k == 1 || k == 3 || k == 5 || k == 7);
 }
 
-#define VL 16  /* floats per vector */
+#if defined(__AVX512F__)
+#define VL 16  /* floats per vector: one zmm register */
+#else
+#define VL 8   /* one ymm register: 16-float vectors take two on AVX2, and the TW accumulators then spill */
+#endif
 #define TW 8   /* output pixels per block (accumulator vectors) */
 
-typedef float cvf __attribute__((vector_size(64), aligned(64)));
+typedef float cvf __attribute__((vector_size(VL * 4), aligned(VL * 4)));
 
 static void *gc_alloc(size_t bytes) {
     void *ptr = NULL;
@@ -76,7 +81,7 @@ static int gc_threads(int nthreads, int64_t work) {
     return nthreads > work ? (int)work : nthreads;
 }
 
-/* One 16-lane vector of an expanded pixel: lanes take source channels lo + rel[l] (window of 32 channels), or
+/* One VL-lane vector of an expanded pixel: lanes take source channels lo + rel[l] (window of 32 channels), or
  * rel[l] (gather, lo < 0); rel[l] < 0 = zero lane. */
 typedef struct {
     int32_t rel[VL];
