@@ -22,7 +22,8 @@
  * copies a 16-lane vector with one two-register permute when its source channels lie within 32 consecutive
  * channels (no shuffle, or a shuffle by In_g), else with a gather; other builds copy lane by lane. Output
  * pixels are computed TW = 8 at a time (8 accumulator vectors, one weight vector per tap). Rows are spread over
- * OpenMP threads with schedule(static); the weight gradient is summed in per-thread accumulators added up in thread order (deterministic for a thread count).
+ * OpenMP threads with schedule(static); the weight gradient is summed in per-thread accumulators added up in
+ * thread order (deterministic for a thread count).
  *
  * A depthwise conv with stride 1 and no shuffle has nothing to expand: gc_forward / gc_backward hand it to
  * dw_conv.c, which reads the activations in place.

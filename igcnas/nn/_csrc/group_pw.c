@@ -11,8 +11,9 @@
  * (Cout, Ig). Input gradient: in = grad_out, islot = NULL, oslot = inverse shuffle, w = weight transposed per
  * group (G, Ig, Og); gpw_backward computes it together with the weight gradient in one pass.
  *
- * Pixels are processed in tiles of TILE = 16: a tile is transposed (16 x 16 blocks in registers when AVX-512 is
- * available) into a slot-major buffer (pixel axis innermost), the per-group matmuls run on 16-pixel vectors, and
+ * Pixels are processed in tiles of TILE = 16 with AVX-512 (8 otherwise: a tile is one register's vector either
+ * way): a tile is transposed (16 x 16 blocks in registers when AVX-512 is available, element by element
+ * otherwise) into a slot-major buffer (pixel axis innermost), the per-group matmuls run on TILE-pixel vectors, and
  * the result is transposed back (with non-temporal stores for outputs of STREAM_BYTES and more, which would
  * only evict the caches). Tiles are spread over OpenMP threads; the weight gradient is summed in per-thread,
  * per-lane accumulators that are added up at the end.
@@ -29,10 +30,14 @@
 #include <immintrin.h>
 #endif
 
-#define TILE 16  /* pixels per tile (one 16-float vector) */
+#if defined(__AVX512F__)
+#define TILE 16  /* pixels per tile: one vector, one zmm register */
+#else
+#define TILE 8   /* one ymm register: 16-float vectors take two on AVX2, and the accumulators then spill */
+#endif
 #define WSUB 4   /* tiles per step of the backward kernel (its dw update is written for 4) */
 
-typedef float vf __attribute__((vector_size(64), aligned(64)));
+typedef float vf __attribute__((vector_size(TILE * 4), aligned(TILE * 4)));
 
 static void *alloc_aligned(size_t bytes) {
     void *ptr = NULL;
@@ -132,7 +137,7 @@ static inline void store_fence(void) {
 #endif
 }
 
-/* ot[g*Out_g + o] = sum_i w[g][o][i] * it[g*In_g + i] for one tile (slot-major, 16-pixel vectors). */
+/* ot[g*Out_g + o] = sum_i w[g][o][i] * it[g*In_g + i] for one tile (slot-major, TILE-pixel vectors). */
 static void tile_matmul(const vf *restrict it, const float *restrict w, vf *restrict ot, int64_t groups,
                         int64_t in_g, int64_t out_g) {
     for (int64_t g = 0; g < groups; ++g) {
@@ -238,7 +243,7 @@ int gpw_backward(const float *x, int64_t in_c, const int64_t *islot, const float
     const int64_t steps = (pixels + WSUB * TILE - 1) / (WSUB * TILE);
     const int stream = pixels * in_c * (int64_t)sizeof(float) >= STREAM_BYTES;
     nthreads = clamp_threads(nthreads, steps);
-    /* per-thread lane accumulators of dw: acc[thread][g*Og + o][i] (16 lanes each) */
+    /* per-thread lane accumulators of dw: acc[thread][g*Og + o][i] (TILE lanes each) */
     vf *acc = NULL;
     if (dw) {
         acc = alloc_aligned(sizeof(vf) * (size_t)(nthreads * numel));
@@ -364,7 +369,7 @@ static void tile_matmul_map2(const vf *restrict it0, const vf *restrict it1, con
     }
 }
 
-/* mine[g*Og + o][i] += sum_s dt[s][g*Og + o] * xt[s][g*Ig + i] over the WSUB = 4 tiles of a step (16 lanes kept). */
+/* mine[g*Og + o][i] += sum_s dt[s][g*Og + o] * xt[s][g*Ig + i] over the WSUB = 4 tiles of a step (TILE lanes kept). */
 static void dw_update4(vf *restrict mine, const vf *restrict dt, const vf *restrict xt, int64_t groups,
                        int64_t in_g, int64_t out_g) {
     const int64_t in_c = groups * in_g, out_c = groups * out_g;
