@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -77,11 +78,27 @@ def _cpu_signature() -> str:
     return platform.machine() + "\n" + "\n".join(sorted(lines))
 
 
+MARCH_ENV = "IGCNAS_NATIVE_MARCH"
+"""Environment variable: the ``-march`` the kernels are compiled for (default ``native``, this CPU). Another
+value (``haswell``: AVX2 without AVX-512) builds the code another CPU would run, to measure it here."""
+
+_MARCH_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def _march() -> str:
+    """``$IGCNAS_NATIVE_MARCH`` or ``native``; RuntimeError (the build's reason) for a value gcc would not take."""
+    value = os.environ.get(MARCH_ENV, "").strip() or "native"
+    if not _MARCH_PATTERN.fullmatch(value):
+        raise RuntimeError(f"{MARCH_ENV}={value!r} is not a -march value (e.g. native, haswell, x86-64-v3)")
+    return value
+
+
 def _flags() -> tuple[str, ...]:
     """Compiler flags (AVX-512 registers preferred on x86-64, where gcc otherwise sticks to 256 bits)."""
+    base = tuple(f"-march={_march()}" if flag == "-march=native" else flag for flag in _BASE_FLAGS)
     if platform.machine().lower() in ("x86_64", "amd64"):
-        return _BASE_FLAGS + _X86_FLAGS
-    return _BASE_FLAGS
+        return base + _X86_FLAGS
+    return base
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:

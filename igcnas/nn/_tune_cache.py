@@ -1,7 +1,7 @@
 """The cache file of measured forms (:mod:`igcnas.nn.tune`): one JSON file per machine fingerprint.
 
 The fingerprint is the CPU's model and ISA flags (``/proc/cpuinfo``), the versions of torch and igcnas, the
-native kernels' source and build, and the thread count: a change of any of them is a new file, so every choice is
+native kernels' source and build (``IGCNAS_NATIVE_MARCH``), and the thread count: a change of any of them is a new file, so every choice is
 remeasured. Files live in ``$IGCNAS_TUNE_DIR``, else ``$IGCNAS_CACHE_DIR/tune``, else ``~/.cache/igcnas/tune``;
 every write replaces the
 file atomically (concurrent writers lose at most a choice, which is then measured again).
@@ -39,7 +39,7 @@ def _fingerprint(threads: int) -> dict[str, Any]:
     import torch
 
     from igcnas import __version__
-    from igcnas.nn._native_build import _SOURCES, _cpu_signature
+    from igcnas.nn._native_build import _SOURCES, MARCH_ENV, _cpu_signature
 
     cpu = _cpu_signature()
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")), "")
@@ -49,7 +49,8 @@ def _fingerprint(threads: int) -> dict[str, Any]:
     return {"cpu": model, "isa": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "neon",
                                                                             "asimd", "sve"))),
             "cpu_signature": hashlib.sha256(cpu.encode()).hexdigest()[:16], "torch": torch.__version__,
-            "igcnas": __version__, "native_source": sources, "threads": int(threads)}
+            "igcnas": __version__, "native_source": sources,
+            "native_march": os.environ.get(MARCH_ENV, "").strip() or "native", "threads": int(threads)}
 
 
 def cache_file(*, threads: int) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from igcnas.nn import _native
+from igcnas.nn import _native, _native_build
 from igcnas.nn.ops import (
     NATIVE_GC_MAX_GROUP_WEIGHTS,
     NATIVE_MAX_GROUP_WEIGHTS,
@@ -198,6 +200,62 @@ def test_missing_or_failing_compiler_is_not_an_error(
     assert _native.native_status().startswith("unavailable: ")
     _, fast = _pair(48, 48, 2, 24)
     assert fast.plan("cpu").form == "dense"
+
+
+@pytest.mark.usefixtures("fresh_native")
+def test_a_bad_native_march_is_the_reason_the_kernels_are_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IGCNAS_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("IGCNAS_NATIVE", raising=False)
+    monkeypatch.setenv("IGCNAS_NATIVE_MARCH", "haswell")
+    assert "-march=haswell" in _native_build._flags() and "-march=native" not in _native_build._flags()
+    monkeypatch.setenv("IGCNAS_NATIVE_MARCH", "native -O0")
+    assert not _native.native_available()
+    assert "IGCNAS_NATIVE_MARCH='native -O0' is not a -march value" in _native.native_status()
+
+
+_X86_64_V3 = {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.skipif(not _cpu_flags() >= _X86_64_V3, reason="needs a CPU that runs x86-64-v3 (AVX2) code")
+def test_the_avx2_build_computes_what_torch_does(tmp_path: Path) -> None:
+    # IGCNAS_NATIVE_MARCH=x86-64-v3 builds the code an AVX2-only CPU (the EPYC) runs, with 8-float vectors; on an
+    # AVX-512 machine this is the only test of that code. A subprocess: the library is loaded once per process.
+    code = """
+import torch, torch.nn.functional as F
+from igcnas.nn import _native
+from igcnas.nn.ops import channel_shuffle
+assert _native.native_available(), _native.native_status()
+torch.manual_seed(0)
+x = torch.randn(2, 48, 9, 11).contiguous(memory_format=torch.channels_last).requires_grad_()
+cases = [
+    (lambda t, w: _native.group_conv(t, w, 48), lambda t, w: F.conv2d(t, w, None, 1, 1, 1, 48), (48, 1, 3, 3)),
+    (lambda t, w: _native.group_conv(t, w, 24, 2), lambda t, w: F.conv2d(channel_shuffle(t, 2), w, None, 1, 1, 1, 24),
+     (48, 2, 3, 3)),
+    (lambda t, w: _native.group_pointwise(t, w, 4, 12), lambda t, w: F.conv2d(channel_shuffle(t, 12), w, None, 1, 0, 1, 4),
+     (48, 12, 1, 1)),
+]
+for fast, ref, shape in cases:
+    w = torch.randn(shape, requires_grad=True)
+    out, expected = fast(x, w), ref(x, w)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    grad = torch.randn(expected.shape)
+    for a, b in zip(torch.autograd.grad(out, (x, w), grad), torch.autograd.grad(expected, (x, w), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+print("ok", _native.native_status())
+"""
+    env = {**os.environ, "IGCNAS_CACHE_DIR": str(tmp_path), "IGCNAS_NATIVE_MARCH": "x86-64-v3"}
+    env.pop("IGCNAS_NATIVE", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.startswith("ok available"), out.stdout + out.stderr[-3000:]
 
 
 @pytest.mark.usefixtures("native", "fresh_native")
