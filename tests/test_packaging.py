@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from igcnas.nn import _native
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -92,6 +94,11 @@ def test_the_wheel_installs_in_a_fresh_venv_and_runs_the_main_job_elsewhere(tmp_
     where = subprocess.run([str(python), "-c", "import igcnas, igcnas.search_spaces as s; print(igcnas.__file__)"],
                            cwd=elsewhere, env=env, check=True, capture_output=True, text=True).stdout
     assert Path(where.strip()).is_relative_to(fresh)
+    if _native.native_available():  # where this checkout builds the kernels, the wheel's files build them too
+        status = subprocess.run([str(python), "-c", "from igcnas.nn._native import native_status; print(native_status())"],
+                                cwd=elsewhere, env={**env, "IGCNAS_CACHE_DIR": str(tmp_path / "cache")}, check=True,
+                                capture_output=True, text=True).stdout
+        assert status.strip() == "available", status
     main_job = subprocess.run([str(fresh / "bin" / "igcnas"), "search"], cwd=elsewhere, env=env,
                               capture_output=True, text=True, timeout=600)
     assert main_job.returncode == 0, main_job.stderr[-2000:]

@@ -33,9 +33,11 @@ __all__ = ["library", "native_available", "native_status"]
 
 log = logging.getLogger("igcnas.nn._native")  # the logger name from before the split, kept for log filters
 
-_SOURCES = tuple(
-    Path(__file__).resolve().parent / "_csrc" / name for name in ("group_pw.c", "group_conv.c", "dw_conv.c", "bn_act.c", "codes.c")
-)
+_CSRC = Path(__file__).resolve().parent / "_csrc"
+_SOURCES = tuple(_CSRC / name for name in ("group_pw.c", "group_conv.c", "dw_conv.c", "bn_act.c", "codes.c"))
+"""The files compiled into the library."""
+_HEADERS = (_CSRC / "native_common.h",)
+"""The header they include: part of what a build (and its measured forms) depends on."""
 _BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _X86_FLAGS = ("-mprefer-vector-width=512",)
 
@@ -85,9 +87,14 @@ value (``haswell``: AVX2 without AVX-512) builds the code another CPU would run,
 _MARCH_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
+def march_setting() -> str:
+    """``$IGCNAS_NATIVE_MARCH`` as given, or ``native`` when unset (not checked: see :func:`_march`)."""
+    return os.environ.get(MARCH_ENV, "").strip() or "native"
+
+
 def _march() -> str:
-    """``$IGCNAS_NATIVE_MARCH`` or ``native``; RuntimeError (the build's reason) for a value gcc would not take."""
-    value = os.environ.get(MARCH_ENV, "").strip() or "native"
+    """:func:`march_setting`; RuntimeError (the build's reason) for a value gcc would not take."""
+    value = march_setting()
     if not _MARCH_PATTERN.fullmatch(value):
         raise RuntimeError(f"{MARCH_ENV}={value!r} is not a -march value (e.g. native, haswell, x86-64-v3)")
     return value
@@ -200,7 +207,7 @@ def _build() -> ctypes.CDLL:
         version = subprocess.run(
             [compiler, "--version"], capture_output=True, text=True, timeout=60, check=False
         ).stdout
-        sources = [path.read_bytes() for path in _SOURCES]
+        sources = [path.read_bytes() for path in (*_SOURCES, *_HEADERS)]
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"cannot query the compiler or read the kernel source: {exc}") from exc
     digest = hashlib.sha256()

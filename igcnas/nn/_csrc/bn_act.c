@@ -20,9 +20,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+
+#include "native_common.h"
 
 /* Pixels summed in float before their sums are added to the double accumulators: double precision where the
  * sums grow large, float (full vector width, no conversions) in the inner loop. */
@@ -38,20 +37,7 @@ static int64_t block_end(int64_t blk, int64_t pixels) {
 
 /* Threads for `pixels` pixels: at most one per block of BN_BLOCK pixels (a thread without a block would only
  * allocate and zero its partial sums). */
-static int thread_count(int nthreads, int64_t pixels) {
-    const int64_t blocks = block_count(pixels);
-    if (nthreads < 1) nthreads = 1;
-    if ((int64_t)nthreads > blocks) nthreads = (int)(blocks > 0 ? blocks : 1);
-    return nthreads;
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
+static int thread_count(int nthreads, int64_t pixels) { return clamp_threads(nthreads, block_count(pixels)); }
 
 /* Per-thread partial sums: for each thread a row of 2*C doubles (the two sums, double) and 2*C floats (the sums
  * of the current block of pixels), each row padded to whole 64-byte cache lines so that no two threads write

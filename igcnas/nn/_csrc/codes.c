@@ -14,20 +14,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
 #endif
 
-#define CHUNK_WORDS 512 /* 4 KiB of each row's code per chunk: n rows stay in L2 while every pair is counted */
+#include "native_common.h"
 
-static int codes_threads(int nthreads, int64_t work) {
-    if (nthreads < 1) nthreads = 1;
-    if (work < 1) work = 1;
-    return nthreads > work ? (int)work : nthreads;
-}
+#define CHUNK_WORDS 512 /* 4 KiB of each row's code per chunk: n rows stay in L2 while every pair is counted */
 
 /* Bits of 64 consecutive units of one row: bit b set when row[b] > 0 (units past `count` are 0). */
 static uint64_t pack_word(const float *restrict row, int64_t count) {
@@ -56,7 +49,7 @@ int codes_agreements(const float *x, int64_t n, int64_t d, double *agree, int nt
     const int64_t words = (d + 63) / 64, pairs = n * (n + 1) / 2;
     uint64_t *bits = malloc(sizeof(uint64_t) * (size_t)(n * words + 1));
     if (!bits) return -1;
-    int threads = codes_threads(nthreads, n * words);
+    int threads = clamp_threads(nthreads, n * words);
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t t = 0; t < n * words; ++t) {
         const int64_t i = t / words, w = t % words;
@@ -64,7 +57,7 @@ int codes_agreements(const float *x, int64_t n, int64_t d, double *agree, int nt
         bits[t] = pack_word(x + i * d + w * 64, left < 64 ? left : 64);
     }
     const int64_t chunks = (words + CHUNK_WORDS - 1) / CHUNK_WORDS;
-    threads = codes_threads(nthreads, chunks);
+    threads = clamp_threads(nthreads, chunks);
     int64_t *diff = calloc((size_t)(threads * pairs), sizeof(int64_t));
     if (!diff) {
         free(bits);
@@ -72,11 +65,7 @@ int codes_agreements(const float *x, int64_t n, int64_t d, double *agree, int nt
     }
 #pragma omp parallel num_threads(threads)
     {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        int64_t *mine = diff + (int64_t)tid * pairs;
+        int64_t *mine = diff + (int64_t)thread_id() * pairs;
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < chunks; ++c) {
             const int64_t w0 = c * CHUNK_WORDS, w1 = w0 + CHUNK_WORDS < words ? w0 + CHUNK_WORDS : words;

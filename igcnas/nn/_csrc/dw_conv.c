@@ -24,12 +24,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+
+#include "native_common.h"
 
 #if defined(__AVX512F__)
 #define DV 16 /* floats per vector: one zmm register */
@@ -39,9 +35,6 @@
 #define DT 8  /* output pixels per interior block */
 
 typedef float dvf __attribute__((vector_size(DV * 4), aligned(4), may_alias));
-
-/* Outputs at least this large are written with non-temporal stores (as group_pw.c's). */
-#define STREAM_BYTES ((int64_t)16 << 20)
 
 /* Unaligned vector load and store (macros: a function returning a 64-byte vector draws ABI notes on AVX2 builds). */
 #define dload(p) (*(const dvf *)(p))
@@ -59,20 +52,6 @@ static int stream_output(const float *y, int64_t elements, int64_t c) {
     return elements * (int64_t)sizeof(float) >= STREAM_BYTES && ((uintptr_t)y & 63) == 0 && c % DV == 0;
 }
 
-/* Order this thread's non-temporal stores before what follows (the end of the parallel region). */
-static void stream_fence(int stream) {
-#if defined(__AVX512F__)
-    if (stream) _mm_sfence();
-#else
-    (void)stream;
-#endif
-}
-
-static int dw_threads(int nthreads, int64_t work) {
-    if (nthreads < 1) nthreads = 1;
-    if (work < 1) work = 1;
-    return nthreads > work ? (int)work : nthreads;
-}
 
 /* Output pixel x, channels [cb, cb + DV), of one row of the conv below, taps out of range skipped. */
 static inline __attribute__((always_inline)) void dw_pixel(const float *const *rows, const float *wt, float *yrow,
@@ -198,7 +177,7 @@ static void row_window(const float *src, int64_t b, int64_t h, int64_t ht, int64
     }
 }
 
-/* dw_row for k = 1, 3, 5 or 7 (the caller checks k), each with its loops unrolled. */
+/* dw_row for k = 1, 3, 5 or 7 (dw_handles checks k), each with its loops unrolled. */
 static void row_any(const float *const *rows, const float *wt, float *yrow, int64_t wd, int64_t c, int stream,
                     int64_t k) {
     if (k == 3)
@@ -234,13 +213,19 @@ static float *tap_major(const float *w, int64_t c, int64_t k, int flip) {
     return wt;
 }
 
+/* Whether dw_forward / dw_backward compute this conv: depthwise (one channel per group, as many outputs), stride 1,
+ * no shuffle, and a kernel size row_any has a loop for. */
+int dw_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride) {
+    return !perm && groups == cin && cout == cin && stride == 1 && (k == 1 || k == 3 || k == 5 || k == 7);
+}
+
 int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t k,
                int nthreads) {
     float *wt = tap_major(w, c, k, 0);
     if (!wt) return -1;
     const int64_t rows = n * h;
     const int stream = stream_output(y, rows * wd * c, c);
-    nthreads = dw_threads(nthreads, rows);
+    nthreads = clamp_threads(nthreads, rows);
 #pragma omp parallel num_threads(nthreads)
     {
 #pragma omp for schedule(static)
@@ -249,7 +234,7 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
             row_window(x, r / h, r % h, h, wd, c, k, window);
             row_any(window, wt, y + r * wd * c, wd, c, stream, k);
         }
-        stream_fence(stream);
+        if (stream) store_fence();
     }
     free(wt);
     return 0;
@@ -259,7 +244,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
                 int64_t wd, int64_t c, int64_t k, int nthreads) {
     const int64_t rows = n * h, taps = k * k;
     float *wf = dx ? tap_major(w, c, k, 1) : NULL;
-    nthreads = dw_threads(nthreads, rows);
+    nthreads = clamp_threads(nthreads, rows);
     float *acc = dw ? calloc((size_t)(nthreads * taps * c), sizeof(float)) : NULL;
     if ((dx && !wf) || (dw && !acc)) {
         free(wf);
@@ -269,11 +254,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
     const int stream = dx ? stream_output(dx, rows * wd * c, c) : 0;
 #pragma omp parallel num_threads(nthreads)
     {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        float *mine = acc ? acc + (int64_t)tid * taps * c : NULL;
+        float *mine = acc ? acc + (int64_t)thread_id() * taps * c : NULL;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t b = r / h, hh = r % h;
@@ -287,7 +268,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
                 grad_any(window, dy + r * wd * c, mine, wd, c, k);
             }
         }
-        stream_fence(stream);
+        if (stream) store_fence();
     }
     if (dw) {
         for (int64_t ch = 0; ch < c; ++ch)

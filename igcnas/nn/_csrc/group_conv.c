@@ -33,25 +33,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
-/* dw_conv.c: the depthwise stride-1 case without a shuffle, which needs no row expansion */
-int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t k,
-               int nthreads);
-int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
-                int64_t wd, int64_t c, int64_t k, int nthreads);
-
-/* Whether dw_conv.c computes this conv: depthwise (one channel per group, as many outputs), stride 1, no
- * shuffle, k <= 7. */
-static int plain_depthwise(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k,
-                           int64_t stride) {
-    return !perm && groups == cin && cout == cin && stride == 1 && (k == 1 || k == 3 || k == 5 || k == 7);
-}
+#include "native_common.h"
 
 #if defined(__AVX512F__)
 #define VL 16  /* floats per vector: one zmm register */
@@ -76,11 +59,6 @@ static void *gc_zalloc(size_t bytes) {
 
 static int64_t round_vl(int64_t c) { return (c + VL - 1) / VL * VL; }
 
-static int gc_threads(int nthreads, int64_t work) {
-    if (nthreads < 1) nthreads = 1;
-    if (work < 1) work = 1;
-    return nthreads > work ? (int)work : nthreads;
-}
 
 /* One VL-lane vector of an expanded pixel: lanes take source channels lo + rel[l] (window of 32 channels), or
  * rel[l] (gather, lo < 0); rel[l] < 0 = zero lane. */
@@ -284,7 +262,7 @@ static int64_t forward_taps(const gc_geom *g, const float *const *rowp, int64_t 
 /* y = the grouped conv above (y: N x Ho x Wo x Cout). Returns 0, or -1 when out of memory. */
 int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, int64_t n, int64_t h, int64_t wd,
                int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride, int nthreads) {
-    if (plain_depthwise(perm, cin, cout, groups, k, stride)) return dw_forward(x, w, y, n, h, wd, cin, k, nthreads);
+    if (dw_handles(perm, cin, cout, groups, k, stride)) return dw_forward(x, w, y, n, h, wd, cin, k, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);
@@ -293,7 +271,7 @@ int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, in
     const int64_t rows = n * g.ho, ntap_max = k * k * g.ig;
     const int direct = cout % VL == 0;
     int failed = 0;
-    nthreads = gc_threads(nthreads, rows);
+    nthreads = clamp_threads(nthreads, rows);
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         float *ring = gc_zalloc(sizeof(float) * (size_t)(k * g.ecols * g.epix));
@@ -342,7 +320,7 @@ int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, in
 static int gc_weight_grad(const gc_geom *g, const float *x, const float *dy, float *dw, int nthreads) {
     const int64_t k = g->k, cout = g->cout, rows = g->n * g->ho, ntap_max = k * k * g->ig;
     const int64_t numel = k * k * g->epix;
-    nthreads = gc_threads(nthreads, rows);
+    nthreads = clamp_threads(nthreads, rows);
     float *acc = gc_zalloc(sizeof(float) * (size_t)(nthreads * numel));
     if (!acc) return -1;
     int failed = 0;
@@ -432,7 +410,7 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
         free(wb);
         return -1;
     }
-    nthreads = gc_threads(nthreads, rows);
+    nthreads = clamp_threads(nthreads, rows);
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         float *ring = gc_zalloc(sizeof(float) * (size_t)(k * fcols * fpix));
@@ -509,7 +487,7 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
 int gc_backward(const float *x, const int64_t *perm, const float *w, const float *dy, float *dx, float *dw,
                 int64_t n, int64_t h, int64_t wd, int64_t cin, int64_t cout, int64_t groups, int64_t k,
                 int64_t stride, int nthreads) {
-    if (plain_depthwise(perm, cin, cout, groups, k, stride))
+    if (dw_handles(perm, cin, cout, groups, k, stride))
         return dw_backward(x, w, dy, dx, dw, n, h, wd, cin, k, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {

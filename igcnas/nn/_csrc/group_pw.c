@@ -23,12 +23,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+
+#include "native_common.h"
 
 #if defined(__AVX512F__)
 #define TILE 16  /* pixels per tile: one vector, one zmm register */
@@ -130,13 +126,6 @@ static void scatter_tile(float *restrict dst, int64_t c, int64_t p0, int n, cons
     }
 }
 
-/* Make this thread's non-temporal stores visible before the parallel region ends. */
-static inline void store_fence(void) {
-#if defined(__AVX512F__)
-    _mm_sfence();
-#endif
-}
-
 /* ot[g*Out_g + o] = sum_i w[g][o][i] * it[g*In_g + i] for one tile (slot-major, TILE-pixel vectors). */
 static void tile_matmul(const vf *restrict it, const float *restrict w, vf *restrict ot, int64_t groups,
                         int64_t in_g, int64_t out_g) {
@@ -191,15 +180,6 @@ static void tile_matmul(const vf *restrict it, const float *restrict w, vf *rest
         }
     }
 }
-
-static int clamp_threads(int nthreads, int64_t work) {
-    if (nthreads < 1) nthreads = 1;
-    if (work < 1) work = 1;
-    return nthreads > work ? (int)work : nthreads;
-}
-
-/* Outputs at least this large are written with non-temporal stores (they do not fit in the caches anyway). */
-#define STREAM_BYTES ((int64_t)16 << 20)
 
 /* The grouped pointwise map above over all P pixels. Returns 0, or -1 when out of memory. */
 int gpw_forward(const float *in, int64_t in_c, const int64_t *islot, float *out, int64_t out_c,

@@ -1,0 +1,51 @@
+/* What the kernel sources of igcnas.nn._native share (they are compiled into one library): the thread count of a
+ * parallel loop, the current thread's index, the size from which outputs are streamed past the caches and the fence
+ * after such stores, and the entry points of dw_conv.c that group_conv.c calls.
+ */
+#ifndef IGCNAS_NATIVE_COMMON_H
+#define IGCNAS_NATIVE_COMMON_H
+
+#include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+/* Outputs at least this large are written with non-temporal stores: they do not fit in the caches anyway, and a
+ * normal store first reads every line it writes. */
+#define STREAM_BYTES ((int64_t)16 << 20)
+
+/* Threads for `work` independent items: at least one, at most one per item. */
+static inline int clamp_threads(int nthreads, int64_t work) {
+    if (nthreads < 1) nthreads = 1;
+    if (work < 1) work = 1;
+    return nthreads > work ? (int)work : nthreads;
+}
+
+/* Index of the calling thread in its OpenMP team (0 without OpenMP). */
+static inline int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* Make this thread's non-temporal stores visible before the parallel region ends (they are AVX-512 only). */
+static inline void store_fence(void) {
+#if defined(__AVX512F__)
+    _mm_sfence();
+#endif
+}
+
+/* dw_conv.c: the depthwise conv with stride 1 and no shuffle, which needs no row expansion. dw_handles says
+ * whether it computes the conv gc_forward / gc_backward were given. */
+int dw_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride);
+int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t k,
+               int nthreads);
+int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
+                int64_t wd, int64_t c, int64_t k, int nthreads);
+
+#endif
