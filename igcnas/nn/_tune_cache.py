@@ -1,8 +1,8 @@
 """The cache file of measured forms (:mod:`igcnas.nn.tune`): one JSON file per machine fingerprint.
 
 The fingerprint is the CPU's model and ISA flags (``/proc/cpuinfo``), the versions of torch and igcnas, the
-native kernels' source and build (``IGCNAS_NATIVE_MARCH``), and the thread count: a change of any of them is a new file, so every choice is
-remeasured. Files live in ``$IGCNAS_TUNE_DIR``, else ``$IGCNAS_CACHE_DIR/tune``, else ``~/.cache/igcnas/tune``;
+native kernels' source and build (``IGCNAS_NATIVE_MARCH``), the thread count and the malloc regime (:func:`malloc_regime`):
+a change of any of them is a new file, so every choice is remeasured. Files live in ``$IGCNAS_TUNE_DIR``, else ``$IGCNAS_CACHE_DIR/tune``, else ``~/.cache/igcnas/tune``;
 every write replaces the
 file atomically (concurrent writers lose at most a choice, which is then measured again).
 
@@ -23,18 +23,30 @@ from typing import Any
 
 from igcnas.nn.plan import ConvPlan
 
-__all__ = ["fingerprint", "cache_file", "lookup", "store", "entries"]
+__all__ = ["fingerprint", "malloc_regime", "cache_file", "lookup", "store", "entries"]
 
 _loaded: dict[str, dict[str, Any]] = {}
 
 
+def malloc_regime() -> str:
+    """``tuned`` when this process runs under igcnas's malloc tuning (:mod:`igcnas._allocator`), else ``system``.
+
+    Forms are timed under the regime that will run them: under the system malloc every large allocation of a
+    step is page-faulted afresh, by an amount that depends on glibc's adaptive threshold, so a choice measured
+    there (several times slower, and noisy) does not hold where training runs (tuned).
+    """
+    from igcnas._allocator import allocator_status
+
+    return "tuned" if allocator_status() == "tuned" else "system"
+
+
 def fingerprint(*, threads: int) -> dict[str, Any]:
-    """What measured choices depend on besides the op: CPU, ISA, versions, native build, threads."""
-    return dict(_fingerprint(int(threads)))
+    """What measured choices depend on besides the op: CPU, ISA, versions, native build, threads, malloc regime."""
+    return dict(_fingerprint(int(threads), malloc_regime()))
 
 
 @functools.lru_cache(maxsize=16)
-def _fingerprint(threads: int) -> dict[str, Any]:
+def _fingerprint(threads: int, malloc: str) -> dict[str, Any]:
     """:func:`fingerprint`, read once per process and thread count (/proc/cpuinfo, the kernel sources)."""
     import torch
 
@@ -50,7 +62,7 @@ def _fingerprint(threads: int) -> dict[str, Any]:
                                                                             "asimd", "sve"))),
             "cpu_signature": hashlib.sha256(cpu.encode()).hexdigest()[:16], "torch": torch.__version__,
             "igcnas": __version__, "native_source": sources,
-            "native_march": march_setting(), "threads": int(threads)}
+            "native_march": march_setting(), "threads": int(threads), "malloc": malloc}
 
 
 def cache_file(*, threads: int) -> Path:

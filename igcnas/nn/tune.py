@@ -7,8 +7,11 @@ by side on a random input of that shape, forward + backward for training; the fa
 the table's choice is kept unless another form beats it by more than :data:`MARGIN`. The reference is always a
 candidate, so a fast op is never slower than the naive one within the noise of the measurement.
 
-Choices are cached per machine (:mod:`igcnas.nn._tune_cache`: CPU model, ISA flags, library versions, threads), so
-they are measured once per machine and remeasured when any of those changes. ``IGCNAS_TUNE`` sets the mode:
+Choices are cached per machine (:mod:`igcnas.nn._tune_cache`: CPU model, ISA flags, library versions, threads,
+malloc regime), so they are measured once per machine and remeasured when any of those changes. The malloc regime
+counts because under the system malloc every large allocation is page-faulted afresh, by an amount that varies
+from call to call: timings there are slower and noisy, and their choices do not hold under the malloc tuning that
+igcnas's training, proxies and ``igcnas tune`` run with (:mod:`igcnas._allocator`). ``IGCNAS_TUNE`` sets the mode:
 ``auto`` (default: measure unknown signatures at first use), ``cache`` (use what is cached, else the table) or
 ``off`` (the table only). ``igcnas tune`` measures a network's signatures ahead of time.
 
@@ -57,12 +60,19 @@ _generation = 0
 """Bumped by :func:`_forget`: the modules' memos of their plans (:func:`plan_token`) are then stale."""
 
 
-def plan_token() -> tuple[str, str, int] | None:
-    """What a module's memo of its plans depends on besides its input (the tuning and native-kernel settings, and
-    the choices' generation), or None while a measurement runs (its plans must not be memoised)."""
+_memory_regime = ""
+"""The malloc regime (:func:`igcnas.nn._tune_cache.malloc_regime`) the choices in ``_memory`` were made under."""
+
+
+def plan_token() -> tuple[str, str, str, int] | None:
+    """What a module's memo of its plans depends on besides its input (the tuning and native-kernel settings, the
+    malloc regime and the choices' generation), or None while a measurement runs (its plans must not be
+    memoised)."""
     if getattr(_busy, "active", False):
         return None
-    return os.environ.get("IGCNAS_TUNE", ""), os.environ.get("IGCNAS_NATIVE", ""), _generation
+    from igcnas.nn._tune_cache import malloc_regime
+
+    return os.environ.get("IGCNAS_TUNE", ""), os.environ.get("IGCNAS_NATIVE", ""), malloc_regime(), _generation
 
 
 def tune_mode() -> str:
@@ -200,14 +210,19 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
     """The choice for signature ``text``: this process's, else the cache's, else measured now (``seconds`` of the
     candidate ``plans`` and the ``prior``, keyed by :func:`label`) and cached; ``prior`` is kept unless another is
     faster by :data:`MARGIN`, and returned untimed in mode ``cache`` (or ``off``) when nothing is cached."""
+    global _memory_regime
     mode = mode if mode is not None else tune_mode()
     if mode == "off":
         return prior
+    from igcnas.nn import _tune_cache
+
+    regime = _tune_cache.malloc_regime()
+    if regime != _memory_regime:  # the process tuned malloc since: its choices are another regime's
+        _forget()
+        _memory_regime = regime
     found = _memory.get(text)
     if found is not None:
         return found
-    from igcnas.nn import _tune_cache
-
     with _lock:
         cached = _tune_cache.lookup(text, threads=threads)
         if cached is not None:
@@ -273,18 +288,21 @@ def tune_network(spec: Any, *, batch: int = 64, threads: int = 1, inference: boo
     """Measure (or read) the form of every op signature of a network ahead of time; one row per signature.
 
     Runs one training step (and, with ``inference``, one forward without autograd) of the network built from
-    ``spec`` on a random batch, as :func:`igcnas.train.train` feeds it (NCHW on the CPU), with tuning on.
+    ``spec`` on a random batch, as :func:`igcnas.train.train` feeds it (NCHW on the CPU, malloc tuned), with tuning
+    on.
 
     Example:
         >>> from igcnas.zoo import get_zoo
         >>> rows = tune_network(get_zoo("IGC-L24M2-D20").spec, batch=2)  # doctest: +SKIP
         >>> rows[0]["signature"], rows[0]["form"]  # doctest: +SKIP
     """
+    from igcnas._allocator import tune_cpu_allocator
     from igcnas.nn import _tune_cache
     from igcnas.nn.network import build
 
     if tune_mode() == "off":
         raise UserError("IGCNAS_TUNE=off: unset it (or set auto) to measure forms")
+    tune_cpu_allocator()  # the regime training measures and runs its forms under
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

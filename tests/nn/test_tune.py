@@ -93,6 +93,31 @@ def test_another_thread_count_is_another_machine(tmp_path: Path) -> None:
     assert _tune_cache.fingerprint(threads=1)["cpu_signature"] == _tune_cache.fingerprint(threads=2)["cpu_signature"]
 
 
+def test_choices_under_the_system_malloc_are_not_the_tuned_mallocs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from igcnas import _allocator
+
+    spec = SPECS[0]
+    x = torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last)
+    prior = select_plan(spec, "cpu", "auto")
+    seen: list[str] = []
+
+    def fake(spec: ConvSpec, shape: tuple[int, ...], plans: list, **k: object) -> dict[str, float]:
+        seen.append(_tune_cache.malloc_regime())  # a page-faulting regime: the reference looks fastest
+        return {tune.label(p): (0.5 if tune.label(p) == "reference" else 1.0) if seen[-1] == "system" else
+                (2.0 if tune.label(p) == "reference" else 1.0) for p in plans}
+
+    monkeypatch.setattr(tune, "measure", fake)
+    monkeypatch.setattr(_allocator, "_status", "disabled by IGCNAS_MALLOC=system")
+    system_file = _tune_cache.cache_file(threads=1)
+    assert tune.tuned_plan(spec, x, grad=True, prior=prior).form == "reference"
+    monkeypatch.setattr(_allocator, "_status", "tuned")  # the process tunes malloc: its choices are remeasured
+    assert _tune_cache.cache_file(threads=1) != system_file
+    assert _tune_cache.fingerprint(threads=1)["malloc"] == "tuned"
+    assert tune.tuned_plan(spec, x, grad=True, prior=prior).form != "reference"
+    assert seen == ["system", "tuned"]
+    assert tune.tuned_plan(spec, x, grad=True, prior=prior).form != "reference" and len(seen) == 2
+
+
 def test_off_keeps_the_table_and_cache_never_measures(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = SPECS[1]
     x = torch.randn(2, 48, 8, 8).contiguous(memory_format=torch.channels_last)
