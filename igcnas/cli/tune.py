@@ -10,7 +10,8 @@ __all__ = ["register", "run"]
 HELP = """\
 Measure, on this machine, which form (reference conv, grouped, dense, native kernel) computes each sparse conv of
 a network fastest, for a training step and for inference, and cache the choices (per CPU model, ISA flags,
-library versions and thread count; see IGCNAS_TUNE in the README). Training does this at first use anyway; tuning
+library versions, thread count and malloc regime; see IGCNAS_TUNE in the README). It measures under the malloc
+tuning that training runs with (IGCNAS_MALLOC=system: the system malloc, as a plain PyTorch script has). Training does this at first use anyway; tuning
 ahead of time takes that cost out of the first epoch and shows the choices.
 
 Examples:
