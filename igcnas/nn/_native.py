@@ -53,18 +53,14 @@ def shuffle_permutation(channels: int, shuffle_groups: int) -> list[int]:
     return [(j % shuffle_groups) * per + j // shuffle_groups for j in range(channels)]
 
 
+def _cpu_float32_4d(x: Tensor, weight: Tensor) -> bool:
+    """Whether ``x`` and ``weight`` are both 4-D float32 CPU tensors (what every conv kernel here takes)."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4 for t in (x, weight))
+
+
 def supports(x: Tensor, weight: Tensor) -> bool:
     """Whether ``x`` / ``weight`` can take the native path (float32 CPU, 4-D, 1x1 weight)."""
-    return (
-        x.device.type == "cpu"
-        and weight.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.dim() == 4
-        and weight.dim() == 4
-        and weight.shape[2] == 1
-        and weight.shape[3] == 1
-    )
+    return _cpu_float32_4d(x, weight) and weight.shape[2] == 1 and weight.shape[3] == 1
 
 
 _shuffle_cache: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
@@ -214,17 +210,7 @@ def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int 
 
 def supports_conv(x: Tensor, weight: Tensor, stride: int) -> bool:
     """Whether ``x`` / ``weight`` can take :func:`group_conv` (float32 CPU, 4-D, odd square kernel, stride >= 1)."""
-    return (
-        x.device.type == "cpu"
-        and weight.device.type == "cpu"
-        and x.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and x.dim() == 4
-        and weight.dim() == 4
-        and weight.shape[2] == weight.shape[3]
-        and weight.shape[2] % 2 == 1
-        and stride >= 1
-    )
+    return _cpu_float32_4d(x, weight) and weight.shape[2] == weight.shape[3] and weight.shape[2] % 2 == 1 and stride >= 1
 
 
 def _perm_tensor(channels: int, shuffle_groups: int) -> Tensor | None:
