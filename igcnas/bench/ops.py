@@ -100,6 +100,7 @@ __all__ = [
     "forms_listing",
     "table_notes",
     "versus_regular",
+    "traffic",
     "main",
 ]
 
@@ -194,19 +195,61 @@ def forms_listing(rows: Sequence[dict[str, Any]]) -> str:
 
 def versus_regular(rows: Sequence[dict[str, Any]], *, sparse: str = "IGC-L24M2-D20",
                    regular: str = "RegConv-W16-D20") -> str:
-    """One line: the sparse network's fast training images/s as a multiple of the regular-conv network's, both
-    timed in this run ('' when either is missing). ``RegConv-W16-D20`` has 1.41x the FLOPs of ``IGC-L24M2-D20``.
+    """The sparse network's fast training images/s as a multiple of the regular-conv network's, both timed in this
+    run ('' when either is missing), and, for zoo networks, a second line with their FLOPs and the bytes their
+    layers write per image (:func:`traffic`): ``IGC-L24M2-D20`` has fewer FLOPs than ``RegConv-W16-D20`` but
+    three times its width, so its layers write several times the bytes.
 
     Example:
-        >>> versus_regular([{"block": "IGC-L24M2-D20", "fast_train_ips": 70.0},
-        ...                 {"block": "RegConv-W16-D20", "fast_train_ips": 200.0}])
-        'IGC-L24M2-D20 trains at 0.35x the images/s of RegConv-W16-D20 (70.0 vs 200.0, fast builds, this run)'
+        >>> print(versus_regular([{"block": "IGC-L24M2-D20", "fast_train_ips": 70.0},
+        ...                       {"block": "RegConv-W16-D20", "fast_train_ips": 200.0}]))
+        IGC-L24M2-D20 trains at 0.35x the images/s of RegConv-W16-D20 (70.0 vs 200.0, fast builds, this run)
+          per image IGC-L24M2-D20 has 0.71x the FLOPs and 4.27x the bytes of layer outputs of RegConv-W16-D20 (6.93 vs 1.62 MB written by the naive build's forward)
     """
     ips = {row["block"]: float(row.get("fast_train_ips") or 0.0) for row in rows}
     a, b = ips.get(sparse, 0.0), ips.get(regular, 0.0)
     if not a or not b:
         return ""
-    return f"{sparse} trains at {a / b:.2f}x the images/s of {regular} ({a:.1f} vs {b:.1f}, fast builds, this run)"
+    line = f"{sparse} trains at {a / b:.2f}x the images/s of {regular} ({a:.1f} vs {b:.1f}, fast builds, this run)"
+    from igcnas.zoo import ZOO
+
+    if sparse in ZOO and regular in ZOO:
+        (f1, m1), (f2, m2) = traffic(ZOO[sparse].spec), traffic(ZOO[regular].spec)
+        line += (f"\n  per image {sparse} has {f1 / f2:.2f}x the FLOPs and {m1 / m2:.2f}x the bytes of layer "
+                 f"outputs of {regular} ({m1 / 1e6:.2f} vs {m2 / 1e6:.2f} MB written by the naive build's forward)")
+    return line
+
+
+def traffic(spec: Any) -> tuple[int, int]:
+    """(FLOPs, bytes of every leaf module's output) of one image's forward pass through the naive build of
+    ``spec``: what a layer-by-layer implementation computes and writes (the fast build fuses some of those writes).
+
+    Example:
+        >>> from igcnas.cost import count
+        >>> from igcnas.zoo import ZOO
+        >>> spec = ZOO["RegConv-W16-D20"].spec
+        >>> flops, written = traffic(spec)
+        >>> flops == count(spec).flops, written > 16 * 32 * 32 * 4  # more than the stem's output
+        (True, True)
+    """
+    from igcnas.cost import count
+    from igcnas.nn.network import build
+
+    model = build(spec, impl="naive").eval()
+    written = [0]
+
+    def record(module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and next(module.children(), None) is None:
+            written[0] += output.numel() * output.element_size()
+
+    handles = [module.register_forward_hook(record) for module in model.modules()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *spec.input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(count(spec).flops), written[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

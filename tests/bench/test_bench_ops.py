@@ -103,3 +103,19 @@ def test_bad_arguments_raise_user_errors() -> None:
         bench.bench_pair("x", lambda impl: bench.igc_l24m2_block(impl=impl), channels=48, repeats=0)
     with pytest.raises(UserError, match="--threads"):
         bench.main(["--threads", "0"])
+
+
+
+def test_traffic_counts_the_bytes_every_layer_writes_for_one_image() -> None:
+    from igcnas.arch import ArchSpec
+    from igcnas.cost import count
+    from igcnas.zoo import ZOO
+
+    narrow = ArchSpec.simple("DW+PW", widths=(8,), depths=(1,), input_shape=(3, 4, 4))
+    wide = ArchSpec.simple("DW+PW", widths=(16,), depths=(1,), input_shape=(3, 4, 4))
+    (flops, small), (_, large) = bench.traffic(narrow), bench.traffic(wide)
+    assert flops == count(narrow).flops and small % 4 == 0
+    assert small >= 4 * 8 * 4 * 4 * 3  # at least the stem conv's, its BN's and its ReLU's outputs
+    assert 1.8 * small < large < 2.2 * small  # the layer outputs scale with the width (the 10 logits do not)
+    sparse, regular = bench.traffic(ZOO["IGC-L24M2-D20"].spec), bench.traffic(ZOO["RegConv-W16-D20"].spec)
+    assert sparse[0] < regular[0] and sparse[1] > 3 * regular[1]  # fewer FLOPs, several times the bytes
