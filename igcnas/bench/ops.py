@@ -101,6 +101,8 @@ __all__ = [
     "table_notes",
     "versus_regular",
     "traffic",
+    "copy_bandwidth",
+    "bandwidth_note",
     "main",
 ]
 
@@ -250,6 +252,41 @@ def traffic(spec: Any) -> tuple[int, int]:
         for handle in handles:
             handle.remove()
     return int(count(spec).flops), written[0]
+
+
+def copy_bandwidth(*, mib: int = 256, repeats: int = 5) -> float:
+    """GB/s of copying a ``mib`` MiB float32 tensor into another with torch's threads (bytes read + written, median
+    of ``repeats``): the memory speed a run had. The default is larger than the last-level caches of the machines
+    measured so far, and the figure drifts with the load of a shared host, so runs whose figures differ do not
+    compare.
+
+    Example:
+        >>> copy_bandwidth(mib=1, repeats=1) > 0
+        True
+    """
+    import statistics
+    import time
+
+    source = torch.ones(mib * (1 << 18))
+    target = torch.empty_like(source)
+    target.copy_(source)  # first touch of the pages
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        target.copy_(source)
+        times.append(time.perf_counter() - start)
+    return 2 * source.numel() * source.element_size() / statistics.median(times) / 1e9
+
+
+def bandwidth_note(before: float, after: float) -> str:
+    """The line printed under the table: :func:`copy_bandwidth` before and after the cases.
+
+    Example:
+        >>> bandwidth_note(21.04, 20.51)
+        'memory: copying 256 MiB ran at 21.0 GB/s before the cases and 20.5 GB/s after (read + written, 2 threads); runs whose figures differ do not compare'
+    """
+    return (f"memory: copying 256 MiB ran at {before:.1f} GB/s before the cases and {after:.1f} GB/s after (read + "
+            f"written, {torch.get_num_threads()} threads); runs whose figures differ do not compare")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -144,14 +144,17 @@ def _cost(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    from igcnas.bench.ops import bench_blocks, bench_networks
+    from igcnas.bench.ops import bandwidth_note, bench_blocks, bench_networks, copy_bandwidth
 
+    on_cpu = str(args.device).split(":")[0] == "cpu"
+    before = copy_bandwidth() if on_cpu else 0.0
     rows = list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))
     rows += bench_networks(batch=max(1, args.batch // 2), repeats=max(1, args.repeats // 2), device=args.device)
+    after = copy_bandwidth() if on_cpu else 0.0
     from igcnas.bench.ops import TABLE_COLUMNS
 
     keep = [column for column in TABLE_COLUMNS if column not in ("size", "input_format")]
-    if args.format == "table" and str(args.device).split(":")[0] == "cpu":  # one runtime elsewhere
+    if args.format == "table" and on_cpu:  # one runtime elsewhere
         from igcnas.bench.ops import LEGEND
 
         print(LEGEND + "\n")
@@ -162,7 +165,8 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
         return shown + (_data(args) if args.data_dir else [])
     from igcnas.bench.ops import table_notes
 
-    print("\n\n".join([render_table(shown), *table_notes(rows)]) + "\n")
+    notes = [*table_notes(rows), *([bandwidth_note(before, after)] if on_cpu else [])]
+    print("\n\n".join([render_table(shown), *notes]) + "\n")
     if not args.data_dir:
         return None
     data_rows = _data(args)

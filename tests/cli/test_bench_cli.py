@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -53,6 +54,8 @@ def test_bench_ops_table_compares_igc_with_regular_convs_and_lists_the_forms(cap
     out = capsys.readouterr().out
     assert "IGC-L24M2-D20 trains at " in out and "x the images/s of RegConv-W16-D20" in out
     assert "forms the fast build ran" in out and "  IGC-L24M2-D20: train " in out
+    assert "per image IGC-L24M2-D20 has 0.71x the FLOPs and 4.27x the bytes of layer outputs" in out
+    assert re.search(r"memory: copying 256 MiB ran at \d+\.\d GB/s before the cases and \d+\.\d GB/s after", out)
 
 
 def test_bench_space_table(capsys) -> None:
