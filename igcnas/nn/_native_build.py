@@ -127,6 +127,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bna_stats.restype = cint
     lib.bna_apply_add.argtypes = [ptr, ptr, i64, i64, ptr, ptr, cint, ptr, cint]
     lib.bna_apply_add.restype = None
+    lib.bna_coefficients.argtypes = [ptr, ptr, ptr, ptr, ctypes.c_double, i64, i64, ptr]
+    lib.bna_coefficients.restype = None
+    lib.bna_running_update.argtypes = [ptr, i64, ctypes.c_double, ptr, ptr]
+    lib.bna_running_update.restype = None
     lib.bna_backward.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, cint, ptr, ptr, ptr, cint]
     lib.bna_backward.restype = cint
     lib.codes_agreements.argtypes = [ptr, i64, i64, ptr, cint]

@@ -45,43 +45,44 @@ class _BatchNormAct(torch.autograd.Function):
     def forward(
         ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool,
         residual: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor]:
+        """``(y, coefficients)``: the coefficients (float32, 5 rows of C: scale, shift, mean, invstd, unbiased
+        variance; see ``bna_coefficients`` in ``_csrc/bn_act.c``) give the running statistics their update."""
         lib = _native.library()
         assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
         n, channels, h, w = x.shape
         pixels = n * h * w
-        mean = torch.empty(channels, dtype=torch.float64)
-        var = torch.empty(channels, dtype=torch.float64)
+        stats = torch.empty(2 * channels, dtype=torch.float64)  # mean, biased variance
+        coef = torch.empty(5 * channels, dtype=torch.float32)
         threads = torch.get_num_threads()
-        check_code(lib.bna_stats(data_ptr(x), pixels, channels, data_ptr(mean), data_ptr(var), threads), "batch norm")
-        invstd = (var + eps).rsqrt()
-        scale = invstd * weight.detach().double() if weight is not None else invstd
-        shift = -mean * scale
-        if bias is not None:
-            shift = shift + bias.detach().double()
-        scale32, shift32 = scale.float(), shift.float()
+        at = stats.data_ptr()
+        check_code(lib.bna_stats(data_ptr(x), pixels, channels, at, at + 8 * channels, threads), "batch norm")
+        gamma = None if weight is None else weight.detach().float().contiguous()
+        beta = None if bias is None else bias.detach().float().contiguous()
+        base = coef.data_ptr()
+        lib.bna_coefficients(at, at + 8 * channels, data_ptr(gamma), data_ptr(beta), float(eps), channels, pixels,
+                             base)
         y = torch.empty_like(x, memory_format=torch.channels_last)
         r = None if residual is None else residual.detach().contiguous(memory_format=torch.channels_last)
-        lib.bna_apply_add(data_ptr(x), data_ptr(r), pixels, channels, data_ptr(scale32), data_ptr(shift32), int(relu),
+        lib.bna_apply_add(data_ptr(x), data_ptr(r), pixels, channels, base, base + 4 * channels, int(relu),
                           data_ptr(y), threads)  # r NULL: BN (+ ReLU) alone
-        mean32, invstd32 = mean.float(), invstd.float()
         # with a residual, the ReLU mask is the output's (y > 0), saved when there is a ReLU
         masked_by_output = residual is not None and relu
-        ctx.save_for_backward(x, mean32, invstd32, scale32, shift32, *((y,) if masked_by_output else ()))
+        ctx.save_for_backward(x, coef, *((y,) if masked_by_output else ()))
         ctx.relu = relu and residual is None  # the kernel's own ReLU (recomputed from x)
         ctx.masked_by_output = masked_by_output
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        ctx.mark_non_differentiable(coef)
+        return y, coef
 
     @staticmethod
     @once_differentiable
     def backward(
-        ctx: Any, grad: Tensor, _grad_mean: Tensor | None, _grad_var: Tensor | None
+        ctx: Any, grad: Tensor, _grad_coef: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None, Tensor | None]:
         lib = _native.library()
         assert lib is not None
-        x, mean, invstd, scale, shift, *output = ctx.saved_tensors
+        x, coef, *output = ctx.saved_tensors
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
@@ -89,15 +90,17 @@ class _BatchNormAct(torch.autograd.Function):
             dy = torch.ops.aten.threshold_backward(dy, output[0], 0.0).contiguous(memory_format=torch.channels_last)
         n, channels, h, w = x.shape
         dx = torch.empty_like(x, memory_format=torch.channels_last) if ctx.needs_input_grad[0] else None
-        sum_dz = torch.empty(channels, dtype=torch.float64)
-        sum_dzx = torch.empty(channels, dtype=torch.float64)
+        need_weight, need_bias = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grads = torch.empty(2 * channels, dtype=torch.float32) if need_weight or need_bias else None
+        base, into = coef.data_ptr(), data_ptr(grads)
         code = lib.bna_backward(
-            data_ptr(x), data_ptr(dy), n * h * w, channels, data_ptr(mean), data_ptr(invstd), data_ptr(scale), data_ptr(shift),
-            int(ctx.relu), data_ptr(dx), data_ptr(sum_dz), data_ptr(sum_dzx), torch.get_num_threads(),
+            data_ptr(x), data_ptr(dy), n * h * w, channels, base + 8 * channels, base + 12 * channels, base, base + 4 * channels,
+            int(ctx.relu), data_ptr(dx), into if need_weight else None, into + 4 * channels if need_bias and into else None,
+            torch.get_num_threads(),
         )  # fmt: skip
         check_code(code, "batch norm backward")
-        grad_weight = (sum_dzx * invstd.double()).float() if ctx.needs_input_grad[1] else None
-        grad_bias = sum_dz.float() if ctx.needs_input_grad[2] else None
+        grad_weight = grads[:channels] if need_weight and grads is not None else None
+        grad_bias = grads[channels:] if need_bias and grads is not None else None
         # the sum passes the (masked) gradient through to the residual (an input only when one was given)
         grad_residual = dy if len(ctx.needs_input_grad) > 5 and ctx.needs_input_grad[5] else None
         return dx, grad_weight, grad_bias, None, None, grad_residual
@@ -158,13 +161,21 @@ class BatchNormAct2d(nn.BatchNorm2d):
         as its own signature against PyTorch's BN, add and ReLU; its prior is native (two passes fewer).
         """
         from igcnas.nn.plan import ConvPlan
-        from igcnas.nn.tune import decide, note_form
+        from igcnas.nn.tune import decide, note_form, plan_token
 
+        token = plan_token()
+        key = (x.shape[2], x.shape[3], residual, add_relu, torch.get_num_threads(), torch.is_inference_mode_enabled())
+        memo = self.__dict__.setdefault("_form_memo", {})
+        found = memo.get(key) if token is not None else None
+        if found is not None and found[0] == token:
+            note_form(self, mode="train", kind=found[1], plan=found[2])
+            return str(found[2].form)
         relu = add_relu if residual else self.relu
         op = f"{'BN+add' if residual else 'BN'}{'+ReLU' if relu else ''}"
         prior = ConvPlan("native" if relu or residual else "reference", True, "table")
         if torch.is_inference_mode_enabled():  # no backward to time here: the prior
             note_form(self, mode="train", kind=op, plan=prior)
+            memo[key] = (token, op, prior)
             return prior.form
         threads = torch.get_num_threads()
         text = f"{op} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 t{threads} train cl"
@@ -179,6 +190,9 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
         chosen = decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds)
         note_form(self, mode="train", kind=op, plan=chosen)
+        token = plan_token()  # as it is now: deciding may have dropped older choices (tune.decide)
+        if token is not None:  # not while a measurement runs
+            memo[key] = (token, op, chosen)
         return chosen.form
 
     @torch.jit.unused
@@ -207,8 +221,8 @@ class BatchNormAct2d(nn.BatchNorm2d):
     @torch.jit.unused
     def _native(self, x: Tensor, *, relu: bool, residual: Tensor | None = None) -> Tensor:
         """The native kernel's training forward (see :class:`_BatchNormAct`), running statistics updated."""
-        y, mean, var = _BatchNormAct.apply(x, self.weight, self.bias, self.eps, relu, residual)
-        self._update_running_stats(mean, var, x.shape[0] * x.shape[2] * x.shape[3])
+        y, coef = _BatchNormAct.apply(x, self.weight, self.bias, self.eps, relu, residual)
+        self._update_running_stats(coef)
         return y
 
     @torch.jit.unused
@@ -219,16 +233,24 @@ class BatchNormAct2d(nn.BatchNorm2d):
         return self._native(x, relu=self.relu)
 
     @torch.jit.unused
-    def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:
-        """``nn.BatchNorm2d``'s update: momentum (or cumulative average), unbiased variance."""
+    def _update_running_stats(self, coef: Tensor) -> None:
+        """``nn.BatchNorm2d``'s update (momentum, or the cumulative average without one) from the batch mean and
+        unbiased variance in ``coef`` (:class:`_BatchNormAct`'s coefficients: rows 2 and 4)."""
         assert self.num_batches_tracked is not None and self.running_mean is not None
         assert self.running_var is not None
+        channels = self.num_features
+        rm, rv = self.running_mean, self.running_var
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            unbiased = var * (count / (count - 1))
-            self.running_mean.mul_(1 - factor).add_(mean.to(self.running_mean.dtype), alpha=factor)
-            self.running_var.mul_(1 - factor).add_(unbiased.to(self.running_var.dtype), alpha=factor)
+            if rm.dtype == rv.dtype == torch.float32 and rm.is_contiguous() and rv.is_contiguous():
+                lib = _native.library()
+                assert lib is not None
+                lib.bna_running_update(coef.data_ptr(), channels, float(factor), rm.data_ptr(), rv.data_ptr())
+                return
+            mean, unbiased = coef[2 * channels:3 * channels], coef[4 * channels:]
+            rm.lerp_(mean.to(rm.dtype), factor)
+            rv.lerp_(unbiased.to(rv.dtype), factor)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, relu={self.relu}"

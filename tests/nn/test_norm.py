@@ -184,6 +184,37 @@ def test_factory_keeps_the_naive_modules_and_fuses_bn_relu() -> None:
 
 
 @needs_native
+def test_running_statistics_kept_in_float64_are_updated_too(native_form: None) -> None:
+    torch.manual_seed(2)
+    fused, reference = _pair(6, True)
+    fused.running_mean = fused.running_mean.double()  # buffers of another dtype than the kernel's: torch's lerp
+    fused.running_var = fused.running_var.double()
+    for _ in range(2):
+        x = torch.randn(4, 6, 4, 4).contiguous(memory_format=CL)
+        fused(x)
+        reference(x)
+    assert fused.running_mean.dtype == torch.float64
+    torch.testing.assert_close(fused.running_mean, reference[0].running_mean.double())
+    torch.testing.assert_close(fused.running_var, reference[0].running_var.double())
+
+
+@needs_native
+def test_the_form_is_decided_once_per_module_and_input_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from igcnas.nn import tune
+
+    decided: list[str] = []
+    original = tune.decide
+    monkeypatch.setattr(tune, "decide", lambda text, **k: decided.append(text) or original(text, **k))
+    module = BatchNormAct2d(8, relu=True)
+    for size in (5, 5, 5, 6, 6):
+        module(torch.randn(2, 8, size, size).contiguous(memory_format=CL))
+    assert [text.split()[2] for text in decided] == ["5x5", "6x6"]
+    tune._forget()  # new choices (another regime, a cleared cache): decided again
+    module(torch.randn(2, 8, 5, 5).contiguous(memory_format=CL))
+    assert len(decided) == 3
+
+
+@needs_native
 @pytest.mark.parametrize("relu", [True, False])
 def test_the_training_form_is_measured_once_and_cached(relu: bool, monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path) -> None:

@@ -19,6 +19,7 @@
 #define _POSIX_C_SOURCE 200112L /* posix_memalign */
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "native_common.h"
@@ -176,6 +177,40 @@ int bna_stats(const float *x, int64_t pixels, int64_t channels, double *mean, do
     return 0;
 }
 
+/* What the normalising pass and the backward need from the statistics, as floats, into out (5 rows of C):
+ * scale = gamma * invstd, shift = beta - mean * scale (gamma = 1 and beta = 0 when NULL), mean, invstd =
+ * 1 / sqrt(var + eps), and the unbiased variance var * count / (count - 1) that the running statistics take.
+ * Computed in double, each rounded once (as torch computed them from the double statistics). */
+void bna_coefficients(const double *mean, const double *var, const float *gamma, const float *beta, double eps,
+                      int64_t channels, int64_t count, float *out) {
+    float *scale = out, *shift = out + channels, *mean32 = out + 2 * channels, *invstd32 = out + 3 * channels;
+    float *unbiased = out + 4 * channels;
+    const double correction = count > 1 ? (double)count / (double)(count - 1) : 1.0;
+    for (int64_t c = 0; c < channels; ++c) {
+        const double is = 1.0 / sqrt(var[c] + eps);
+        const double s = gamma ? is * (double)gamma[c] : is;
+        double b = -mean[c] * s;
+        if (beta) b = b + (double)beta[c];
+        scale[c] = (float)s;
+        shift[c] = (float)b;
+        mean32[c] = (float)mean[c];
+        invstd32[c] = (float)is;
+        unbiased[c] = (float)(var[c] * correction);
+    }
+}
+
+/* The running statistics' update of nn.BatchNorm2d from bna_coefficients' rows: running += factor * (batch -
+ * running) for the mean (row 2) and the unbiased variance (row 4), float32, as torch.lerp_ computes it. */
+void bna_running_update(const float *coef, int64_t channels, double factor, float *running_mean,
+                        float *running_var) {
+    const float f = (float)factor;
+    const float *mean = coef + 2 * channels, *unbiased = coef + 4 * channels;
+    for (int64_t c = 0; c < channels; ++c) {
+        running_mean[c] += f * (mean[c] - running_mean[c]);
+        running_var[c] += f * (unbiased[c] - running_var[c]);
+    }
+}
+
 /* y = act(x * scale + shift [+ r]) per channel, r a residual of x's shape or NULL (relu != 0: ReLU, after the sum). */
 void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t channels, const float *scale,
                    const float *shift, int relu, float *y, int nthreads) {
@@ -213,11 +248,11 @@ static void grad_block_sums(const float *restrict x, const float *restrict dy, i
     }
 }
 
-/* Backward (see the header): fills dx (may be NULL), sum_dz and sum_dzx (per channel, double).
- * mean is float here (the value the forward normalised with). Returns 0, or -1 when out of memory. */
+/* Backward (see the header): fills dx, dgamma = sum_dzx * invstd and dbeta = sum_dz (per channel; each may be
+ * NULL). mean is float here (the value the forward normalised with). Returns 0, or -1 when out of memory. */
 int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channels, const float *mean,
                  const float *invstd, const float *scale, const float *shift, int relu, float *dx,
-                 double *sum_dz, double *sum_dzx, int nthreads) {
+                 float *dgamma, float *dbeta, int nthreads) {
     nthreads = thread_count(nthreads, pixels);
     partials pt;
     float *coef = malloc(sizeof(float) * (size_t)(3 * channels));
@@ -246,9 +281,9 @@ int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channe
     partials_total(&pt, nthreads, channels);
     for (int64_t c = 0; c < channels; ++c) {
         const double t1 = pt.sums[c], t2 = pt.sums[channels + c];
-        sum_dz[c] = t1;
-        sum_dzx[c] = t2;
         const double is = (double)invstd[c];
+        if (dbeta) dbeta[c] = (float)t1;
+        if (dgamma) dgamma[c] = (float)(t2 * is);
         coef[c] = scale[c];                                                    /* a: times dz */
         coef[channels + c] = (float)((double)scale[c] * is * is * t2 / (double)pixels); /* k: times (x - mean) */
         coef[2 * channels + c] = (float)((double)scale[c] * t1 / (double)pixels);       /* b: subtracted */
