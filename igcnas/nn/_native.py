@@ -55,7 +55,8 @@ def shuffle_permutation(channels: int, shuffle_groups: int) -> list[int]:
 
 def _cpu_float32_4d(x: Tensor, weight: Tensor) -> bool:
     """Whether ``x`` and ``weight`` are both 4-D float32 CPU tensors (what every conv kernel here takes)."""
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4 for t in (x, weight))
+    return (x.device.type == "cpu" and weight.device.type == "cpu" and x.dtype == torch.float32
+            and weight.dtype == torch.float32 and x.dim() == 4 and weight.dim() == 4)  # per call: no generator
 
 
 def supports(x: Tensor, weight: Tensor) -> bool:
