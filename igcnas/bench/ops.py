@@ -278,15 +278,15 @@ def copy_bandwidth(*, mib: int = 256, repeats: int = 5) -> float:
     return 2 * source.numel() * source.element_size() / statistics.median(times) / 1e9
 
 
-def bandwidth_note(before: float, after: float) -> str:
-    """The line printed under the table: :func:`copy_bandwidth` before and after the cases.
+def bandwidth_note(before: float, after: float, *, threads: int) -> str:
+    """The line printed under the table: :func:`copy_bandwidth` before and after the cases, with ``threads``.
 
     Example:
-        >>> bandwidth_note(21.04, 20.51)
+        >>> bandwidth_note(21.04, 20.51, threads=2)
         'memory: copying 256 MiB ran at 21.0 GB/s before the cases and 20.5 GB/s after (read + written, 2 threads); runs whose figures differ do not compare'
     """
     return (f"memory: copying 256 MiB ran at {before:.1f} GB/s before the cases and {after:.1f} GB/s after (read + "
-            f"written, {torch.get_num_threads()} threads); runs whose figures differ do not compare")
+            f"written, {threads} thread{'s' if threads != 1 else ''}); runs whose figures differ do not compare")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -163,9 +163,11 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     if args.format == "json":  # with the forms each row's fast build ran
         shown = [{**row, "forms": source.get("forms", "")} for row, source in zip(shown, rows, strict=True)]
         return shown + (_data(args) if args.data_dir else [])
+    import torch
+
     from igcnas.bench.ops import table_notes
 
-    notes = [*table_notes(rows), *([bandwidth_note(before, after)] if on_cpu else [])]
+    notes = [*table_notes(rows), *([bandwidth_note(before, after, threads=torch.get_num_threads())] if on_cpu else [])]
     print("\n\n".join([render_table(shown), *notes]) + "\n")
     if not args.data_dir:
         return None
