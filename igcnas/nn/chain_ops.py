@@ -13,8 +13,9 @@ backward saves only the chain's input, recomputes the intermediates per tile and
 
 Everything else runs the modules one after the other exactly as ``nn.Sequential`` does: scripting, tracing
 (fvcore, ONNX), ``torch.export``, non-float32 or non-CPU tensors, autocast, the native kernels unavailable
-(``IGCNAS_NATIVE=0``, no compiler), a member with forward hooks, or an ``impl="auto"`` NCHW input for which the
-first conv's plan is not ``native``. Numerically the fused op equals the sequence up to float32 rounding.
+(``IGCNAS_NATIVE=0``, no compiler), a member with forward hooks, or a run that :func:`chain_form` measured faster
+unfused on this machine (with tuning off: one whose first conv's plan is not ``native``, e.g. an ``impl="auto"``
+NCHW input). Numerically the fused op equals the sequence up to float32 rounding.
 
 Measured (batch 64, 416 channels, 52 groups, shuffle 52, 32 x 32, 2 threads, channels_last): see
 ``python -m igcnas.bench.ops`` for the IGCV2*-C416 block.
@@ -44,9 +45,9 @@ from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native
 from igcnas.nn.ops import FastSparseConv2d
-from igcnas.nn.plan import native_candidate, native_kernels_usable
+from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
 
-__all__ = ["FusedSequential", "chain_member", "chain_runs", "fuse_chains", "hooked", "run_chain"]
+__all__ = ["FusedSequential", "chain_form", "chain_member", "chain_runs", "fuse_chains", "hooked", "run_chain"]
 
 
 def chain_member(module: nn.Module) -> bool:
@@ -101,7 +102,101 @@ def _fusable_now(x: Tensor, convs: Sequence[FastSparseConv2d]) -> bool:
             return False
     if not native_kernels_usable():
         return False
-    return convs[0].plan_for(x).form == "native"  # the table's or the measured choice of the first conv
+    return chain_form(x, convs) == "native"
+
+
+def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
+    """``native`` (the fused kernel) or ``reference`` (each conv in its own form) for this run on input ``x``.
+
+    On the CPU with tuning on (:mod:`igcnas.nn.tune`), the two are timed against each other once per signature
+    (``CHAIN 64->64->64 g8,8 sh8,8 8x8 float32 t2 train cl``) and the choice cached with the convs' own; the
+    prior, kept unless the other is faster by :data:`~igcnas.nn.tune.MARGIN`, is the first conv's form. A conv
+    whose own form is not native can still be worth fusing: the chain writes one output instead of one per conv.
+    Memoised per run and input signature.
+    """
+    from igcnas.nn import tune
+
+    first = convs[0].plan_for(x)
+    prior = (ConvPlan("native", True, "table: the first conv's form") if first.form == "native"
+             else ConvPlan("reference", True, "table: the first conv's form"))
+    if x.device.type != "cpu" or tune.tune_mode() == "off":
+        return prior.form
+    grad = torch.is_grad_enabled() and (x.requires_grad or any(c.weight.requires_grad for c in convs))
+    cl = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+    threads = torch.get_num_threads()
+    token = tune.plan_token()
+    key = (len(convs), tuple(x.shape), x.dtype, grad, cl, threads)
+    memo: dict[tuple[object, ...], tuple[object, ConvPlan]] = convs[0].__dict__.setdefault("_chain_memo", {})
+    found = memo.get(key) if token is not None else None
+    mode = "train" if grad else "eval"
+    if found is not None and found[0] == token:
+        _note(convs, mode, found[1])
+        return found[1].form
+    plans = [first]  # each conv's own form for its input, settled before the chain is timed
+    n, _, h, w = x.shape
+    for conv in convs[1:]:
+        probe = torch.empty((n, conv.spec.in_channels, h, w), dtype=x.dtype)
+        probe = probe.contiguous(memory_format=torch.channels_last) if cl else probe
+        plans.append(conv.plan_for(probe.requires_grad_(grad)))
+    chans = "->".join(str(c) for c in [convs[0].spec.in_channels, *(c.spec.out_channels for c in convs)])
+    text = (f"CHAIN {chans} g{','.join(str(c.spec.groups) for c in convs)} "
+            f"sh{','.join(str(c.spec.shuffle_groups) for c in convs)} {h}x{w} {str(x.dtype).replace('torch.', '')} "
+            f"t{threads} {'train' if grad else 'infer'} {'cl' if cl else 'nchw'}")
+
+    def candidates() -> list[ConvPlan]:
+        return [ConvPlan("reference", cl, "measured: each conv in its own form"),
+                ConvPlan("native", True, "measured: the fused native chain")]
+
+    def seconds(forms: list[ConvPlan]) -> dict[str, float]:
+        return _time_chain(tuple(x.shape), convs, plans, grad=grad, channels_last=cl,
+                           forms=[tune.label(p) for p in forms])
+
+    chosen = tune.decide(text, threads=threads, prior=prior, plans=candidates, seconds=seconds)
+    token = tune.plan_token()  # as it is now: deciding may have dropped older choices
+    if token is not None:
+        memo[key] = (token, chosen)
+    _note(convs, mode, chosen)
+    return chosen.form
+
+
+def _note(convs: Sequence[FastSparseConv2d], mode: str, plan: ConvPlan) -> None:
+    """Record a fused run for ``igcnas bench ops``' forms listing (``PWG chain native``); unfused, each conv
+    records its own form when it runs."""
+    if plan.form == "native":
+        from igcnas.nn.tune import note_form
+
+        note_form(convs[0], mode=mode, kind="PWG chain", plan=plan)
+
+
+def _time_chain(shape: tuple[int, ...], convs: Sequence[FastSparseConv2d], plans: Sequence[ConvPlan], *, grad: bool,
+                channels_last: bool, forms: list[str]) -> dict[str, float]:
+    """Median seconds of the fused chain (``native``) and of the convs one by one in ``plans`` (``reference``),
+    forward (+ backward with ``grad``), on copies of the convs and a random input of ``shape``."""
+    from igcnas.nn import tune
+
+    copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in convs]
+    x = tune.timing_input(shape, channels_last=channels_last, grad=grad)
+
+    def finish(out: Tensor) -> None:
+        if grad:
+            out.backward(torch.ones_like(out))
+            x.grad = None
+            for copy in copies:
+                copy.weight.grad = None
+
+    def fused() -> None:
+        finish(_native.pointwise_chain(x, [c.weight for c in copies], [c.spec.groups for c in copies],
+                                       [c.spec.shuffle_groups for c in copies]))
+
+    def separate() -> None:
+        out = x
+        for copy, plan in zip(copies, plans, strict=True):
+            out = copy.run_plan(out, plan)
+        finish(out)
+
+    steps = {"native": fused, "reference": separate}
+    with torch.enable_grad() if grad else torch.no_grad():
+        return tune.round_robin({form: steps[form] for form in forms})
 
 
 def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:

@@ -183,3 +183,38 @@ def test_zoo_network_gets_chains_with_unchanged_state_dict(native) -> None:
     grads = dict(fast.named_parameters())
     for name, param in naive.named_parameters():
         assert param.grad is not None and _close(grads[name].grad, param.grad), name  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fused_faster", [True, False])
+def test_fusion_is_decided_by_timing_the_chain_against_its_convs(
+    fused_faster: bool, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+    from igcnas.nn import _tune_cache, chain_ops, tune
+
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))  # a fresh machine's cache
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    monkeypatch.setattr(tune, "_memory", {})
+    _tune_cache._loaded.clear()
+    timed: list[list[str]] = []
+
+    def fake(shape, convs, plans, *, grad, channels_last, forms):  # type: ignore[no-untyped-def]
+        assert len(plans) == len(convs) == 2 and grad and channels_last
+        timed.append(sorted(forms))
+        return {"native": 1.0 if fused_faster else 2.0, "reference": 1.5}
+
+    monkeypatch.setattr(chain_ops, "_time_chain", fake)
+    fused_runs: list[int] = []
+    real = _native.pointwise_chain
+    monkeypatch.setattr(_native, "pointwise_chain", lambda *a: fused_runs.append(1) or real(*a))
+    naive, fast = _pair((64, 64, 64), [(8, 8), (8, None)])
+    x = _cl(torch.randn(2, 64, 6, 6)).requires_grad_(True)
+    for _ in range(3):  # measured once, then the memo and the cache answer
+        assert _close(fast(x), naive(x))
+    assert timed == [["native", "reference"]] and len(fused_runs) == (3 if fused_faster else 0)
+    (text,) = [t for t in tune.choices() if t.startswith("CHAIN")]
+    assert text == f"CHAIN 64->64->64 g8,8 sh8,1 6x6 float32 t{torch.get_num_threads()} train cl"
+    assert tune.last_forms(fast)["train"].get("PWG chain") == ("native" if fused_faster else None)
+    tune._forget()
+    _tune_cache._loaded.clear()
