@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native
-from igcnas.nn.ops import FastSparseConv2d
+from igcnas.nn.ops import _PLAN_MEMO_SIZE, FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
 
 __all__ = ["FusedSequential", "chain_form", "chain_member", "chain_runs", "fuse_chains", "hooked", "run_chain"]
@@ -154,6 +154,8 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     chosen = tune.decide(text, threads=threads, prior=prior, plans=candidates, seconds=seconds)
     token = tune.plan_token()  # as it is now: deciding may have dropped older choices
     if token is not None:
+        if len(memo) >= _PLAN_MEMO_SIZE:
+            memo.clear()  # many input sizes: start again rather than grow
         memo[key] = (token, chosen)
     _note(convs, mode, chosen)
     return chosen.form

@@ -160,6 +160,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
         With ``residual`` the op is :meth:`forward_add`'s BN + residual sum (+ ReLU with ``add_relu``), measured
         as its own signature against PyTorch's BN, add and ReLU; its prior is native (two passes fewer).
         """
+        from igcnas.nn.ops import _PLAN_MEMO_SIZE
         from igcnas.nn.plan import ConvPlan
         from igcnas.nn.tune import decide, note_form, plan_token
 
@@ -192,6 +193,8 @@ class BatchNormAct2d(nn.BatchNorm2d):
         note_form(self, mode="train", kind=op, plan=chosen)
         token = plan_token()  # as it is now: deciding may have dropped older choices (tune.decide)
         if token is not None:  # not while a measurement runs
+            if len(memo) >= _PLAN_MEMO_SIZE:
+                memo.clear()  # many input sizes: start again rather than grow
             memo[key] = (token, op, chosen)
         return chosen.form
 
