@@ -116,11 +116,6 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     """
     from igcnas.nn import tune
 
-    first = convs[0].plan_for(x)
-    prior = (ConvPlan("native", True, "table: the first conv's form") if first.form == "native"
-             else ConvPlan("reference", True, "table: the first conv's form"))
-    if x.device.type != "cpu" or tune.tune_mode() == "off":
-        return prior.form
     grad = torch.is_grad_enabled() and (x.requires_grad or any(c.weight.requires_grad for c in convs))
     cl = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
     threads = torch.get_num_threads()
@@ -132,6 +127,11 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     if found is not None and found[0] == token:
         _note(convs, mode, found[1])
         return found[1].form
+    first = convs[0].plan_for(x)
+    prior = (ConvPlan("native", True, "table: the first conv's form") if first.form == "native"
+             else ConvPlan("reference", True, "table: the first conv's form"))
+    if x.device.type != "cpu" or tune.tune_mode() == "off":
+        return prior.form
     plans = [first]  # each conv's own form for its input, settled before the chain is timed
     n, _, h, w = x.shape
     for conv in convs[1:]:
