@@ -134,9 +134,9 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
         return prior.form
     plans = [first]  # each conv's own form for its input, settled before the chain is timed
     n, _, h, w = x.shape
-    for conv in convs[1:]:
-        probe = torch.empty((n, conv.spec.in_channels, h, w), dtype=x.dtype)
-        probe = probe.contiguous(memory_format=torch.channels_last) if cl else probe
+    layout = torch.channels_last if cl else torch.contiguous_format
+    for conv in convs[1:]:  # an input of the conv's shape and layout, never written or read (no copy, no pages)
+        probe = torch.empty((n, conv.spec.in_channels, h, w), dtype=x.dtype, memory_format=layout)
         plans.append(conv.plan_for(probe.requires_grad_(grad)))
     chans = "->".join(str(c) for c in [convs[0].spec.in_channels, *(c.spec.out_channels for c in convs)])
     text = (f"CHAIN {chans} g{','.join(str(c.spec.groups) for c in convs)} "

@@ -218,3 +218,19 @@ def test_fusion_is_decided_by_timing_the_chain_against_its_convs(
     assert tune.last_forms(fast)["train"].get("PWG chain") == ("native" if fused_faster else None)
     tune._forget()
     _tune_cache._loaded.clear()
+
+
+def test_a_fresh_module_finds_the_cached_chain_choice_without_copying_activations() -> None:
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+    from torch.profiler import ProfilerActivity, profile
+
+    from igcnas.nn.chain_ops import chain_form
+
+    x = _cl(torch.randn(2, 64, 16, 16)).requires_grad_(True)
+    chain_form(x, _chain((64, 64, 64, 64), [(8, 8)] * 3, "fast"))  # type: ignore[arg-type]  # measured or cached
+    fresh = _chain((64, 64, 64, 64), [(8, 8)] * 3, "fast")  # a new model (e.g. each proxy score): memo empty
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        chain_form(x, fresh)  # type: ignore[arg-type]
+    copies = [e.key for e in prof.key_averages() if e.key in ("aten::copy_", "aten::clone")]
+    assert copies == []  # the convs' inputs are probed with empty tensors of their shape, not built
