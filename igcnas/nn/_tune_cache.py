@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from igcnas._allocator import allocator_status
 from igcnas.nn.plan import ConvPlan
 
 __all__ = ["fingerprint", "malloc_regime", "cache_file", "lookup", "store", "entries"]
@@ -35,8 +36,6 @@ def malloc_regime() -> str:
     step is page-faulted afresh, by an amount that depends on glibc's adaptive threshold, so a choice measured
     there (several times slower, and noisy) does not hold where training runs (tuned).
     """
-    from igcnas._allocator import allocator_status
-
     return "tuned" if allocator_status() == "tuned" else "system"
 
 

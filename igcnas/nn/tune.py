@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from igcnas.errors import UserError
+from igcnas.nn import _tune_cache
 from igcnas.nn.plan import ConvPlan, ConvSpec
 
 __all__ = ["MODES", "MARGIN", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
@@ -70,9 +71,7 @@ def plan_token() -> tuple[str, str, str, int] | None:
     memoised)."""
     if getattr(_busy, "active", False):
         return None
-    from igcnas.nn._tune_cache import malloc_regime
-
-    return os.environ.get("IGCNAS_TUNE", ""), os.environ.get("IGCNAS_NATIVE", ""), malloc_regime(), _generation
+    return os.environ.get("IGCNAS_TUNE", ""), os.environ.get("IGCNAS_NATIVE", ""), _tune_cache.malloc_regime(), _generation
 
 
 def tune_mode() -> str:
@@ -214,8 +213,6 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
     mode = mode if mode is not None else tune_mode()
     if mode == "off":
         return prior
-    from igcnas.nn import _tune_cache
-
     regime = _tune_cache.malloc_regime()
     if regime != _memory_regime:  # the process tuned malloc since: its choices are another regime's
         _forget()
@@ -297,7 +294,6 @@ def tune_network(spec: Any, *, batch: int = 64, threads: int = 1, inference: boo
         >>> rows[0]["signature"], rows[0]["form"]  # doctest: +SKIP
     """
     from igcnas._allocator import tune_cpu_allocator
-    from igcnas.nn import _tune_cache
     from igcnas.nn.network import build
 
     if tune_mode() == "off":
