@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native
-from igcnas.nn.ops import _PLAN_MEMO_SIZE, FastSparseConv2d
+from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
 
 __all__ = ["FusedSequential", "chain_form", "chain_member", "chain_runs", "fuse_chains", "hooked", "run_chain"]
@@ -119,14 +119,12 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     grad = torch.is_grad_enabled() and (x.requires_grad or any(c.weight.requires_grad for c in convs))
     cl = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
     threads = torch.get_num_threads()
-    token = tune.plan_token()
     key = (len(convs), tuple(x.shape), x.dtype, grad, cl, threads)
-    memo: dict[tuple[object, ...], tuple[object, ConvPlan]] = convs[0].__dict__.setdefault("_chain_memo", {})
-    found = memo.get(key) if token is not None else None
+    found: ConvPlan | None = tune.memo_lookup(convs[0], "_chain_memo", key)
     mode = "train" if grad else "eval"
-    if found is not None and found[0] == token:
-        _note(convs, mode, found[1])
-        return found[1].form
+    if found is not None:
+        _note(convs, mode, found)
+        return found.form
     first = convs[0].plan_for(x)
     prior = (ConvPlan("native", True, "table: the first conv's form") if first.form == "native"
              else ConvPlan("reference", True, "table: the first conv's form"))
@@ -152,11 +150,7 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
                            forms=[tune.label(p) for p in forms])
 
     chosen = tune.decide(text, threads=threads, prior=prior, plans=candidates, seconds=seconds)
-    token = tune.plan_token()  # as it is now: deciding may have dropped older choices
-    if token is not None:
-        if len(memo) >= _PLAN_MEMO_SIZE:
-            memo.clear()  # many input sizes: start again rather than grow
-        memo[key] = (token, chosen)
+    tune.memo_store(convs[0], "_chain_memo", key, chosen)  # under the settings as they are after deciding
     _note(convs, mode, chosen)
     return chosen.form
 

@@ -160,23 +160,20 @@ class BatchNormAct2d(nn.BatchNorm2d):
         With ``residual`` the op is :meth:`forward_add`'s BN + residual sum (+ ReLU with ``add_relu``), measured
         as its own signature against PyTorch's BN, add and ReLU; its prior is native (two passes fewer).
         """
-        from igcnas.nn.ops import _PLAN_MEMO_SIZE
         from igcnas.nn.plan import ConvPlan
-        from igcnas.nn.tune import decide, note_form, plan_token
+        from igcnas.nn.tune import decide, memo_lookup, memo_store, note_form
 
-        token = plan_token()
         key = (x.shape[2], x.shape[3], residual, add_relu, torch.get_num_threads(), torch.is_inference_mode_enabled())
-        memo = self.__dict__.setdefault("_form_memo", {})
-        found = memo.get(key) if token is not None else None
-        if found is not None and found[0] == token:
-            note_form(self, mode="train", kind=found[1], plan=found[2])
-            return str(found[2].form)
+        found = memo_lookup(self, "_form_memo", key)
+        if found is not None:
+            note_form(self, mode="train", kind=found[0], plan=found[1])
+            return str(found[1].form)
         relu = add_relu if residual else self.relu
         op = f"{'BN+add' if residual else 'BN'}{'+ReLU' if relu else ''}"
         prior = ConvPlan("native" if relu or residual else "reference", True, "table")
         if torch.is_inference_mode_enabled():  # no backward to time here: the prior
             note_form(self, mode="train", kind=op, plan=prior)
-            memo[key] = (token, op, prior)
+            memo_store(self, "_form_memo", key, (op, prior))
             return prior.form
         threads = torch.get_num_threads()
         text = f"{op} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 t{threads} train cl"
@@ -191,11 +188,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
         chosen = decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds)
         note_form(self, mode="train", kind=op, plan=chosen)
-        token = plan_token()  # as it is now: deciding may have dropped older choices (tune.decide)
-        if token is not None:  # not while a measurement runs
-            if len(memo) >= _PLAN_MEMO_SIZE:
-                memo.clear()  # many input sizes: start again rather than grow
-            memo[key] = (token, op, chosen)
+        memo_store(self, "_form_memo", key, (op, chosen))  # under the settings as they are after deciding
         return chosen.form
 
     @torch.jit.unused

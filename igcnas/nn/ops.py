@@ -208,8 +208,6 @@ def dense_weight(weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor
     return dense
 
 
-_PLAN_MEMO_SIZE = 64
-"""Plans one module memoises (one per input signature) before it clears its memo."""
 def _native_usable(x: Tensor, weight: Tensor, spec: ConvSpec) -> bool:
     """Whether a native kernel can run this forward (float32 CPU tensors, no autocast, PWG stride 1, built)."""
     if spec.kernel_size == 1:
@@ -305,17 +303,13 @@ class FastSparseConv2d(SparseConv2d):
         shape, dtype, grad, memory format, threads, tuning settings), so a training step does not rebuild it."""
         grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
         channels_last = x.is_contiguous(memory_format=torch.channels_last)
-        compiling = _is_compiling()
-        key = None
-        if not compiling:
-            token = _tune.plan_token()
-            if token is not None:
-                key = (x.device.type, tuple(x.shape), x.dtype, grad, channels_last, torch.get_num_threads(), token)
-                memo: dict[tuple[object, ...], ConvPlan] = self.__dict__.setdefault("_plan_memo", {})
-                found = memo.get(key)
-                if found is not None:
-                    _tune.note_form(self, mode="train" if grad else "eval", kind=self.spec.kind, plan=found)
-                    return found
+        compiling = _is_compiling()  # then nothing else below may run: torch.get_num_threads breaks the graph
+        key = None if compiling else (x.device.type, tuple(x.shape), x.dtype, grad, channels_last,
+                                      torch.get_num_threads())
+        found: ConvPlan | None = None if key is None else _tune.memo_lookup(self, "_plan_memo", key)
+        if found is not None:
+            _tune.note_form(self, mode="train" if grad else "eval", kind=self.spec.kind, plan=found)
+            return found
         plan = select_plan(
             self.spec,
             x.device.type,
@@ -328,12 +322,8 @@ class FastSparseConv2d(SparseConv2d):
         if x.device.type == "cpu" and not compiling:
             plan = _tune.tuned_plan(self.spec, x, grad=grad, prior=table)
         # not memoised: a table plan in mode cache (a choice cached later, e.g. by 'igcnas tune', is then used)
-        keep = plan is not table or _tune.tune_mode() != "cache"
-        if key is not None and keep and _tune.plan_token() == key[-1]:  # the settings did not change meanwhile
-            memo = self.__dict__.setdefault("_plan_memo", {})
-            if len(memo) >= _PLAN_MEMO_SIZE:
-                memo.clear()  # many input shapes (e.g. variable image sizes): start again rather than grow
-            memo[key] = plan
+        if key is not None and (plan is not table or _tune.tune_mode() != "cache"):
+            _tune.memo_store(self, "_plan_memo", key, plan)  # under the settings as they are after deciding
         _tune.note_form(self, mode="train" if grad else "eval", kind=self.spec.kind, plan=plan)
         return plan
 

@@ -33,7 +33,7 @@ import statistics
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,8 @@ from igcnas.nn import _tune_cache
 from igcnas.nn.plan import ConvPlan, ConvSpec
 
 __all__ = ["MODES", "MARGIN", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
-           "decide", "round_robin", "timing_input", "choices", "note_form", "last_forms"]
+           "decide", "round_robin", "timing_input", "choices", "note_form", "last_forms", "MEMO_SIZE",
+           "memo_lookup", "memo_store", "plan_token"]
 
 MODES: tuple[str, ...] = ("auto", "cache", "off")
 MARGIN = 0.03
@@ -72,6 +73,30 @@ def plan_token() -> tuple[str, str, str, int] | None:
     if getattr(_busy, "active", False):
         return None
     return os.environ.get("IGCNAS_TUNE", ""), os.environ.get("IGCNAS_NATIVE", ""), _tune_cache.malloc_regime(), _generation
+
+
+MEMO_SIZE = 64
+"""Choices one module memoises (one per input signature) before it clears its memo."""
+
+
+def memo_lookup(owner: Any, attr: str, key: Hashable) -> Any:
+    """What :func:`memo_store` kept on ``owner`` (in its attribute ``attr``) for ``key`` under the settings and
+    choices as they are now (:func:`plan_token`); else None (also while a measurement runs)."""
+    token = plan_token()
+    return None if token is None else owner.__dict__.get(attr, {}).get((key, token))
+
+
+def memo_store(owner: Any, attr: str, key: Hashable, value: Any) -> None:
+    """Memoise ``value`` on ``owner`` for ``key`` under the current :func:`plan_token` (nothing while a
+    measurement runs); a memo of :data:`MEMO_SIZE` entries (e.g. variable image sizes) is cleared rather than
+    grown."""
+    token = plan_token()
+    if token is None:
+        return
+    memo = owner.__dict__.setdefault(attr, {})
+    if len(memo) >= MEMO_SIZE:
+        memo.clear()
+    memo[(key, token)] = value
 
 
 def tune_mode() -> str:
