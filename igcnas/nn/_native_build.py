@@ -37,7 +37,9 @@ _CSRC = Path(__file__).resolve().parent / "_csrc"
 _SOURCES = tuple(_CSRC / name for name in ("group_pw.c", "group_conv.c", "dw_conv.c", "bn_act.c", "codes.c"))
 """The files compiled into the library."""
 _HEADERS = (_CSRC / "native_common.h",)
-"""The header they include: part of what a build (and its measured forms) depends on."""
+"""The header they include."""
+_INPUTS = (*_SOURCES, *_HEADERS)
+"""Every file a build (and the forms measured with it, :mod:`igcnas.nn._tune_cache`) depends on."""
 _BASE_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _X86_FLAGS = ("-mprefer-vector-width=512",)
 
@@ -211,7 +213,7 @@ def _build() -> ctypes.CDLL:
         version = subprocess.run(
             [compiler, "--version"], capture_output=True, text=True, timeout=60, check=False
         ).stdout
-        sources = [path.read_bytes() for path in (*_SOURCES, *_HEADERS)]
+        sources = [path.read_bytes() for path in _INPUTS]
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"cannot query the compiler or read the kernel source: {exc}") from exc
     digest = hashlib.sha256()

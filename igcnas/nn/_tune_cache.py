@@ -50,13 +50,13 @@ def _fingerprint(threads: int, malloc: str) -> dict[str, Any]:
     import torch
 
     from igcnas import __version__
-    from igcnas.nn._native_build import _HEADERS, _SOURCES, _cpu_signature, march_setting
+    from igcnas.nn._native_build import _INPUTS, _cpu_signature, march_setting
 
     cpu = _cpu_signature()
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("model name")), "")
     flags = next((line.split(":", 1)[1].split() for line in cpu.splitlines()
                   if line.startswith(("flags", "features"))), [])
-    sources = hashlib.sha256(b"".join(p.read_bytes() for p in (*_SOURCES, *_HEADERS) if p.is_file())).hexdigest()[:16]
+    sources = hashlib.sha256(b"".join(p.read_bytes() for p in _INPUTS if p.is_file())).hexdigest()[:16]
     return {"cpu": model, "isa": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "neon",
                                                                             "asimd", "sve"))),
             "cpu_signature": hashlib.sha256(cpu.encode()).hexdigest()[:16], "torch": torch.__version__,
