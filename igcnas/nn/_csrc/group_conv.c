@@ -45,14 +45,8 @@
 
 typedef float cvf __attribute__((vector_size(VL * 4), aligned(VL * 4)));
 
-static void *gc_alloc(size_t bytes) {
-    void *ptr = NULL;
-    if (posix_memalign(&ptr, 64, bytes ? bytes : 64) != 0) return NULL;
-    return ptr;
-}
-
 static void *gc_zalloc(size_t bytes) {
-    void *ptr = gc_alloc(bytes);
+    void *ptr = alloc_aligned(bytes);
     if (ptr) memset(ptr, 0, bytes ? bytes : 64);
     return ptr;
 }
@@ -70,7 +64,7 @@ typedef struct {
 
 /* The vectors of an expansion: tab[v * 16 + l] = source channel of lane l of vector v (-1 = zero). */
 static expand_vec *expand_plan(const int32_t *tab, int64_t nvec, int64_t src_c) {
-    expand_vec *plan = gc_alloc(sizeof(expand_vec) * (size_t)nvec);
+    expand_vec *plan = alloc_aligned(sizeof(expand_vec) * (size_t)nvec);
     if (!plan) return NULL;
     for (int64_t v = 0; v < nvec; ++v) {
         expand_vec *e = plan + v;
@@ -276,7 +270,7 @@ int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, in
     {
         float *ring = gc_zalloc(sizeof(float) * (size_t)(k * g.ecols * g.epix));
         int64_t *tags = malloc(sizeof(int64_t) * (size_t)k);
-        float *orow = direct ? NULL : gc_alloc(sizeof(float) * (size_t)(g.blocks * TW * g.cpad));
+        float *orow = direct ? NULL : alloc_aligned(sizeof(float) * (size_t)(g.blocks * TW * g.cpad));
         const float **rowp = malloc(sizeof(float *) * (size_t)k);
         const float **src = malloc(sizeof(float *) * (size_t)ntap_max);
         float **wt = malloc(sizeof(float *) * (size_t)ntap_max);
@@ -415,7 +409,7 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
     {
         float *ring = gc_zalloc(sizeof(float) * (size_t)(k * fcols * fpix));
         int64_t *tags = malloc(sizeof(int64_t) * (size_t)k);
-        float *xrow = direct ? NULL : gc_alloc(sizeof(float) * (size_t)((g->wd + s * TW) * jpad));
+        float *xrow = direct ? NULL : alloc_aligned(sizeof(float) * (size_t)((g->wd + s * TW) * jpad));
         const float **rowp = malloc(sizeof(float *) * (size_t)k);
         const float **src = malloc(sizeof(float *) * (size_t)ntap_max);
         const float **wt = malloc(sizeof(float *) * (size_t)ntap_max);

@@ -35,12 +35,6 @@
 
 typedef float vf __attribute__((vector_size(TILE * 4), aligned(TILE * 4)));
 
-static void *alloc_aligned(size_t bytes) {
-    void *ptr = NULL;
-    if (posix_memalign(&ptr, 64, bytes ? bytes : 64) != 0) return NULL;
-    return ptr;
-}
-
 #if defined(__AVX512F__)
 /* Transpose the 16 x 16 block r[k] (16 rows of 16 floats) in registers. */
 static inline void transpose16(__m512 r[16]) {

@@ -1,11 +1,12 @@
 /* What the kernel sources of igcnas.nn._native share (they are compiled into one library): the thread count of a
- * parallel loop, the current thread's index, the size from which outputs are streamed past the caches and the fence
- * after such stores, and the entry points of dw_conv.c that group_conv.c calls.
+ * parallel loop, aligned buffers, the current thread's index, the size from which outputs are streamed past the
+ * caches and the fence after such stores, and the entry points of dw_conv.c that group_conv.c calls.
  */
 #ifndef IGCNAS_NATIVE_COMMON_H
 #define IGCNAS_NATIVE_COMMON_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -22,6 +23,13 @@ static inline int clamp_threads(int nthreads, int64_t work) {
     if (nthreads < 1) nthreads = 1;
     if (work < 1) work = 1;
     return nthreads > work ? (int)work : nthreads;
+}
+
+/* A 64-byte aligned block of `bytes` (at least 64) for free(), or NULL when out of memory. */
+static inline void *alloc_aligned(size_t bytes) {
+    void *ptr = NULL;
+    if (posix_memalign(&ptr, 64, bytes ? bytes : 64) != 0) return NULL;
+    return ptr;
 }
 
 /* Index of the calling thread in its OpenMP team (0 without OpenMP). */
