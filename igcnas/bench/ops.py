@@ -101,6 +101,7 @@ __all__ = [
     "table_notes",
     "versus_regular",
     "traffic",
+    "COPY_MIB",
     "copy_bandwidth",
     "bandwidth_note",
     "main",
@@ -254,11 +255,14 @@ def traffic(spec: Any) -> tuple[int, int]:
     return int(count(spec).flops), written[0]
 
 
-def copy_bandwidth(*, mib: int = 256, repeats: int = 5) -> float:
+COPY_MIB = 256
+"""MiB :func:`copy_bandwidth` copies by default: more than the last-level caches of the machines measured so far."""
+
+
+def copy_bandwidth(*, mib: int = COPY_MIB, repeats: int = 5) -> float:
     """GB/s of copying a ``mib`` MiB float32 tensor into another with torch's threads (bytes read + written, median
-    of ``repeats``): the memory speed a run had. The default is larger than the last-level caches of the machines
-    measured so far, and the figure drifts with the load of a shared host, so runs whose figures differ do not
-    compare.
+    of ``repeats``): the memory speed a run had. The figure drifts with the load of a shared host, so runs whose
+    figures differ do not compare.
 
     Example:
         >>> copy_bandwidth(mib=1, repeats=1) > 0
@@ -279,13 +283,14 @@ def copy_bandwidth(*, mib: int = 256, repeats: int = 5) -> float:
 
 
 def bandwidth_note(before: float, after: float, *, threads: int) -> str:
-    """The line printed under the table: :func:`copy_bandwidth` before and after the cases, with ``threads``.
+    """The line printed under the table: :func:`copy_bandwidth` (of :data:`COPY_MIB`) before and after the cases,
+    with ``threads``.
 
     Example:
         >>> bandwidth_note(21.04, 20.51, threads=2)
         'memory: copying 256 MiB ran at 21.0 GB/s before the cases and 20.5 GB/s after (read + written, 2 threads); runs whose figures differ do not compare'
     """
-    return (f"memory: copying 256 MiB ran at {before:.1f} GB/s before the cases and {after:.1f} GB/s after (read + "
+    return (f"memory: copying {COPY_MIB} MiB ran at {before:.1f} GB/s before the cases and {after:.1f} GB/s after (read + "
             f"written, {threads} thread{'s' if threads != 1 else ''}); runs whose figures differ do not compare")
 
 

@@ -147,10 +147,11 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     from igcnas.bench.ops import bandwidth_note, bench_blocks, bench_networks, copy_bandwidth
 
     on_cpu = str(args.device).split(":")[0] == "cpu"
-    before = copy_bandwidth() if on_cpu else 0.0
+    noted = on_cpu and args.format == "table"  # the memory line is printed under the table only
+    before = copy_bandwidth() if noted else 0.0
     rows = list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))
     rows += bench_networks(batch=max(1, args.batch // 2), repeats=max(1, args.repeats // 2), device=args.device)
-    after = copy_bandwidth() if on_cpu else 0.0
+    after = copy_bandwidth() if noted else 0.0
     from igcnas.bench.ops import TABLE_COLUMNS
 
     keep = [column for column in TABLE_COLUMNS if column not in ("size", "input_format")]
@@ -167,7 +168,7 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 
     from igcnas.bench.ops import table_notes
 
-    notes = [*table_notes(rows), *([bandwidth_note(before, after, threads=torch.get_num_threads())] if on_cpu else [])]
+    notes = [*table_notes(rows), *([bandwidth_note(before, after, threads=torch.get_num_threads())] if noted else [])]
     print("\n\n".join([render_table(shown), *notes]) + "\n")
     if not args.data_dir:
         return None
