@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
-from igcnas.nn import _native
+from igcnas.nn import _native, tune
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
 
@@ -114,8 +114,6 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     whose own form is not native can still be worth fusing: the chain writes one output instead of one per conv.
     Memoised per run and input signature.
     """
-    from igcnas.nn import tune
-
     grad = torch.is_grad_enabled() and (x.requires_grad or any(c.weight.requires_grad for c in convs))
     cl = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
     threads = torch.get_num_threads()
@@ -159,17 +157,13 @@ def _note(convs: Sequence[FastSparseConv2d], mode: str, plan: ConvPlan) -> None:
     """Record a fused run for ``igcnas bench ops``' forms listing (``PWG chain native``); unfused, each conv
     records its own form when it runs."""
     if plan.form == "native":
-        from igcnas.nn.tune import note_form
-
-        note_form(convs[0], mode=mode, kind="PWG chain", plan=plan)
+        tune.note_form(convs[0], mode=mode, kind="PWG chain", plan=plan)
 
 
 def _time_chain(shape: tuple[int, ...], convs: Sequence[FastSparseConv2d], plans: Sequence[ConvPlan], *, grad: bool,
                 channels_last: bool, forms: list[str]) -> dict[str, float]:
     """Median seconds of the fused chain (``native``) and of the convs one by one in ``plans`` (``reference``),
     forward (+ backward with ``grad``), on copies of the convs and a random input of ``shape``."""
-    from igcnas.nn import tune
-
     copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in convs]
     x = tune.timing_input(shape, channels_last=channels_last, grad=grad)
 

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from igcnas.nn import _native
+from igcnas.nn import _native, tune
 from igcnas.nn._native import check_code, data_ptr
-from igcnas.nn.plan import native_kernels_usable
+from igcnas.nn.plan import ConvPlan, native_kernels_usable
 
 __all__ = ["BatchNormAct2d", "batch_norm_act"]
 
@@ -160,20 +160,17 @@ class BatchNormAct2d(nn.BatchNorm2d):
         With ``residual`` the op is :meth:`forward_add`'s BN + residual sum (+ ReLU with ``add_relu``), measured
         as its own signature against PyTorch's BN, add and ReLU; its prior is native (two passes fewer).
         """
-        from igcnas.nn.plan import ConvPlan
-        from igcnas.nn.tune import decide, memo_lookup, memo_store, note_form
-
         key = (x.shape[2], x.shape[3], residual, add_relu, torch.get_num_threads(), torch.is_inference_mode_enabled())
-        found = memo_lookup(self, "_form_memo", key)
+        found = tune.memo_lookup(self, "_form_memo", key)
         if found is not None:
-            note_form(self, mode="train", kind=found[0], plan=found[1])
+            tune.note_form(self, mode="train", kind=found[0], plan=found[1])
             return str(found[1].form)
         relu = add_relu if residual else self.relu
         op = f"{'BN+add' if residual else 'BN'}{'+ReLU' if relu else ''}"
         prior = ConvPlan("native" if relu or residual else "reference", True, "table")
         if torch.is_inference_mode_enabled():  # no backward to time here: the prior
-            note_form(self, mode="train", kind=op, plan=prior)
-            memo_store(self, "_form_memo", key, (op, prior))
+            tune.note_form(self, mode="train", kind=op, plan=prior)
+            tune.memo_store(self, "_form_memo", key, (op, prior))
             return prior.form
         threads = torch.get_num_threads()
         text = f"{op} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 t{threads} train cl"
@@ -186,9 +183,9 @@ class BatchNormAct2d(nn.BatchNorm2d):
             return _measure_forms(self.num_features, tuple(x.shape), relu=relu, eps=self.eps,
                                   forms=[p.form for p in candidates], residual=residual)
 
-        chosen = decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds)
-        note_form(self, mode="train", kind=op, plan=chosen)
-        memo_store(self, "_form_memo", key, (op, chosen))  # under the settings as they are after deciding
+        chosen = tune.decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds)
+        tune.note_form(self, mode="train", kind=op, plan=chosen)
+        tune.memo_store(self, "_form_memo", key, (op, chosen))  # under the settings as they are after deciding
         return chosen.form
 
     @torch.jit.unused
@@ -256,11 +253,9 @@ def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: fl
                    forms: list[str], residual: bool = False) -> dict[str, float]:
     """Median seconds of a training step (forward + backward) of each form on a random channels_last input
     (with ``residual``: BN, a residual sum, then the ReLU if ``relu``)."""
-    from igcnas.nn.tune import round_robin, timing_input
-
     module = BatchNormAct2d(channels, relu=relu and not residual, eps=eps)
-    x = timing_input(shape, channels_last=True, grad=True)
-    r = timing_input(shape, channels_last=True, grad=True) if residual else None
+    x = tune.timing_input(shape, channels_last=True, grad=True)
+    r = tune.timing_input(shape, channels_last=True, grad=True) if residual else None
 
     def step(form: str) -> None:
         if form == "native":
@@ -276,7 +271,7 @@ def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: fl
         module.zero_grad(set_to_none=True)
 
     with torch.enable_grad():
-        return round_robin({form: functools.partial(step, form) for form in forms})
+        return tune.round_robin({form: functools.partial(step, form) for form in forms})
 
 
 def batch_norm_act(channels: int, *, relu: bool, impl: str = "auto") -> Iterator[tuple[str, nn.Module]]:
