@@ -23,6 +23,8 @@ module at call time, so patching ``igcnas.nn._native.<name>`` reaches them.
 from __future__ import annotations
 
 import ctypes
+import functools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -308,35 +310,61 @@ def _pointer_array(values: list[int | None]) -> ctypes.Array[ctypes.c_void_p]:
     return (ctypes.c_void_p * len(values))(*values)
 
 
-def _chain_layout(
-    x: Tensor, weights: tuple[Tensor, ...], groups: tuple[int, ...], shuffles: tuple[int, ...]
-) -> tuple[Tensor, Tensor, list[Tensor | None]]:
-    """int64 channel counts (L + 1), groups (L) and the inverse shuffle of every layer's input (None = identity)."""
-    chans = [x.shape[1]] + [int(weight.shape[0]) for weight in weights]
-    slots = [_slot_tensor(chans[index], shuffles[index]) for index in range(len(weights))]
-    return torch.tensor(chans, dtype=torch.int64), torch.tensor(groups, dtype=torch.int64), slots
+@dataclass(frozen=True)
+class _ChainLayout:
+    """What the chain kernels take besides the tensors, for one (channels, groups, shuffles): int64 channel counts
+    (L + 1) and groups (L), and per layer the inverse shuffle of its input and the shuffle itself (NULL = identity)
+    as C pointer arrays (their tensors kept alive here)."""
+
+    chans: Tensor
+    groups: Tensor
+    tensors: tuple[Tensor | None, ...]
+    slots: ctypes.Array[ctypes.c_void_p]
+    perms: ctypes.Array[ctypes.c_void_p]
+
+
+@functools.lru_cache(maxsize=256)
+def _chain_layout(chans: tuple[int, ...], groups: tuple[int, ...], shuffles: tuple[int, ...]) -> _ChainLayout:
+    """The cached :class:`_ChainLayout` of a chain (built once per signature, not on every call)."""
+    slots = [_slot_tensor(chans[index], shuffles[index]) for index in range(len(groups))]
+    perms = [_perm_tensor(chans[index], shuffles[index]) for index in range(len(groups))]
+    return _ChainLayout(
+        torch.tensor(chans, dtype=torch.int64), torch.tensor(groups, dtype=torch.int64), (*slots, *perms),
+        _pointer_array([data_ptr(t) for t in slots]), _pointer_array([data_ptr(t) for t in perms]),
+    )
+
+
+def _prefix_args(depthwise: Tensor | None, x: Tensor) -> tuple[int | None, int, int, int]:
+    """The kernels' depthwise-prefix arguments: weight pointer (None: no prefix), k, height and width of ``x``."""
+    if depthwise is None:
+        return None, 0, 0, 0
+    return data_ptr(depthwise), int(depthwise.shape[2]), int(x.shape[2]), int(x.shape[3])
 
 
 class _PointwiseChain(torch.autograd.Function):
-    """Autograd wrapper of the fused chain of grouped 1x1 convs (see :func:`pointwise_chain`)."""
+    """Autograd wrapper of the fused chain of grouped 1x1 convs, optionally behind a depthwise conv (see
+    :func:`pointwise_chain`)."""
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, groups: tuple[int, ...], shuffles: tuple[int, ...], *weights: Tensor
+        ctx: Any, x: Tensor, groups: tuple[int, ...], shuffles: tuple[int, ...], depthwise: Tensor | None,
+        *weights: Tensor,
     ) -> Tensor:
         lib = library()
         assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
         ws = [weight.detach().contiguous() for weight in weights]
-        chans, group_t, slots = _chain_layout(x, weights, groups, shuffles)
+        dw = None if depthwise is None else depthwise.detach().contiguous()
+        layout = _chain_layout((x.shape[1], *(int(w.shape[0]) for w in ws)), groups, shuffles)
         n, _, h, wd = x.shape
-        out = torch.empty((n, int(chans[-1]), h, wd), dtype=x.dtype, memory_format=torch.channels_last)
+        out = torch.empty((n, ws[-1].shape[0], h, wd), dtype=x.dtype, memory_format=torch.channels_last)
         code = lib.gpc_forward(
-            data_ptr(x), data_ptr(out), len(ws), data_ptr(chans), data_ptr(group_t), _pointer_array([data_ptr(s) for s in slots]),
-            _pointer_array([data_ptr(w) for w in ws]), n * h * wd, torch.get_num_threads(),
+            data_ptr(x), *_prefix_args(dw, x), data_ptr(out), len(ws), data_ptr(layout.chans),
+            data_ptr(layout.groups), layout.slots, _pointer_array([data_ptr(w) for w in ws]), n * h * wd,
+            torch.get_num_threads(),
         )  # fmt: skip
         check_code(code, "pointwise chain")
-        ctx.save_for_backward(x, *weights)
+        ctx.save_for_backward(x, depthwise, *weights)
         ctx.groups = groups
         ctx.shuffles = shuffles
         return out
@@ -346,60 +374,77 @@ class _PointwiseChain(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         lib = library()
         assert lib is not None
-        x, *weights = ctx.saved_tensors
+        x, depthwise, *weights = ctx.saved_tensors
         groups: tuple[int, ...] = ctx.groups
-        shuffles: tuple[int, ...] = ctx.shuffles
-        need_x = ctx.needs_input_grad[0]
-        need_w = ctx.needs_input_grad[3:]
-        if not need_x and not any(need_w):
-            return (None, None, None, *([None] * len(weights)))
+        need_x, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        need_w = ctx.needs_input_grad[4:]
+        if not need_x and not need_dw and not any(need_w):
+            return (None, None, None, None, *([None] * len(weights)))
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
-        chans, group_t, slots = _chain_layout(x, tuple(weights), groups, shuffles)
-        perms = [_perm_tensor(int(chans[index]), shuffles[index]) for index in range(len(weights))]
+        layout = _chain_layout((x.shape[1], *(int(w.shape[0]) for w in weights)), groups, ctx.shuffles)
         ws = [weight.detach().contiguous() for weight in weights]
         wts = [
             weight.detach().reshape(g, weight.shape[0] // g, weight.shape[1]).transpose(1, 2).contiguous()
             for weight, g in zip(weights, groups, strict=True)
         ]
-        grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
+        dw = None if depthwise is None else depthwise.detach().contiguous()
+        # the gradient of the chain's input: x's own, or (with a prefix) that of the depthwise conv's output
+        grad_in = torch.empty_like(x, memory_format=torch.channels_last) if need_x or need_dw else None
         grad_ws = [
             torch.empty(weight.shape, dtype=torch.float32) if needed else None
             for weight, needed in zip(weights, need_w, strict=True)
         ]
-        n, _, h, wd = x.shape
+        n, c, h, wd = x.shape
         code = lib.gpc_backward(
-            data_ptr(x), data_ptr(dy), data_ptr(grad_x), len(ws), data_ptr(chans), data_ptr(group_t),
-            _pointer_array([data_ptr(s) for s in slots]), _pointer_array([data_ptr(p) for p in perms]),
-            _pointer_array([data_ptr(w) for w in ws]), _pointer_array([data_ptr(w) for w in wts]),
-            _pointer_array([data_ptr(g) for g in grad_ws]), n * h * wd, torch.get_num_threads(),
+            data_ptr(x), *_prefix_args(dw, x), data_ptr(dy), data_ptr(grad_in), len(ws), data_ptr(layout.chans),
+            data_ptr(layout.groups), layout.slots, layout.perms, _pointer_array([data_ptr(w) for w in ws]),
+            _pointer_array([data_ptr(w) for w in wts]), _pointer_array([data_ptr(g) for g in grad_ws]), n * h * wd,
+            torch.get_num_threads(),
         )  # fmt: skip
         check_code(code, "pointwise chain backward")
-        return (grad_x, None, None, *grad_ws)
+        if dw is None:
+            return (grad_in, None, None, None, *grad_ws)
+        grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
+        grad_dw = torch.empty(dw.shape, dtype=torch.float32) if need_dw else None
+        code = lib.gc_backward(
+            data_ptr(x), None, data_ptr(dw), data_ptr(grad_in), data_ptr(grad_x), data_ptr(grad_dw), n, h, wd, c, c,
+            c, dw.shape[2], 1, torch.get_num_threads(),
+        )  # fmt: skip
+        check_code(code, "depthwise conv backward")
+        return (grad_x, None, None, grad_dw, *grad_ws)
 
 
 def pointwise_chain(
     x: Tensor, weights: list[Tensor] | tuple[Tensor, ...], groups: list[int] | tuple[int, ...],
-    shuffle_groups: list[int] | tuple[int, ...],
+    shuffle_groups: list[int] | tuple[int, ...], *, depthwise: Tensor | None = None,
 ) -> Tensor:
-    """Consecutive grouped 1x1 convs ``conv_l(channel_shuffle(., shuffle_groups[l]), weights[l], groups[l])``, fused.
+    """Consecutive grouped 1x1 convs ``conv_l(channel_shuffle(., shuffle_groups[l]), weights[l], groups[l])``, fused,
+    optionally behind a depthwise conv.
 
     One native op computes the whole chain per tile of 16 pixels with the intermediates in cache: the forward
     reads ``x`` once and writes the output once; the backward saves only ``x`` (and the weights), recomputes the
     intermediates per tile and writes only the input gradient (plus the weight gradients, summed deterministically
     per thread). ``x``: float32 CPU ``(N, C, H, W)`` (made channels_last); every weight ``(out_l, in_l // groups_l,
-    1, 1)`` with ``in_{l+1} = out_l``; stride 1, no bias; output channels_last. Differentiable in ``x`` and each
-    weight. Requires :func:`native_available` (``RuntimeError`` otherwise).
+    1, 1)`` with ``in_{l+1} = out_l``; stride 1, no bias; output channels_last. With ``depthwise`` (a ``(C, 1, k,
+    k)`` weight, odd ``k <= 7``) the chain runs on ``F.conv2d(x, depthwise, padding=k // 2, groups=C)``, which is
+    computed per tile too and never written (the backward recomputes it). Differentiable in ``x``, ``depthwise``
+    and each weight. Requires :func:`native_available` (``RuntimeError`` otherwise).
 
     Example:
         >>> import torch.nn.functional as F
         >>> from igcnas.nn.ops import channel_shuffle
         >>> x = torch.randn(2, 16, 5, 5)
-        >>> w1, w2 = torch.randn(16, 2, 1, 1), torch.randn(16, 4, 1, 1)
+        >>> w1, w2, d = torch.randn(16, 2, 1, 1), torch.randn(16, 4, 1, 1), torch.randn(16, 1, 3, 3)
         >>> ref = F.conv2d(channel_shuffle(F.conv2d(channel_shuffle(x, 8), w1, groups=8), 4), w2, groups=4)
         >>> ok = not native_available() or torch.allclose(
         ...     pointwise_chain(x, [w1, w2], [8, 4], [8, 4]), ref, atol=1e-4)
+        >>> ok
+        True
+        >>> ref = F.conv2d(F.conv2d(F.conv2d(x, d, padding=1, groups=16), w1, groups=8), w2, groups=4)
+        >>> ok = not native_available() or torch.allclose(
+        ...     pointwise_chain(x, [w1, w2], [8, 4], [1, 1], depthwise=d), ref, atol=1e-4)
         >>> ok
         True
     """
@@ -412,6 +457,14 @@ def pointwise_chain(
             f"{len(groups)} groups, {len(shuffles)} shuffle_groups"
         )
     channels = x.shape[1] if x.dim() == 4 else -1
+    if depthwise is not None and not (
+        _cpu_float32_4d(x, depthwise) and tuple(depthwise.shape[:2]) == (channels, 1)
+        and depthwise.shape[2] == depthwise.shape[3] and depthwise.shape[2] in (1, 3, 5, 7)
+    ):
+        raise ValueError(
+            f"pointwise_chain: depthwise must be a float32 CPU ({channels}, 1, k, k) weight with k in 1, 3, 5, 7, "
+            f"got {depthwise.dtype} {tuple(depthwise.shape)} on {depthwise.device}"
+        )
     for index, (weight, g, s) in enumerate(zip(weights, groups, shuffles, strict=True)):
         if not supports(x, weight):
             raise ValueError(
@@ -420,7 +473,7 @@ def pointwise_chain(
             )
         _check_fit(f"pointwise_chain: weight {index}", weight, g, s, channels)
         channels = int(weight.shape[0])
-    out: Tensor = _PointwiseChain.apply(x, groups, shuffles, *weights)
+    out: Tensor = _PointwiseChain.apply(x, groups, shuffles, depthwise, *weights)
     return out
 
 

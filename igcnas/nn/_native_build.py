@@ -34,9 +34,9 @@ __all__ = ["library", "native_available", "native_status"]
 log = logging.getLogger("igcnas.nn._native")  # the logger name from before the split, kept for log filters
 
 _CSRC = Path(__file__).resolve().parent / "_csrc"
-_SOURCES = tuple(_CSRC / name for name in ("group_pw.c", "group_conv.c", "dw_conv.c", "bn_act.c", "codes.c"))
+_SOURCES = tuple(_CSRC / name for name in ("group_pw.c", "pw_chain.c", "group_conv.c", "dw_conv.c", "bn_act.c", "codes.c"))
 """The files compiled into the library."""
-_HEADERS = (_CSRC / "native_common.h",)
+_HEADERS = (_CSRC / "native_common.h", _CSRC / "pw_tiles.h")
 """The header they include."""
 _INPUTS = (*_SOURCES, *_HEADERS)
 """Every file a build (and the forms measured with it, :mod:`igcnas.nn._tune_cache`) depends on."""
@@ -117,9 +117,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gpw_forward.restype = cint
     lib.gpw_backward.argtypes = [ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, i64, cint]
     lib.gpw_backward.restype = cint
-    lib.gpc_forward.argtypes = [ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, cint]
+    lib.gpc_forward.argtypes = [ptr, ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr, ptr, i64, cint]
     lib.gpc_forward.restype = cint
-    lib.gpc_backward.argtypes = [ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, cint]
+    lib.gpc_backward.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64,
+                                 cint]
     lib.gpc_backward.restype = cint
     lib.gc_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]
     lib.gc_forward.restype = cint

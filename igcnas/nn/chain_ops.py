@@ -11,6 +11,12 @@ and the intermediates stay in cache, so the forward reads the input once and wri
 backward saves only the chain's input, recomputes the intermediates per tile and writes only the input gradient
 (weight gradients summed per thread in a fixed order: deterministic for a given thread count).
 
+A run right behind a stride-1 depthwise conv (IGCV2's channel-wise 3x3, :func:`chain_prefixes`) can take that conv
+inside: the kernel computes its output per span of tiles into a buffer and never writes it, and the backward
+recomputes it the same way (then the depthwise conv's gradients from the chain's input gradient). That saves a
+write and a read of an activation in the forward and costs the recompute in the backward, so
+:func:`prefix_form` times it against the conv alone once per signature, as the chain itself is timed.
+
 Everything else runs the modules one after the other exactly as ``nn.Sequential`` does: scripting, tracing
 (fvcore, ONNX), ``torch.export``, non-float32 or non-CPU tensors, autocast, the native kernels unavailable
 (``IGCNAS_NATIVE=0``, no compiler), a member with forward hooks, or a run that :func:`chain_form` measured faster
@@ -47,7 +53,8 @@ from igcnas.nn import _native, tune
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
 
-__all__ = ["FusedSequential", "chain_form", "chain_member", "chain_runs", "fuse_chains", "hooked", "run_chain"]
+__all__ = ["FusedSequential", "chain_form", "chain_member", "chain_prefixes", "chain_runs", "fuse_chains", "hooked",
+           "prefix_form", "prefix_member", "run_chain"]
 
 
 def chain_member(module: nn.Module) -> bool:
@@ -56,6 +63,37 @@ def chain_member(module: nn.Module) -> bool:
         return False
     spec = module.spec
     return spec.kind == "PWG" and spec.stride == 1 and native_candidate(spec, "cpu", module.impl)
+
+
+def prefix_member(module: nn.Module) -> bool:
+    """Whether ``module`` can run fused in front of a chain: a fast stride-1 depthwise conv without a shuffle, of a
+    kernel size the native kernel has (3, 5 or 7)."""
+    if not isinstance(module, FastSparseConv2d) or module.impl == "naive":
+        return False
+    spec = module.spec
+    return (spec.kind == "DW" and spec.stride == 1 and not spec.has_shuffle and spec.in_channels == spec.out_channels
+            and spec.kernel_size in (3, 5, 7))
+
+
+def chain_prefixes(modules: Sequence[nn.Module]) -> list[tuple[FastSparseConv2d, list[FastSparseConv2d]]]:
+    """``(depthwise conv, run)`` for each of the :func:`chain_runs` whose preceding module is a
+    :func:`prefix_member` with the run's input channels.
+
+    Example:
+        >>> from igcnas.nn.ops import sparse_conv
+        >>> seq = [sparse_conv(16, 16, 3, groups=16), sparse_conv(16, 16, 1, groups=4), sparse_conv(16, 16, 1, groups=4)]
+        >>> [(dw.spec.kind, len(run)) for dw, run in chain_prefixes(seq)]
+        [('DW', 2)]
+    """
+    index = {id(module): position for position, module in enumerate(modules)}
+    found: list[tuple[FastSparseConv2d, list[FastSparseConv2d]]] = []
+    for run in chain_runs(modules):
+        position = index[id(run[0])]
+        before = modules[position - 1] if position > 0 else None
+        if isinstance(before, FastSparseConv2d) and prefix_member(before) and (
+                before.spec.out_channels == run[0].spec.in_channels):
+            found.append((before, run))
+    return found
 
 
 def chain_runs(modules: Sequence[nn.Module]) -> list[list[FastSparseConv2d]]:
@@ -134,10 +172,7 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     for conv in convs[1:]:  # an input of the conv's shape and layout, never written or read (no copy, no pages)
         probe = torch.empty((n, conv.spec.in_channels, h, w), dtype=x.dtype, memory_format=layout)
         plans.append(conv.plan_for(probe.requires_grad_(grad)))
-    chans = "->".join(str(c) for c in [convs[0].spec.in_channels, *(c.spec.out_channels for c in convs)])
-    text = (f"CHAIN {chans} g{','.join(str(c.spec.groups) for c in convs)} "
-            f"sh{','.join(str(c.spec.shuffle_groups) for c in convs)} {h}x{w} {str(x.dtype).replace('torch.', '')} "
-            f"t{threads} {'train' if grad else 'infer'} {'cl' if cl else 'nchw'}")
+    text = f"CHAIN {_signature(x, convs, grad=grad, channels_last=cl, threads=threads)}"
 
     def candidates() -> list[ConvPlan]:
         return [ConvPlan("reference", cl, "measured: each conv in its own form"),
@@ -151,6 +186,54 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     tune.memo_store(convs[0], "_chain_memo", key, chosen)  # under the settings as they are after deciding
     _note(convs, mode, chosen)
     return chosen.form
+
+
+def _signature(x: Tensor, convs: Sequence[FastSparseConv2d], *, grad: bool, channels_last: bool, threads: int) -> str:
+    """``64->64->64 g8,8 sh1,8 32x32 float32 t2 train cl``: what a chain's timing depends on, for the tune cache."""
+    chans = "->".join(str(c) for c in [convs[0].spec.in_channels, *(c.spec.out_channels for c in convs)])
+    return (f"{chans} g{','.join(str(c.spec.groups) for c in convs)} "
+            f"sh{','.join(str(c.spec.shuffle_groups) for c in convs)} {x.shape[2]}x{x.shape[3]} "
+            f"{str(x.dtype).replace('torch.', '')} t{threads} {'train' if grad else 'infer'} "
+            f"{'cl' if channels_last else 'nchw'}")
+
+
+def prefix_form(x: Tensor, depthwise: FastSparseConv2d, convs: Sequence[FastSparseConv2d]) -> str:
+    """``native`` (the depthwise conv computed inside the fused chain, its output never written) or ``reference``
+    (it runs alone in its own form, then the fused chain) for input ``x``; call it where the chain itself is fused.
+
+    Timed against each other once per signature (``DWCHAIN k3 64->64->64 g8,8 sh1,8 32x32 float32 t2 train cl``)
+    and cached with the convs' forms; the prior, kept unless the other is faster by :data:`~igcnas.nn.tune.MARGIN`
+    (and with tuning off), is ``reference``: a training step pays for the fused forward's saving by recomputing
+    the depthwise conv in its backward. Memoised per depthwise conv and input signature.
+    """
+    grad = torch.is_grad_enabled() and (x.requires_grad or depthwise.weight.requires_grad
+                                        or any(c.weight.requires_grad for c in convs))
+    cl = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+    threads = torch.get_num_threads()
+    key = (len(convs), tuple(x.shape), x.dtype, grad, cl, threads)
+    mode = "train" if grad else "eval"
+    found: ConvPlan | None = tune.memo_lookup(depthwise, "_prefix_memo", key)
+    if found is None:
+        prior = ConvPlan("reference", True, "table: the depthwise conv runs alone")
+        if tune.tune_mode() == "off":
+            return prior.form
+        own = depthwise.plan_for(x)
+        text = (f"DWCHAIN k{depthwise.spec.kernel_size} "
+                f"{_signature(x, convs, grad=grad, channels_last=cl, threads=threads)}")
+
+        def candidates() -> list[ConvPlan]:
+            return [ConvPlan("reference", cl, "measured: the depthwise conv alone, then the chain"),
+                    ConvPlan("native", True, "measured: the depthwise conv inside the fused chain")]
+
+        def seconds(forms: list[ConvPlan]) -> dict[str, float]:
+            return _time_prefix(tuple(x.shape), depthwise, own, convs, grad=grad, channels_last=cl,
+                                forms=[tune.label(p) for p in forms])
+
+        found = tune.decide(text, threads=threads, prior=prior, plans=candidates, seconds=seconds)
+        tune.memo_store(depthwise, "_prefix_memo", key, found)
+    if found.form == "native":
+        tune.note_form(depthwise, mode=mode, kind="DW+PWG chain", plan=found)
+    return found.form
 
 
 def _note(convs: Sequence[FastSparseConv2d], mode: str, plan: ConvPlan) -> None:
@@ -187,6 +270,46 @@ def _time_chain(shape: tuple[int, ...], convs: Sequence[FastSparseConv2d], plans
     steps = {"native": fused, "reference": separate}
     with torch.enable_grad() if grad else torch.no_grad():
         return tune.round_robin({form: steps[form] for form in forms})
+
+
+def _time_prefix(shape: tuple[int, ...], depthwise: FastSparseConv2d, own: ConvPlan,
+                 convs: Sequence[FastSparseConv2d], *, grad: bool, channels_last: bool,
+                 forms: list[str]) -> dict[str, float]:
+    """Median seconds of the fused chain with the depthwise conv inside (``native``) and of the depthwise conv in
+    its own form ``own`` followed by the fused chain (``reference``), on copies and a random input of ``shape``."""
+    dw = FastSparseConv2d(depthwise.spec, impl="fast")
+    copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in convs]
+    x = tune.timing_input(shape, channels_last=channels_last, grad=grad)
+    weights = [c.weight for c in copies]
+    groups = [c.spec.groups for c in copies]
+    shuffles = [c.spec.shuffle_groups for c in copies]
+
+    def finish(out: Tensor) -> None:
+        if grad:
+            out.backward(torch.ones_like(out))
+            x.grad = None
+            for module in (dw, *copies):
+                module.weight.grad = None
+
+    def fused() -> None:
+        finish(_native.pointwise_chain(x, weights, groups, shuffles, depthwise=dw.weight))
+
+    def separate() -> None:
+        finish(_native.pointwise_chain(dw.run_plan(x, own), weights, groups, shuffles))
+
+    steps = {"native": fused, "reference": separate}
+    with torch.enable_grad() if grad else torch.no_grad():
+        return tune.round_robin({form: steps[form] for form in forms})
+
+
+def _prefix_now(x: Tensor, depthwise: FastSparseConv2d, convs: Sequence[FastSparseConv2d]) -> bool:
+    """Whether this input can take the fused path with ``depthwise`` inside: the chain is fused for an input of
+    ``x``'s shape (the depthwise conv keeps it), the depthwise weight is float32 on the CPU and unhooked, and
+    :func:`prefix_form` measured it faster."""
+    weight = depthwise.weight
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or hooked(depthwise):
+        return False
+    return _fusable_now(x, convs) and prefix_form(x, depthwise, convs) == "native"
 
 
 def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:
@@ -235,9 +358,18 @@ class FusedSequential(nn.Sequential):
         """The modules in order (the first ``stop`` of them, default all), each fusable run through
         :func:`run_chain`."""
         modules = list(self._modules.values())[:stop]
-        runs = {} if not native_kernels_usable() else {id(run[0]): run for run in chain_runs(modules)}
+        usable = native_kernels_usable()
+        runs = {} if not usable else {id(run[0]): run for run in chain_runs(modules)}
+        prefixes = {} if not usable else {id(dw): run for dw, run in chain_prefixes(modules)}
         index = 0
         while index < len(modules):
+            run = prefixes.get(id(modules[index]))
+            if run is not None and _prefix_now(x, modules[index], run):  # type: ignore[arg-type]
+                x = _native.pointwise_chain(x, [conv.weight for conv in run], [conv.spec.groups for conv in run],
+                                            [conv.spec.shuffle_groups for conv in run],
+                                            depthwise=modules[index].weight)  # type: ignore[arg-type]
+                index += 1 + len(run)
+                continue
             run = runs.get(id(modules[index]))
             if run is not None:
                 x = run_chain(x, run)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from igcnas.nn import _native
-from igcnas.nn.chain_ops import FusedSequential, chain_runs, fuse_chains, run_chain
+from igcnas.nn import _native, chain_ops
+from igcnas.nn.chain_ops import FusedSequential, chain_prefixes, chain_runs, fuse_chains, run_chain
 from igcnas.nn.network import build
 from igcnas.nn.ops import FastSparseConv2d, sparse_conv
 from igcnas.zoo import get_zoo
@@ -234,3 +234,109 @@ def test_a_fresh_module_finds_the_cached_chain_choice_without_copying_activation
         chain_form(x, fresh)  # type: ignore[arg-type]
     copies = [e.key for e in prof.key_averages() if e.key in ("aten::copy_", "aten::clone")]
     assert copies == []  # the convs' inputs are probed with empty tensors of their shape, not built
+
+
+# channels, depthwise k, per chain layer (out channels, groups, shuffle_groups or None), input (N, H, W)
+PREFIXED = [
+    (64, 3, [(64, 8, None), (64, 8, 8)], (2, 32, 32)),  # IGCV2-C64 stage 1: a span of tiles is one row
+    (416, 3, [(416, 52, None), (416, 52, 52), (416, 52, None)], (1, 9, 11)),  # IGCV2*-C416, spans across rows
+    (24, 5, [(48, 4, 6), (24, 3, 4)], (3, 5, 7)),  # k = 5, channels not a multiple of a vector, Cout != Cin
+    (216, 3, [(216, 27, None), (216, 27, 27)], (1, 8, 8)),  # 216 = 13 vectors + 8 scalar channels
+    (16, 7, [(16, 4, 4), (16, 4, None)], (1, 1, 1)),  # a single pixel: every tap but the centre out of range
+]
+
+
+def _prefixed(channels: int, k: int, layers: list[tuple[int, int, int | None]], impl: str) -> list[nn.Module]:
+    modules: list[nn.Module] = [sparse_conv(channels, channels, k, groups=channels, impl=impl)]  # type: ignore[arg-type]
+    width = channels
+    for out, g, s in layers:
+        modules.append(sparse_conv(width, out, 1, groups=g, shuffle_groups=s, impl=impl))  # type: ignore[arg-type]
+        width = out
+    return modules
+
+
+@pytest.mark.parametrize(("channels", "k", "layers", "shape"), PREFIXED)
+def test_depthwise_prefix_matches_naive_values_and_gradients(
+    native, monkeypatch: pytest.MonkeyPatch, channels, k, layers, shape
+) -> None:
+    torch.manual_seed(0)
+    naive = nn.Sequential(*_prefixed(channels, k, layers, "naive"))
+    fast = FusedSequential(*_prefixed(channels, k, layers, "fast"))
+    fast.load_state_dict(naive.state_dict())
+    assert [(dw is fast[0], len(run)) for dw, run in chain_prefixes(list(fast))] == [(True, len(layers))]
+    monkeypatch.setattr(chain_ops, "prefix_form", lambda *a: "native")  # fused whatever this machine measures
+    prefixed: list[bool] = []
+    real = _native.pointwise_chain
+    monkeypatch.setattr(_native, "pointwise_chain",
+                        lambda *a, **kw: prefixed.append(kw.get("depthwise") is not None) or real(*a, **kw))
+    n, h, w = shape
+    x = torch.randn(n, channels, h, w)
+    dy = torch.randn(n, layers[-1][0], h, w)
+    ref, ref_grads = _grads(naive, x, dy)
+    out, grads = _grads(fast, _cl(x), dy)
+    assert prefixed == [True]  # one op: the depthwise conv ran inside the chain
+    assert _close(out, ref)
+    for got, want in zip(grads, ref_grads, strict=True):  # x, the depthwise weight, then the chain's weights
+        assert got.shape == want.shape and _close(got, want)
+    fast.zero_grad()
+    again = _grads(fast, _cl(x), dy)  # deterministic for a thread count
+    for a, b in zip([out, *grads], [again[0], *again[1]], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_depthwise_prefix_partial_gradients_and_bad_weight(native) -> None:
+    torch.manual_seed(0)
+    dw, *convs = _prefixed(64, 3, [(64, 8, None), (64, 8, 8)], "fast")
+    weights = [c.weight for c in convs]  # type: ignore[union-attr]
+    x = _cl(torch.randn(2, 64, 6, 6))
+    dy = torch.randn(2, 64, 6, 6)
+    full = _native.pointwise_chain(x.requires_grad_(True), weights, [8, 8], [1, 8], depthwise=dw.weight)
+    full.backward(dy)
+    want = [t.grad.clone() for t in (x, dw.weight, *weights)]  # type: ignore[union-attr]
+    for t in (x, dw.weight, *weights):
+        t.grad = None
+    dw.weight.requires_grad_(False)  # the chain's weights alone, then the depthwise weight alone
+    _native.pointwise_chain(x.detach(), weights, [8, 8], [1, 8], depthwise=dw.weight).backward(dy)
+    assert dw.weight.grad is None and all(torch.equal(w.grad, g) for w, g in zip(weights, want[2:], strict=True))
+    dw.weight.requires_grad_(True)
+    frozen = [w.detach() for w in weights]
+    _native.pointwise_chain(x.detach(), frozen, [8, 8], [1, 8], depthwise=dw.weight).backward(dy)
+    assert torch.equal(dw.weight.grad, want[1])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"depthwise must be a float32 CPU \(64, 1, k, k\) weight"):
+        _native.pointwise_chain(x, weights, [8, 8], [1, 8], depthwise=torch.randn(64, 1, 3, 5))
+
+
+@pytest.mark.parametrize("fused_faster", [True, False])
+def test_depthwise_prefix_is_decided_by_timing_it_against_the_conv_alone(
+    fused_faster: bool, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+    from igcnas.nn import _tune_cache, tune
+
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))  # a fresh machine's cache
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    monkeypatch.setattr(tune, "_memory", {})
+    _tune_cache._loaded.clear()
+    timed: list[list[str]] = []
+
+    def fake(shape, depthwise, own, convs, *, grad, channels_last, forms):  # type: ignore[no-untyped-def]
+        assert len(convs) == 2 and grad and channels_last and depthwise.spec.kind == "DW"
+        timed.append(sorted(forms))
+        return {"native": 1.0 if fused_faster else 2.0, "reference": 1.5}
+
+    monkeypatch.setattr(chain_ops, "_time_prefix", fake)
+    monkeypatch.setattr(chain_ops, "chain_form", lambda *a: "native")  # the chain itself fused
+    torch.manual_seed(0)
+    naive = nn.Sequential(*_prefixed(64, 3, [(64, 8, None), (64, 8, 8)], "naive"))
+    fast = FusedSequential(*_prefixed(64, 3, [(64, 8, None), (64, 8, 8)], "fast"))
+    fast.load_state_dict(naive.state_dict())
+    x = _cl(torch.randn(2, 64, 6, 6)).requires_grad_(True)
+    for _ in range(3):  # measured once, then the memo and the cache answer
+        assert _close(fast(x), naive(x))
+    assert timed == [["native", "reference"]]
+    (text,) = [t for t in tune.choices() if t.startswith("DWCHAIN")]
+    assert text == f"DWCHAIN k3 64->64->64 g8,8 sh1,8 6x6 float32 t{torch.get_num_threads()} train cl"
+    assert tune.last_forms(fast)["train"].get("DW+PWG chain") == ("native" if fused_faster else None)
+    tune._forget()
+    _tune_cache._loaded.clear()

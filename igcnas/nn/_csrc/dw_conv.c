@@ -53,8 +53,8 @@ static int stream_output(const float *y, int64_t elements, int64_t c) {
 }
 
 
-/* Output pixel x, channels [cb, cb + DV), of one row of the conv below, taps out of range skipped. */
-static inline __attribute__((always_inline)) void dw_pixel(const float *const *rows, const float *wt, float *yrow,
+/* Output pixel x, channels [cb, cb + DV), of one row of the conv below into y, taps out of range skipped. */
+static inline __attribute__((always_inline)) void dw_pixel(const float *const *rows, const float *wt, float *y,
                                                            int64_t x, int64_t wd, int64_t c, int64_t cb, const int K) {
     const int p = K / 2;
     dvf acc = {0};
@@ -65,20 +65,24 @@ static inline __attribute__((always_inline)) void dw_pixel(const float *const *r
             if (ix >= 0 && ix < wd) acc += dload(wt + (int64_t)(kh * K + kw) * c + cb) * dload(rows[kh] + ix * c + cb);
         }
     }
-    dstore(yrow + x * c + cb, acc);
+    dstore(y + cb, acc);
 }
 
-/* One output row of the stride-1 depthwise conv: yrow[x][c] from the k input rows rows[kh] (NULL: out of range,
- * i.e. zero) and the tap-major weights wt[kh * k + kw][c]. K is k, a compile-time constant where inlined. */
-static inline __attribute__((always_inline)) void dw_row(const float *const *rows, const float *wt, float *yrow,
-                                                          int64_t wd, int64_t c, int stream, const int K) {
+/* Output pixels [x0, x1) of one row of the stride-1 depthwise conv: y[(x - x0) * c + ch] from the k input rows
+ * rows[kh] (NULL: out of range, i.e. zero) and the tap-major weights wt[kh * k + kw][c]. K is k, a compile-time
+ * constant where inlined; stream: non-temporal stores for the interior blocks (y line-aligned, c % DV == 0). */
+static inline __attribute__((always_inline)) void dw_segment(const float *const *rows, const float *wt, float *y,
+                                                              int64_t x0, int64_t x1, int64_t wd, int64_t c,
+                                                              int stream, const int K) {
     const int p = K / 2;
     const int64_t full = c / DV * DV;
-    const int64_t lo = p < wd ? p : wd, hi = wd - p; /* interior [lo, hi) */
-    int64_t x = 0;
-    for (; x < lo; ++x)
-        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, yrow, x, wd, c, cb, K);
-    for (; x + DT <= hi; x += DT) {
+    const int64_t lo = p < wd ? p : wd, hi = wd - p; /* the row's interior [lo, hi) */
+    const int64_t ilo = lo > x0 ? lo : x0, ihi = hi < x1 ? hi : x1;
+    int64_t x = x0;
+    for (; x < ilo && x < x1; ++x)
+        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K);
+    for (; x + DT <= ihi; x += DT) {
+        float *yx = y + (x - x0) * c;
         for (int64_t cb = 0; cb < full; cb += DV) {
             dvf acc[DT];
             for (int t = 0; t < DT; ++t) acc[t] = (dvf){0};
@@ -91,15 +95,15 @@ static inline __attribute__((always_inline)) void dw_row(const float *const *row
                 }
             }
             if (stream)
-                for (int t = 0; t < DT; ++t) dstream(yrow + (x + t) * c + cb, acc[t]);
+                for (int t = 0; t < DT; ++t) dstream(yx + t * c + cb, acc[t]);
             else
-                for (int t = 0; t < DT; ++t) dstore(yrow + (x + t) * c + cb, acc[t]);
+                for (int t = 0; t < DT; ++t) dstore(yx + t * c + cb, acc[t]);
         }
     }
-    for (; x < wd; ++x)
-        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, yrow, x, wd, c, cb, K);
+    for (; x < x1; ++x)
+        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K);
     for (int64_t ch = full; ch < c; ++ch) /* channels past the last full strip */
-        for (int64_t xx = 0; xx < wd; ++xx) {
+        for (int64_t xx = x0; xx < x1; ++xx) {
             float acc = 0.0f;
             for (int kh = 0; kh < K; ++kh) {
                 if (!rows[kh]) continue;
@@ -108,7 +112,7 @@ static inline __attribute__((always_inline)) void dw_row(const float *const *row
                     if (ix >= 0 && ix < wd) acc += wt[(kh * K + kw) * c + ch] * rows[kh][ix * c + ch];
                 }
             }
-            yrow[xx * c + ch] = acc;
+            y[(xx - x0) * c + ch] = acc;
         }
 }
 
@@ -177,17 +181,17 @@ static void row_window(const float *src, int64_t b, int64_t h, int64_t ht, int64
     }
 }
 
-/* dw_row for k = 1, 3, 5 or 7 (dw_handles checks k), each with its loops unrolled. */
-static void row_any(const float *const *rows, const float *wt, float *yrow, int64_t wd, int64_t c, int stream,
-                    int64_t k) {
+/* dw_segment for k = 1, 3, 5 or 7 (dw_handles checks k), each with its loops unrolled. */
+static void segment_any(const float *const *rows, const float *wt, float *y, int64_t x0, int64_t x1, int64_t wd,
+                        int64_t c, int stream, int64_t k) {
     if (k == 3)
-        dw_row(rows, wt, yrow, wd, c, stream, 3);
+        dw_segment(rows, wt, y, x0, x1, wd, c, stream, 3);
     else if (k == 5)
-        dw_row(rows, wt, yrow, wd, c, stream, 5);
+        dw_segment(rows, wt, y, x0, x1, wd, c, stream, 5);
     else if (k == 1)
-        dw_row(rows, wt, yrow, wd, c, stream, 1);
+        dw_segment(rows, wt, y, x0, x1, wd, c, stream, 1);
     else
-        dw_row(rows, wt, yrow, wd, c, stream, 7);
+        dw_segment(rows, wt, y, x0, x1, wd, c, stream, 7);
 }
 
 /* dw_grad_row for k = 1, 3, 5 or 7. */
@@ -204,7 +208,7 @@ static void grad_any(const float *const *rows, const float *dyrow, float *acc, i
 
 
 /* Tap-major copy of w (C, 1, k, k): wt[t][c] = w[c][t], or of w flipped in both axes: wt[t][c] = w[c][k*k-1-t]. */
-static float *tap_major(const float *w, int64_t c, int64_t k, int flip) {
+float *dw_tap_major(const float *w, int64_t c, int64_t k, int flip) {
     const int64_t taps = k * k;
     float *wt = malloc(sizeof(float) * (size_t)(taps * c));
     if (!wt) return NULL;
@@ -213,15 +217,31 @@ static float *tap_major(const float *w, int64_t c, int64_t k, int flip) {
     return wt;
 }
 
+/* The forward's output pixels [p0, p0 + count) of the flat pixel order (n, h, x) into y (count x C, no streaming):
+ * the depthwise prefix of a fused chain (pw_chain.c), a few row segments per call. wt from dw_tap_major. */
+void dw_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, int64_t c, int64_t k, int64_t p0,
+             int64_t count) {
+    int64_t p = p0;
+    const int64_t end = p0 + count;
+    while (p < end) {
+        const int64_t r = p / wd, col = p % wd;
+        const int64_t stop = end - p < wd - col ? col + (end - p) : wd;
+        const float *window[7];
+        row_window(x, r / h, r % h, h, wd, c, k, window);
+        segment_any(window, wt, y + (p - p0) * c, col, stop, wd, c, 0, k);
+        p += stop - col;
+    }
+}
+
 /* Whether dw_forward / dw_backward compute this conv: depthwise (one channel per group, as many outputs), stride 1,
- * no shuffle, and a kernel size row_any has a loop for. */
+ * no shuffle, and a kernel size segment_any has a loop for. */
 int dw_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride) {
     return !perm && groups == cin && cout == cin && stride == 1 && (k == 1 || k == 3 || k == 5 || k == 7);
 }
 
 int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t k,
                int nthreads) {
-    float *wt = tap_major(w, c, k, 0);
+    float *wt = dw_tap_major(w, c, k, 0);
     if (!wt) return -1;
     const int64_t rows = n * h;
     const int stream = stream_output(y, rows * wd * c, c);
@@ -232,7 +252,7 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
         for (int64_t r = 0; r < rows; ++r) {
             const float *window[7];
             row_window(x, r / h, r % h, h, wd, c, k, window);
-            row_any(window, wt, y + r * wd * c, wd, c, stream, k);
+            segment_any(window, wt, y + r * wd * c, 0, wd, wd, c, stream, k);
         }
         if (stream) store_fence();
     }
@@ -243,7 +263,7 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
 int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
                 int64_t wd, int64_t c, int64_t k, int nthreads) {
     const int64_t rows = n * h, taps = k * k;
-    float *wf = dx ? tap_major(w, c, k, 1) : NULL;
+    float *wf = dx ? dw_tap_major(w, c, k, 1) : NULL;
     nthreads = clamp_threads(nthreads, rows);
     float *acc = dw ? calloc((size_t)(nthreads * taps * c), sizeof(float)) : NULL;
     if ((dx && !wf) || (dw && !acc)) {
@@ -261,7 +281,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
             const float *window[7];
             if (dx) {
                 row_window(dy, b, hh, h, wd, c, k, window);
-                row_any(window, wf, dx + r * wd * c, wd, c, stream, k);
+                segment_any(window, wf, dx + r * wd * c, 0, wd, wd, c, stream, k);
             }
             if (dw) {
                 row_window(x, b, hh, h, wd, c, k, window);

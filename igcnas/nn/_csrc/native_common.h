@@ -1,6 +1,6 @@
 /* What the kernel sources of igcnas.nn._native share (they are compiled into one library): the thread count of a
  * parallel loop, aligned buffers, the current thread's index, the size from which outputs are streamed past the
- * caches and the fence after such stores, and the entry points of dw_conv.c that group_conv.c calls.
+ * caches and the fence after such stores, and the entry points of dw_conv.c that group_conv.c and pw_chain.c call.
  */
 #ifndef IGCNAS_NATIVE_COMMON_H
 #define IGCNAS_NATIVE_COMMON_H
@@ -55,5 +55,10 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
                int nthreads);
 int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
                 int64_t wd, int64_t c, int64_t k, int nthreads);
+/* The depthwise weights (C, 1, k, k) tap-major, wt[t][c] (flip: spatially flipped), malloc'd; and the forward's
+ * output for a span of pixels, the depthwise prefix of a fused chain (pw_chain.c). */
+float *dw_tap_major(const float *w, int64_t c, int64_t k, int flip);
+void dw_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, int64_t c, int64_t k, int64_t p0,
+             int64_t count);
 
 #endif

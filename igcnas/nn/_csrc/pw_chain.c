@@ -1,0 +1,326 @@
+/* Chains of grouped 1x1 convs (IGCV2), optionally behind a depthwise conv, fused per tile of pixels
+ * (igcnas.nn._native.pointwise_chain): y = W_{L-1} P_{L-1} ... W_1 P_1 W_0 P_0 D x, computed per tile with the
+ * intermediates kept in cache, so the activations are read once and written once.
+ *
+ * Layer l maps chans[l] channels to chans[l + 1] with groups[l] groups; islots[l] (NULL = identity) is the inverse
+ * of its input shuffle (slot of each natural input channel), perms[l] the shuffle itself (natural channel held
+ * by each slot), w[l] its weight (chans[l + 1], chans[l] / groups[l]) and wt[l] the same transposed per group
+ * (groups[l], Ig, Og).
+ *
+ * D is the identity, or a depthwise k x k conv (stride 1, padding k / 2, weight dw_w (chans[0], 1, k, k)) of the
+ * (N, height, width) image x: its output is computed per span of tiles into a small buffer (dw_span) and never
+ * written to memory. The backward recomputes it the same way; the depthwise conv's own gradients are left to
+ * dw_backward on the gradient this backward writes (that of D x).
+ *
+ * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pw_tiles.h"
+
+/* As tile_matmul for two tiles at once (it0 -> ot0, it1 -> ot1; each broadcast weight feeds two FMAs, so the loop
+ * is bound by the FMA units rather than by the loads), with output channel k (= g*Out_g + o) going to slot omap[k]
+ * of the output (omap NULL = identity). */
+static void tile_matmul_map2(const vf *restrict it0, const vf *restrict it1, const float *restrict w,
+                             vf *restrict ot0, vf *restrict ot1, int64_t groups, int64_t in_g, int64_t out_g,
+                             const int64_t *restrict omap) {
+    for (int64_t g = 0; g < groups; ++g) {
+        const vf *restrict ia = it0 + g * in_g;
+        const vf *restrict ib = it1 + g * in_g;
+        const float *restrict wg = w + g * out_g * in_g;
+        const int64_t base = g * out_g;
+        int64_t o = 0;
+        for (; o + 8 <= out_g; o += 8) {
+            const float *restrict w0 = wg + o * in_g;
+            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+            vf b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, b4 = {0}, b5 = {0}, b6 = {0}, b7 = {0};
+            for (int64_t i = 0; i < in_g; ++i) {
+                const vf xa = ia[i], xb = ib[i];
+                float k;
+                k = w0[i]; a0 += k * xa; b0 += k * xb;
+                k = w0[in_g + i]; a1 += k * xa; b1 += k * xb;
+                k = w0[2 * in_g + i]; a2 += k * xa; b2 += k * xb;
+                k = w0[3 * in_g + i]; a3 += k * xa; b3 += k * xb;
+                k = w0[4 * in_g + i]; a4 += k * xa; b4 += k * xb;
+                k = w0[5 * in_g + i]; a5 += k * xa; b5 += k * xb;
+                k = w0[6 * in_g + i]; a6 += k * xa; b6 += k * xb;
+                k = w0[7 * in_g + i]; a7 += k * xa; b7 += k * xb;
+            }
+            const vf ra[8] = {a0, a1, a2, a3, a4, a5, a6, a7}, rb[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
+            for (int q = 0; q < 8; ++q) {
+                const int64_t k = omap ? omap[base + o + q] : base + o + q;
+                ot0[k] = ra[q];
+                ot1[k] = rb[q];
+            }
+        }
+        for (; o < out_g; ++o) {
+            const float *restrict w0 = wg + o * in_g;
+            vf a0 = {0}, b0 = {0};
+            for (int64_t i = 0; i < in_g; ++i) {
+                a0 += w0[i] * ia[i];
+                b0 += w0[i] * ib[i];
+            }
+            const int64_t k = omap ? omap[base + o] : base + o;
+            ot0[k] = a0;
+            ot1[k] = b0;
+        }
+    }
+}
+
+/* mine[g*Og + o][i] += sum_s dt[s][g*Og + o] * xt[s][g*Ig + i] over the WSUB = 4 tiles of a step (TILE lanes kept). */
+static void dw_update4(vf *restrict mine, const vf *restrict dt, const vf *restrict xt, int64_t groups,
+                       int64_t in_g, int64_t out_g) {
+    const int64_t in_c = groups * in_g, out_c = groups * out_g;
+    for (int64_t g = 0; g < groups; ++g) {
+        const vf *restrict x0 = xt + g * in_g;
+        int64_t o = 0;
+        if (in_g == 8) {
+            /* two output channels' 8 + 8 accumulators stay in registers over the 4 tiles */
+            for (; o + 2 <= out_g; o += 2) {
+                const int64_t oc = g * out_g + o;
+                vf *restrict a = mine + oc * 8;
+                vf r[16];
+                for (int q = 0; q < 16; ++q) r[q] = a[q];
+                for (int s = 0; s < 4; ++s) {
+                    const vf d0 = dt[s * out_c + oc], d1 = dt[s * out_c + oc + 1];
+                    const vf *restrict xs = x0 + s * in_c;
+                    for (int i = 0; i < 8; ++i) {
+                        r[i] += d0 * xs[i];
+                        r[8 + i] += d1 * xs[i];
+                    }
+                }
+                for (int q = 0; q < 16; ++q) a[q] = r[q];
+            }
+        }
+        for (; o < out_g; ++o) {
+            const int64_t oc = g * out_g + o;
+            const vf d0 = dt[oc], d1 = dt[out_c + oc], d2 = dt[2 * out_c + oc], d3 = dt[3 * out_c + oc];
+            vf *restrict a = mine + oc * in_g;
+            for (int64_t i = 0; i < in_g; ++i)
+                a[i] += d0 * x0[i] + d1 * x0[in_c + i] + d2 * x0[2 * in_c + i] + d3 * x0[3 * in_c + i];
+        }
+    }
+}
+
+static int64_t chain_max_width(const int64_t *chans, int64_t layers) {
+    int64_t widest = 0;
+    for (int64_t l = 0; l <= layers; ++l) widest = chans[l] > widest ? chans[l] : widest;
+    return widest;
+}
+
+/* The depthwise conv in front of a chain: tap-major weights (NULL: no prefix) and the image shape. */
+typedef struct {
+    const float *wt;
+    int64_t k, height, width;
+} dw_prefix;
+
+/* The chain input (slot order of layer 0) of the `count` pixels from p0 into `tiles` tile buffers, buf + t * stride:
+ * gathered from x, or computed by the depthwise prefix into span (count x chans0) first. */
+static void chain_input(const float *x, const dw_prefix *pre, int64_t chans0, const int64_t *islot, int64_t p0,
+                        int64_t count, int tiles, int64_t stride, float *span, vf *buf) {
+    const float *src = x;
+    int64_t q = p0;
+    if (pre->wt) {
+        dw_span(x, pre->wt, span, pre->height, pre->width, chans0, pre->k, p0, count);
+        src = span;
+        q = 0;
+    }
+    for (int t = 0; t < tiles; ++t) {
+        const int64_t left = count - (int64_t)t * TILE;
+        const int n = (int)(left < 0 ? 0 : (left < TILE ? left : TILE));
+        gather_tile(src, chans0, q + (int64_t)t * TILE, n, islot, (float *)(buf + t * stride));
+    }
+}
+
+/* Forward of the chain over all P pixels: out (P, chans[L]) from x (P, chans[0]). Returns 0, or -1 (memory). */
+int gpc_forward(const float *x, const float *dw_w, int64_t dw_k, int64_t height, int64_t width, float *out,
+                int64_t layers, const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
+                const float *const *w, int64_t pixels, int nthreads) {
+    const int64_t widest = chain_max_width(chans, layers);
+    float *dwt = dw_w ? dw_tap_major(dw_w, chans[0], dw_k, 0) : NULL;
+    if (dw_w && !dwt) return -1;
+    const dw_prefix pre = {dwt, dw_k, height, width};
+    const int64_t pairs = (pixels + 2 * TILE - 1) / (2 * TILE);
+    const int stream = pixels * chans[layers] * (int64_t)sizeof(float) >= STREAM_BYTES;
+    int failed = 0;
+    nthreads = clamp_threads(nthreads, pairs);
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        vf *a = alloc_aligned(sizeof(vf) * (size_t)(2 * widest));
+        vf *b = alloc_aligned(sizeof(vf) * (size_t)(2 * widest));
+        float *span = pre.wt ? alloc_aligned(sizeof(float) * (size_t)(2 * TILE * chans[0])) : NULL;
+        const int ok = a && b && (span || !pre.wt);
+        if (!ok) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t pair = 0; pair < pairs; ++pair) {
+            if (!ok) continue;
+            const int64_t p0 = pair * 2 * TILE, p1 = p0 + TILE;
+            const int n0 = (int)(pixels - p0 < TILE ? pixels - p0 : TILE);
+            const int n1 = (int)(pixels - p1 <= 0 ? 0 : (pixels - p1 < TILE ? pixels - p1 : TILE));
+            vf *cur = a, *nxt = b;
+            chain_input(x, &pre, chans[0], islots[0], p0, n0 + n1, 2, widest, span, cur);
+            for (int64_t l = 0; l < layers; ++l) {
+                const int64_t g = groups[l];
+                tile_matmul_map2(cur, cur + widest, w[l], nxt, nxt + widest, g, chans[l] / g, chans[l + 1] / g,
+                                 l + 1 < layers ? islots[l + 1] : NULL);
+                vf *swap = cur;
+                cur = nxt;
+                nxt = swap;
+            }
+            scatter_tile(out, chans[layers], p0, n0, NULL, (const float *)cur, stream);
+            if (n1 > 0) scatter_tile(out, chans[layers], p1, n1, NULL, (const float *)(cur + widest), stream);
+        }
+        store_fence();
+        free(a);
+        free(b);
+        free(span);
+    }
+    free(dwt);
+    return failed ? -1 : 0;
+}
+
+/* Backward of the chain from dy (P, chans[L]) and the saved input x (with a prefix dw_w: the depthwise conv's
+ * input): dx (when not NULL; the gradient of the chain's input, i.e. of D x) and dw[l] (each when not NULL;
+ * overwritten), recomputing the intermediates per step of WSUB tiles. Deterministic for a given nthreads (static
+ * schedule, per-thread lane sums added in thread order). Returns 0, or -1 when out of memory. */
+int gpc_backward(const float *x, const float *dw_w, int64_t dw_k, int64_t height, int64_t width, const float *dy,
+                 float *dx, int64_t layers, const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
+                 const int64_t *const *perms, const float *const *w, const float *const *wt, float *const *dw,
+                 int64_t pixels, int nthreads) {
+    const int64_t widest = chain_max_width(chans, layers);
+    const int64_t steps = (pixels + WSUB * TILE - 1) / (WSUB * TILE);
+    const int stream = pixels * chans[0] * (int64_t)sizeof(float) >= STREAM_BYTES;
+    /* the lowest layer whose gradient products are needed (below it nothing is computed) */
+    int64_t lowest = layers;
+    if (dx) {
+        lowest = 0;
+    } else {
+        for (int64_t l = 0; l < layers; ++l)
+            if (dw[l]) {
+                lowest = l;
+                break;
+            }
+    }
+    if (lowest == layers) return 0;
+    nthreads = clamp_threads(nthreads, steps);
+    /* per-thread lane accumulators, layer after layer: acc[off[l] + thread * numel_l + e] */
+    int64_t total = 0;
+    int64_t *off = malloc(sizeof(int64_t) * (size_t)(layers + 1));
+    if (!off) return -1;
+    for (int64_t l = 0; l < layers; ++l) {
+        off[l] = total;
+        if (dw[l]) total += nthreads * chans[l + 1] * (chans[l] / groups[l]);
+    }
+    vf *acc = NULL;
+    if (total) {
+        acc = alloc_aligned(sizeof(vf) * (size_t)total);
+        if (!acc) {
+            free(off);
+            return -1;
+        }
+        memset(acc, 0, sizeof(vf) * (size_t)total);
+    }
+    /* saved inputs of layers lowest..L-1 (slot order), WSUB tiles each: hoff[l] vectors into h */
+    int64_t hsize = 0;
+    int64_t *hoff = malloc(sizeof(int64_t) * (size_t)(layers + 1));
+    if (!hoff) {
+        free(off);
+        free(acc);
+        return -1;
+    }
+    for (int64_t l = 0; l < layers; ++l) {
+        hoff[l] = hsize;
+        hsize += WSUB * chans[l];
+    }
+    float *dwt = dw_w ? dw_tap_major(dw_w, chans[0], dw_k, 0) : NULL;
+    const dw_prefix pre = {dwt, dw_k, height, width};
+    const int ready = !dw_w || dwt;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        vf *h = alloc_aligned(sizeof(vf) * (size_t)hsize);
+        vf *da = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
+        vf *db = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
+        float *span = pre.wt ? alloc_aligned(sizeof(float) * (size_t)(WSUB * TILE * chans[0])) : NULL;
+        const int ok = ready && h && da && db && (span || !pre.wt);
+        if (!ok) failed = 1;
+#ifdef _OPENMP
+        const int64_t me = omp_get_thread_num();
+#else
+        const int64_t me = 0;
+#endif
+#pragma omp for schedule(static)
+        for (int64_t step = 0; step < steps; ++step) {
+            if (!ok) continue;
+            int ns[WSUB];
+            const int64_t first = step * WSUB * TILE;
+            const int64_t count = pixels - first < WSUB * TILE ? pixels - first : WSUB * TILE;
+            /* the inputs of every layer are recomputed (zero columns past the end stay zero: no bias) */
+            chain_input(x, &pre, chans[0], islots[0], first, count, WSUB, chans[0], span, h + hoff[0]);
+            for (int s = 0; s < WSUB; ++s) {
+                const int64_t p0 = first + (int64_t)s * TILE;
+                const int64_t left = pixels - p0;
+                const int n = (int)(left < 0 ? 0 : (left < TILE ? left : TILE));
+                ns[s] = n;
+                gather_tile(dy, chans[layers], p0, n, NULL, (float *)(da + s * chans[layers]));
+            }
+            for (int64_t l = 0; l + 1 < layers; ++l) {
+                const int64_t g = groups[l];
+                for (int s = 0; s < WSUB; s += 2)
+                    tile_matmul_map2(h + hoff[l] + s * chans[l], h + hoff[l] + (s + 1) * chans[l], w[l],
+                                     h + hoff[l + 1] + s * chans[l + 1], h + hoff[l + 1] + (s + 1) * chans[l + 1],
+                                     g, chans[l] / g, chans[l + 1] / g, islots[l + 1]);
+            }
+            vf *cur = da, *nxt = db;
+            for (int64_t l = layers - 1; l >= lowest; --l) {
+                const int64_t g = groups[l], in_g = chans[l] / g, out_g = chans[l + 1] / g;
+                if (dw[l]) dw_update4(acc + off[l] + me * chans[l + 1] * in_g, cur, h + hoff[l], g, in_g, out_g);
+                if (l > lowest) {
+                    /* gradient of layer l's input, back in the natural channel order of layer l-1's output */
+                    for (int s = 0; s < WSUB; s += 2)
+                        tile_matmul_map2(cur + s * chans[l + 1], cur + (s + 1) * chans[l + 1], wt[l],
+                                         nxt + s * chans[l], nxt + (s + 1) * chans[l], g, out_g, in_g, perms[l]);
+                    vf *swap = cur;
+                    cur = nxt;
+                    nxt = swap;
+                } else if (l == 0 && dx) {
+                    for (int s = 0; s < WSUB; s += 2) {
+                        if (ns[s] == 0) continue;
+                        tile_matmul_map2(cur + s * chans[1], cur + (s + 1) * chans[1], wt[0], nxt, nxt + chans[0], g,
+                                         out_g, in_g, NULL);
+                        for (int q = s; q < s + 2; ++q)
+                            if (ns[q] > 0)
+                                scatter_tile(dx, chans[0], (step * WSUB + q) * TILE, ns[q], islots[0],
+                                             (const float *)(nxt + (q - s) * chans[0]), stream);
+                    }
+                }
+            }
+        }
+        store_fence();
+        free(h);
+        free(da);
+        free(db);
+        free(span);
+    }
+    free(dwt);
+    if (!failed) {
+        for (int64_t l = 0; l < layers; ++l) {
+            if (!dw[l]) continue;
+            const int64_t numel = chans[l + 1] * (chans[l] / groups[l]);
+            const vf *base = acc + off[l];
+            for (int64_t e = 0; e < numel; ++e) {
+                vf s = base[e];
+                for (int th = 1; th < nthreads; ++th) s += base[(size_t)th * (size_t)numel + (size_t)e];
+                float sum = 0.0f;
+                for (int t = 0; t < TILE; ++t) sum += s[t];
+                dw[l][e] = sum;
+            }
+        }
+    }
+    free(acc);
+    free(off);
+    free(hoff);
+    return failed ? -1 : 0;
+}
