@@ -134,7 +134,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bna_coefficients.restype = None
     lib.bna_running_update.argtypes = [ptr, i64, ctypes.c_double, ptr, ptr]
     lib.bna_running_update.restype = None
-    lib.bna_backward.argtypes = [ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, cint, ptr, ptr, ptr, cint]
+    lib.bna_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, cint, ptr, ptr, ptr, cint]
     lib.bna_backward.restype = cint
     lib.codes_agreements.argtypes = [ptr, i64, i64, ptr, cint]
     lib.codes_agreements.restype = cint

@@ -86,15 +86,16 @@ class _BatchNormAct(torch.autograd.Function):
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
-        if ctx.masked_by_output:  # the ReLU after the residual sum: dy where the output is > 0
-            dy = torch.ops.aten.threshold_backward(dy, output[0], 0.0).contiguous(memory_format=torch.channels_last)
+        # the ReLU after the residual sum: dz = dy where the output is > 0, written by the kernel's first pass
+        dz = torch.empty_like(x, memory_format=torch.channels_last) if ctx.masked_by_output else None
         n, channels, h, w = x.shape
         dx = torch.empty_like(x, memory_format=torch.channels_last) if ctx.needs_input_grad[0] else None
         need_weight, need_bias = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         grads = torch.empty(2 * channels, dtype=torch.float32) if need_weight or need_bias else None
         base, into = coef.data_ptr(), data_ptr(grads)
         code = lib.bna_backward(
-            data_ptr(x), data_ptr(dy), n * h * w, channels, base + 8 * channels, base + 12 * channels, base, base + 4 * channels,
+            data_ptr(x), data_ptr(dy), data_ptr(output[0] if output else None), data_ptr(dz), n * h * w, channels,
+            base + 8 * channels, base + 12 * channels, base, base + 4 * channels,
             int(ctx.relu), data_ptr(dx), into if need_weight else None, into + 4 * channels if need_bias and into else None,
             torch.get_num_threads(),
         )  # fmt: skip
@@ -102,7 +103,8 @@ class _BatchNormAct(torch.autograd.Function):
         grad_weight = grads[:channels] if need_weight and grads is not None else None
         grad_bias = grads[channels:] if need_bias and grads is not None else None
         # the sum passes the (masked) gradient through to the residual (an input only when one was given)
-        grad_residual = dy if len(ctx.needs_input_grad) > 5 and ctx.needs_input_grad[5] else None
+        passed = dy if dz is None else dz
+        grad_residual = passed if len(ctx.needs_input_grad) > 5 and ctx.needs_input_grad[5] else None
         return dx, grad_weight, grad_bias, None, None, grad_residual
 
 

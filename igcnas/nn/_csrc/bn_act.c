@@ -9,8 +9,8 @@
  *   forward  (2 passes: stats, then normalise):   y = act(x * scale[c] + shift[c]),
  *            scale = gamma * invstd, shift = beta - mean * scale, act = ReLU or identity;
  *            with a residual r (bna_apply_add): y = act(x * scale[c] + shift[c] + r), a block's BN, shortcut
- *            sum and closing ReLU in the one normalise pass (its backward masks dy by y > 0 and calls
- *            bna_backward without ReLU).
+ *            sum and closing ReLU in the one normalise pass (its backward masks dy by y > 0 in the sums
+ *            pass of bna_backward, which writes the masked gradient for the residual).
  *   backward (2 passes: sums, then dx), the ReLU mask recomputed from x (y is not needed):
  *            dz = dy where (x * scale + shift > 0) (everywhere without ReLU),
  *            sum_dz[c] = sum_p dz, sum_dzx[c] = sum_p dz * (x - mean)      (dbeta = sum_dz, dgamma = sum_dzx*invstd)
@@ -248,11 +248,31 @@ static void grad_block_sums(const float *restrict x, const float *restrict dy, i
     }
 }
 
+/* As grad_block_sums with dz = dy where out > 0 (the ReLU after a residual sum, masked by the forward's output),
+ * dz also written to dz_out: the gradient that the sum passes on to the residual. */
+static void masked_block_sums(const float *restrict x, const float *restrict dy, const float *restrict out,
+                              int64_t p0, int64_t p1, int64_t channels, const float *restrict mean,
+                              float *restrict b1, float *restrict b2, float *restrict dz_out) {
+    for (int64_t c = 0; c < channels; ++c) b1[c] = b2[c] = 0.0f;
+    for (int64_t p = p0; p < p1; ++p) {
+        const float *xr = x + p * channels, *gr = dy + p * channels, *yr = out + p * channels;
+        float *zr = dz_out + p * channels;
+        for (int64_t c = 0; c < channels; ++c) {
+            const float dz = yr[c] > 0.0f ? gr[c] : 0.0f;
+            zr[c] = dz;
+            b1[c] += dz;
+            b2[c] += dz * (xr[c] - mean[c]);
+        }
+    }
+}
+
 /* Backward (see the header): fills dx, dgamma = sum_dzx * invstd and dbeta = sum_dz (per channel; each may be
- * NULL). mean is float here (the value the forward normalised with). Returns 0, or -1 when out of memory. */
-int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channels, const float *mean,
-                 const float *invstd, const float *scale, const float *shift, int relu, float *dx,
-                 float *dgamma, float *dbeta, int nthreads) {
+ * NULL). mean is float here (the value the forward normalised with). With `out` (the forward's output of a BN +
+ * residual sum + ReLU; relu must then be 0), dz = dy where out > 0, written to dz_out in the sums pass and read
+ * by the dx pass. Returns 0, or -1 when out of memory. */
+int bna_backward(const float *x, const float *dy, const float *out, float *dz_out, int64_t pixels,
+                 int64_t channels, const float *mean, const float *invstd, const float *scale, const float *shift,
+                 int relu, float *dx, float *dgamma, float *dbeta, int nthreads) {
     nthreads = thread_count(nthreads, pixels);
     partials pt;
     float *coef = malloc(sizeof(float) * (size_t)(3 * channels));
@@ -271,7 +291,10 @@ int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channe
 #pragma omp for schedule(static)
         for (int64_t blk = 0; blk < blocks; ++blk) {
             const int64_t end = block_end(blk, pixels);
-            grad_block_sums(x, dy, blk * BN_BLOCK, end, channels, mean, scale, shift, relu, b1, b2);
+            if (out)
+                masked_block_sums(x, dy, out, blk * BN_BLOCK, end, channels, mean, b1, b2, dz_out);
+            else
+                grad_block_sums(x, dy, blk * BN_BLOCK, end, channels, mean, scale, shift, relu, b1, b2);
             for (int64_t c = 0; c < channels; ++c) {
                 s1[c] += (double)b1[c];
                 s2[c] += (double)b2[c];
@@ -294,7 +317,7 @@ int bna_backward(const float *x, const float *dy, int64_t pixels, int64_t channe
 #pragma omp parallel for num_threads(nthreads) schedule(static)
         for (int64_t blk = 0; blk < blocks; ++blk) {
             const int64_t end = block_end(blk, pixels);
-            grad_rows(x, dy, blk * BN_BLOCK, end, channels, mean, scale, shift, a, k, b, relu, dx);
+            grad_rows(x, out ? dz_out : dy, blk * BN_BLOCK, end, channels, mean, scale, shift, a, k, b, relu, dx);
         }
     }
     free(coef);
