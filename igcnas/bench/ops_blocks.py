@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from igcnas.errors import UserError
-from igcnas.nn.chain_ops import FusedSequential
+from igcnas.nn.chain_ops import FusedSequential, fuse_chains
 from igcnas.nn.network import closing_takes_the_sum, sum_in_closing_bn
 from igcnas.nn.norm import batch_norm_act
 from igcnas.nn.ops import Impl, sparse_conv
@@ -120,16 +120,15 @@ def igcv3_d_block(
         torch.Size([1, 32, 4, 4])
     """
     mid = channels * expansion
-    return _InvertedResidual(
-        nn.Sequential(
-            sparse_conv(channels, mid, 1, groups=groups, impl=impl),
-            _bn(mid, impl),
-            sparse_conv(mid, mid, 3, groups=mid, impl=impl),
-            *_bn_relu(mid, impl),
-            sparse_conv(mid, channels, 1, groups=groups, shuffle_groups=groups, impl=impl),
-            _bn(channels, impl),
-        )
+    body = nn.Sequential(
+        sparse_conv(channels, mid, 1, groups=groups, impl=impl),
+        _bn(mid, impl),
+        sparse_conv(mid, mid, 3, groups=mid, impl=impl),
+        *_bn_relu(mid, impl),
+        sparse_conv(mid, channels, 1, groups=groups, shuffle_groups=groups, impl=impl),
+        _bn(channels, impl),
     )
+    return _InvertedResidual(body if impl == "naive" else fuse_chains(body))  # the BN that can fold: as a network
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,8 @@ __all__ = [
     "supports",
     "supports_conv",
     "code_agreements",
+    "chain_forward",
+    "chain_backward",
 ]
 
 
@@ -334,11 +337,102 @@ def _chain_layout(chans: tuple[int, ...], groups: tuple[int, ...], shuffles: tup
     )
 
 
-def _prefix_args(depthwise: Tensor | None, x: Tensor) -> tuple[int | None, int, int, int]:
-    """The kernels' depthwise-prefix arguments: weight pointer (None: no prefix), k, height and width of ``x``."""
+class DepthwiseArgs(ctypes.Structure):
+    """The depthwise conv in front of a fused chain, as ``_csrc/pw_chain.c``'s ``dw_args`` (keep the two in step):
+    its weight, the optional BatchNorm scale and shift its input is read through (``aff``: scale[C] then
+    shift[C], e.g. a :class:`~igcnas.nn.norm.BatchNormAct2d`'s coefficients) with ``relu``, and the image size."""
+
+    _fields_ = [("w", ctypes.c_void_p), ("aff", ctypes.c_void_p), ("k", ctypes.c_int64), ("height", ctypes.c_int64),
+                ("width", ctypes.c_int64), ("relu", ctypes.c_int64)]
+
+
+def depthwise_args(depthwise: Tensor | None, x: Tensor, affine: Tensor | None = None,
+                   relu: bool = False) -> DepthwiseArgs | None:
+    """The chain kernels' prefix argument for ``depthwise`` on ``x`` (None: no prefix); the tensors must outlive
+    the call."""
     if depthwise is None:
-        return None, 0, 0, 0
-    return data_ptr(depthwise), int(depthwise.shape[2]), int(x.shape[2]), int(x.shape[3])
+        return None
+    return DepthwiseArgs(data_ptr(depthwise), data_ptr(affine), int(depthwise.shape[2]), int(x.shape[2]),
+                         int(x.shape[3]), int(relu))
+
+
+def args_pointer(args: DepthwiseArgs | None) -> int | None:
+    """The C pointer to ``args`` (None: NULL)."""
+    return None if args is None else ctypes.addressof(args)
+
+
+def chain_forward(
+    x: Tensor, weights: Sequence[Tensor], groups: tuple[int, ...], shuffles: tuple[int, ...],
+    depthwise: Tensor | None = None, *, affine: Tensor | None = None, relu: bool = False,
+) -> Tensor:
+    """The fused kernels' forward, without autograd: the grouped 1x1 convs ``weights`` (none: the depthwise conv
+    alone) on ``x``, or on ``depthwise``'s output when given; with ``affine`` (scale[C] then shift[C], e.g.
+    :func:`~igcnas.nn.norm.batch_coefficients`) the depthwise conv reads ``x * scale + shift`` (through a ReLU
+    with ``relu``). ``x`` channels_last float32; output channels_last."""
+    lib = library()
+    assert lib is not None
+    n, c, h, wd = x.shape
+    threads = torch.get_num_threads()
+    dw = None if depthwise is None else depthwise.detach().contiguous()
+    if not weights:
+        assert dw is not None
+        out = torch.empty_like(x, memory_format=torch.channels_last)
+        code = lib.dw_forward(data_ptr(x), data_ptr(dw), data_ptr(out), n, h, wd, c, dw.shape[2], data_ptr(affine),
+                              int(relu), threads)
+        check_code(code, "depthwise conv")
+        return out
+    ws = [weight.detach().contiguous() for weight in weights]
+    layout = _chain_layout((c, *(int(w.shape[0]) for w in ws)), groups, shuffles)
+    out = torch.empty((n, ws[-1].shape[0], h, wd), dtype=x.dtype, memory_format=torch.channels_last)
+    prefix = depthwise_args(dw, x, affine, relu)
+    code = lib.gpc_forward(
+        data_ptr(x), args_pointer(prefix), data_ptr(out), len(ws), data_ptr(layout.chans), data_ptr(layout.groups),
+        layout.slots, _pointer_array([data_ptr(w) for w in ws]), n * h * wd, threads,
+    )  # fmt: skip
+    check_code(code, "pointwise chain")
+    return out
+
+
+def chain_backward(
+    x: Tensor, dy: Tensor, weights: Sequence[Tensor], groups: tuple[int, ...], shuffles: tuple[int, ...],
+    depthwise: Tensor | None = None, *, need_input: bool, need_depthwise: bool = False, need_w: Sequence[bool] = (),
+    affine: Tensor | None = None, relu: bool = False,
+) -> tuple[Tensor | None, Tensor | None, list[Tensor | None]]:
+    """The gradients of :func:`chain_forward` for the output gradient ``dy`` (channels_last float32): that of the
+    input the kernels read (``x``, or with ``affine`` the normalised ``x``), of the depthwise weight and of each
+    1x1 weight, each only where asked (None otherwise)."""
+    lib = library()
+    assert lib is not None
+    n, c, h, wd = x.shape
+    threads = torch.get_num_threads()
+    dw = None if depthwise is None else depthwise.detach().contiguous()
+    grad_ws: list[Tensor | None] = [torch.empty(w.shape, dtype=torch.float32) if needed else None
+                                    for w, needed in zip(weights, need_w, strict=True)]
+    grad_in: Tensor | None = dy
+    if weights:
+        # the gradient of the chain's input: x's own, or (with a prefix) that of the depthwise conv's output
+        grad_in = torch.empty_like(x, memory_format=torch.channels_last) if need_input or need_depthwise else None
+        ws = [weight.detach().contiguous() for weight in weights]
+        wts = [w.reshape(g, w.shape[0] // g, w.shape[1]).transpose(1, 2).contiguous()
+               for w, g in zip(ws, groups, strict=True)]
+        layout = _chain_layout((c, *(int(w.shape[0]) for w in ws)), groups, shuffles)
+        prefix = depthwise_args(dw, x, affine, relu)
+        code = lib.gpc_backward(
+            data_ptr(x), args_pointer(prefix), data_ptr(dy), data_ptr(grad_in), len(ws), data_ptr(layout.chans),
+            data_ptr(layout.groups), layout.slots, layout.perms, _pointer_array([data_ptr(w) for w in ws]),
+            _pointer_array([data_ptr(w) for w in wts]), _pointer_array([data_ptr(g) for g in grad_ws]), n * h * wd,
+            threads,
+        )  # fmt: skip
+        check_code(code, "pointwise chain backward")
+    if dw is None or grad_in is None:
+        return grad_in, None, grad_ws
+    grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_input else None
+    grad_dw = torch.empty(dw.shape, dtype=torch.float32) if need_depthwise else None
+    if grad_x is not None or grad_dw is not None:
+        code = lib.dw_backward(data_ptr(x), data_ptr(dw), data_ptr(grad_in), data_ptr(grad_x), data_ptr(grad_dw), n,
+                               h, wd, c, dw.shape[2], data_ptr(affine), int(relu), threads)
+        check_code(code, "depthwise conv backward")
+    return grad_x, grad_dw, grad_ws
 
 
 class _PointwiseChain(torch.autograd.Function):
@@ -350,20 +444,8 @@ class _PointwiseChain(torch.autograd.Function):
         ctx: Any, x: Tensor, groups: tuple[int, ...], shuffles: tuple[int, ...], depthwise: Tensor | None,
         *weights: Tensor,
     ) -> Tensor:
-        lib = library()
-        assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
-        ws = [weight.detach().contiguous() for weight in weights]
-        dw = None if depthwise is None else depthwise.detach().contiguous()
-        layout = _chain_layout((x.shape[1], *(int(w.shape[0]) for w in ws)), groups, shuffles)
-        n, _, h, wd = x.shape
-        out = torch.empty((n, ws[-1].shape[0], h, wd), dtype=x.dtype, memory_format=torch.channels_last)
-        code = lib.gpc_forward(
-            data_ptr(x), *_prefix_args(dw, x), data_ptr(out), len(ws), data_ptr(layout.chans),
-            data_ptr(layout.groups), layout.slots, _pointer_array([data_ptr(w) for w in ws]), n * h * wd,
-            torch.get_num_threads(),
-        )  # fmt: skip
-        check_code(code, "pointwise chain")
+        out = chain_forward(x, weights, groups, shuffles, depthwise)
         ctx.save_for_backward(x, depthwise, *weights)
         ctx.groups = groups
         ctx.shuffles = shuffles
@@ -372,10 +454,7 @@ class _PointwiseChain(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        lib = library()
-        assert lib is not None
         x, depthwise, *weights = ctx.saved_tensors
-        groups: tuple[int, ...] = ctx.groups
         need_x, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         need_w = ctx.needs_input_grad[4:]
         if not need_x and not need_dw and not any(need_w):
@@ -383,36 +462,8 @@ class _PointwiseChain(torch.autograd.Function):
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
-        layout = _chain_layout((x.shape[1], *(int(w.shape[0]) for w in weights)), groups, ctx.shuffles)
-        ws = [weight.detach().contiguous() for weight in weights]
-        wts = [
-            weight.detach().reshape(g, weight.shape[0] // g, weight.shape[1]).transpose(1, 2).contiguous()
-            for weight, g in zip(weights, groups, strict=True)
-        ]
-        dw = None if depthwise is None else depthwise.detach().contiguous()
-        # the gradient of the chain's input: x's own, or (with a prefix) that of the depthwise conv's output
-        grad_in = torch.empty_like(x, memory_format=torch.channels_last) if need_x or need_dw else None
-        grad_ws = [
-            torch.empty(weight.shape, dtype=torch.float32) if needed else None
-            for weight, needed in zip(weights, need_w, strict=True)
-        ]
-        n, c, h, wd = x.shape
-        code = lib.gpc_backward(
-            data_ptr(x), *_prefix_args(dw, x), data_ptr(dy), data_ptr(grad_in), len(ws), data_ptr(layout.chans),
-            data_ptr(layout.groups), layout.slots, layout.perms, _pointer_array([data_ptr(w) for w in ws]),
-            _pointer_array([data_ptr(w) for w in wts]), _pointer_array([data_ptr(g) for g in grad_ws]), n * h * wd,
-            torch.get_num_threads(),
-        )  # fmt: skip
-        check_code(code, "pointwise chain backward")
-        if dw is None:
-            return (grad_in, None, None, None, *grad_ws)
-        grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
-        grad_dw = torch.empty(dw.shape, dtype=torch.float32) if need_dw else None
-        code = lib.gc_backward(
-            data_ptr(x), None, data_ptr(dw), data_ptr(grad_in), data_ptr(grad_x), data_ptr(grad_dw), n, h, wd, c, c,
-            c, dw.shape[2], 1, torch.get_num_threads(),
-        )  # fmt: skip
-        check_code(code, "depthwise conv backward")
+        grad_x, grad_dw, grad_ws = chain_backward(x, dy, weights, ctx.groups, ctx.shuffles, depthwise,
+                                                  need_input=need_x, need_depthwise=need_dw, need_w=need_w)
         return (grad_x, None, None, grad_dw, *grad_ws)
 
 

@@ -117,11 +117,14 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gpw_forward.restype = cint
     lib.gpw_backward.argtypes = [ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, i64, cint]
     lib.gpw_backward.restype = cint
-    lib.gpc_forward.argtypes = [ptr, ptr, i64, i64, i64, ptr, i64, ptr, ptr, ptr, ptr, i64, cint]
+    lib.gpc_forward.argtypes = [ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, cint]
     lib.gpc_forward.restype = cint
-    lib.gpc_backward.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64,
-                                 cint]
+    lib.gpc_backward.argtypes = [ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, cint]
     lib.gpc_backward.restype = cint
+    lib.dw_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr, cint, cint]
+    lib.dw_forward.restype = cint
+    lib.dw_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr, cint, cint]
+    lib.dw_backward.restype = cint
     lib.gc_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]
     lib.gc_forward.restype = cint
     lib.gc_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]

@@ -50,11 +50,13 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native, tune
+from igcnas.nn.fold import fold_form, foldable, normed_depthwise
+from igcnas.nn.norm import BatchNormAct2d
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
 
-__all__ = ["FusedSequential", "chain_form", "chain_member", "chain_prefixes", "chain_runs", "fuse_chains", "hooked",
-           "prefix_form", "prefix_member", "run_chain"]
+__all__ = ["FusedSequential", "chain_form", "chain_member", "chain_prefixes", "chain_runs", "chain_signature",
+           "fuse_chains", "hooked", "prefix_form", "prefix_member", "run_chain"]
 
 
 def chain_member(module: nn.Module) -> bool:
@@ -172,7 +174,7 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     for conv in convs[1:]:  # an input of the conv's shape and layout, never written or read (no copy, no pages)
         probe = torch.empty((n, conv.spec.in_channels, h, w), dtype=x.dtype, memory_format=layout)
         plans.append(conv.plan_for(probe.requires_grad_(grad)))
-    text = f"CHAIN {_signature(x, convs, grad=grad, channels_last=cl, threads=threads)}"
+    text = f"CHAIN {chain_signature(x, convs, grad=grad, channels_last=cl, threads=threads)}"
 
     def candidates() -> list[ConvPlan]:
         return [ConvPlan("reference", cl, "measured: each conv in its own form"),
@@ -188,7 +190,8 @@ def chain_form(x: Tensor, convs: Sequence[FastSparseConv2d]) -> str:
     return chosen.form
 
 
-def _signature(x: Tensor, convs: Sequence[FastSparseConv2d], *, grad: bool, channels_last: bool, threads: int) -> str:
+def chain_signature(x: Tensor, convs: Sequence[FastSparseConv2d], *, grad: bool, channels_last: bool,
+                    threads: int) -> str:
     """``64->64->64 g8,8 sh1,8 32x32 float32 t2 train cl``: what a chain's timing depends on, for the tune cache."""
     chans = "->".join(str(c) for c in [convs[0].spec.in_channels, *(c.spec.out_channels for c in convs)])
     return (f"{chans} g{','.join(str(c.spec.groups) for c in convs)} "
@@ -219,7 +222,7 @@ def prefix_form(x: Tensor, depthwise: FastSparseConv2d, convs: Sequence[FastSpar
             return prior.form
         own = depthwise.plan_for(x)
         text = (f"DWCHAIN k{depthwise.spec.kernel_size} "
-                f"{_signature(x, convs, grad=grad, channels_last=cl, threads=threads)}")
+                f"{chain_signature(x, convs, grad=grad, channels_last=cl, threads=threads)}")
 
         def candidates() -> list[ConvPlan]:
             return [ConvPlan("reference", cl, "measured: the depthwise conv alone, then the chain"),
@@ -312,6 +315,15 @@ def _prefix_now(x: Tensor, depthwise: FastSparseConv2d, convs: Sequence[FastSpar
     return _fusable_now(x, convs) and prefix_form(x, depthwise, convs) == "native"
 
 
+def _fold_now(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d, chain: Sequence[FastSparseConv2d]) -> bool:
+    """Whether ``bn`` folds into ``depthwise`` (and ``chain``) for this input: ``bn`` would take its native
+    training path on it, the depthwise weight is float32 on the CPU, and :func:`~igcnas.nn.fold.fold_form`
+    measured the fold faster."""
+    weight = depthwise.weight
+    return (not torch.is_inference_mode_enabled() and bn.native_usable(x) and weight.device.type == "cpu"
+            and weight.dtype == torch.float32 and fold_form(x, bn, depthwise, chain) == "native")
+
+
 def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:
     """``convs[-1](... convs[0](x))``: fused natively where possible, else the modules one after the other.
 
@@ -354,15 +366,25 @@ class FusedSequential(nn.Sequential):
         return self._fused_forward(input)
 
     @torch.jit.unused
-    def _fused_forward(self, x: Tensor, stop: int | None = None) -> Tensor:
-        """The modules in order (the first ``stop`` of them, default all), each fusable run through
-        :func:`run_chain`."""
+    def _fused_forward(self, x: Tensor, stop: int | None = None, *, fold: bool = True) -> Tensor:
+        """The modules in order (the first ``stop`` of them, default all): a BatchNorm folded into the depthwise
+        conv after it where measured faster (not with ``fold`` False), each fusable run through :func:`run_chain`,
+        with the depthwise conv before it where measured faster."""
         modules = list(self._modules.values())[:stop]
         usable = native_kernels_usable()
         runs = {} if not usable else {id(run[0]): run for run in chain_runs(modules)}
         prefixes = {} if not usable else {id(dw): run for dw, run in chain_prefixes(modules)}
         index = 0
         while index < len(modules):
+            if fold and usable and index + 1 < len(modules) and foldable(modules[index], modules[index + 1]):
+                bn, dw = modules[index], modules[index + 1]
+                chain = prefixes.get(id(dw), [])
+                if chain and not _fusable_now(x, chain):
+                    chain = []
+                if _fold_now(x, bn, dw, chain):  # type: ignore[arg-type]
+                    x = normed_depthwise(x, bn, dw.weight, chain)  # type: ignore[arg-type]
+                    index += 2 + len(chain)
+                    continue
             run = prefixes.get(id(modules[index]))
             if run is not None and _prefix_now(x, modules[index], run):  # type: ignore[arg-type]
                 x = _native.pointwise_chain(x, [conv.weight for conv in run], [conv.spec.groups for conv in run],
@@ -383,13 +405,16 @@ class FusedSequential(nn.Sequential):
 
 
 def fuse_chains(sequential: nn.Sequential) -> nn.Sequential:
-    """``sequential`` as a :class:`FusedSequential` (same children and names) if it has a fusable run, else itself.
+    """``sequential`` as a :class:`FusedSequential` (same children and names) if it has a fusable run or a
+    BatchNorm that can fold into the depthwise conv after it (:func:`~igcnas.nn.fold.foldable`), else itself.
 
     Example:
         >>> from igcnas.nn.ops import sparse_conv
         >>> type(fuse_chains(nn.Sequential(sparse_conv(16, 16, 1, groups=4), sparse_conv(16, 16, 1, groups=4))))
         <class 'igcnas.nn.chain_ops.FusedSequential'>
     """
-    if isinstance(sequential, FusedSequential) or not chain_runs(list(sequential)):
+    modules = list(sequential)
+    folds = any(foldable(a, b) for a, b in zip(modules, modules[1:], strict=False))
+    if isinstance(sequential, FusedSequential) or not (chain_runs(modules) or folds):
         return sequential
     return FusedSequential(OrderedDict(sequential._modules))

@@ -31,7 +31,54 @@ from igcnas.nn import _native, tune
 from igcnas.nn._native import check_code, data_ptr
 from igcnas.nn.plan import ConvPlan, native_kernels_usable
 
-__all__ = ["BatchNormAct2d", "batch_norm_act"]
+__all__ = ["BatchNormAct2d", "batch_coefficients", "batch_norm_act", "batch_norm_backward"]
+
+
+def batch_coefficients(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
+    """The training BatchNorm's coefficients of the channels_last float32 CPU batch ``x``, by the native kernels
+    (one pass over ``x``): float32, 5 rows of C (scale, shift, mean, invstd, unbiased variance; see
+    ``bna_coefficients`` in ``_csrc/bn_act.c``). ``y = x * scale + shift`` is the normalised batch."""
+    lib = _native.library()
+    assert lib is not None
+    n, channels, h, w = x.shape
+    pixels = n * h * w
+    stats = torch.empty(2 * channels, dtype=torch.float64)  # mean, biased variance
+    coef = torch.empty(5 * channels, dtype=torch.float32)
+    at = stats.data_ptr()
+    check_code(lib.bna_stats(data_ptr(x), pixels, channels, at, at + 8 * channels, torch.get_num_threads()),
+               "batch norm")
+    gamma = None if weight is None else weight.detach().float().contiguous()
+    beta = None if bias is None else bias.detach().float().contiguous()
+    lib.bna_coefficients(at, at + 8 * channels, data_ptr(gamma), data_ptr(beta), float(eps), channels, pixels,
+                         coef.data_ptr())
+    return coef
+
+
+def batch_norm_backward(
+    x: Tensor, dy: Tensor, coef: Tensor, *, relu: bool, need_x: bool, need_weight: bool, need_bias: bool,
+    masked_by: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """``(dx, dgamma, dbeta, dz)`` (each None where not needed) of the training BatchNorm (+ ReLU, its mask
+    recomputed from ``x``) whose forward on ``x`` gave ``coef`` (:func:`batch_coefficients`), for the output
+    gradient ``dy`` (both channels_last float32). With ``masked_by`` (the output of a BN + residual sum + ReLU;
+    ``relu`` False), the gradient is first masked where that output is not positive, and ``dz`` is the masked
+    gradient (what the sum passes on to the residual), written by the kernel's first pass."""
+    lib = _native.library()
+    assert lib is not None
+    n, channels, h, w = x.shape
+    dz = torch.empty_like(x, memory_format=torch.channels_last) if masked_by is not None else None
+    dx = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
+    grads = torch.empty(2 * channels, dtype=torch.float32) if need_weight or need_bias else None
+    base, into = coef.data_ptr(), data_ptr(grads)
+    code = lib.bna_backward(
+        data_ptr(x), data_ptr(dy), data_ptr(masked_by), data_ptr(dz), n * h * w, channels, base + 8 * channels,
+        base + 12 * channels, base, base + 4 * channels, int(relu), data_ptr(dx), into if need_weight else None,
+        into + 4 * channels if need_bias and into else None, torch.get_num_threads(),
+    )  # fmt: skip
+    check_code(code, "batch norm backward")
+    grad_weight = grads[:channels] if need_weight and grads is not None else None
+    grad_bias = grads[channels:] if need_bias and grads is not None else None
+    return dx, grad_weight, grad_bias, dz
 
 
 class _BatchNormAct(torch.autograd.Function):
@@ -53,16 +100,9 @@ class _BatchNormAct(torch.autograd.Function):
         x = x.contiguous(memory_format=torch.channels_last)
         n, channels, h, w = x.shape
         pixels = n * h * w
-        stats = torch.empty(2 * channels, dtype=torch.float64)  # mean, biased variance
-        coef = torch.empty(5 * channels, dtype=torch.float32)
+        coef = batch_coefficients(x, weight, bias, eps)
         threads = torch.get_num_threads()
-        at = stats.data_ptr()
-        check_code(lib.bna_stats(data_ptr(x), pixels, channels, at, at + 8 * channels, threads), "batch norm")
-        gamma = None if weight is None else weight.detach().float().contiguous()
-        beta = None if bias is None else bias.detach().float().contiguous()
         base = coef.data_ptr()
-        lib.bna_coefficients(at, at + 8 * channels, data_ptr(gamma), data_ptr(beta), float(eps), channels, pixels,
-                             base)
         y = torch.empty_like(x, memory_format=torch.channels_last)
         r = None if residual is None else residual.detach().contiguous(memory_format=torch.channels_last)
         lib.bna_apply_add(data_ptr(x), data_ptr(r), pixels, channels, base, base + 4 * channels, int(relu),
@@ -80,28 +120,14 @@ class _BatchNormAct(torch.autograd.Function):
     def backward(
         ctx: Any, grad: Tensor, _grad_coef: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None, Tensor | None]:
-        lib = _native.library()
-        assert lib is not None
         x, coef, *output = ctx.saved_tensors
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
-        # the ReLU after the residual sum: dz = dy where the output is > 0, written by the kernel's first pass
-        dz = torch.empty_like(x, memory_format=torch.channels_last) if ctx.masked_by_output else None
-        n, channels, h, w = x.shape
-        dx = torch.empty_like(x, memory_format=torch.channels_last) if ctx.needs_input_grad[0] else None
-        need_weight, need_bias = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        grads = torch.empty(2 * channels, dtype=torch.float32) if need_weight or need_bias else None
-        base, into = coef.data_ptr(), data_ptr(grads)
-        code = lib.bna_backward(
-            data_ptr(x), data_ptr(dy), data_ptr(output[0] if output else None), data_ptr(dz), n * h * w, channels,
-            base + 8 * channels, base + 12 * channels, base, base + 4 * channels,
-            int(ctx.relu), data_ptr(dx), into if need_weight else None, into + 4 * channels if need_bias and into else None,
-            torch.get_num_threads(),
-        )  # fmt: skip
-        check_code(code, "batch norm backward")
-        grad_weight = grads[:channels] if need_weight and grads is not None else None
-        grad_bias = grads[channels:] if need_bias and grads is not None else None
+        # the ReLU after the residual sum: dy masked where the output is not positive, in the kernel's first pass
+        dx, grad_weight, grad_bias, dz = batch_norm_backward(
+            x, dy, coef, relu=ctx.relu, need_x=ctx.needs_input_grad[0], need_weight=ctx.needs_input_grad[1],
+            need_bias=ctx.needs_input_grad[2], masked_by=output[0] if ctx.masked_by_output else None)
         # the sum passes the (masked) gradient through to the residual (an input only when one was given)
         passed = dy if dz is None else dz
         grad_residual = passed if len(ctx.needs_input_grad) > 5 and ctx.needs_input_grad[5] else None
@@ -140,6 +166,14 @@ class BatchNormAct2d(nn.BatchNorm2d):
     def uses_native(self, x: Tensor, *, residual: Tensor | None = None, add_relu: bool = False) -> bool:
         """Whether this forward on ``x`` (with ``residual``: :meth:`forward_add`'s) takes the native kernel."""
         return (
+            self.native_usable(x, residual=residual)
+            and self.form_for(x, residual=residual is not None, add_relu=add_relu) == "native"
+        )
+
+    @torch.jit.unused
+    def native_usable(self, x: Tensor, *, residual: Tensor | None = None) -> bool:
+        """Whether the native kernels can compute this training forward on ``x`` (whatever form is faster)."""
+        return (
             native_kernels_usable()  # first: not while tracing (the shape tests below would warn), autocast...
             and self.training
             and self.track_running_stats
@@ -151,7 +185,6 @@ class BatchNormAct2d(nn.BatchNorm2d):
             and x.is_contiguous(memory_format=torch.channels_last)
             and (residual is None or (residual.shape == x.shape and residual.dtype == torch.float32
                                       and residual.device.type == "cpu"))
-            and self.form_for(x, residual=residual is not None, add_relu=add_relu) == "native"
         )
 
     @torch.jit.unused

@@ -55,7 +55,8 @@ _MAX_BATCH = 32
 _MERGED_MAX = 16
 """Grouped candidates merge adjacent groups up to this many channels wide."""
 
-_lock = threading.Lock()
+# reentrant: timing a fused op runs its unfused modules, which decide their own forms (settled in the warm-up)
+_lock = threading.RLock()
 _memory: dict[str, ConvPlan] = {}
 _busy = threading.local()
 _generation = 0

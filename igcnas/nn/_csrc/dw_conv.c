@@ -35,6 +35,7 @@
 #define DT 8  /* output pixels per interior block */
 
 typedef float dvf __attribute__((vector_size(DV * 4), aligned(4), may_alias));
+typedef int32_t dvi __attribute__((vector_size(DV * 4), aligned(4), may_alias));
 
 /* Unaligned vector load and store (macros: a function returning a 64-byte vector draws ABI notes on AVX2 builds). */
 #define dload(p) (*(const dvf *)(p))
@@ -53,16 +54,42 @@ static int stream_output(const float *y, int64_t elements, int64_t c) {
 }
 
 
+/* The input as the conv reads it: x itself (A = 0), x * s + b per channel (A = 1: a BatchNorm folded in, its
+ * scale and shift), or that through a ReLU (A = 2). Out-of-range taps stay zero: the padding is the normalised
+ * input's. */
+static inline __attribute__((always_inline)) dvf dw_in(dvf v, dvf s, dvf b, const int A) {
+    if (A == 0) return v;
+    v = v * s + b;
+    if (A == 2) {
+        const dvf zero = {0};
+        v = (dvf)((dvi)v & (dvi)(v > zero));
+    }
+    return v;
+}
+
+static inline __attribute__((always_inline)) float dw_in1(float v, float s, float b, const int A) {
+    if (A == 0) return v;
+    v = v * s + b;
+    return A == 2 && v < 0.0f ? 0.0f : v;
+}
+
+/* The affine's scale and shift vectors of channels [cb, cb + DV) (aff: scale[c] then shift[c]; unused for A = 0). */
+#define AFF_S(aff, cb) (A ? dload((aff) + (cb)) : (dvf){0})
+#define AFF_B(aff, c, cb) (A ? dload((aff) + (c) + (cb)) : (dvf){0})
+
 /* Output pixel x, channels [cb, cb + DV), of one row of the conv below into y, taps out of range skipped. */
 static inline __attribute__((always_inline)) void dw_pixel(const float *const *rows, const float *wt, float *y,
-                                                           int64_t x, int64_t wd, int64_t c, int64_t cb, const int K) {
+                                                           int64_t x, int64_t wd, int64_t c, int64_t cb, const int K,
+                                                           const float *aff, const int A) {
     const int p = K / 2;
+    const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
     dvf acc = {0};
     for (int kh = 0; kh < K; ++kh) {
         if (!rows[kh]) continue;
         for (int kw = 0; kw < K; ++kw) {
             const int64_t ix = x - p + kw;
-            if (ix >= 0 && ix < wd) acc += dload(wt + (int64_t)(kh * K + kw) * c + cb) * dload(rows[kh] + ix * c + cb);
+            if (ix >= 0 && ix < wd)
+                acc += dload(wt + (int64_t)(kh * K + kw) * c + cb) * dw_in(dload(rows[kh] + ix * c + cb), s, b, A);
         }
     }
     dstore(y + cb, acc);
@@ -70,28 +97,33 @@ static inline __attribute__((always_inline)) void dw_pixel(const float *const *r
 
 /* Output pixels [x0, x1) of one row of the stride-1 depthwise conv: y[(x - x0) * c + ch] from the k input rows
  * rows[kh] (NULL: out of range, i.e. zero) and the tap-major weights wt[kh * k + kw][c]. K is k, a compile-time
- * constant where inlined; stream: non-temporal stores for the interior blocks (y line-aligned, c % DV == 0). */
+ * constant where inlined; stream: non-temporal stores for the interior blocks (y line-aligned, c % DV == 0);
+ * aff and A: how the input is read (dw_in). */
 static inline __attribute__((always_inline)) void dw_segment(const float *const *rows, const float *wt, float *y,
                                                               int64_t x0, int64_t x1, int64_t wd, int64_t c,
-                                                              int stream, const int K) {
+                                                              int stream, const int K, const float *aff,
+                                                              const int A) {
     const int p = K / 2;
     const int64_t full = c / DV * DV;
     const int64_t lo = p < wd ? p : wd, hi = wd - p; /* the row's interior [lo, hi) */
     const int64_t ilo = lo > x0 ? lo : x0, ihi = hi < x1 ? hi : x1;
     int64_t x = x0;
     for (; x < ilo && x < x1; ++x)
-        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K);
+        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K, aff, A);
     for (; x + DT <= ihi; x += DT) {
         float *yx = y + (x - x0) * c;
         for (int64_t cb = 0; cb < full; cb += DV) {
+            const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
             dvf acc[DT];
             for (int t = 0; t < DT; ++t) acc[t] = (dvf){0};
             for (int kh = 0; kh < K; ++kh) {
                 if (!rows[kh]) continue;
                 const float *base = rows[kh] + (x - p) * c + cb;
+                dvf in[DT + K - 1]; /* each input pixel read and mapped once for the K taps that use it */
+                for (int t = 0; t < DT + K - 1; ++t) in[t] = dw_in(dload(base + t * c), s, b, A);
                 for (int kw = 0; kw < K; ++kw) {
                     const dvf wk = dload(wt + (int64_t)(kh * K + kw) * c + cb);
-                    for (int t = 0; t < DT; ++t) acc[t] += wk * dload(base + (t + kw) * c);
+                    for (int t = 0; t < DT; ++t) acc[t] += wk * in[t + kw];
                 }
             }
             if (stream)
@@ -101,7 +133,7 @@ static inline __attribute__((always_inline)) void dw_segment(const float *const 
         }
     }
     for (; x < x1; ++x)
-        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K);
+        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K, aff, A);
     for (int64_t ch = full; ch < c; ++ch) /* channels past the last full strip */
         for (int64_t xx = x0; xx < x1; ++xx) {
             float acc = 0.0f;
@@ -109,7 +141,9 @@ static inline __attribute__((always_inline)) void dw_segment(const float *const 
                 if (!rows[kh]) continue;
                 for (int kw = 0; kw < K; ++kw) {
                     const int64_t ix = xx - p + kw;
-                    if (ix >= 0 && ix < wd) acc += wt[(kh * K + kw) * c + ch] * rows[kh][ix * c + ch];
+                    if (ix >= 0 && ix < wd)
+                        acc += wt[(kh * K + kw) * c + ch] * (A ? dw_in1(rows[kh][ix * c + ch], aff[ch], aff[c + ch], A)
+                                                               : rows[kh][ix * c + ch]);
                 }
             }
             y[(xx - x0) * c + ch] = acc;
@@ -119,20 +153,23 @@ static inline __attribute__((always_inline)) void dw_segment(const float *const 
 /* The weight-gradient terms of one row of dy: acc[kh * k + kw][c] += sum_x dyrow[x][c] * rows[kh][x - p + kw][c]. */
 static inline __attribute__((always_inline)) void dw_grad_edge(const float *const *rows, const float *dyrow,
                                                                 dvf *sum, int64_t x, int64_t wd, int64_t c,
-                                                                int64_t cb, const int K) {
+                                                                int64_t cb, const int K, const float *aff,
+                                                                const int A) {
     const int p = K / 2;
     const dvf g = dload(dyrow + x * c + cb);
+    const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
     for (int kh = 0; kh < K; ++kh) {
         if (!rows[kh]) continue;
         for (int kw = 0; kw < K; ++kw) {
             const int64_t ix = x - p + kw;
-            if (ix >= 0 && ix < wd) sum[kh * K + kw] += g * dload(rows[kh] + ix * c + cb);
+            if (ix >= 0 && ix < wd) sum[kh * K + kw] += g * dw_in(dload(rows[kh] + ix * c + cb), s, b, A);
         }
     }
 }
 
 static inline __attribute__((always_inline)) void dw_grad_row(const float *const *rows, const float *dyrow,
-                                                               float *acc, int64_t wd, int64_t c, const int K) {
+                                                               float *acc, int64_t wd, int64_t c, const int K,
+                                                               const float *aff, const int A) {
     const int p = K / 2;
     const int64_t full = c / DV * DV;
     const int64_t lo = p < wd ? p : wd, hi = wd - p > lo ? wd - p : lo;
@@ -140,12 +177,13 @@ static inline __attribute__((always_inline)) void dw_grad_row(const float *const
         const float *r = rows[kh];
         if (!r) continue;
         for (int64_t cb = 0; cb < full; cb += DV) {
+            const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
             dvf sum[K];
             for (int kw = 0; kw < K; ++kw) sum[kw] = dload(acc + (int64_t)(kh * K + kw) * c + cb);
             for (int64_t x = lo; x < hi; ++x) {
                 const dvf g = dload(dyrow + x * c + cb);
                 const float *base = r + (x - p) * c + cb;
-                for (int kw = 0; kw < K; ++kw) sum[kw] += g * dload(base + kw * c);
+                for (int kw = 0; kw < K; ++kw) sum[kw] += g * dw_in(dload(base + kw * c), s, b, A);
             }
             for (int kw = 0; kw < K; ++kw) dstore(acc + (int64_t)(kh * K + kw) * c + cb, sum[kw]);
         }
@@ -153,8 +191,8 @@ static inline __attribute__((always_inline)) void dw_grad_row(const float *const
     for (int64_t cb = 0; cb < full; cb += DV) { /* the edge pixels */
         dvf sum[K * K];
         for (int t = 0; t < K * K; ++t) sum[t] = (dvf){0};
-        for (int64_t x = 0; x < lo; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K);
-        for (int64_t x = hi; x < wd; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K);
+        for (int64_t x = 0; x < lo; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K, aff, A);
+        for (int64_t x = hi; x < wd; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K, aff, A);
         for (int t = 0; t < K * K; ++t) dstore(acc + (int64_t)t * c + cb, dload(acc + (int64_t)t * c + cb) + sum[t]);
     }
     for (int64_t ch = full; ch < c; ++ch)
@@ -164,7 +202,9 @@ static inline __attribute__((always_inline)) void dw_grad_row(const float *const
                 float s = 0.0f;
                 for (int64_t x = 0; x < wd; ++x) {
                     const int64_t ix = x - p + kw;
-                    if (ix >= 0 && ix < wd) s += dyrow[x * c + ch] * rows[kh][ix * c + ch];
+                    if (ix >= 0 && ix < wd)
+                        s += dyrow[x * c + ch] * (A ? dw_in1(rows[kh][ix * c + ch], aff[ch], aff[c + ch], A)
+                                                    : rows[kh][ix * c + ch]);
                 }
                 acc[(kh * K + kw) * c + ch] += s;
             }
@@ -181,29 +221,37 @@ static void row_window(const float *src, int64_t b, int64_t h, int64_t ht, int64
     }
 }
 
-/* dw_segment for k = 1, 3, 5 or 7 (dw_handles checks k), each with its loops unrolled. */
+/* Calls F(args..., K, A) with K = k (1, 3, 5 or 7; dw_handles checks k) and A the input map (dw_in): 0 without
+ * aff, 2 with aff and relu, else 1; each combination has its loops unrolled. */
+#define DW_DISPATCH(F, k, aff, relu, ...)                                                                          \
+    do {                                                                                                         \
+        const int a_ = (aff) ? ((relu) ? 2 : 1) : 0;                                                             \
+        switch ((int)(k) * 4 + a_) {                                                                             \
+        case 4: F(__VA_ARGS__, 1, aff, 0); break;                                                                \
+        case 5: F(__VA_ARGS__, 1, aff, 1); break;                                                                \
+        case 6: F(__VA_ARGS__, 1, aff, 2); break;                                                                \
+        case 12: F(__VA_ARGS__, 3, aff, 0); break;                                                               \
+        case 13: F(__VA_ARGS__, 3, aff, 1); break;                                                               \
+        case 14: F(__VA_ARGS__, 3, aff, 2); break;                                                               \
+        case 20: F(__VA_ARGS__, 5, aff, 0); break;                                                               \
+        case 21: F(__VA_ARGS__, 5, aff, 1); break;                                                               \
+        case 22: F(__VA_ARGS__, 5, aff, 2); break;                                                               \
+        case 28: F(__VA_ARGS__, 7, aff, 0); break;                                                               \
+        case 29: F(__VA_ARGS__, 7, aff, 1); break;                                                               \
+        default: F(__VA_ARGS__, 7, aff, 2); break;                                                               \
+        }                                                                                                        \
+    } while (0)
+
+/* dw_segment for any k and input map. */
 static void segment_any(const float *const *rows, const float *wt, float *y, int64_t x0, int64_t x1, int64_t wd,
-                        int64_t c, int stream, int64_t k) {
-    if (k == 3)
-        dw_segment(rows, wt, y, x0, x1, wd, c, stream, 3);
-    else if (k == 5)
-        dw_segment(rows, wt, y, x0, x1, wd, c, stream, 5);
-    else if (k == 1)
-        dw_segment(rows, wt, y, x0, x1, wd, c, stream, 1);
-    else
-        dw_segment(rows, wt, y, x0, x1, wd, c, stream, 7);
+                        int64_t c, int stream, int64_t k, const float *aff, int relu) {
+    DW_DISPATCH(dw_segment, k, aff, relu, rows, wt, y, x0, x1, wd, c, stream);
 }
 
-/* dw_grad_row for k = 1, 3, 5 or 7. */
-static void grad_any(const float *const *rows, const float *dyrow, float *acc, int64_t wd, int64_t c, int64_t k) {
-    if (k == 3)
-        dw_grad_row(rows, dyrow, acc, wd, c, 3);
-    else if (k == 5)
-        dw_grad_row(rows, dyrow, acc, wd, c, 5);
-    else if (k == 1)
-        dw_grad_row(rows, dyrow, acc, wd, c, 1);
-    else
-        dw_grad_row(rows, dyrow, acc, wd, c, 7);
+/* dw_grad_row for any k and input map. */
+static void grad_any(const float *const *rows, const float *dyrow, float *acc, int64_t wd, int64_t c, int64_t k,
+                     const float *aff, int relu) {
+    DW_DISPATCH(dw_grad_row, k, aff, relu, rows, dyrow, acc, wd, c);
 }
 
 
@@ -218,9 +266,10 @@ float *dw_tap_major(const float *w, int64_t c, int64_t k, int flip) {
 }
 
 /* The forward's output pixels [p0, p0 + count) of the flat pixel order (n, h, x) into y (count x C, no streaming):
- * the depthwise prefix of a fused chain (pw_chain.c), a few row segments per call. wt from dw_tap_major. */
+ * the depthwise prefix of a fused chain (pw_chain.c), a few row segments per call. wt from dw_tap_major; aff and
+ * relu as for dw_forward. */
 void dw_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, int64_t c, int64_t k, int64_t p0,
-             int64_t count) {
+             int64_t count, const float *aff, int relu) {
     int64_t p = p0;
     const int64_t end = p0 + count;
     while (p < end) {
@@ -228,7 +277,7 @@ void dw_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, i
         const int64_t stop = end - p < wd - col ? col + (end - p) : wd;
         const float *window[7];
         row_window(x, r / h, r % h, h, wd, c, k, window);
-        segment_any(window, wt, y + (p - p0) * c, col, stop, wd, c, 0, k);
+        segment_any(window, wt, y + (p - p0) * c, col, stop, wd, c, 0, k, aff, relu);
         p += stop - col;
     }
 }
@@ -239,8 +288,10 @@ int dw_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, i
     return !perm && groups == cin && cout == cin && stride == 1 && (k == 1 || k == 3 || k == 5 || k == 7);
 }
 
+/* y = conv(x'), x' = x, or with aff (scale[c] then shift[c]) x * scale + shift, through a ReLU when relu: a
+ * BatchNorm (+ ReLU) folded into the conv's reads, so its output is never written. Returns 0, or -1 (memory). */
 int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t k,
-               int nthreads) {
+               const float *aff, int relu, int nthreads) {
     float *wt = dw_tap_major(w, c, k, 0);
     if (!wt) return -1;
     const int64_t rows = n * h;
@@ -252,7 +303,7 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
         for (int64_t r = 0; r < rows; ++r) {
             const float *window[7];
             row_window(x, r / h, r % h, h, wd, c, k, window);
-            segment_any(window, wt, y + r * wd * c, 0, wd, wd, c, stream, k);
+            segment_any(window, wt, y + r * wd * c, 0, wd, wd, c, stream, k, aff, relu);
         }
         if (stream) store_fence();
     }
@@ -260,8 +311,10 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
     return 0;
 }
 
+/* The gradients of dw_forward: dx (that of x', the conv's input as read) and dw (its weight terms read x' from x
+ * with aff and relu as the forward did). Returns 0, or -1 (memory). */
 int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
-                int64_t wd, int64_t c, int64_t k, int nthreads) {
+                int64_t wd, int64_t c, int64_t k, const float *aff, int relu, int nthreads) {
     const int64_t rows = n * h, taps = k * k;
     float *wf = dx ? dw_tap_major(w, c, k, 1) : NULL;
     nthreads = clamp_threads(nthreads, rows);
@@ -281,11 +334,11 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
             const float *window[7];
             if (dx) {
                 row_window(dy, b, hh, h, wd, c, k, window);
-                segment_any(window, wf, dx + r * wd * c, 0, wd, wd, c, stream, k);
+                segment_any(window, wf, dx + r * wd * c, 0, wd, wd, c, stream, k, NULL, 0);
             }
             if (dw) {
                 row_window(x, b, hh, h, wd, c, k, window);
-                grad_any(window, dy + r * wd * c, mine, wd, c, k);
+                grad_any(window, dy + r * wd * c, mine, wd, c, k, aff, relu);
             }
         }
         if (stream) store_fence();

@@ -7,10 +7,10 @@
  * by each slot), w[l] its weight (chans[l + 1], chans[l] / groups[l]) and wt[l] the same transposed per group
  * (groups[l], Ig, Og).
  *
- * D is the identity, or a depthwise k x k conv (stride 1, padding k / 2, weight dw_w (chans[0], 1, k, k)) of the
- * (N, height, width) image x: its output is computed per span of tiles into a small buffer (dw_span) and never
- * written to memory. The backward recomputes it the same way; the depthwise conv's own gradients are left to
- * dw_backward on the gradient this backward writes (that of D x).
+ * D is the identity, or a depthwise k x k conv (stride 1, padding k / 2; dw_args) of the (N, height, width) image
+ * x, optionally reading x through a BatchNorm's scale and shift (+ ReLU): its output is computed per span of
+ * tiles into a small buffer (dw_span) and never written to memory. The backward recomputes it the same way; the
+ * depthwise conv's own gradients are left to dw_backward on the gradient this backward writes (that of D x).
  *
  * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
  */
@@ -110,11 +110,31 @@ static int64_t chain_max_width(const int64_t *chans, int64_t layers) {
     return widest;
 }
 
-/* The depthwise conv in front of a chain: tap-major weights (NULL: no prefix) and the image shape. */
+/* The depthwise conv in front of a chain, as the caller gives it (igcnas.nn._native.DepthwiseArgs). */
 typedef struct {
-    const float *wt;
+    const float *w;      /* (C, 1, k, k) */
+    const float *aff;    /* NULL, or scale[C] then shift[C]: the conv reads x * scale + shift (a BatchNorm) */
     int64_t k, height, width;
+    int64_t relu;        /* with aff: and a ReLU after it */
+} dw_args;
+
+/* The same, with the weights tap-major (wt NULL: no prefix). */
+typedef struct {
+    const float *wt, *aff;
+    int64_t k, height, width;
+    int relu;
 } dw_prefix;
+
+/* The prefix of `args` (NULL: none) with its tap-major weights in *wt (malloc'd; NULL when none). Returns 0, or -1
+ * (memory). */
+static int prefix_of(const dw_args *args, int64_t chans0, float **wt, dw_prefix *pre) {
+    *wt = NULL;
+    *pre = (dw_prefix){NULL, NULL, 0, 0, 0, 0};
+    if (!args) return 0;
+    if (!(*wt = dw_tap_major(args->w, chans0, args->k, 0))) return -1;
+    *pre = (dw_prefix){*wt, args->aff, args->k, args->height, args->width, (int)args->relu};
+    return 0;
+}
 
 /* The chain input (slot order of layer 0) of the `count` pixels from p0 into `tiles` tile buffers, buf + t * stride:
  * gathered from x, or computed by the depthwise prefix into span (count x chans0) first. */
@@ -123,7 +143,7 @@ static void chain_input(const float *x, const dw_prefix *pre, int64_t chans0, co
     const float *src = x;
     int64_t q = p0;
     if (pre->wt) {
-        dw_span(x, pre->wt, span, pre->height, pre->width, chans0, pre->k, p0, count);
+        dw_span(x, pre->wt, span, pre->height, pre->width, chans0, pre->k, p0, count, pre->aff, pre->relu);
         src = span;
         q = 0;
     }
@@ -135,13 +155,13 @@ static void chain_input(const float *x, const dw_prefix *pre, int64_t chans0, co
 }
 
 /* Forward of the chain over all P pixels: out (P, chans[L]) from x (P, chans[0]). Returns 0, or -1 (memory). */
-int gpc_forward(const float *x, const float *dw_w, int64_t dw_k, int64_t height, int64_t width, float *out,
-                int64_t layers, const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
-                const float *const *w, int64_t pixels, int nthreads) {
+int gpc_forward(const float *x, const dw_args *depthwise, float *out, int64_t layers, const int64_t *chans,
+                const int64_t *groups, const int64_t *const *islots, const float *const *w, int64_t pixels,
+                int nthreads) {
     const int64_t widest = chain_max_width(chans, layers);
-    float *dwt = dw_w ? dw_tap_major(dw_w, chans[0], dw_k, 0) : NULL;
-    if (dw_w && !dwt) return -1;
-    const dw_prefix pre = {dwt, dw_k, height, width};
+    float *dwt;
+    dw_prefix pre;
+    if (prefix_of(depthwise, chans[0], &dwt, &pre)) return -1;
     const int64_t pairs = (pixels + 2 * TILE - 1) / (2 * TILE);
     const int stream = pixels * chans[layers] * (int64_t)sizeof(float) >= STREAM_BYTES;
     int failed = 0;
@@ -181,12 +201,12 @@ int gpc_forward(const float *x, const float *dw_w, int64_t dw_k, int64_t height,
     return failed ? -1 : 0;
 }
 
-/* Backward of the chain from dy (P, chans[L]) and the saved input x (with a prefix dw_w: the depthwise conv's
- * input): dx (when not NULL; the gradient of the chain's input, i.e. of D x) and dw[l] (each when not NULL;
+/* Backward of the chain from dy (P, chans[L]) and the saved input x (with a depthwise prefix: that conv's input):
+ * dx (when not NULL; the gradient of the chain's input, i.e. of D x) and dw[l] (each when not NULL;
  * overwritten), recomputing the intermediates per step of WSUB tiles. Deterministic for a given nthreads (static
  * schedule, per-thread lane sums added in thread order). Returns 0, or -1 when out of memory. */
-int gpc_backward(const float *x, const float *dw_w, int64_t dw_k, int64_t height, int64_t width, const float *dy,
-                 float *dx, int64_t layers, const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
+int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, float *dx, int64_t layers,
+                 const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
                  const int64_t *const *perms, const float *const *w, const float *const *wt, float *const *dw,
                  int64_t pixels, int nthreads) {
     const int64_t widest = chain_max_width(chans, layers);
@@ -234,9 +254,9 @@ int gpc_backward(const float *x, const float *dw_w, int64_t dw_k, int64_t height
         hoff[l] = hsize;
         hsize += WSUB * chans[l];
     }
-    float *dwt = dw_w ? dw_tap_major(dw_w, chans[0], dw_k, 0) : NULL;
-    const dw_prefix pre = {dwt, dw_k, height, width};
-    const int ready = !dw_w || dwt;
+    float *dwt;
+    dw_prefix pre;
+    const int ready = prefix_of(depthwise, chans[0], &dwt, &pre) == 0;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {

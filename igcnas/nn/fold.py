@@ -1,0 +1,171 @@
+"""A training BatchNorm folded into the depthwise conv that reads its output (and into the chain after that conv).
+
+IGCV3's expand conv is followed by a BatchNorm and then the depthwise conv; an IGCV2 unit's chain by a BatchNorm +
+ReLU and then the next unit's depthwise conv, which runs fused with the chain after it
+(:mod:`igcnas.nn.chain_ops`). Run one after the other, the BatchNorm's normalising pass reads the activation and
+writes it again, and the depthwise conv reads that copy. Folded (:func:`normed_depthwise`), the BatchNorm's
+statistics pass runs as before, and the depthwise conv reads the BatchNorm's *input*, applying the per-channel
+scale and shift (and the ReLU) as it loads each value: the normalised tensor is never written. The backward
+recomputes it in the same way for the depthwise conv's weight gradient, writes the gradient of the normalised
+tensor, and runs the BatchNorm's backward on it (``_csrc/dw_conv.c``, ``_csrc/pw_chain.c``, ``_csrc/bn_act.c``).
+
+Whether a pair is folded is measured per signature, as the chains are (:func:`fold_form`); the running statistics
+are updated as the BatchNorm itself updates them. Everywhere the BatchNorm would not take its native training path
+(eval mode, NCHW or non-float32 inputs, hooks, tracing...) the modules run one after the other.
+
+Example:
+    >>> import torch
+    >>> from igcnas.nn.norm import BatchNormAct2d
+    >>> bn, dw = BatchNormAct2d(16, relu=True), torch.randn(16, 1, 3, 3)
+    >>> x = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    >>> ref = torch.nn.functional.conv2d(torch.relu(torch.nn.functional.batch_norm(
+    ...     x, None, None, bn.weight, bn.bias, training=True)), dw, padding=1, groups=16)
+    >>> from igcnas.nn import _native
+    >>> ok = not _native.native_available() or torch.allclose(normed_depthwise(x, bn, dw), ref, atol=1e-4)
+    >>> ok
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from igcnas.nn import _native, tune
+from igcnas.nn.norm import BatchNormAct2d, batch_coefficients, batch_norm_backward
+from igcnas.nn.ops import FastSparseConv2d
+from igcnas.nn.plan import ConvPlan
+
+__all__ = ["fold_form", "foldable", "normed_depthwise"]
+
+
+class _NormedDepthwise(torch.autograd.Function):
+    """``chain(dw(act(bn(x))))``: a training BatchNorm (+ ReLU) read by a depthwise conv, then 0 or more grouped
+    1x1 convs, the normalised tensor never written (see :func:`normed_depthwise`)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool, depthwise: Tensor,
+        groups: tuple[int, ...], shuffles: tuple[int, ...], *weights: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)
+        coef = batch_coefficients(x, weight, bias, eps)
+        out = _native.chain_forward(x, weights, groups, shuffles, depthwise, affine=coef, relu=relu)
+        ctx.save_for_backward(x, coef, weight, bias, depthwise, *weights)
+        ctx.relu, ctx.groups, ctx.shuffles = relu, groups, shuffles
+        ctx.mark_non_differentiable(coef)
+        return out, coef
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor, _grad_coef: Tensor | None) -> tuple[Tensor | None, ...]:
+        x, coef, _weight, _bias, depthwise, *weights = ctx.saved_tensors
+        need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
+        need_dw, need_w = ctx.needs_input_grad[5], ctx.needs_input_grad[8:]
+        need_bn = need_x or need_gamma or need_beta
+        dy = grad.contiguous(memory_format=torch.channels_last)
+        if dy.dtype != torch.float32:
+            dy = dy.float()
+        grad_norm, grad_dw, grad_ws = _native.chain_backward(
+            x, dy, weights, ctx.groups, ctx.shuffles, depthwise, need_input=need_bn, need_depthwise=need_dw,
+            need_w=need_w, affine=coef, relu=ctx.relu)
+        dx = grad_gamma = grad_beta = None
+        if grad_norm is not None:
+            dx, grad_gamma, grad_beta, _ = batch_norm_backward(
+                x, grad_norm, coef, relu=ctx.relu, need_x=need_x, need_weight=need_gamma, need_bias=need_beta)
+        return (dx, grad_gamma, grad_beta, None, None, grad_dw, None, None, *grad_ws)
+
+
+def normed_depthwise(x: Tensor, bn: BatchNormAct2d, depthwise: Tensor,
+                     chain: Sequence[FastSparseConv2d] = ()) -> Tensor:
+    """``chain(conv2d(bn(x), depthwise, groups=C))`` for a training :class:`~igcnas.nn.norm.BatchNormAct2d`
+    (its ReLU included), with ``bn``'s running statistics updated as its own forward updates them.
+
+    ``x``: channels_last float32 CPU; ``depthwise``: a ``(C, 1, k, k)`` weight, stride 1, padding ``k // 2``;
+    ``chain``: grouped 1x1 convs run fused after it (:func:`igcnas.nn._native.pointwise_chain`). Differentiable
+    in ``x``, the BatchNorm's weight and bias, ``depthwise`` and the chain's weights. Requires the native kernels.
+    """
+    if x.dim() != 4 or x.shape[0] * x.shape[2] * x.shape[3] <= 1:
+        raise ValueError(f"normed_depthwise: a training BatchNorm needs more than 1 value per channel, got input "
+                         f"size {tuple(x.shape)}")
+    out, coef = _NormedDepthwise.apply(
+        x, bn.weight, bn.bias, bn.eps, bn.relu, depthwise, tuple(c.spec.groups for c in chain),
+        tuple(c.spec.shuffle_groups for c in chain), *(c.weight for c in chain))
+    bn._update_running_stats(coef)
+    return out
+
+
+def foldable(bn: Any, depthwise: Any) -> bool:
+    """Whether ``bn`` and the ``depthwise`` conv after it can fold: a :class:`BatchNormAct2d` tracking running
+    statistics and a fast stride-1 unshuffled depthwise conv (3, 5 or 7) on its channels, neither hooked."""
+    from igcnas.nn.chain_ops import hooked, prefix_member
+
+    return (isinstance(bn, BatchNormAct2d) and isinstance(depthwise, FastSparseConv2d) and prefix_member(depthwise)
+            and bn.track_running_stats and depthwise.spec.in_channels == bn.num_features
+            and not hooked(bn) and not hooked(depthwise))
+
+
+def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d, chain: Sequence[FastSparseConv2d]) -> str:
+    """``native`` (``bn`` folded into ``depthwise`` and the fused ``chain`` after it) or ``reference`` (the
+    modules one after the other, as they run unfolded) for the training input ``x``, which ``bn`` takes natively.
+
+    Timed against each other once per signature (``BN+ReLU>DW k3 64 32x32 float32 t2 train cl`` plus the chain's
+    ``CHAIN`` signature) and cached with the convs' forms; the prior, kept unless the other is faster by
+    :data:`~igcnas.nn.tune.MARGIN` (and with tuning off), is ``reference``. Memoised per BatchNorm and input
+    signature.
+    """
+    threads = torch.get_num_threads()
+    key = (len(chain), tuple(x.shape), threads)
+    found: ConvPlan | None = tune.memo_lookup(bn, "_fold_memo", key)
+    if found is None:
+        prior = ConvPlan("reference", True, "table: the BatchNorm runs alone")
+        if tune.tune_mode() == "off":
+            return prior.form
+        from igcnas.nn.chain_ops import chain_signature
+
+        text = (f"{'BN+ReLU' if bn.relu else 'BN'}>DW k{depthwise.spec.kernel_size} {x.shape[1]} "
+                f"{x.shape[2]}x{x.shape[3]} float32 t{threads} train cl")
+        if chain:
+            text += f" > CHAIN {chain_signature(x, chain, grad=True, channels_last=True, threads=threads)}"
+
+        def candidates() -> list[ConvPlan]:
+            return [ConvPlan("reference", True, "measured: the BatchNorm alone, then the convs"),
+                    ConvPlan("native", True, "measured: the BatchNorm folded into the depthwise conv")]
+
+        def seconds(forms: list[ConvPlan]) -> dict[str, float]:
+            return _time_fold(tuple(x.shape), bn, depthwise, chain, forms=[tune.label(p) for p in forms])
+
+        found = tune.decide(text, threads=threads, prior=prior, plans=candidates, seconds=seconds)
+        tune.memo_store(bn, "_fold_memo", key, found)
+    if found.form == "native":
+        tune.note_form(bn, mode="train", kind="BN>DW fold", plan=found)
+    return found.form
+
+
+def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparseConv2d,
+               chain: Sequence[FastSparseConv2d], *, forms: list[str]) -> dict[str, float]:
+    """Median seconds of a training step of the folded op (``native``) and of the modules unfolded
+    (``reference``, each in its own measured form), on copies of the modules and a random input of ``shape``."""
+    from igcnas.nn.chain_ops import FusedSequential
+
+    bn_copy = BatchNormAct2d(bn.num_features, relu=bn.relu, eps=bn.eps, momentum=bn.momentum)
+    dw_copy = FastSparseConv2d(depthwise.spec, impl="fast")
+    chain_copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in chain]
+    unfolded = FusedSequential(bn_copy, dw_copy, *chain_copies)
+    probe = tune.timing_input(shape, channels_last=True, grad=True)
+
+    def finish(out: Tensor) -> None:
+        out.backward(torch.ones_like(out))
+        probe.grad = None
+        unfolded.zero_grad(set_to_none=True)
+
+    steps: dict[str, Callable[[], None]] = {
+        "native": lambda: finish(normed_depthwise(probe, bn_copy, dw_copy.weight, chain_copies)),
+        "reference": lambda: finish(unfolded._fused_forward(probe, fold=False)),
+    }
+    with torch.enable_grad():
+        return tune.round_robin({form: steps[form] for form in forms})

@@ -1,0 +1,199 @@
+"""A training BatchNorm folded into the depthwise conv after it (igcnas.nn.fold): equal to the modules unfolded
+(values, every gradient, running statistics), deterministic, decided by timing, and unfolded where it cannot run."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from igcnas.nn import _native, _tune_cache, chain_ops, fold, tune
+from igcnas.nn.chain_ops import FusedSequential, fuse_chains
+from igcnas.nn.norm import BatchNormAct2d
+from igcnas.nn.ops import sparse_conv
+
+pytestmark = pytest.mark.usefixtures("at_most_two_threads")
+
+
+@pytest.fixture
+def native(table_forms: None) -> None:
+    """Skip (with the reason) where the kernels cannot be built; the table's forms otherwise."""
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+
+
+def _cl(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def _bn(channels: int, relu: bool) -> BatchNormAct2d:
+    bn = BatchNormAct2d(channels, relu=relu)
+    with torch.no_grad():  # away from the identity, so that a missing scale or shift shows
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    return bn
+
+
+# channels, BN's ReLU, depthwise k, chain layers after the depthwise conv (out, groups, shuffle), input (N, H, W)
+CASES = [
+    (32, False, 3, [], (2, 5, 6)),  # IGCV3: BN alone, then the depthwise conv
+    (24, True, 5, [], (1, 7, 3)),  # a ReLU, k = 5, 24 channels (a vector and a scalar tail with AVX-512)
+    (64, True, 3, [(64, 8, None), (64, 8, 8)], (2, 8, 8)),  # IGCV2: BN + ReLU, depthwise, then the chain
+    (16, False, 7, [(16, 4, 4)], (2, 1, 1)),  # 1x1 images: every tap but the centre reads padding
+]
+
+
+def _reference(x: torch.Tensor, bn: BatchNormAct2d, dw: torch.Tensor,
+               chain: list[tuple[torch.Tensor, int, int | None]]) -> torch.Tensor:
+    """The same ops in float64 with PyTorch's functions (batch statistics, zero padding of the normalised input)."""
+    y = F.batch_norm(x, None, None, bn.weight.double(), bn.bias.double(), training=True, eps=bn.eps)
+    y = torch.relu(y) if bn.relu else y
+    y = F.conv2d(y, dw, padding=dw.shape[2] // 2, groups=x.shape[1])
+    for weight, groups, shuffle in chain:
+        if shuffle:
+            n, c, h, w = y.shape
+            y = y.reshape(n, shuffle, c // shuffle, h, w).transpose(1, 2).reshape(n, c, h, w)
+        y = F.conv2d(y, weight, groups=groups)
+    return y
+
+
+@pytest.mark.parametrize(("channels", "relu", "k", "layers", "shape"), CASES)
+def test_folded_op_equals_the_float64_reference(native, channels, relu, k, layers, shape) -> None:
+    torch.manual_seed(0)
+    bn = _bn(channels, relu)
+    dw = sparse_conv(channels, channels, k, groups=channels, impl="fast")
+    convs, width = [], channels
+    for out, groups, shuffle in layers:
+        convs.append(sparse_conv(width, out, 1, groups=groups, shuffle_groups=shuffle, impl="fast"))
+        width = out
+    n, h, w = shape
+    x = _cl(torch.randn(n, channels, h, w)).requires_grad_(True)
+    dy = torch.randn(n, width, h, w)
+    y = fold.normed_depthwise(x, bn, dw.weight, convs)
+    y.backward(dy)
+    params = [bn.weight, bn.bias, dw.weight, *(c.weight for c in convs)]
+    got = [y, x.grad, *(p.grad for p in params)]
+    x64 = x.detach().double().requires_grad_(True)
+    ref_params = [p.detach().double().requires_grad_(True) for p in params]
+    ref_bn = _bn(channels, relu).double()
+    ref_bn.weight, ref_bn.bias = nn.Parameter(ref_params[0]), nn.Parameter(ref_params[1])
+    chain = [(p, c.spec.groups, c.spec.shuffle_groups if c.spec.has_shuffle else None)
+             for p, c in zip(ref_params[3:], convs, strict=True)]
+    ref = _reference(x64, ref_bn, ref_params[2], chain)
+    ref.backward(dy.double())
+    want = [ref, x64.grad, ref_bn.weight.grad, ref_bn.bias.grad, *(p.grad for p in ref_params[2:])]
+    for a, b in zip(got, want, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a.detach().double(), b, rtol=1e-4, atol=1e-4 * max(1.0, float(b.abs().max())))
+    # the running statistics: as nn.BatchNorm2d's update from this batch
+    check = nn.BatchNorm2d(channels).double().train()
+    check(x64.detach())
+    assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
+    torch.testing.assert_close(bn.running_mean.double(), check.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var.double(), check.running_var, rtol=1e-5, atol=1e-6)
+    assert int(bn.num_batches_tracked) == 1
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fold.normed_depthwise(x[:1, :, :1, :1], bn, dw.weight, convs)
+    # deterministic for a thread count
+    again = fold.normed_depthwise(x.detach(), copy.deepcopy(bn), dw.weight, convs)
+    assert torch.equal(again, y)
+
+
+def _block(relu: bool, chain: bool) -> list[nn.Module]:
+    modules: list[nn.Module] = [sparse_conv(32, 32, 1, groups=2, impl="fast"), _bn(32, relu),
+                                sparse_conv(32, 32, 3, groups=32, impl="fast")]
+    if chain:
+        modules += [sparse_conv(32, 32, 1, groups=4, impl="fast"), sparse_conv(32, 32, 1, groups=4, shuffle_groups=4,
+                                                                               impl="fast")]
+    return modules + [_bn(32, False)]
+
+
+@pytest.mark.parametrize(("relu", "chain"), [(False, False), (True, True)])
+def test_a_sequence_folds_where_measured_faster_and_equals_it_unfolded(
+    native, monkeypatch: pytest.MonkeyPatch, relu: bool, chain: bool
+) -> None:
+    torch.manual_seed(0)
+    seq = fuse_chains(nn.Sequential(*_block(relu, chain)))
+    assert isinstance(seq, FusedSequential)  # a fold candidate alone makes it fused
+    unfolded = copy.deepcopy(seq)
+    folds: list[int] = []
+    real = fold.normed_depthwise
+    monkeypatch.setattr(chain_ops, "normed_depthwise", lambda *a: folds.append(len(a[3])) or real(*a))
+    x = _cl(torch.randn(2, 32, 6, 6)).requires_grad_(True)
+    monkeypatch.setattr(chain_ops, "fold_form", lambda *a: "reference")
+    ref = unfolded(x)
+    ref.square().sum().backward()
+    ref_grads = [x.grad, *(p.grad for p in unfolded.parameters())]
+    assert folds == []
+    x.grad = None
+    monkeypatch.setattr(chain_ops, "fold_form", lambda *a: "native")
+    out = seq(x)
+    out.square().sum().backward()
+    assert folds == [2 if chain else 0]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    for a, b in zip([x.grad, *(p.grad for p in seq.parameters())], ref_grads, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * max(1.0, float(b.abs().max())))
+    for a, b in zip(seq.buffers(), unfolded.buffers(), strict=True):
+        torch.testing.assert_close(a, b)
+    # eval mode, NCHW input, a hook: the modules one after the other (the fold is never asked)
+    monkeypatch.setattr(chain_ops, "fold_form", lambda *a: pytest.fail("asked to fold"))
+    seq.eval()
+    seq(x)
+    seq.train()
+    FusedSequential(seq[1], seq[2])(x.detach().contiguous())  # the BatchNorm's own input in NCHW
+    handle = seq[1].register_forward_hook(lambda *a: None)
+    seq(x)
+    handle.remove()
+
+
+@pytest.mark.parametrize("folded_faster", [True, False])
+def test_the_fold_is_decided_by_timing_it_against_the_modules_unfolded(
+    folded_faster: bool, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))  # a fresh machine's cache
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    monkeypatch.setattr(tune, "_memory", {})
+    _tune_cache._loaded.clear()
+    timed: list[list[str]] = []
+
+    def fake(shape, bn, depthwise, chain, *, forms):  # type: ignore[no-untyped-def]
+        assert isinstance(bn, BatchNormAct2d) and depthwise.spec.kind == "DW" and chain == []
+        timed.append(sorted(forms))
+        return {"native": 1.0 if folded_faster else 2.0, "reference": 1.5}
+
+    monkeypatch.setattr(fold, "_time_fold", fake)
+    seq = fuse_chains(nn.Sequential(*_block(False, False)))
+    x = _cl(torch.randn(2, 32, 6, 6)).requires_grad_(True)
+    for _ in range(3):  # measured once, then the memo and the cache answer
+        seq(x).sum().backward()
+    assert timed == [["native", "reference"]]
+    (text,) = [t for t in tune.choices() if ">DW" in t]
+    assert text == f"BN>DW k3 32 6x6 float32 t{torch.get_num_threads()} train cl"
+    assert tune.last_forms(seq)["train"].get("BN>DW fold") == ("native" if folded_faster else None)
+    tune._forget()
+    _tune_cache._loaded.clear()
+
+
+def test_the_real_timing_settles_the_unfolded_forms_without_deadlock(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path) -> None:
+    """Timing the unfolded modules makes their own choices inside the fold's decision (a reentrant lock)."""
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    monkeypatch.setattr(tune, "_memory", {})
+    _tune_cache._loaded.clear()
+    seq = fuse_chains(nn.Sequential(*_block(True, True)))
+    x = _cl(torch.randn(2, 32, 4, 4)).requires_grad_(True)
+    seq(x).sum().backward()
+    texts = list(tune.choices())
+    assert any(t.startswith("BN+ReLU>DW k3 32 4x4") for t in texts)
+    assert any(t.startswith("BN+ReLU 32 4x4") for t in texts)  # the BatchNorm's own form, decided inside
+    tune._forget()
+    _tune_cache._loaded.clear()
