@@ -338,9 +338,9 @@ def _chain_layout(chans: tuple[int, ...], groups: tuple[int, ...], shuffles: tup
 
 
 class DepthwiseArgs(ctypes.Structure):
-    """The depthwise conv in front of a fused chain, as ``_csrc/pw_chain.c``'s ``dw_args`` (keep the two in step):
-    its weight, the optional BatchNorm scale and shift its input is read through (``aff``: scale[C] then
-    shift[C], e.g. a :class:`~igcnas.nn.norm.BatchNormAct2d`'s coefficients) with ``relu``, and the image size."""
+    """What a fused chain reads its input through, as ``_csrc/pw_chain.c``'s ``dw_args`` (keep the two in step):
+    a depthwise conv's weight (or NULL), the optional BatchNorm scale and shift (``aff``: scale[C] then shift[C],
+    a :class:`~igcnas.nn.norm.BatchNormAct2d`'s coefficients) with ``relu``, and the image size."""
 
     _fields_ = [("w", ctypes.c_void_p), ("aff", ctypes.c_void_p), ("k", ctypes.c_int64), ("height", ctypes.c_int64),
                 ("width", ctypes.c_int64), ("relu", ctypes.c_int64)]
@@ -348,12 +348,12 @@ class DepthwiseArgs(ctypes.Structure):
 
 def depthwise_args(depthwise: Tensor | None, x: Tensor, affine: Tensor | None = None,
                    relu: bool = False) -> DepthwiseArgs | None:
-    """The chain kernels' prefix argument for ``depthwise`` on ``x`` (None: no prefix); the tensors must outlive
-    the call."""
-    if depthwise is None:
+    """The chain kernels' input argument for ``depthwise`` and/or ``affine`` on ``x`` (None: neither); the tensors
+    must outlive the call."""
+    if depthwise is None and affine is None:
         return None
-    return DepthwiseArgs(data_ptr(depthwise), data_ptr(affine), int(depthwise.shape[2]), int(x.shape[2]),
-                         int(x.shape[3]), int(relu))
+    k = 0 if depthwise is None else int(depthwise.shape[2])
+    return DepthwiseArgs(data_ptr(depthwise), data_ptr(affine), k, int(x.shape[2]), int(x.shape[3]), int(relu))
 
 
 def args_pointer(args: DepthwiseArgs | None) -> int | None:
@@ -367,8 +367,8 @@ def chain_forward(
 ) -> Tensor:
     """The fused kernels' forward, without autograd: the grouped 1x1 convs ``weights`` (none: the depthwise conv
     alone) on ``x``, or on ``depthwise``'s output when given; with ``affine`` (scale[C] then shift[C], e.g.
-    :func:`~igcnas.nn.norm.batch_coefficients`) the depthwise conv reads ``x * scale + shift`` (through a ReLU
-    with ``relu``). ``x`` channels_last float32; output channels_last."""
+    :func:`~igcnas.nn.norm.batch_coefficients`) the first conv reads ``x * scale + shift`` (through a ReLU with
+    ``relu``). ``x`` channels_last float32; output channels_last."""
     lib = library()
     assert lib is not None
     n, c, h, wd = x.shape

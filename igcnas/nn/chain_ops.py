@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native, tune
-from igcnas.nn.fold import fold_form, foldable, normed_depthwise
+from igcnas.nn.fold import fold_form, foldable, normed
 from igcnas.nn.norm import BatchNormAct2d
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
@@ -315,13 +315,15 @@ def _prefix_now(x: Tensor, depthwise: FastSparseConv2d, convs: Sequence[FastSpar
     return _fusable_now(x, convs) and prefix_form(x, depthwise, convs) == "native"
 
 
-def _fold_now(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d, chain: Sequence[FastSparseConv2d]) -> bool:
-    """Whether ``bn`` folds into ``depthwise`` (and ``chain``) for this input: ``bn`` would take its native
-    training path on it, the depthwise weight is float32 on the CPU, and :func:`~igcnas.nn.fold.fold_form`
+def _fold_now(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
+              chain: Sequence[FastSparseConv2d]) -> bool:
+    """Whether ``bn`` folds into ``depthwise`` and/or ``chain`` for this input: ``bn`` would take its native
+    training path on it, the convs' weights are float32 on the CPU, and :func:`~igcnas.nn.fold.fold_form`
     measured the fold faster."""
-    weight = depthwise.weight
-    return (not torch.is_inference_mode_enabled() and bn.native_usable(x) and weight.device.type == "cpu"
-            and weight.dtype == torch.float32 and fold_form(x, bn, depthwise, chain) == "native")
+    weights = [conv.weight for conv in ([] if depthwise is None else [depthwise]) + list(chain)]
+    return (not torch.is_inference_mode_enabled() and bn.native_usable(x)
+            and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights)
+            and fold_form(x, bn, depthwise, chain) == "native")
 
 
 def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:
@@ -376,14 +378,19 @@ class FusedSequential(nn.Sequential):
         prefixes = {} if not usable else {id(dw): run for dw, run in chain_prefixes(modules)}
         index = 0
         while index < len(modules):
-            if fold and usable and index + 1 < len(modules) and foldable(modules[index], modules[index + 1]):
-                bn, dw = modules[index], modules[index + 1]
-                chain = prefixes.get(id(dw), [])
-                if chain and not _fusable_now(x, chain):
-                    chain = []
+            following = _past_identities(modules, index + 1)
+            if fold and usable and following < len(modules) and foldable(modules[index], modules[following]):
+                bn, after = modules[index], modules[following]
+                dw: FastSparseConv2d | None = after if prefix_member(after) else None  # type: ignore[assignment]
+                if dw is not None:  # the depthwise conv, with the chain after it where that is fused
+                    chain = prefixes.get(id(dw), [])
+                    if chain and not _fusable_now(x, chain):
+                        chain = []
+                else:  # the run of 1x1 convs, or the one
+                    chain = runs.get(id(after), [after])  # type: ignore[list-item]
                 if _fold_now(x, bn, dw, chain):  # type: ignore[arg-type]
-                    x = normed_depthwise(x, bn, dw.weight, chain)  # type: ignore[arg-type]
-                    index += 2 + len(chain)
+                    x = normed(x, bn, depthwise=None if dw is None else dw.weight, chain=chain)  # type: ignore[arg-type]
+                    index = following + (dw is not None) + len(chain)
                     continue
             run = prefixes.get(id(modules[index]))
             if run is not None and _prefix_now(x, modules[index], run):  # type: ignore[arg-type]
@@ -404,6 +411,14 @@ class FusedSequential(nn.Sequential):
         return x
 
 
+def _past_identities(modules: Sequence[nn.Module], index: int) -> int:
+    """The index of the first module from ``index`` on that is not an unhooked ``nn.Identity`` (a placeholder,
+    e.g. the ReLU slot of a fused BN + ReLU), ``len(modules)`` if none."""
+    while index < len(modules) and isinstance(modules[index], nn.Identity) and not hooked(modules[index]):
+        index += 1
+    return index
+
+
 def fuse_chains(sequential: nn.Sequential) -> nn.Sequential:
     """``sequential`` as a :class:`FusedSequential` (same children and names) if it has a fusable run or a
     BatchNorm that can fold into the depthwise conv after it (:func:`~igcnas.nn.fold.foldable`), else itself.
@@ -414,7 +429,8 @@ def fuse_chains(sequential: nn.Sequential) -> nn.Sequential:
         <class 'igcnas.nn.chain_ops.FusedSequential'>
     """
     modules = list(sequential)
-    folds = any(foldable(a, b) for a, b in zip(modules, modules[1:], strict=False))
+    folds = any(foldable(module, modules[_past_identities(modules, index + 1)])
+                for index, module in enumerate(modules) if _past_identities(modules, index + 1) < len(modules))
     if isinstance(sequential, FusedSequential) or not (chain_runs(modules) or folds):
         return sequential
     return FusedSequential(OrderedDict(sequential._modules))

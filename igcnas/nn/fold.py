@@ -1,13 +1,14 @@
-"""A training BatchNorm folded into the depthwise conv that reads its output (and into the chain after that conv).
+"""A training BatchNorm folded into the native conv that reads its output: a depthwise conv (and the chain of
+grouped 1x1 convs after it), or a run of grouped 1x1 convs.
 
-IGCV3's expand conv is followed by a BatchNorm and then the depthwise conv; an IGCV2 unit's chain by a BatchNorm +
-ReLU and then the next unit's depthwise conv, which runs fused with the chain after it
-(:mod:`igcnas.nn.chain_ops`). Run one after the other, the BatchNorm's normalising pass reads the activation and
-writes it again, and the depthwise conv reads that copy. Folded (:func:`normed_depthwise`), the BatchNorm's
-statistics pass runs as before, and the depthwise conv reads the BatchNorm's *input*, applying the per-channel
-scale and shift (and the ReLU) as it loads each value: the normalised tensor is never written. The backward
-recomputes it in the same way for the depthwise conv's weight gradient, writes the gradient of the normalised
-tensor, and runs the BatchNorm's backward on it (``_csrc/dw_conv.c``, ``_csrc/pw_chain.c``, ``_csrc/bn_act.c``).
+IGCV3's expand conv is followed by a BatchNorm and then the depthwise conv, and its BatchNorm + ReLU by the
+project conv; an IGCV2 unit's chain by a BatchNorm + ReLU and then the next unit's depthwise conv, which runs fused
+with the chain after it (:mod:`igcnas.nn.chain_ops`). Run one after the other, the BatchNorm's normalising pass
+reads the activation and writes it again, and the conv reads that copy. Folded (:func:`normed`), the BatchNorm's
+statistics pass runs as before, and the conv reads the BatchNorm's *input*, applying the per-channel scale and
+shift (and the ReLU) as it loads each value: the normalised tensor is never written. The backward recomputes it in
+the same way for the conv's weight gradient, writes the gradient of the normalised tensor, and runs the
+BatchNorm's backward on it (``_csrc/dw_conv.c``, ``_csrc/pw_chain.c``, ``_csrc/bn_act.c``).
 
 Whether a pair is folded is measured per signature, as the chains are (:func:`fold_form`); the running statistics
 are updated as the BatchNorm itself updates them. Everywhere the BatchNorm would not take its native training path
@@ -21,7 +22,7 @@ Example:
     >>> ref = torch.nn.functional.conv2d(torch.relu(torch.nn.functional.batch_norm(
     ...     x, None, None, bn.weight, bn.bias, training=True)), dw, padding=1, groups=16)
     >>> from igcnas.nn import _native
-    >>> ok = not _native.native_available() or torch.allclose(normed_depthwise(x, bn, dw), ref, atol=1e-4)
+    >>> ok = not _native.native_available() or torch.allclose(normed(x, bn, depthwise=dw), ref, atol=1e-4)
     >>> ok
     True
 """
@@ -40,16 +41,17 @@ from igcnas.nn.norm import BatchNormAct2d, batch_coefficients, batch_norm_backwa
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan
 
-__all__ = ["fold_form", "foldable", "normed_depthwise"]
+__all__ = ["fold_form", "foldable", "normed"]
 
 
-class _NormedDepthwise(torch.autograd.Function):
-    """``chain(dw(act(bn(x))))``: a training BatchNorm (+ ReLU) read by a depthwise conv, then 0 or more grouped
-    1x1 convs, the normalised tensor never written (see :func:`normed_depthwise`)."""
+class _Normed(torch.autograd.Function):
+    """``chain(dw(act(bn(x))))``: a training BatchNorm (+ ReLU) read by a depthwise conv (or none), then grouped 1x1
+    convs (at least one without the depthwise conv), the normalised tensor never written (see :func:`normed`)."""
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool, depthwise: Tensor,
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool,
+        depthwise: Tensor | None,
         groups: tuple[int, ...], shuffles: tuple[int, ...], *weights: Tensor,
     ) -> tuple[Tensor, Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -80,46 +82,52 @@ class _NormedDepthwise(torch.autograd.Function):
         return (dx, grad_gamma, grad_beta, None, None, grad_dw, None, None, *grad_ws)
 
 
-def normed_depthwise(x: Tensor, bn: BatchNormAct2d, depthwise: Tensor,
-                     chain: Sequence[FastSparseConv2d] = ()) -> Tensor:
-    """``chain(conv2d(bn(x), depthwise, groups=C))`` for a training :class:`~igcnas.nn.norm.BatchNormAct2d`
-    (its ReLU included), with ``bn``'s running statistics updated as its own forward updates them.
+def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
+           chain: Sequence[FastSparseConv2d] = ()) -> Tensor:
+    """``chain(conv2d(bn(x), depthwise, groups=C))`` (without ``depthwise``: ``chain(bn(x))``) for a training
+    :class:`~igcnas.nn.norm.BatchNormAct2d` (its ReLU included), with ``bn``'s running statistics updated as its own
+    forward updates them.
 
     ``x``: channels_last float32 CPU; ``depthwise``: a ``(C, 1, k, k)`` weight, stride 1, padding ``k // 2``;
-    ``chain``: grouped 1x1 convs run fused after it (:func:`igcnas.nn._native.pointwise_chain`). Differentiable
-    in ``x``, the BatchNorm's weight and bias, ``depthwise`` and the chain's weights. Requires the native kernels.
+    ``chain``: grouped 1x1 convs run fused (:func:`igcnas.nn._native.pointwise_chain`). Differentiable in ``x``,
+    the BatchNorm's weight and bias, ``depthwise`` and the chain's weights. Requires the native kernels.
     """
     if x.dim() != 4 or x.shape[0] * x.shape[2] * x.shape[3] <= 1:
-        raise ValueError(f"normed_depthwise: a training BatchNorm needs more than 1 value per channel, got input "
-                         f"size {tuple(x.shape)}")
-    out, coef = _NormedDepthwise.apply(
+        raise ValueError(f"normed: a training BatchNorm needs more than 1 value per channel, got input size "
+                         f"{tuple(x.shape)}")
+    if depthwise is None and not chain:
+        raise ValueError("normed: give the depthwise conv, the 1x1 convs after the BatchNorm, or both")
+    out, coef = _Normed.apply(
         x, bn.weight, bn.bias, bn.eps, bn.relu, depthwise, tuple(c.spec.groups for c in chain),
         tuple(c.spec.shuffle_groups for c in chain), *(c.weight for c in chain))
     bn._update_running_stats(coef)
     return out
 
 
-def foldable(bn: Any, depthwise: Any) -> bool:
-    """Whether ``bn`` and the ``depthwise`` conv after it can fold: a :class:`BatchNormAct2d` tracking running
-    statistics and a fast stride-1 unshuffled depthwise conv (3, 5 or 7) on its channels, neither hooked."""
-    from igcnas.nn.chain_ops import hooked, prefix_member
+def foldable(bn: Any, conv: Any) -> bool:
+    """Whether ``bn`` and the ``conv`` after it can fold: a :class:`BatchNormAct2d` tracking running statistics and,
+    on its channels, a fast stride-1 unshuffled depthwise conv (3, 5 or 7) or a grouped 1x1 conv the native kernels
+    run (:func:`~igcnas.nn.chain_ops.chain_member`), neither hooked."""
+    from igcnas.nn.chain_ops import chain_member, hooked, prefix_member
 
-    return (isinstance(bn, BatchNormAct2d) and isinstance(depthwise, FastSparseConv2d) and prefix_member(depthwise)
-            and bn.track_running_stats and depthwise.spec.in_channels == bn.num_features
-            and not hooked(bn) and not hooked(depthwise))
+    return (isinstance(bn, BatchNormAct2d) and isinstance(conv, FastSparseConv2d)
+            and (prefix_member(conv) or chain_member(conv)) and bn.track_running_stats
+            and conv.spec.in_channels == bn.num_features and not hooked(bn) and not hooked(conv))
 
 
-def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d, chain: Sequence[FastSparseConv2d]) -> str:
-    """``native`` (``bn`` folded into ``depthwise`` and the fused ``chain`` after it) or ``reference`` (the
-    modules one after the other, as they run unfolded) for the training input ``x``, which ``bn`` takes natively.
+def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
+              chain: Sequence[FastSparseConv2d]) -> str:
+    """``native`` (``bn`` folded into ``depthwise`` and the fused ``chain`` after it, or into ``chain`` alone) or
+    ``reference`` (the modules one after the other, as they run unfolded) for the training input ``x``.
 
-    Timed against each other once per signature (``BN+ReLU>DW k3 64 32x32 float32 t2 train cl`` plus the chain's
-    ``CHAIN`` signature) and cached with the convs' forms; the prior, kept unless the other is faster by
+    Timed against each other once per signature (``BN+ReLU>DW k3 64 32x32 float32 t2 train cl``, with `` >
+    CHAIN`` and the chain's signature after, or ``BN+ReLU>CHAIN ...`` without the depthwise conv) and cached with
+    the convs' forms; the prior, kept unless the other is faster by
     :data:`~igcnas.nn.tune.MARGIN` (and with tuning off), is ``reference``. Memoised per BatchNorm and input
     signature.
     """
     threads = torch.get_num_threads()
-    key = (len(chain), tuple(x.shape), threads)
+    key = (depthwise is None, len(chain), tuple(x.shape), threads)
     found: ConvPlan | None = tune.memo_lookup(bn, "_fold_memo", key)
     if found is None:
         prior = ConvPlan("reference", True, "table: the BatchNorm runs alone")
@@ -127,14 +135,16 @@ def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d, chain:
             return prior.form
         from igcnas.nn.chain_ops import chain_signature
 
-        text = (f"{'BN+ReLU' if bn.relu else 'BN'}>DW k{depthwise.spec.kernel_size} {x.shape[1]} "
-                f"{x.shape[2]}x{x.shape[3]} float32 t{threads} train cl")
+        text = f"{'BN+ReLU' if bn.relu else 'BN'}>"
+        if depthwise is not None:
+            text += (f"DW k{depthwise.spec.kernel_size} {x.shape[1]} {x.shape[2]}x{x.shape[3]} float32 t{threads} "
+                     f"train cl{' > ' if chain else ''}")
         if chain:
-            text += f" > CHAIN {chain_signature(x, chain, grad=True, channels_last=True, threads=threads)}"
+            text += f"CHAIN {chain_signature(x, chain, grad=True, channels_last=True, threads=threads)}"
 
         def candidates() -> list[ConvPlan]:
             return [ConvPlan("reference", True, "measured: the BatchNorm alone, then the convs"),
-                    ConvPlan("native", True, "measured: the BatchNorm folded into the depthwise conv")]
+                    ConvPlan("native", True, "measured: the BatchNorm folded into the conv after it")]
 
         def seconds(forms: list[ConvPlan]) -> dict[str, float]:
             return _time_fold(tuple(x.shape), bn, depthwise, chain, forms=[tune.label(p) for p in forms])
@@ -142,20 +152,20 @@ def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d, chain:
         found = tune.decide(text, threads=threads, prior=prior, plans=candidates, seconds=seconds)
         tune.memo_store(bn, "_fold_memo", key, found)
     if found.form == "native":
-        tune.note_form(bn, mode="train", kind="BN>DW fold", plan=found)
+        tune.note_form(bn, mode="train", kind="BN>DW fold" if depthwise is not None else "BN>PWG fold", plan=found)
     return found.form
 
 
-def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparseConv2d,
+def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
                chain: Sequence[FastSparseConv2d], *, forms: list[str]) -> dict[str, float]:
     """Median seconds of a training step of the folded op (``native``) and of the modules unfolded
     (``reference``, each in its own measured form), on copies of the modules and a random input of ``shape``."""
     from igcnas.nn.chain_ops import FusedSequential
 
     bn_copy = BatchNormAct2d(bn.num_features, relu=bn.relu, eps=bn.eps, momentum=bn.momentum)
-    dw_copy = FastSparseConv2d(depthwise.spec, impl="fast")
+    dw_copy = None if depthwise is None else FastSparseConv2d(depthwise.spec, impl="fast")
     chain_copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in chain]
-    unfolded = FusedSequential(bn_copy, dw_copy, *chain_copies)
+    unfolded = FusedSequential(bn_copy, *([] if dw_copy is None else [dw_copy]), *chain_copies)
     probe = tune.timing_input(shape, channels_last=True, grad=True)
 
     def finish(out: Tensor) -> None:
@@ -164,7 +174,8 @@ def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparse
         unfolded.zero_grad(set_to_none=True)
 
     steps: dict[str, Callable[[], None]] = {
-        "native": lambda: finish(normed_depthwise(probe, bn_copy, dw_copy.weight, chain_copies)),
+        "native": lambda: finish(normed(probe, bn_copy, depthwise=None if dw_copy is None else dw_copy.weight,
+                                        chain=chain_copies)),
         "reference": lambda: finish(unfolded._fused_forward(probe, fold=False)),
     }
     with torch.enable_grad():

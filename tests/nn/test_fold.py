@@ -1,4 +1,4 @@
-"""A training BatchNorm folded into the depthwise conv after it (igcnas.nn.fold): equal to the modules unfolded
+"""A training BatchNorm folded into the native conv after it (igcnas.nn.fold): equal to the modules unfolded
 (values, every gradient, running statistics), deterministic, decided by timing, and unfolded where it cannot run."""
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ def _bn(channels: int, relu: bool) -> BatchNormAct2d:
     return bn
 
 
-# channels, BN's ReLU, depthwise k, chain layers after the depthwise conv (out, groups, shuffle), input (N, H, W)
+# channels, BN's ReLU, depthwise k (0: none), 1x1 layers after it (out, groups, shuffle), input (N, H, W)
 CASES = [
+    (192, True, 0, [(32, 2, 2)], (2, 5, 5)),  # IGCV3's project conv reads BN + ReLU; partial tiles
+    (48, False, 0, [(48, 6, None), (48, 8, 6)], (1, 3, 7)),  # a BN read by a chain of two
     (32, False, 3, [], (2, 5, 6)),  # IGCV3: BN alone, then the depthwise conv
     (24, True, 5, [], (1, 7, 3)),  # a ReLU, k = 5, 24 channels (a vector and a scalar tail with AVX-512)
     (64, True, 3, [(64, 8, None), (64, 8, 8)], (2, 8, 8)),  # IGCV2: BN + ReLU, depthwise, then the chain
@@ -46,12 +48,13 @@ CASES = [
 ]
 
 
-def _reference(x: torch.Tensor, bn: BatchNormAct2d, dw: torch.Tensor,
+def _reference(x: torch.Tensor, bn: BatchNormAct2d, dw: torch.Tensor | None,
                chain: list[tuple[torch.Tensor, int, int | None]]) -> torch.Tensor:
     """The same ops in float64 with PyTorch's functions (batch statistics, zero padding of the normalised input)."""
     y = F.batch_norm(x, None, None, bn.weight.double(), bn.bias.double(), training=True, eps=bn.eps)
     y = torch.relu(y) if bn.relu else y
-    y = F.conv2d(y, dw, padding=dw.shape[2] // 2, groups=x.shape[1])
+    if dw is not None:
+        y = F.conv2d(y, dw, padding=dw.shape[2] // 2, groups=x.shape[1])
     for weight, groups, shuffle in chain:
         if shuffle:
             n, c, h, w = y.shape
@@ -64,7 +67,7 @@ def _reference(x: torch.Tensor, bn: BatchNormAct2d, dw: torch.Tensor,
 def test_folded_op_equals_the_float64_reference(native, channels, relu, k, layers, shape) -> None:
     torch.manual_seed(0)
     bn = _bn(channels, relu)
-    dw = sparse_conv(channels, channels, k, groups=channels, impl="fast")
+    dw = sparse_conv(channels, channels, k, groups=channels, impl="fast") if k else None
     convs, width = [], channels
     for out, groups, shuffle in layers:
         convs.append(sparse_conv(width, out, 1, groups=groups, shuffle_groups=shuffle, impl="fast"))
@@ -72,17 +75,18 @@ def test_folded_op_equals_the_float64_reference(native, channels, relu, k, layer
     n, h, w = shape
     x = _cl(torch.randn(n, channels, h, w)).requires_grad_(True)
     dy = torch.randn(n, width, h, w)
-    y = fold.normed_depthwise(x, bn, dw.weight, convs)
+    y = fold.normed(x, bn, depthwise=None if dw is None else dw.weight, chain=convs)
     y.backward(dy)
-    params = [bn.weight, bn.bias, dw.weight, *(c.weight for c in convs)]
+    params = [bn.weight, bn.bias, *([] if dw is None else [dw.weight]), *(c.weight for c in convs)]
     got = [y, x.grad, *(p.grad for p in params)]
     x64 = x.detach().double().requires_grad_(True)
     ref_params = [p.detach().double().requires_grad_(True) for p in params]
     ref_bn = _bn(channels, relu).double()
     ref_bn.weight, ref_bn.bias = nn.Parameter(ref_params[0]), nn.Parameter(ref_params[1])
+    first = 2 if dw is None else 3
     chain = [(p, c.spec.groups, c.spec.shuffle_groups if c.spec.has_shuffle else None)
-             for p, c in zip(ref_params[3:], convs, strict=True)]
-    ref = _reference(x64, ref_bn, ref_params[2], chain)
+             for p, c in zip(ref_params[first:], convs, strict=True)]
+    ref = _reference(x64, ref_bn, None if dw is None else ref_params[2], chain)
     ref.backward(dy.double())
     want = [ref, x64.grad, ref_bn.weight.grad, ref_bn.bias.grad, *(p.grad for p in ref_params[2:])]
     for a, b in zip(got, want, strict=True):
@@ -96,9 +100,9 @@ def test_folded_op_equals_the_float64_reference(native, channels, relu, k, layer
     torch.testing.assert_close(bn.running_var.double(), check.running_var, rtol=1e-5, atol=1e-6)
     assert int(bn.num_batches_tracked) == 1
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        fold.normed_depthwise(x[:1, :, :1, :1], bn, dw.weight, convs)
+        fold.normed(x[:1, :, :1, :1], bn, depthwise=None if dw is None else dw.weight, chain=convs)
     # deterministic for a thread count
-    again = fold.normed_depthwise(x.detach(), copy.deepcopy(bn), dw.weight, convs)
+    again = fold.normed(x.detach(), copy.deepcopy(bn), depthwise=None if dw is None else dw.weight, chain=convs)
     assert torch.equal(again, y)
 
 
@@ -120,8 +124,9 @@ def test_a_sequence_folds_where_measured_faster_and_equals_it_unfolded(
     assert isinstance(seq, FusedSequential)  # a fold candidate alone makes it fused
     unfolded = copy.deepcopy(seq)
     folds: list[int] = []
-    real = fold.normed_depthwise
-    monkeypatch.setattr(chain_ops, "normed_depthwise", lambda *a: folds.append(len(a[3])) or real(*a))
+    real = fold.normed
+    monkeypatch.setattr(chain_ops, "normed",
+                        lambda *a, **kw: folds.append((kw["depthwise"] is not None, len(kw["chain"]))) or real(*a, **kw))
     x = _cl(torch.randn(2, 32, 6, 6)).requires_grad_(True)
     monkeypatch.setattr(chain_ops, "fold_form", lambda *a: "reference")
     ref = unfolded(x)
@@ -132,7 +137,8 @@ def test_a_sequence_folds_where_measured_faster_and_equals_it_unfolded(
     monkeypatch.setattr(chain_ops, "fold_form", lambda *a: "native")
     out = seq(x)
     out.square().sum().backward()
-    assert folds == [2 if chain else 0]
+    # the BN after the expand conv into the depthwise conv (and its chain); the second BN into nothing (last)
+    assert folds == [(True, 2 if chain else 0)]
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     for a, b in zip([x.grad, *(p.grad for p in seq.parameters())], ref_grads, strict=True):
         assert a is not None and b is not None
@@ -197,3 +203,26 @@ def test_the_real_timing_settles_the_unfolded_forms_without_deadlock(monkeypatch
     assert any(t.startswith("BN+ReLU 32 4x4") for t in texts)  # the BatchNorm's own form, decided inside
     tune._forget()
     _tune_cache._loaded.clear()
+
+
+def test_an_igcv3_block_folds_both_batchnorms_into_the_convs_after_them(native, monkeypatch) -> None:
+    from igcnas.bench.ops_blocks import igcv3_d_block
+
+    torch.manual_seed(0)
+    naive, block = igcv3_d_block(impl="naive"), igcv3_d_block()
+    block.load_state_dict(naive.state_dict())
+    folds: list[tuple[bool, int]] = []
+    real = fold.normed
+    monkeypatch.setattr(chain_ops, "normed",
+                        lambda *a, **kw: folds.append((kw["depthwise"] is not None, len(kw["chain"]))) or real(*a, **kw))
+    monkeypatch.setattr(chain_ops, "fold_form", lambda *a: "native")
+    x = torch.randn(2, 32, 6, 6)
+    out, ref = block(_cl(x)), naive(x)
+    assert folds == [(True, 0), (False, 1)]  # expand's BN into the depthwise conv, BN + ReLU into the project conv
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for (name, a), b in zip(block.named_parameters(), naive.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3 * max(1.0, float(b.grad.abs().max())),
+                                   msg=name)

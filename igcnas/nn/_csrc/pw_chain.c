@@ -8,8 +8,8 @@
  * (groups[l], Ig, Og).
  *
  * D is the identity, or a depthwise k x k conv (stride 1, padding k / 2; dw_args) of the (N, height, width) image
- * x, optionally reading x through a BatchNorm's scale and shift (+ ReLU): its output is computed per span of
- * tiles into a small buffer (dw_span) and never written to memory. The backward recomputes it the same way; the
+ * x; either may read x through a BatchNorm's scale and shift (+ ReLU), applied as each value is loaded. The
+ * depthwise conv's output is computed per span of tiles into a small buffer (dw_span) and never written to memory. The backward recomputes it the same way; the
  * depthwise conv's own gradients are left to dw_backward on the gradient this backward writes (that of D x).
  *
  * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
@@ -110,15 +110,16 @@ static int64_t chain_max_width(const int64_t *chans, int64_t layers) {
     return widest;
 }
 
-/* The depthwise conv in front of a chain, as the caller gives it (igcnas.nn._native.DepthwiseArgs). */
+/* What the chain reads its input through, as the caller gives it (igcnas.nn._native.DepthwiseArgs): a depthwise
+ * conv and/or a BatchNorm's scale and shift. */
 typedef struct {
-    const float *w;      /* (C, 1, k, k) */
+    const float *w;      /* (C, 1, k, k), or NULL: no depthwise conv */
     const float *aff;    /* NULL, or scale[C] then shift[C]: the conv reads x * scale + shift (a BatchNorm) */
     int64_t k, height, width;
     int64_t relu;        /* with aff: and a ReLU after it */
 } dw_args;
 
-/* The same, with the weights tap-major (wt NULL: no prefix). */
+/* The same, with the weights tap-major (wt NULL: no depthwise conv; aff NULL: no BatchNorm). */
 typedef struct {
     const float *wt, *aff;
     int64_t k, height, width;
@@ -131,7 +132,7 @@ static int prefix_of(const dw_args *args, int64_t chans0, float **wt, dw_prefix 
     *wt = NULL;
     *pre = (dw_prefix){NULL, NULL, 0, 0, 0, 0};
     if (!args) return 0;
-    if (!(*wt = dw_tap_major(args->w, chans0, args->k, 0))) return -1;
+    if (args->w && !(*wt = dw_tap_major(args->w, chans0, args->k, 0))) return -1;
     *pre = (dw_prefix){*wt, args->aff, args->k, args->height, args->width, (int)args->relu};
     return 0;
 }
@@ -151,6 +152,8 @@ static void chain_input(const float *x, const dw_prefix *pre, int64_t chans0, co
         const int64_t left = count - (int64_t)t * TILE;
         const int n = (int)(left < 0 ? 0 : (left < TILE ? left : TILE));
         gather_tile(src, chans0, q + (int64_t)t * TILE, n, islot, (float *)(buf + t * stride));
+        /* the BatchNorm on the chain's own input (past the end: shift, times zero gradients in the backward) */
+        if (!pre->wt && pre->aff) map_tile((float *)(buf + t * stride), chans0, islot, pre->aff, pre->relu);
     }
 }
 

@@ -106,4 +106,19 @@ static inline void scatter_tile(float *restrict dst, int64_t c, int64_t p0, int 
     }
 }
 
+/* buf[slot(j)] = buf[slot(j)] * aff[j] + aff[c + j] for the c channels of a gathered tile, through a ReLU when
+ * relu: a BatchNorm (+ ReLU) applied as the tile is read, so that its output is never written. */
+static inline void map_tile(float *restrict buf, int64_t c, const int64_t *restrict slot, const float *restrict aff,
+                            int relu) {
+    typedef float tv __attribute__((vector_size(TILE * 4), aligned(TILE * 4)));
+    typedef int32_t ti __attribute__((vector_size(TILE * 4), aligned(TILE * 4)));
+    const tv zero = {0};
+    for (int64_t j = 0; j < c; ++j) {
+        tv *v = (tv *)(buf + (slot ? slot[j] : j) * TILE);
+        tv y = *v * aff[j] + aff[c + j];
+        if (relu) y = (tv)((ti)y & (ti)(y > zero));
+        *v = y;
+    }
+}
+
 #endif
