@@ -18,12 +18,6 @@ from igcnas.zoo import get_zoo
 pytestmark = pytest.mark.usefixtures("at_most_two_threads")
 
 
-@pytest.fixture
-def native(table_forms: None) -> None:
-    """Skip (with the reason) where the kernel cannot be built; the table's forms (they fuse these chains)."""
-    if not _native.native_available():
-        pytest.skip(f"native kernel {_native.native_status()}")
-
 
 def _cl(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
@@ -187,16 +181,12 @@ def test_zoo_network_gets_chains_with_unchanged_state_dict(native) -> None:
 
 @pytest.mark.parametrize("fused_faster", [True, False])
 def test_fusion_is_decided_by_timing_the_chain_against_its_convs(
-    fused_faster: bool, monkeypatch: pytest.MonkeyPatch, tmp_path
+    fused_faster: bool, monkeypatch: pytest.MonkeyPatch, fresh_tune: None
 ) -> None:
     if not _native.native_available():
         pytest.skip(f"native kernel {_native.native_status()}")
-    from igcnas.nn import _tune_cache, chain_ops, tune
+    from igcnas.nn import chain_ops, tune
 
-    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))  # a fresh machine's cache
-    monkeypatch.setenv("IGCNAS_TUNE", "auto")
-    monkeypatch.setattr(tune, "_memory", {})
-    _tune_cache._loaded.clear()
     timed: list[list[str]] = []
 
     def fake(shape, convs, plans, *, grad, channels_last, forms):  # type: ignore[no-untyped-def]
@@ -216,8 +206,6 @@ def test_fusion_is_decided_by_timing_the_chain_against_its_convs(
     (text,) = [t for t in tune.choices() if t.startswith("CHAIN")]
     assert text == f"CHAIN 64->64->64 g8,8 sh8,1 6x6 float32 t{torch.get_num_threads()} train cl"
     assert tune.last_forms(fast)["train"].get("PWG chain") == ("native" if fused_faster else None)
-    tune._forget()
-    _tune_cache._loaded.clear()
 
 
 def test_a_fresh_module_finds_the_cached_chain_choice_without_copying_activations() -> None:
@@ -308,16 +296,12 @@ def test_depthwise_prefix_partial_gradients_and_bad_weight(native) -> None:
 
 @pytest.mark.parametrize("fused_faster", [True, False])
 def test_depthwise_prefix_is_decided_by_timing_it_against_the_conv_alone(
-    fused_faster: bool, monkeypatch: pytest.MonkeyPatch, tmp_path
+    fused_faster: bool, monkeypatch: pytest.MonkeyPatch, fresh_tune: None
 ) -> None:
     if not _native.native_available():
         pytest.skip(f"native kernel {_native.native_status()}")
-    from igcnas.nn import _tune_cache, tune
+    from igcnas.nn import tune
 
-    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))  # a fresh machine's cache
-    monkeypatch.setenv("IGCNAS_TUNE", "auto")
-    monkeypatch.setattr(tune, "_memory", {})
-    _tune_cache._loaded.clear()
     timed: list[list[str]] = []
 
     def fake(shape, depthwise, own, convs, *, grad, channels_last, forms):  # type: ignore[no-untyped-def]
@@ -338,5 +322,3 @@ def test_depthwise_prefix_is_decided_by_timing_it_against_the_conv_alone(
     (text,) = [t for t in tune.choices() if t.startswith("DWCHAIN")]
     assert text == f"DWCHAIN k3 64->64->64 g8,8 sh1,8 6x6 float32 t{torch.get_num_threads()} train cl"
     assert tune.last_forms(fast)["train"].get("DW+PWG chain") == ("native" if fused_faster else None)
-    tune._forget()
-    _tune_cache._loaded.clear()

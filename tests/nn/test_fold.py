@@ -10,19 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igcnas.nn import _native, _tune_cache, chain_ops, fold, tune
+from igcnas.nn import _native, chain_ops, fold, tune
 from igcnas.nn.chain_ops import FusedSequential, fuse_chains
 from igcnas.nn.norm import BatchNormAct2d
 from igcnas.nn.ops import sparse_conv
 
 pytestmark = pytest.mark.usefixtures("at_most_two_threads")
 
-
-@pytest.fixture
-def native(table_forms: None) -> None:
-    """Skip (with the reason) where the kernels cannot be built; the table's forms otherwise."""
-    if not _native.native_available():
-        pytest.skip(f"native kernel {_native.native_status()}")
 
 
 def _cl(t: torch.Tensor) -> torch.Tensor:
@@ -158,14 +152,10 @@ def test_a_sequence_folds_where_measured_faster_and_equals_it_unfolded(
 
 @pytest.mark.parametrize("folded_faster", [True, False])
 def test_the_fold_is_decided_by_timing_it_against_the_modules_unfolded(
-    folded_faster: bool, monkeypatch: pytest.MonkeyPatch, tmp_path
+    folded_faster: bool, monkeypatch: pytest.MonkeyPatch, fresh_tune: None
 ) -> None:
     if not _native.native_available():
         pytest.skip(f"native kernel {_native.native_status()}")
-    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))  # a fresh machine's cache
-    monkeypatch.setenv("IGCNAS_TUNE", "auto")
-    monkeypatch.setattr(tune, "_memory", {})
-    _tune_cache._loaded.clear()
     timed: list[list[str]] = []
 
     def fake(shape, bn, depthwise, chain, *, forms):  # type: ignore[no-untyped-def]
@@ -182,27 +172,18 @@ def test_the_fold_is_decided_by_timing_it_against_the_modules_unfolded(
     (text,) = [t for t in tune.choices() if ">DW" in t]
     assert text == f"BN>DW k3 32 6x6 float32 t{torch.get_num_threads()} train cl"
     assert tune.last_forms(seq)["train"].get("BN>DW fold") == ("native" if folded_faster else None)
-    tune._forget()
-    _tune_cache._loaded.clear()
 
 
-def test_the_real_timing_settles_the_unfolded_forms_without_deadlock(monkeypatch: pytest.MonkeyPatch,
-                                                                      tmp_path) -> None:
+def test_the_real_timing_settles_the_unfolded_forms_without_deadlock(fresh_tune: None) -> None:
     """Timing the unfolded modules makes their own choices inside the fold's decision (a reentrant lock)."""
     if not _native.native_available():
         pytest.skip(f"native kernel {_native.native_status()}")
-    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))
-    monkeypatch.setenv("IGCNAS_TUNE", "auto")
-    monkeypatch.setattr(tune, "_memory", {})
-    _tune_cache._loaded.clear()
     seq = fuse_chains(nn.Sequential(*_block(True, True)))
     x = _cl(torch.randn(2, 32, 4, 4)).requires_grad_(True)
     seq(x).sum().backward()
     texts = list(tune.choices())
     assert any(t.startswith("BN+ReLU>DW k3 32 4x4") for t in texts)
     assert any(t.startswith("BN+ReLU 32 4x4") for t in texts)  # the BatchNorm's own form, decided inside
-    tune._forget()
-    _tune_cache._loaded.clear()
 
 
 def test_an_igcv3_block_folds_both_batchnorms_into_the_convs_after_them(native, monkeypatch) -> None:
