@@ -167,7 +167,19 @@ class _GroupPointwise(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
-def _check_fit(what: str, weight: Tensor, groups: int, shuffle_groups: int, channels: int) -> None:
+def check_depthwise(what: str, x: Tensor, depthwise: Tensor) -> None:
+    """ValueError unless ``depthwise`` is a float32 CPU ``(C, 1, k, k)`` weight for ``x``'s C channels with k in
+    1, 3, 5, 7 (the depthwise kernels' sizes)."""
+    channels = x.shape[1] if x.dim() == 4 else -1
+    if not (_cpu_float32_4d(x, depthwise) and tuple(depthwise.shape[:2]) == (channels, 1)
+            and depthwise.shape[2] == depthwise.shape[3] and depthwise.shape[2] in (1, 3, 5, 7)):
+        raise ValueError(
+            f"{what}: depthwise must be a float32 CPU ({channels}, 1, k, k) weight with k in 1, 3, 5, 7, "
+            f"got {depthwise.dtype} {tuple(depthwise.shape)} on {depthwise.device}"
+        )
+
+
+def check_fit(what: str, weight: Tensor, groups: int, shuffle_groups: int, channels: int) -> None:
     """ValueError unless ``weight`` with ``groups`` and ``shuffle_groups`` fits ``channels`` input channels."""
     if (
         groups < 1
@@ -209,7 +221,7 @@ def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int 
             f"group_pointwise: needs float32 CPU 4-D x and a 1x1 weight, got x {x.dtype} {tuple(x.shape)} "
             f"on {x.device}, weight {weight.dtype} {tuple(weight.shape)}"
         )
-    _check_fit("group_pointwise: weight", weight, groups, shuffle_groups, x.shape[1])
+    check_fit("group_pointwise: weight", weight, groups, shuffle_groups, x.shape[1])
     out: Tensor = _GroupPointwise.apply(x, weight, groups, shuffle_groups)
     return out
 
@@ -303,7 +315,7 @@ def group_conv(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int = 1, 
             f"group_conv: needs float32 CPU 4-D x and an odd square kernel, got x {x.dtype} {tuple(x.shape)} "
             f"on {x.device}, weight {weight.dtype} {tuple(weight.shape)}, stride {stride}"
         )
-    _check_fit("group_conv: weight", weight, groups, shuffle_groups, x.shape[1])
+    check_fit("group_conv: weight", weight, groups, shuffle_groups, x.shape[1])
     out: Tensor = _GroupConv.apply(x, weight, groups, shuffle_groups, stride)
     return out
 
@@ -508,21 +520,15 @@ def pointwise_chain(
             f"{len(groups)} groups, {len(shuffles)} shuffle_groups"
         )
     channels = x.shape[1] if x.dim() == 4 else -1
-    if depthwise is not None and not (
-        _cpu_float32_4d(x, depthwise) and tuple(depthwise.shape[:2]) == (channels, 1)
-        and depthwise.shape[2] == depthwise.shape[3] and depthwise.shape[2] in (1, 3, 5, 7)
-    ):
-        raise ValueError(
-            f"pointwise_chain: depthwise must be a float32 CPU ({channels}, 1, k, k) weight with k in 1, 3, 5, 7, "
-            f"got {depthwise.dtype} {tuple(depthwise.shape)} on {depthwise.device}"
-        )
+    if depthwise is not None:
+        check_depthwise("pointwise_chain", x, depthwise)
     for index, (weight, g, s) in enumerate(zip(weights, groups, shuffles, strict=True)):
         if not supports(x, weight):
             raise ValueError(
                 f"pointwise_chain: needs float32 CPU 4-D x and 1x1 weights, got x {x.dtype} {tuple(x.shape)} on "
                 f"{x.device}, weight {index} {weight.dtype} {tuple(weight.shape)}"
             )
-        _check_fit(f"pointwise_chain: weight {index}", weight, g, s, channels)
+        check_fit(f"pointwise_chain: weight {index}", weight, g, s, channels)
         channels = int(weight.shape[0])
     out: Tensor = _PointwiseChain.apply(x, groups, shuffles, depthwise, *weights)
     return out

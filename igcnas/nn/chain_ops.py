@@ -320,8 +320,9 @@ def _fold_now(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
     """Whether ``bn`` folds into ``depthwise`` and/or ``chain`` for this input: ``bn`` would take its native
     training path on it, the convs' weights are float32 on the CPU, and :func:`~igcnas.nn.fold.fold_form`
     measured the fold faster."""
-    weights = [conv.weight for conv in ([] if depthwise is None else [depthwise]) + list(chain)]
-    return (not torch.is_inference_mode_enabled() and bn.native_usable(x)
+    convs = ([] if depthwise is None else [depthwise]) + list(chain)
+    weights = [conv.weight for conv in convs]
+    return (not torch.is_inference_mode_enabled() and bn.native_usable(x) and not any(hooked(c) for c in convs)
             and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights)
             and fold_form(x, bn, depthwise, chain) == "native")
 
@@ -348,7 +349,9 @@ def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:
 
 
 class FusedSequential(nn.Sequential):
-    """An ``nn.Sequential`` whose runs of fusable grouped 1x1 convs run as one native op (module docstring).
+    """An ``nn.Sequential`` whose runs of fusable grouped 1x1 convs run as one native op, with the depthwise conv
+    before them inside it, and whose training BatchNorms fold into the native conv after them, each where measured
+    faster (module docstring, :mod:`igcnas.nn.fold`).
 
     Same children under the same names as the plain ``nn.Sequential`` (state_dicts interchangeable with the naive
     build); scripting, tracing and export see the plain sequence.
@@ -414,7 +417,7 @@ class FusedSequential(nn.Sequential):
 def _past_identities(modules: Sequence[nn.Module], index: int) -> int:
     """The index of the first module from ``index`` on that is not an unhooked ``nn.Identity`` (a placeholder,
     e.g. the ReLU slot of a fused BN + ReLU), ``len(modules)`` if none."""
-    while index < len(modules) and isinstance(modules[index], nn.Identity) and not hooked(modules[index]):
+    while index < len(modules) and type(modules[index]) is nn.Identity and not hooked(modules[index]):
         index += 1
     return index
 

@@ -10,9 +10,11 @@ shift (and the ReLU) as it loads each value: the normalised tensor is never writ
 the same way for the conv's weight gradient, writes the gradient of the normalised tensor, and runs the
 BatchNorm's backward on it (``_csrc/dw_conv.c``, ``_csrc/pw_chain.c``, ``_csrc/bn_act.c``).
 
-Whether a pair is folded is measured per signature, as the chains are (:func:`fold_form`); the running statistics
-are updated as the BatchNorm itself updates them. Everywhere the BatchNorm would not take its native training path
-(eval mode, NCHW or non-float32 inputs, hooks, tracing...) the modules run one after the other.
+Whether a pair is folded is measured per signature, as the chains are (:func:`fold_form`), whichever form the
+BatchNorm alone would take; folded with a chain after it, the depthwise conv always runs inside that chain. The
+running statistics are updated as the BatchNorm itself updates them. Where the native kernels cannot run the
+BatchNorm's training forward (eval mode, NCHW or non-float32 inputs, hooks, tracing...) the modules run one after
+the other.
 
 Example:
     >>> import torch
@@ -97,6 +99,16 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
                          f"{tuple(x.shape)}")
     if depthwise is None and not chain:
         raise ValueError("normed: give the depthwise conv, the 1x1 convs after the BatchNorm, or both")
+    channels = x.shape[1]
+    if depthwise is not None:
+        _native.check_depthwise("normed", x, depthwise)
+    for index, conv in enumerate(chain):
+        if not _native.supports(x, conv.weight):
+            raise ValueError(f"normed: chain conv {index} must be a float32 CPU 1x1 conv, got {conv.weight.dtype} "
+                             f"{tuple(conv.weight.shape)} on {conv.weight.device}")
+        _native.check_fit(f"normed: chain conv {index}", conv.weight, conv.spec.groups, conv.spec.shuffle_groups,
+                          channels)
+        channels = int(conv.weight.shape[0])
     out, coef = _Normed.apply(
         x, bn.weight, bn.bias, bn.eps, bn.relu, depthwise, tuple(c.spec.groups for c in chain),
         tuple(c.spec.shuffle_groups for c in chain), *(c.weight for c in chain))

@@ -207,3 +207,24 @@ def test_an_igcv3_block_folds_both_batchnorms_into_the_convs_after_them(native, 
         assert a.grad is not None and b.grad is not None
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3 * max(1.0, float(b.grad.abs().max())),
                                    msg=name)
+
+
+def test_bad_weights_are_one_line_errors_and_a_hooked_conv_is_never_skipped(native, monkeypatch) -> None:
+    torch.manual_seed(0)
+    bn = _bn(32, True)
+    x = _cl(torch.randn(2, 32, 4, 4))
+    with pytest.raises(ValueError, match=r"normed: depthwise must be a float32 CPU \(32, 1, k, k\) weight"):
+        fold.normed(x, bn, depthwise=torch.randn(32, 1, 9, 9))
+    with pytest.raises(ValueError, match="normed: chain conv 0"):
+        fold.normed(x, bn, chain=[sparse_conv(16, 16, 1, groups=4, impl="fast")])
+    with pytest.raises(ValueError, match="give the depthwise conv"):
+        fold.normed(x, bn)
+    # BN + ReLU then a run of two 1x1 convs: a hook on the run's second conv keeps the modules apart
+    seq = fuse_chains(nn.Sequential(_bn(32, True), sparse_conv(32, 32, 1, groups=4, impl="fast"),
+                                    sparse_conv(32, 32, 1, groups=4, shuffle_groups=4, impl="fast")))
+    monkeypatch.setattr(chain_ops, "fold_form", lambda *a: "native")
+    seen: list[int] = []
+    handle = seq[2].register_forward_hook(lambda *a: seen.append(1))
+    seq(x)
+    handle.remove()
+    assert seen == [1]

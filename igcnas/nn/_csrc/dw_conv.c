@@ -221,7 +221,7 @@ static void row_window(const float *src, int64_t b, int64_t h, int64_t ht, int64
     }
 }
 
-/* Calls F(args..., K, A) with K = k (1, 3, 5 or 7; dw_handles checks k) and A the input map (dw_in): 0 without
+/* Calls F(args..., K, A) with K = k (1, 3, 5 or 7; the callers check k) and A the input map (dw_in): 0 without
  * aff, 2 with aff and relu, else 1; each combination has its loops unrolled. */
 #define DW_DISPATCH(F, k, aff, relu, ...)                                                                          \
     do {                                                                                                         \
@@ -238,7 +238,8 @@ static void row_window(const float *src, int64_t b, int64_t h, int64_t ht, int64
         case 22: F(__VA_ARGS__, 5, aff, 2); break;                                                               \
         case 28: F(__VA_ARGS__, 7, aff, 0); break;                                                               \
         case 29: F(__VA_ARGS__, 7, aff, 1); break;                                                               \
-        default: F(__VA_ARGS__, 7, aff, 2); break;                                                               \
+        case 30: F(__VA_ARGS__, 7, aff, 2); break;                                                               \
+        default: break; /* another k: the callers check k first (dw_handles, the Python entry points) */         \
         }                                                                                                        \
     } while (0)
 

@@ -280,7 +280,8 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
             int ns[WSUB];
             const int64_t first = step * WSUB * TILE;
             const int64_t count = pixels - first < WSUB * TILE ? pixels - first : WSUB * TILE;
-            /* the inputs of every layer are recomputed (zero columns past the end stay zero: no bias) */
+            /* the inputs of every layer are recomputed; columns past the end are zero (or a BatchNorm's shift),
+             * and their output gradient is zero, so they add nothing to the weight gradients */
             chain_input(x, &pre, chans[0], islots[0], first, count, WSUB, chans[0], span, h + hoff[0]);
             for (int s = 0; s < WSUB; ++s) {
                 const int64_t p0 = first + (int64_t)s * TILE;
