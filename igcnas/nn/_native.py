@@ -408,11 +408,13 @@ def chain_forward(
 def chain_backward(
     x: Tensor, dy: Tensor, weights: Sequence[Tensor], groups: tuple[int, ...], shuffles: tuple[int, ...],
     depthwise: Tensor | None = None, *, need_input: bool, need_depthwise: bool = False, need_w: Sequence[bool] = (),
-    affine: Tensor | None = None, relu: bool = False,
+    affine: Tensor | None = None, relu: bool = False, bn_sums: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None, list[Tensor | None]]:
     """The gradients of :func:`chain_forward` for the output gradient ``dy`` (channels_last float32): that of the
     input the kernels read (``x``, or with ``affine`` the normalised ``x``), of the depthwise weight and of each
-    1x1 weight, each only where asked (None otherwise)."""
+    1x1 weight, each only where asked (None otherwise). With a depthwise conv, ``affine`` (a BatchNorm's
+    :func:`~igcnas.nn.norm.batch_coefficients`) and ``bn_sums`` (float64, 2C), the depthwise backward also fills
+    ``bn_sums`` with the sums that BatchNorm's backward takes from the input gradient, while it writes it."""
     lib = library()
     assert lib is not None
     n, c, h, wd = x.shape
@@ -441,8 +443,11 @@ def chain_backward(
     grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_input else None
     grad_dw = torch.empty(dw.shape, dtype=torch.float32) if need_depthwise else None
     if grad_x is not None or grad_dw is not None:
+        if bn_sums is not None and (grad_x is None or affine is None):
+            raise ValueError("chain_backward: bn_sums needs need_input and affine")
+        mean = None if bn_sums is None or affine is None else affine.data_ptr() + 8 * c  # coefficients' row 2
         code = lib.dw_backward(data_ptr(x), data_ptr(dw), data_ptr(grad_in), data_ptr(grad_x), data_ptr(grad_dw), n,
-                               h, wd, c, dw.shape[2], data_ptr(affine), int(relu), threads)
+                               h, wd, c, dw.shape[2], data_ptr(affine), int(relu), mean, data_ptr(bn_sums), threads)
         check_code(code, "depthwise conv backward")
     return grad_x, grad_dw, grad_ws
 

@@ -123,7 +123,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gpc_backward.restype = cint
     lib.dw_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr, cint, cint]
     lib.dw_forward.restype = cint
-    lib.dw_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr, cint, cint]
+    lib.dw_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr, cint, ptr, ptr, cint]
     lib.dw_backward.restype = cint
     lib.gc_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, cint]
     lib.gc_forward.restype = cint
@@ -137,7 +137,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.bna_coefficients.restype = None
     lib.bna_running_update.argtypes = [ptr, i64, ctypes.c_double, ptr, ptr]
     lib.bna_running_update.restype = None
-    lib.bna_backward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, cint, ptr, ptr, ptr, cint]
+    lib.bna_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ptr, cint, ptr, ptr, ptr, cint]
     lib.bna_backward.restype = cint
     lib.codes_agreements.argtypes = [ptr, i64, i64, ptr, cint]
     lib.codes_agreements.restype = cint

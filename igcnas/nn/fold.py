@@ -74,13 +74,16 @@ class _Normed(torch.autograd.Function):
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
+        # with the depthwise conv, its backward takes the BatchNorm backward's sums while it writes their input
+        sums = torch.empty(2 * x.shape[1], dtype=torch.float64) if depthwise is not None and need_bn else None
         grad_norm, grad_dw, grad_ws = _native.chain_backward(
             x, dy, weights, ctx.groups, ctx.shuffles, depthwise, need_input=need_bn, need_depthwise=need_dw,
-            need_w=need_w, affine=coef, relu=ctx.relu)
+            need_w=need_w, affine=coef, relu=ctx.relu, bn_sums=sums)
         dx = grad_gamma = grad_beta = None
         if grad_norm is not None:
             dx, grad_gamma, grad_beta, _ = batch_norm_backward(
-                x, grad_norm, coef, relu=ctx.relu, need_x=need_x, need_weight=need_gamma, need_bias=need_beta)
+                x, grad_norm, coef, relu=ctx.relu, need_x=need_x, need_weight=need_gamma, need_bias=need_beta,
+                sums=sums)
         return (dx, grad_gamma, grad_beta, None, None, grad_dw, None, None, *grad_ws)
 
 

@@ -56,13 +56,15 @@ def batch_coefficients(x: Tensor, weight: Tensor | None, bias: Tensor | None, ep
 
 def batch_norm_backward(
     x: Tensor, dy: Tensor, coef: Tensor, *, relu: bool, need_x: bool, need_weight: bool, need_bias: bool,
-    masked_by: Tensor | None = None,
+    masked_by: Tensor | None = None, sums: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """``(dx, dgamma, dbeta, dz)`` (each None where not needed) of the training BatchNorm (+ ReLU, its mask
     recomputed from ``x``) whose forward on ``x`` gave ``coef`` (:func:`batch_coefficients`), for the output
     gradient ``dy`` (both channels_last float32). With ``masked_by`` (the output of a BN + residual sum + ReLU;
     ``relu`` False), the gradient is first masked where that output is not positive, and ``dz`` is the masked
-    gradient (what the sum passes on to the residual), written by the kernel's first pass."""
+    gradient (what the sum passes on to the residual), written by the kernel's first pass. With ``sums`` (float64,
+    2C: the masked gradient's sum and its sum times ``x - mean``, taken by the pass that wrote ``dy``) the kernel
+    skips its first pass."""
     lib = _native.library()
     assert lib is not None
     n, channels, h, w = x.shape
@@ -71,7 +73,8 @@ def batch_norm_backward(
     grads = torch.empty(2 * channels, dtype=torch.float32) if need_weight or need_bias else None
     base, into = coef.data_ptr(), data_ptr(grads)
     code = lib.bna_backward(
-        data_ptr(x), data_ptr(dy), data_ptr(masked_by), data_ptr(dz), n * h * w, channels, base + 8 * channels,
+        data_ptr(x), data_ptr(dy), data_ptr(masked_by), data_ptr(dz), data_ptr(sums), n * h * w, channels,
+        base + 8 * channels,
         base + 12 * channels, base, base + 4 * channels, int(relu), data_ptr(dx), into if need_weight else None,
         into + 4 * channels if need_bias and into else None, torch.get_num_threads(),
     )  # fmt: skip

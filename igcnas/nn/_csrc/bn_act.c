@@ -269,10 +269,11 @@ static void masked_block_sums(const float *restrict x, const float *restrict dy,
 /* Backward (see the header): fills dx, dgamma = sum_dzx * invstd and dbeta = sum_dz (per channel; each may be
  * NULL). mean is float here (the value the forward normalised with). With `out` (the forward's output of a BN +
  * residual sum + ReLU; relu must then be 0), dz = dy where out > 0, written to dz_out in the sums pass and read
- * by the dx pass. Returns 0, or -1 when out of memory. */
-int bna_backward(const float *x, const float *dy, const float *out, float *dz_out, int64_t pixels,
-                 int64_t channels, const float *mean, const float *invstd, const float *scale, const float *shift,
-                 int relu, float *dx, float *dgamma, float *dbeta, int nthreads) {
+ * by the dx pass. With sums (sum dz, then sum dz * (x - mean): 2 x C doubles, taken by the pass that wrote dy)
+ * the sums pass is skipped. Returns 0, or -1 when out of memory. */
+int bna_backward(const float *x, const float *dy, const float *out, float *dz_out, const double *sums,
+                 int64_t pixels, int64_t channels, const float *mean, const float *invstd, const float *scale,
+                 const float *shift, int relu, float *dx, float *dgamma, float *dbeta, int nthreads) {
     nthreads = thread_count(nthreads, pixels);
     partials pt;
     float *coef = malloc(sizeof(float) * (size_t)(3 * channels));
@@ -281,6 +282,9 @@ int bna_backward(const float *x, const float *dy, const float *out, float *dz_ou
         return -1;
     }
     const int64_t blocks = block_count(pixels);
+    if (sums) /* taken by the pass that wrote dy (dw_backward's bn_sums): the sums pass is skipped */
+        memcpy(pt.sums, sums, sizeof(double) * (size_t)(2 * channels));
+    else
 #pragma omp parallel num_threads(nthreads)
     {
         const int t = thread_id();
@@ -301,7 +305,7 @@ int bna_backward(const float *x, const float *dy, const float *out, float *dz_ou
             }
         }
     }
-    partials_total(&pt, nthreads, channels);
+    if (!sums) partials_total(&pt, nthreads, channels);
     for (int64_t c = 0; c < channels; ++c) {
         const double t1 = pt.sums[c], t2 = pt.sums[channels + c];
         const double is = (double)invstd[c];

@@ -312,23 +312,54 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
     return 0;
 }
 
+/* A folded BatchNorm's backward sums over one row (wd pixels) of the gradient g of its output and of its input x:
+ * s1[c] += dz, s2[c] += dz * (x - mean[c]), dz = g where x * scale + shift > 0 (everywhere without relu), as
+ * bna_backward's sums pass computes them. */
+static void row_bn_sums(const float *restrict g, const float *restrict x, int64_t wd, int64_t c,
+                        const float *restrict aff, const float *restrict mean, int relu, float *restrict s1,
+                        float *restrict s2) {
+    for (int64_t ch = 0; ch < c; ++ch) s1[ch] = s2[ch] = 0.0f;
+    for (int64_t p = 0; p < wd; ++p) {
+        const float *gr = g + p * c, *xr = x + p * c;
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const float on = !relu || xr[ch] * aff[ch] + aff[c + ch] > 0.0f ? 1.0f : 0.0f;
+            const float dz = gr[ch] * on;
+            s1[ch] += dz;
+            s2[ch] += dz * (xr[ch] - mean[ch]);
+        }
+    }
+}
+
 /* The gradients of dw_forward: dx (that of x', the conv's input as read) and dw (its weight terms read x' from x
- * with aff and relu as the forward did). Returns 0, or -1 (memory). */
+ * with aff and relu as the forward did). With bn_sums (needs dx and aff): the sums that the backward of the
+ * BatchNorm whose scale and shift aff is (batch mean bn_mean) takes from dx, added up per row while the row is
+ * in cache: bn_sums[c] = sum dz, bn_sums[C + c] = sum dz * (x - mean) (see row_bn_sums; bna_backward's sums).
+ * Returns 0, or -1 (memory). */
 int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
-                int64_t wd, int64_t c, int64_t k, const float *aff, int relu, int nthreads) {
+                int64_t wd, int64_t c, int64_t k, const float *aff, int relu, const float *bn_mean, double *bn_sums,
+                int nthreads) {
     const int64_t rows = n * h, taps = k * k;
+    if (bn_sums && (!dx || !aff)) return -1;
     float *wf = dx ? dw_tap_major(w, c, k, 1) : NULL;
     nthreads = clamp_threads(nthreads, rows);
     float *acc = dw ? calloc((size_t)(nthreads * taps * c), sizeof(float)) : NULL;
-    if ((dx && !wf) || (dw && !acc)) {
+    double *bsum = bn_sums ? calloc((size_t)(nthreads * 2 * c), sizeof(double)) : NULL;
+    float *rsum = bn_sums ? malloc(sizeof(float) * (size_t)(nthreads * 2 * c)) : NULL;
+    if ((dx && !wf) || (dw && !acc) || (bn_sums && (!bsum || !rsum))) {
         free(wf);
         free(acc);
+        free(bsum);
+        free(rsum);
         return -1;
     }
-    const int stream = dx ? stream_output(dx, rows * wd * c, c) : 0;
+    /* with the sums, dx rows are stored normally: they are read back at once from the cache */
+    const int stream = dx && !bn_sums ? stream_output(dx, rows * wd * c, c) : 0;
 #pragma omp parallel num_threads(nthreads)
     {
-        float *mine = acc ? acc + (int64_t)thread_id() * taps * c : NULL;
+        const int me = thread_id();
+        float *mine = acc ? acc + (int64_t)me * taps * c : NULL;
+        double *bs = bsum ? bsum + (int64_t)me * 2 * c : NULL;
+        float *rs = rsum ? rsum + (int64_t)me * 2 * c : NULL;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t b = r / h, hh = r % h;
@@ -336,6 +367,10 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
             if (dx) {
                 row_window(dy, b, hh, h, wd, c, k, window);
                 segment_any(window, wf, dx + r * wd * c, 0, wd, wd, c, stream, k, NULL, 0);
+                if (bs) {
+                    row_bn_sums(dx + r * wd * c, x + r * wd * c, wd, c, aff, bn_mean, relu, rs, rs + c);
+                    for (int64_t e = 0; e < 2 * c; ++e) bs[e] += (double)rs[e];
+                }
             }
             if (dw) {
                 row_window(x, b, hh, h, wd, c, k, window);
@@ -352,7 +387,15 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
                 dw[ch * taps + t] = s;
             }
     }
+    if (bn_sums) /* threads in order: deterministic for a thread count */
+        for (int64_t e = 0; e < 2 * c; ++e) {
+            double s = 0.0;
+            for (int th = 0; th < nthreads; ++th) s += bsum[(int64_t)th * 2 * c + e];
+            bn_sums[e] = s;
+        }
     free(wf);
     free(acc);
+    free(bsum);
+    free(rsum);
     return 0;
 }

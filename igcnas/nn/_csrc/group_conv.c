@@ -482,7 +482,7 @@ int gc_backward(const float *x, const int64_t *perm, const float *w, const float
                 int64_t n, int64_t h, int64_t wd, int64_t cin, int64_t cout, int64_t groups, int64_t k,
                 int64_t stride, int nthreads) {
     if (dw_handles(perm, cin, cout, groups, k, stride))
-        return dw_backward(x, w, dy, dx, dw, n, h, wd, cin, k, NULL, 0, nthreads);
+        return dw_backward(x, w, dy, dx, dw, n, h, wd, cin, k, NULL, 0, NULL, NULL, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);

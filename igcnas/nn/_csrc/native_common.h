@@ -54,7 +54,8 @@ int dw_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, i
 int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t k,
                const float *aff, int relu, int nthreads);
 int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
-                int64_t wd, int64_t c, int64_t k, const float *aff, int relu, int nthreads);
+                int64_t wd, int64_t c, int64_t k, const float *aff, int relu, const float *bn_mean, double *bn_sums,
+                int nthreads);
 /* The depthwise weights (C, 1, k, k) tap-major, wt[t][c] (flip: spatially flipped), malloc'd; and the forward's
  * output for a span of pixels, the depthwise prefix of a fused chain (pw_chain.c). */
 float *dw_tap_major(const float *w, int64_t c, int64_t k, int flip);
