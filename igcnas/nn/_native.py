@@ -491,10 +491,10 @@ def pointwise_chain(
     """Consecutive grouped 1x1 convs ``conv_l(channel_shuffle(., shuffle_groups[l]), weights[l], groups[l])``, fused,
     optionally behind a depthwise conv.
 
-    One native op computes the whole chain per tile of 16 pixels with the intermediates in cache: the forward
-    reads ``x`` once and writes the output once; the backward saves only ``x`` (and the weights), recomputes the
-    intermediates per tile and writes only the input gradient (plus the weight gradients, summed deterministically
-    per thread). ``x``: float32 CPU ``(N, C, H, W)`` (made channels_last); every weight ``(out_l, in_l // groups_l,
+    One native op computes the whole chain per tile of pixels (16 with AVX-512, else 8) with the intermediates in
+    cache: the forward reads ``x`` once and writes the output once; the backward saves only ``x`` (and the
+    weights), recomputes the intermediates per tile and writes only the input gradient (plus the weight gradients,
+    summed deterministically per thread). ``x``: float32 CPU ``(N, C, H, W)`` (made channels_last); every weight ``(out_l, in_l // groups_l,
     1, 1)`` with ``in_{l+1} = out_l``; stride 1, no bias; output channels_last. With ``depthwise`` (a ``(C, 1, k,
     k)`` weight, odd ``k <= 7``) the chain runs on ``F.conv2d(x, depthwise, padding=k // 2, groups=C)``, which is
     computed per tile too and never written (the backward recomputes it). Differentiable in ``x``, ``depthwise``

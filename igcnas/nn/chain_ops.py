@@ -6,8 +6,9 @@ for IGCV2*-C416 at batch 64, 32 x 32). :class:`FusedSequential` is an ``nn.Seque
 parameters, state_dict keys and ``named_modules``) whose forward finds the maximal runs of at least two
 consecutive :class:`~igcnas.nn.ops.FastSparseConv2d` 1x1 convs that the decision table would run natively (stride
 1, grouped, ``in / groups * out / groups <= NATIVE_MAX_GROUP_WEIGHTS``) and computes each run with
-:func:`igcnas.nn._native.pointwise_chain`: per tile of 16 pixels the input is gathered through the first shuffle
-and the intermediates stay in cache, so the forward reads the input once and writes the output once, and the
+:func:`igcnas.nn._native.pointwise_chain`: per tile of pixels (16 with AVX-512, else 8) the input is gathered
+through the first shuffle and the intermediates stay in cache, so the forward reads the input once and writes the
+output once, and the
 backward saves only the chain's input, recomputes the intermediates per tile and writes only the input gradient
 (weight gradients summed per thread in a fixed order: deterministic for a given thread count).
 
