@@ -160,17 +160,7 @@ int gpw_backward(const float *x, int64_t in_c, const int64_t *islot, const float
                     scatter_tile(dx, in_c, p0, n, islot, (const float *)gt, stream);
                 }
             }
-            if (!dw) continue;
-            for (int64_t g = 0; g < groups; ++g) {
-                const vf *restrict x0 = xt + g * in_g;
-                for (int64_t o = 0; o < out_g; ++o) {
-                    const int64_t oc = g * out_g + o;
-                    const vf d0 = dt[oc], d1 = dt[out_c + oc], d2 = dt[2 * out_c + oc], d3 = dt[3 * out_c + oc];
-                    vf *restrict a = mine + oc * in_g;
-                    for (int64_t i = 0; i < in_g; ++i)
-                        a[i] += d0 * x0[i] + d1 * x0[in_c + i] + d2 * x0[2 * in_c + i] + d3 * x0[3 * in_c + i];
-                }
-            }
+            if (dw) dw_update4(mine, dt, xt, groups, in_g, out_g);
         }
         store_fence();
         free(xt);

@@ -69,41 +69,6 @@ static void tile_matmul_map2(const vf *restrict it0, const vf *restrict it1, con
     }
 }
 
-/* mine[g*Og + o][i] += sum_s dt[s][g*Og + o] * xt[s][g*Ig + i] over the WSUB = 4 tiles of a step (TILE lanes kept). */
-static void dw_update4(vf *restrict mine, const vf *restrict dt, const vf *restrict xt, int64_t groups,
-                       int64_t in_g, int64_t out_g) {
-    const int64_t in_c = groups * in_g, out_c = groups * out_g;
-    for (int64_t g = 0; g < groups; ++g) {
-        const vf *restrict x0 = xt + g * in_g;
-        int64_t o = 0;
-        if (in_g == 8) {
-            /* two output channels' 8 + 8 accumulators stay in registers over the 4 tiles */
-            for (; o + 2 <= out_g; o += 2) {
-                const int64_t oc = g * out_g + o;
-                vf *restrict a = mine + oc * 8;
-                vf r[16];
-                for (int q = 0; q < 16; ++q) r[q] = a[q];
-                for (int s = 0; s < 4; ++s) {
-                    const vf d0 = dt[s * out_c + oc], d1 = dt[s * out_c + oc + 1];
-                    const vf *restrict xs = x0 + s * in_c;
-                    for (int i = 0; i < 8; ++i) {
-                        r[i] += d0 * xs[i];
-                        r[8 + i] += d1 * xs[i];
-                    }
-                }
-                for (int q = 0; q < 16; ++q) a[q] = r[q];
-            }
-        }
-        for (; o < out_g; ++o) {
-            const int64_t oc = g * out_g + o;
-            const vf d0 = dt[oc], d1 = dt[out_c + oc], d2 = dt[2 * out_c + oc], d3 = dt[3 * out_c + oc];
-            vf *restrict a = mine + oc * in_g;
-            for (int64_t i = 0; i < in_g; ++i)
-                a[i] += d0 * x0[i] + d1 * x0[in_c + i] + d2 * x0[2 * in_c + i] + d3 * x0[3 * in_c + i];
-        }
-    }
-}
-
 static int64_t chain_max_width(const int64_t *chans, int64_t layers) {
     int64_t widest = 0;
     for (int64_t l = 0; l <= layers; ++l) widest = chans[l] > widest ? chans[l] : widest;
