@@ -322,3 +322,22 @@ def test_depthwise_prefix_is_decided_by_timing_it_against_the_conv_alone(
     (text,) = [t for t in tune.choices() if t.startswith("DWCHAIN")]
     assert text == f"DWCHAIN k3 64->64->64 g8,8 sh1,8 6x6 float32 t{torch.get_num_threads()} train cl"
     assert tune.last_forms(fast)["train"].get("DW+PWG chain") == ("native" if fused_faster else None)
+
+
+@pytest.mark.parametrize("trainable", [(), (0,), (2,), (0, 2)])
+def test_the_backward_computes_what_is_asked_and_only_that(native, trainable: tuple[int, ...]) -> None:
+    """The input gradient with any subset of the weights trainable (none: jacob_cov's frozen network); the layers'
+    inputs are recomputed only up to the highest trainable layer."""
+    naive, fast = _pair((48, 48, 48, 48), [(6, 6), (8, 8), (6, None)])
+    for model in (naive, fast):
+        for index, conv in enumerate(model):
+            conv.weight.requires_grad_(index in trainable)
+    x = torch.randn(2, 48, 7, 5)
+    dy = torch.randn(2, 48, 7, 5)
+    ref, ref_grads = _grads(naive, x, dy)
+    out, grads = _grads(fast, _cl(x), dy)
+    assert _close(grads[0], ref_grads[0])
+    for index, (a, b) in enumerate(zip(fast, naive, strict=True)):
+        assert (a.weight.grad is None) == (index not in trainable)
+        if index in trainable:
+            assert _close(a.weight.grad, b.weight.grad)

@@ -192,6 +192,11 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
             }
     }
     if (lowest == layers) return 0;
+    /* the highest layer whose weight gradient is needed: the inputs of layers 0..top are recomputed, none without
+     * any weight gradient (the input gradient needs only dy and the weights) */
+    int64_t top = -1;
+    for (int64_t l = 0; l < layers; ++l)
+        if (dw[l]) top = l;
     nthreads = clamp_threads(nthreads, steps);
     /* per-thread lane accumulators, layer after layer: acc[off[l] + thread * numel_l + e] */
     int64_t total = 0;
@@ -247,7 +252,7 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
             const int64_t count = pixels - first < WSUB * TILE ? pixels - first : WSUB * TILE;
             /* the inputs of every layer are recomputed; columns past the end are zero (or a BatchNorm's shift),
              * and their output gradient is zero, so they add nothing to the weight gradients */
-            chain_input(x, &pre, chans[0], islots[0], first, count, WSUB, chans[0], span, h + hoff[0]);
+            if (top >= 0) chain_input(x, &pre, chans[0], islots[0], first, count, WSUB, chans[0], span, h + hoff[0]);
             for (int s = 0; s < WSUB; ++s) {
                 const int64_t p0 = first + (int64_t)s * TILE;
                 const int64_t left = pixels - p0;
@@ -255,7 +260,7 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
                 ns[s] = n;
                 gather_tile(dy, chans[layers], p0, n, NULL, (float *)(da + s * chans[layers]));
             }
-            for (int64_t l = 0; l + 1 < layers; ++l) {
+            for (int64_t l = 0; l < top; ++l) {
                 const int64_t g = groups[l];
                 for (int s = 0; s < WSUB; s += 2)
                     tile_matmul_map2(h + hoff[l] + s * chans[l], h + hoff[l] + (s + 1) * chans[l], w[l],
