@@ -322,6 +322,7 @@ def run_optuna(
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         current["number"] = trial.number
+        _first_beat(study, trial)  # before the claim below: a claimed trial always has a beat to go stale by
         trial.set_user_attr(_RUN_ATTR, slot.run_id)
         current.pop("release", lambda: None)()  # the trial now counts as the run's: the next worker may start
         try:
@@ -486,6 +487,42 @@ def _fail_stale(study: Any, lock: FileLock) -> None:
 
     with lock:
         optuna.storages.fail_stale_trials(study)
+        _fail_unclaimed(study)
+
+
+def _first_beat(study: Any, trial: Any) -> None:
+    """Record the trial's first heartbeat now, in the objective's thread: Optuna's heartbeat thread records it a
+    moment later, and a trial whose process dies before any beat is never found stale by Optuna (RDB storages skip
+    trials without a beat)."""
+    from optuna.storages._heartbeat import BaseHeartbeat
+
+    storage = study._storage
+    if isinstance(storage, BaseHeartbeat) and storage.get_heartbeat_interval() is not None:
+        storage.record_heartbeat(trial._trial_id)
+
+
+def _fail_unclaimed(study: Any, *, now: float | None = None) -> None:
+    """Fail, and queue the retry of, the RUNNING trials that no objective ever claimed (no run, no state) and that
+    started more than a grace period and a heartbeat ago: their process died between creating them and the
+    objective's first lines, before any heartbeat (:func:`_first_beat`), so no heartbeat check will ever find them."""
+    import optuna
+    from optuna.storages._heartbeat import BaseHeartbeat
+    from optuna.trial import TrialState
+
+    now = time.time() if now is None else now
+    storage = study._storage
+    callback = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if (trial.user_attrs.get(_RUN_ATTR) is not None or trial.user_attrs.get(_STATE_ATTR) is not None
+                or trial.datetime_start is None
+                or now - trial.datetime_start.timestamp() <= GRACE_PERIOD_S + HEARTBEAT_INTERVAL_S):
+            continue
+        try:
+            failed = storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
+            continue
+        if failed and callback is not None:
+            callback(study, storage.get_trial(trial._trial_id))
 
 
 def _run_orphaned_retries(study: Any, step: Callable[[], TrialRecord | None], progress: Progress, *,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,44 @@ def test_a_trials_random_draws_do_not_depend_on_the_worker_that_samples_it(name:
     start_up = getattr(sampler, "_random_sampler", None)
     if start_up is not None:  # the start-up sampler's stream is not the sampler's own one replayed
         assert sampler._rng.rng.rand(4).tolist() != start_up._rng.rng.rand(4).tolist()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_trial_whose_process_died_before_any_beat_is_failed_and_retried(kind: str, tmp_path: Path) -> None:
+    """A trial created by a worker killed before the objective's first lines has no heartbeat, which Optuna's RDB
+    check never finds stale; once a grace period and a beat have passed it is failed and retried. Trials an
+    objective claimed, screening candidates and young trials are left alone."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from igcnas.search import optuna_backend as ob
+    from igcnas.search._storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'j.log'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    unclaimed = study.ask()
+    claimed = study.ask()
+    claimed.set_user_attr(ob._RUN_ATTR, "some run")
+    screening = study.ask()
+    screening.set_user_attr(ob._STATE_ATTR, ob.SCREENING)
+    ob._fail_unclaimed(study)  # young: nothing happens
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.RUNNING] * 3
+    later = time.time() + ob.GRACE_PERIOD_S + ob.HEARTBEAT_INTERVAL_S + 1
+    ob._fail_unclaimed(study, now=later)
+    ob._fail_unclaimed(study, now=later)  # a second process finding it too: still one retry
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING,
+                                         TrialState.WAITING]
+    assert trials[3].system_attrs["failed_trial"] == unclaimed.number
+    # an objective's trial has a beat before its claim: a stale heartbeat finds it if its process dies
+    ob._first_beat(study, claimed)
+    if kind == "journal":
+        from igcnas.search._storage import _BEAT
+
+        assert _BEAT in study.get_trials(deepcopy=False)[claimed.number].system_attrs
+    else:
+        import contextlib
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as db:
+            assert db.execute("select count(*) from trial_heartbeats").fetchone()[0] == 1
