@@ -43,8 +43,9 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -247,33 +248,28 @@ def _note(convs: Sequence[FastSparseConv2d], mode: str, plan: ConvPlan) -> None:
         tune.note_form(convs[0], mode=mode, kind="PWG chain", plan=plan)
 
 
+def _fused(x: Tensor, convs: Sequence[FastSparseConv2d], depthwise: FastSparseConv2d | None = None) -> Tensor:
+    """The native chain kernel on ``x`` for ``convs`` (behind ``depthwise`` when given)."""
+    return _native.pointwise_chain(x, [c.weight for c in convs], [c.spec.groups for c in convs],
+                                   [c.spec.shuffle_groups for c in convs],
+                                   depthwise=None if depthwise is None else depthwise.weight)
+
+
 def _time_chain(shape: tuple[int, ...], convs: Sequence[FastSparseConv2d], plans: Sequence[ConvPlan], *, grad: bool,
                 channels_last: bool, forms: list[str]) -> dict[str, float]:
     """Median seconds of the fused chain (``native``) and of the convs one by one in ``plans`` (``reference``),
     forward (+ backward with ``grad``), on copies of the convs and a random input of ``shape``."""
     copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in convs]
-    x = tune.timing_input(shape, channels_last=channels_last, grad=grad)
 
-    def finish(out: Tensor) -> None:
-        if grad:
-            out.backward(torch.ones_like(out))
-            x.grad = None
-            for copy in copies:
-                copy.weight.grad = None
-
-    def fused() -> None:
-        finish(_native.pointwise_chain(x, [c.weight for c in copies], [c.spec.groups for c in copies],
-                                       [c.spec.shuffle_groups for c in copies]))
-
-    def separate() -> None:
-        out = x
+    def separate(x: Tensor) -> Tensor:
         for copy, plan in zip(copies, plans, strict=True):
-            out = copy.run_plan(out, plan)
-        finish(out)
+            x = copy.run_plan(x, plan)
+        return x
 
-    steps = {"native": fused, "reference": separate}
-    with torch.enable_grad() if grad else torch.no_grad():
-        return tune.round_robin({form: steps[form] for form in forms})
+    steps: dict[str, Callable[[Tensor], Tensor]] = {"native": functools.partial(_fused, convs=copies),
+                                                    "reference": separate}
+    return tune.time_steps(shape, {form: steps[form] for form in forms}, grad=grad, channels_last=channels_last,
+                           params=[c.weight for c in copies])
 
 
 def _time_prefix(shape: tuple[int, ...], depthwise: FastSparseConv2d, own: ConvPlan,
@@ -283,27 +279,10 @@ def _time_prefix(shape: tuple[int, ...], depthwise: FastSparseConv2d, own: ConvP
     its own form ``own`` followed by the fused chain (``reference``), on copies and a random input of ``shape``."""
     dw = FastSparseConv2d(depthwise.spec, impl="fast")
     copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in convs]
-    x = tune.timing_input(shape, channels_last=channels_last, grad=grad)
-    weights = [c.weight for c in copies]
-    groups = [c.spec.groups for c in copies]
-    shuffles = [c.spec.shuffle_groups for c in copies]
-
-    def finish(out: Tensor) -> None:
-        if grad:
-            out.backward(torch.ones_like(out))
-            x.grad = None
-            for module in (dw, *copies):
-                module.weight.grad = None
-
-    def fused() -> None:
-        finish(_native.pointwise_chain(x, weights, groups, shuffles, depthwise=dw.weight))
-
-    def separate() -> None:
-        finish(_native.pointwise_chain(dw.run_plan(x, own), weights, groups, shuffles))
-
-    steps = {"native": fused, "reference": separate}
-    with torch.enable_grad() if grad else torch.no_grad():
-        return tune.round_robin({form: steps[form] for form in forms})
+    steps: dict[str, Callable[[Tensor], Tensor]] = {
+        "native": lambda x: _fused(x, copies, dw), "reference": lambda x: _fused(dw.run_plan(x, own), copies)}
+    return tune.time_steps(shape, {form: steps[form] for form in forms}, grad=grad, channels_last=channels_last,
+                           params=[m.weight for m in (dw, *copies)])
 
 
 def _prefix_now(x: Tensor, depthwise: FastSparseConv2d, convs: Sequence[FastSparseConv2d]) -> bool:
@@ -338,12 +317,7 @@ def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:
         torch.Size([1, 16, 3, 3])
     """
     if len(convs) >= 2 and _fusable_now(x, convs):
-        return _native.pointwise_chain(
-            x,
-            [conv.weight for conv in convs],
-            [conv.spec.groups for conv in convs],
-            [conv.spec.shuffle_groups for conv in convs],
-        )
+        return _fused(x, convs)
     for conv in convs:
         x = conv(x)
     return x
@@ -398,9 +372,7 @@ class FusedSequential(nn.Sequential):
                     continue
             run = prefixes.get(id(modules[index]))
             if run is not None and _prefix_now(x, modules[index], run):  # type: ignore[arg-type]
-                x = _native.pointwise_chain(x, [conv.weight for conv in run], [conv.spec.groups for conv in run],
-                                            [conv.spec.shuffle_groups for conv in run],
-                                            depthwise=modules[index].weight)  # type: ignore[arg-type]
+                x = _fused(x, run, modules[index])  # type: ignore[arg-type]
                 index += 1 + len(run)
                 continue
             run = runs.get(id(modules[index]))
@@ -433,8 +405,9 @@ def fuse_chains(sequential: nn.Sequential) -> nn.Sequential:
         <class 'igcnas.nn.chain_ops.FusedSequential'>
     """
     modules = list(sequential)
-    folds = any(foldable(module, modules[_past_identities(modules, index + 1)])
-                for index, module in enumerate(modules) if _past_identities(modules, index + 1) < len(modules))
+    after = [_past_identities(modules, index + 1) for index in range(len(modules))]
+    folds = any(following < len(modules) and foldable(module, modules[following])
+                for module, following in zip(modules, after, strict=True))
     if isinstance(sequential, FusedSequential) or not (chain_runs(modules) or folds):
         return sequential
     return FusedSequential(OrderedDict(sequential._modules))

@@ -59,7 +59,7 @@ class _Normed(torch.autograd.Function):
         x = x.contiguous(memory_format=torch.channels_last)
         coef = batch_coefficients(x, weight, bias, eps)
         out = _native.chain_forward(x, weights, groups, shuffles, depthwise, affine=coef, relu=relu)
-        ctx.save_for_backward(x, coef, weight, bias, depthwise, *weights)
+        ctx.save_for_backward(x, coef, depthwise, *weights)
         ctx.relu, ctx.groups, ctx.shuffles = relu, groups, shuffles
         ctx.mark_non_differentiable(coef)
         return out, coef
@@ -67,7 +67,7 @@ class _Normed(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor, _grad_coef: Tensor | None) -> tuple[Tensor | None, ...]:
-        x, coef, _weight, _bias, depthwise, *weights = ctx.saved_tensors
+        x, coef, depthwise, *weights = ctx.saved_tensors
         need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
         need_dw, need_w = ctx.needs_input_grad[5], ctx.needs_input_grad[8:]
         need_bn = need_x or need_gamma or need_beta
@@ -181,17 +181,10 @@ def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparse
     dw_copy = None if depthwise is None else FastSparseConv2d(depthwise.spec, impl="fast")
     chain_copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in chain]
     unfolded = FusedSequential(bn_copy, *([] if dw_copy is None else [dw_copy]), *chain_copies)
-    probe = tune.timing_input(shape, channels_last=True, grad=True)
-
-    def finish(out: Tensor) -> None:
-        out.backward(torch.ones_like(out))
-        probe.grad = None
-        unfolded.zero_grad(set_to_none=True)
-
-    steps: dict[str, Callable[[], None]] = {
-        "native": lambda: finish(normed(probe, bn_copy, depthwise=None if dw_copy is None else dw_copy.weight,
-                                        chain=chain_copies)),
-        "reference": lambda: finish(unfolded._fused_forward(probe, fold=False)),
+    steps: dict[str, Callable[[Tensor], Tensor]] = {
+        "native": lambda x: normed(x, bn_copy, depthwise=None if dw_copy is None else dw_copy.weight,
+                                   chain=chain_copies),
+        "reference": lambda x: unfolded._fused_forward(x, fold=False),
     }
-    with torch.enable_grad():
-        return tune.round_robin({form: steps[form] for form in forms})
+    return tune.time_steps(shape, {form: steps[form] for form in forms}, grad=True, channels_last=True,
+                           params=unfolded.parameters())

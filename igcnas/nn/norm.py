@@ -292,24 +292,17 @@ def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: fl
     """Median seconds of a training step (forward + backward) of each form on a random channels_last input
     (with ``residual``: BN, a residual sum, then the ReLU if ``relu``)."""
     module = BatchNormAct2d(channels, relu=relu and not residual, eps=eps)
-    x = tune.timing_input(shape, channels_last=True, grad=True)
     r = tune.timing_input(shape, channels_last=True, grad=True) if residual else None
 
-    def step(form: str) -> None:
+    def step(form: str, x: Tensor) -> Tensor:
         if form == "native":
-            y = _BatchNormAct.apply(x, module.weight, module.bias, eps, relu, r)[0]
-        elif r is not None:
-            y = module._reference_add(x, r, relu=relu)
-        else:
-            y = module._reference(x)
-        y.backward(torch.ones_like(y))
-        x.grad = None
+            return _BatchNormAct.apply(x, module.weight, module.bias, eps, relu, r)[0]
         if r is not None:
-            r.grad = None
-        module.zero_grad(set_to_none=True)
+            return module._reference_add(x, r, relu=relu)
+        return module._reference(x)
 
-    with torch.enable_grad():
-        return tune.round_robin({form: functools.partial(step, form) for form in forms})
+    return tune.time_steps(shape, {form: functools.partial(step, form) for form in forms}, grad=True,
+                           channels_last=True, params=[*module.parameters(), *([] if r is None else [r])])
 
 
 def batch_norm_act(channels: int, *, relu: bool, impl: str = "auto") -> Iterator[tuple[str, nn.Module]]:

@@ -33,7 +33,7 @@ import statistics
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,12 +168,33 @@ def measure(spec: ConvSpec, shape: tuple[int, ...], plans: list[ConvPlan], *, gr
     _busy.active = True
     try:
         conv = FastSparseConv2d(spec, impl="fast").to(dtype)
-        x = timing_input(shape, channels_last=channels_last, grad=grad, dtype=dtype)
-        steps: dict[str, Callable[[], None]] = {label(p): functools.partial(_step, conv, x, p, grad) for p in plans}
-        with torch.enable_grad() if grad else torch.no_grad():
-            return round_robin(steps, repeats=repeats)
+        steps = {label(p): functools.partial(conv.run_plan, plan=p) for p in plans}
+        return time_steps(shape, steps, grad=grad, channels_last=channels_last, params=[conv.weight], dtype=dtype,
+                          repeats=repeats)
     finally:
         _busy.active = False
+
+
+def time_steps(shape: tuple[int, ...], steps: Mapping[str, Callable[[torch.Tensor], torch.Tensor]], *, grad: bool,
+               channels_last: bool, params: Iterable[torch.Tensor], dtype: torch.dtype = torch.float32,
+               repeats: int = 5) -> dict[str, float]:
+    """Median seconds of each ``steps[name](x)`` on one random input ``x`` of ``shape`` (:func:`timing_input`):
+    the forward, and with ``grad`` a backward of ones after which the gradients of ``x`` and ``params`` are
+    cleared; timed by :func:`round_robin`. The one timing loop of every measured choice (convs, chains, folds,
+    BatchNorm forms)."""
+    x = timing_input(shape, channels_last=channels_last, grad=grad, dtype=dtype)
+    cleared = list(params)
+
+    def run(step: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        out = step(x)
+        if grad:
+            out.backward(torch.ones_like(out))
+            x.grad = None
+            for tensor in cleared:
+                tensor.grad = None
+
+    with torch.enable_grad() if grad else torch.no_grad():
+        return round_robin({name: functools.partial(run, step) for name, step in steps.items()}, repeats=repeats)
 
 
 def timing_input(shape: tuple[int, ...], *, channels_last: bool, grad: bool,
@@ -198,15 +219,6 @@ def round_robin(steps: dict[str, Callable[[], None]], *, repeats: int = 5) -> di
             steps[name]()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
-
-
-def _step(conv: Any, x: torch.Tensor, plan: ConvPlan, grad: bool) -> None:
-    """One forward (and backward) of ``conv`` in form ``plan``."""
-    out = conv.run_plan(x, plan)
-    if grad:
-        out.backward(torch.ones_like(out))
-        conv.weight.grad = None
-        x.grad = None
 
 
 def tuned_plan(spec: ConvSpec, x: torch.Tensor, *, grad: bool, prior: ConvPlan) -> ConvPlan:

@@ -107,7 +107,7 @@ def test_falls_back_when_native_is_off_or_input_does_not_fit(native, monkeypatch
     x = torch.randn(2, 64, 4, 4)
     ref = naive(x)
 
-    def boom(*args: object) -> torch.Tensor:
+    def boom(*args: object, **kwargs: object) -> torch.Tensor:
         raise AssertionError("the fused kernel must not run")
 
     monkeypatch.setattr(_native, "pointwise_chain", boom)
@@ -197,7 +197,7 @@ def test_fusion_is_decided_by_timing_the_chain_against_its_convs(
     monkeypatch.setattr(chain_ops, "_time_chain", fake)
     fused_runs: list[int] = []
     real = _native.pointwise_chain
-    monkeypatch.setattr(_native, "pointwise_chain", lambda *a: fused_runs.append(1) or real(*a))
+    monkeypatch.setattr(_native, "pointwise_chain", lambda *a, **kw: fused_runs.append(1) or real(*a, **kw))
     naive, fast = _pair((64, 64, 64), [(8, 8), (8, None)])
     x = _cl(torch.randn(2, 64, 6, 6)).requires_grad_(True)
     for _ in range(3):  # measured once, then the memo and the cache answer
