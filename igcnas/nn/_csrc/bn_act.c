@@ -275,39 +275,41 @@ int bna_backward(const float *x, const float *dy, const float *out, float *dz_ou
                  int64_t pixels, int64_t channels, const float *mean, const float *invstd, const float *scale,
                  const float *shift, int relu, float *dx, float *dgamma, float *dbeta, int nthreads) {
     nthreads = thread_count(nthreads, pixels);
-    partials pt;
     float *coef = malloc(sizeof(float) * (size_t)(3 * channels));
-    if (!coef || partials_alloc(&pt, nthreads, channels)) {
-        free(coef);
-        return -1;
-    }
+    if (!coef) return -1;
     const int64_t blocks = block_count(pixels);
-    if (sums) /* taken by the pass that wrote dy (dw_backward's bn_sums): the sums pass is skipped */
-        memcpy(pt.sums, sums, sizeof(double) * (size_t)(2 * channels));
-    else
+    partials pt = {NULL, NULL, 0, 0};
+    const double *total = sums; /* given: taken by the pass that wrote dy (dw_backward's bn_sums), no sums pass */
+    if (!total) {
+        if (partials_alloc(&pt, nthreads, channels)) {
+            free(coef);
+            return -1;
+        }
 #pragma omp parallel num_threads(nthreads)
-    {
-        const int t = thread_id();
-        double *restrict s1 = pt.sums + (size_t)(t * pt.dstride);
-        double *restrict s2 = s1 + channels;
-        float *restrict b1 = pt.block + (size_t)(t * pt.fstride);
-        float *restrict b2 = b1 + channels;
+        {
+            const int t = thread_id();
+            double *restrict s1 = pt.sums + (size_t)(t * pt.dstride);
+            double *restrict s2 = s1 + channels;
+            float *restrict b1 = pt.block + (size_t)(t * pt.fstride);
+            float *restrict b2 = b1 + channels;
 #pragma omp for schedule(static)
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-            const int64_t end = block_end(blk, pixels);
-            if (out)
-                masked_block_sums(x, dy, out, blk * BN_BLOCK, end, channels, mean, b1, b2, dz_out);
-            else
-                grad_block_sums(x, dy, blk * BN_BLOCK, end, channels, mean, scale, shift, relu, b1, b2);
-            for (int64_t c = 0; c < channels; ++c) {
-                s1[c] += (double)b1[c];
-                s2[c] += (double)b2[c];
+            for (int64_t blk = 0; blk < blocks; ++blk) {
+                const int64_t end = block_end(blk, pixels);
+                if (out)
+                    masked_block_sums(x, dy, out, blk * BN_BLOCK, end, channels, mean, b1, b2, dz_out);
+                else
+                    grad_block_sums(x, dy, blk * BN_BLOCK, end, channels, mean, scale, shift, relu, b1, b2);
+                for (int64_t c = 0; c < channels; ++c) {
+                    s1[c] += (double)b1[c];
+                    s2[c] += (double)b2[c];
+                }
             }
         }
+        partials_total(&pt, nthreads, channels);
+        total = pt.sums;
     }
-    if (!sums) partials_total(&pt, nthreads, channels);
     for (int64_t c = 0; c < channels; ++c) {
-        const double t1 = pt.sums[c], t2 = pt.sums[channels + c];
+        const double t1 = total[c], t2 = total[channels + c];
         const double is = (double)invstd[c];
         if (dbeta) dbeta[c] = (float)t1;
         if (dgamma) dgamma[c] = (float)(t2 * is);
