@@ -179,6 +179,21 @@ def check_depthwise(what: str, x: Tensor, depthwise: Tensor) -> None:
         )
 
 
+def check_chain(what: str, x: Tensor, weights: Sequence[Tensor], groups: Sequence[int], shuffles: Sequence[int], *,
+                name: str = "weight") -> None:
+    """ValueError unless every 1x1 ``weights[l]`` (called ``name`` l in the message) is a float32 CPU weight that
+    fits the channels reaching it from ``x`` with its groups and shuffle (:func:`check_fit`)."""
+    channels = x.shape[1] if x.dim() == 4 else -1
+    for index, (weight, g, s) in enumerate(zip(weights, groups, shuffles, strict=True)):
+        if not supports(x, weight):
+            raise ValueError(
+                f"{what}: needs float32 CPU 4-D x and 1x1 weights, got x {x.dtype} {tuple(x.shape)} on "
+                f"{x.device}, {name} {index} {weight.dtype} {tuple(weight.shape)}"
+            )
+        check_fit(f"{what}: {name} {index}", weight, g, s, channels)
+        channels = int(weight.shape[0])
+
+
 def check_fit(what: str, weight: Tensor, groups: int, shuffle_groups: int, channels: int) -> None:
     """ValueError unless ``weight`` with ``groups`` and ``shuffle_groups`` fits ``channels`` input channels."""
     if (
@@ -524,17 +539,9 @@ def pointwise_chain(
             f"pointwise_chain: give one groups and one shuffle_groups entry per weight, got {len(weights)} weights, "
             f"{len(groups)} groups, {len(shuffles)} shuffle_groups"
         )
-    channels = x.shape[1] if x.dim() == 4 else -1
     if depthwise is not None:
         check_depthwise("pointwise_chain", x, depthwise)
-    for index, (weight, g, s) in enumerate(zip(weights, groups, shuffles, strict=True)):
-        if not supports(x, weight):
-            raise ValueError(
-                f"pointwise_chain: needs float32 CPU 4-D x and 1x1 weights, got x {x.dtype} {tuple(x.shape)} on "
-                f"{x.device}, weight {index} {weight.dtype} {tuple(weight.shape)}"
-            )
-        check_fit(f"pointwise_chain: weight {index}", weight, g, s, channels)
-        channels = int(weight.shape[0])
+    check_chain("pointwise_chain", x, weights, groups, shuffles)
     out: Tensor = _PointwiseChain.apply(x, groups, shuffles, depthwise, *weights)
     return out
 

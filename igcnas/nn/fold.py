@@ -102,19 +102,12 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
                          f"{tuple(x.shape)}")
     if depthwise is None and not chain:
         raise ValueError("normed: give the depthwise conv, the 1x1 convs after the BatchNorm, or both")
-    channels = x.shape[1]
     if depthwise is not None:
         _native.check_depthwise("normed", x, depthwise)
-    for index, conv in enumerate(chain):
-        if not _native.supports(x, conv.weight):
-            raise ValueError(f"normed: chain conv {index} must be a float32 CPU 1x1 conv, got {conv.weight.dtype} "
-                             f"{tuple(conv.weight.shape)} on {conv.weight.device}")
-        _native.check_fit(f"normed: chain conv {index}", conv.weight, conv.spec.groups, conv.spec.shuffle_groups,
-                          channels)
-        channels = int(conv.weight.shape[0])
-    out, coef = _Normed.apply(
-        x, bn.weight, bn.bias, bn.eps, bn.relu, depthwise, tuple(c.spec.groups for c in chain),
-        tuple(c.spec.shuffle_groups for c in chain), *(c.weight for c in chain))
+    weights = [c.weight for c in chain]
+    groups, shuffles = tuple(c.spec.groups for c in chain), tuple(c.spec.shuffle_groups for c in chain)
+    _native.check_chain("normed", x, weights, groups, shuffles, name="chain conv")
+    out, coef = _Normed.apply(x, bn.weight, bn.bias, bn.eps, bn.relu, depthwise, groups, shuffles, *weights)
     bn._update_running_stats(coef)
     return out
 
