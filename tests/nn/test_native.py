@@ -399,21 +399,51 @@ def test_native_gc_matches_naive_values_and_gradients(
 
 @pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_large_depthwise_conv_streams_its_outputs_and_equals_onednn(threads: int) -> None:
-    # 64 x 64 x 32 x 32 floats are 16 MiB: the forward output and the input gradient take the non-temporal stores
+@pytest.mark.parametrize("channels", [64, 72])
+def test_a_large_depthwise_conv_streams_its_outputs_and_equals_onednn(channels: int, threads: int) -> None:
+    # 64 x 64 x 32 x 32 floats are 16 MiB: the forward output and the input gradient take the non-temporal stores,
+    # in place with 64 channels, through a row buffer with 72 (rows of 288 bytes are not line-aligned; the last 8
+    # channels are a masked strip with AVX-512)
     torch.set_num_threads(threads)
-    x = _cl(torch.randn(64, 64, 32, 32)).requires_grad_()
-    w = torch.randn(64, 1, 3, 3, requires_grad=True)
-    grad = _cl(torch.randn(64, 64, 32, 32))
-    out = _native.group_conv(x, w, 64)
-    ref = torch.nn.functional.conv2d(x, w, None, 1, 1, 1, 64)
+    x = _cl(torch.randn(64, channels, 32, 32)).requires_grad_()
+    w = torch.randn(channels, 1, 3, 3, requires_grad=True)
+    grad = _cl(torch.randn(64, channels, 32, 32))
+    out = _native.group_conv(x, w, channels)
+    ref = torch.nn.functional.conv2d(x, w, None, 1, 1, 1, channels)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     dx, dw = torch.autograd.grad(out, (x, w), grad)
     dx_ref, dw_ref = torch.autograd.grad(ref, (x, w), grad)
     torch.testing.assert_close(dx, dx_ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(dw, dw_ref, rtol=1e-4, atol=1e-2)  # sums of 65,536 products
-    again = torch.autograd.grad(_native.group_conv(x, w, 64), (x, w), grad)
+    again = torch.autograd.grad(_native.group_conv(x, w, channels), (x, w), grad)
     assert torch.equal(again[0], dx) and torch.equal(again[1], dw)  # deterministic for a thread count
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_large_chain_off_the_vector_width_streams_through_a_buffer_and_equals_the_reference(threads: int) -> None:
+    # 72 channels (a masked last block of every tile's transpose) x 64 x 32 x 32 are 18 MiB: the chain's output and
+    # its input gradient are streamed through the per-thread tile buffer
+    torch.set_num_threads(threads)
+    x = _cl(torch.randn(64, 72, 32, 32))
+    ws = [torch.randn(72, 8, 1, 1) * 0.3 for _ in range(2)]
+    out = _native.chain_forward(x, ws, (9, 9), (1, 3))
+    xd = x.double()
+    ref = torch.nn.functional.conv2d(channel_shuffle(torch.nn.functional.conv2d(xd, ws[0].double(), groups=9), 3),
+                                     ws[1].double(), groups=9)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grad = _cl(torch.randn(64, 72, 32, 32))
+    dx, _, (dw0, dw1) = _native.chain_backward(x, grad, ws, (9, 9), (1, 3), need_input=True, need_w=[True, True])
+    xr = xd.clone().requires_grad_()
+    wr = [w.double().requires_grad_() for w in ws]
+    yr = torch.nn.functional.conv2d(channel_shuffle(torch.nn.functional.conv2d(xr, wr[0], groups=9), 3), wr[1],
+                                    groups=9)
+    want = torch.autograd.grad(yr, (xr, *wr), grad.double())
+    assert dx is not None and dw0 is not None and dw1 is not None
+    torch.testing.assert_close(dx.double(), want[0], rtol=1e-5, atol=1e-5)
+    for got, ref_w in zip((dw0, dw1), want[1:], strict=True):
+        torch.testing.assert_close(got.double(), ref_w, rtol=1e-4, atol=1e-2)  # sums of 65,536 products
 
 
 @pytest.mark.usefixtures("native")

@@ -109,6 +109,18 @@ def test_many_pixel_blocks_far_from_zero_equal_the_reference(threads: int, nativ
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2])
+def test_a_large_bn_streams_its_output_and_input_gradient_and_equals_the_reference(threads: int,
+                                                                                  native_form: None) -> None:
+    # 72 x 64 x 32 x 32 floats are 18 MiB: the normalising pass and the input-gradient pass write their blocks of
+    # 32 pixels through a per-thread buffer with non-temporal stores (AVX-512; plain stores elsewhere)
+    torch.manual_seed(4)
+    fused, reference = _pair(72, False)
+    x = (torch.randn(64, 72, 32, 32) * 2 + 1).contiguous(memory_format=CL)
+    _assert_step_matches_float64(fused, reference, x, threads=threads)
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("relu", [True, False])
 def test_bn_with_a_residual_sum_equals_the_reference(relu: bool, threads: int, native_form: None) -> None:
     # forward_add: relu(bn(x) + r) in the kernel's normalising pass; the gradient reaches x, r, gamma and beta

@@ -96,14 +96,36 @@ static void stat_block_sums(const float *restrict x, int64_t p0, int64_t p1, int
     }
 }
 
-/* y = act(x * scale + shift [+ r]) over pixels [p0, p1); r (a residual of x's shape) may be NULL. With r, the
- * BN, the residual sum and the ReLU after it take one pass. */
+/* Whether the outputs of a pass over `elements` floats are streamed: computed per block into a per-thread buffer
+ * and written out by stream_copy (large outputs, AVX-512; a normal store would first read every line it writes). */
+static int streamed(int64_t elements) {
+#if defined(__AVX512F__)
+    return elements * (int64_t)sizeof(float) >= STREAM_BYTES;
+#else
+    (void)elements;
+    return 0;
+#endif
+}
+
+/* Where a pass writes the block of pixels [p0, p1) of its output dst: this thread's buffer when stage is set (and
+ * was allocated), else dst itself. */
+static float *block_target(float *dst, float *stage, int64_t p0, int64_t channels) {
+    return stage ? stage : dst + p0 * channels;
+}
+
+/* The block written to block_target, streamed out to dst when it went to the buffer. */
+static void block_done(float *dst, const float *stage, int64_t p0, int64_t p1, int64_t channels) {
+    if (stage) stream_copy(dst + p0 * channels, stage, (p1 - p0) * channels);
+}
+
+/* y[p - p0] = act(x * scale + shift [+ r]) over pixels [p0, p1) (y: the block's first output row); r (a residual of
+ * x's shape) may be NULL. With r, the BN, the residual sum and the ReLU after it take one pass. */
 static void apply_rows(const float *restrict x, const float *restrict r, int64_t p0, int64_t p1, int64_t channels,
                        const float *restrict scale, const float *restrict shift, int relu, float *restrict y) {
     for (int64_t p = p0; p < p1; ++p) {
         const float *in = x + p * channels;
         const float *res = r ? r + p * channels : NULL;
-        float *out = y + p * channels;
+        float *out = y + (p - p0) * channels;
         if (res && relu) {
             for (int64_t c = 0; c < channels; ++c) {
                 const float v = in[c] * scale[c] + shift[c] + res[c];
@@ -122,14 +144,15 @@ static void apply_rows(const float *restrict x, const float *restrict r, int64_t
     }
 }
 
-/* dx = a * dz - k * (x - mean) - b over pixels [p0, p1), dz = dy masked by the ReLU when relu != 0. */
+/* dx[p - p0] = a * dz - k * (x - mean) - b over pixels [p0, p1) (dx: the block's first row), dz = dy masked by the
+ * ReLU when relu != 0. */
 static void grad_rows(const float *restrict x, const float *restrict dy, int64_t p0, int64_t p1, int64_t channels,
                       const float *restrict mean, const float *restrict scale, const float *restrict shift,
                       const float *restrict a, const float *restrict k, const float *restrict b, int relu,
                       float *restrict dx) {
     for (int64_t p = p0; p < p1; ++p) {
         const float *xr = x + p * channels, *gr = dy + p * channels;
-        float *out = dx + p * channels;
+        float *out = dx + (p - p0) * channels;
         if (relu) {
             for (int64_t c = 0; c < channels; ++c) {
                 const float on = xr[c] * scale[c] + shift[c] > 0.0f ? 1.0f : 0.0f;
@@ -216,9 +239,18 @@ void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t chann
                    const float *shift, int relu, float *y, int nthreads) {
     nthreads = thread_count(nthreads, pixels);
     const int64_t blocks = block_count(pixels);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t blk = 0; blk < blocks; ++blk)
-        apply_rows(x, r, blk * BN_BLOCK, block_end(blk, pixels), channels, scale, shift, relu, y);
+    const int stream = streamed(pixels * channels);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *stage = stream ? thread_scratch(BN_BLOCK * channels) : NULL;
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+            const int64_t p0 = blk * BN_BLOCK, p1 = block_end(blk, pixels);
+            apply_rows(x, r, p0, p1, channels, scale, shift, relu, block_target(y, stage, p0, channels));
+            block_done(y, stage, p0, p1, channels);
+        }
+        if (stage) store_fence();
+    }
 }
 
 /* Sums over pixels [p0, p1) of dz and dz * (x - mean) into b1, b2 (overwritten); dz = dy masked by the ReLU
@@ -320,10 +352,18 @@ int bna_backward(const float *x, const float *dy, const float *out, float *dz_ou
     partials_free(&pt);
     if (dx) {
         const float *a = coef, *k = coef + channels, *b = coef + 2 * channels;
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-            const int64_t end = block_end(blk, pixels);
-            grad_rows(x, out ? dz_out : dy, blk * BN_BLOCK, end, channels, mean, scale, shift, a, k, b, relu, dx);
+        const int stream = streamed(pixels * channels);
+#pragma omp parallel num_threads(nthreads)
+        {
+            float *stage = stream ? thread_scratch(BN_BLOCK * channels) : NULL;
+#pragma omp for schedule(static)
+            for (int64_t blk = 0; blk < blocks; ++blk) {
+                const int64_t p0 = blk * BN_BLOCK, p1 = block_end(blk, pixels);
+                grad_rows(x, out ? dz_out : dy, p0, p1, channels, mean, scale, shift, a, k, b, relu,
+                          block_target(dx, stage, p0, channels));
+                block_done(dx, stage, p0, p1, channels);
+            }
+            if (stage) store_fence();
         }
     }
     free(coef);

@@ -8,8 +8,9 @@
  * once more): the kernels read the activations in place, vectorised across channels. A row of output is one
  * work item. Per block of DT = 8 interior output pixels and strip of DV channels (one register: 16 with AVX-512,
  * else 8), the k*k weight vectors are loaded and 8 accumulators summed; edge pixels take the taps that are in
- * range one pixel at a time; channels past the last full strip run as scalars. Outputs of STREAM_BYTES and more are written with non-temporal stores (AVX-512,
- * aligned rows): they do not fit in the caches, and a normal store would first read every line it writes.
+ * range one pixel at a time; the channels past the last full strip are one strip of masked loads and stores.
+ * Outputs of STREAM_BYTES and more are written with non-temporal stores (AVX-512, aligned rows): they do not fit
+ * in the caches, and a normal store would first read every line it writes.
  *
  *   forward:         y = conv(x, w)
  *   input gradient:  dx = conv(dy, w flipped in both spatial axes)  (stride 1 and p = k / 2 make it the same conv)
@@ -27,11 +28,7 @@
 
 #include "native_common.h"
 
-#if defined(__AVX512F__)
-#define DV 16 /* floats per vector: one zmm register */
-#else
-#define DV 8 /* one ymm register: 16-float vectors take two on AVX2, and the 8 accumulators then spill */
-#endif
+#define DV NV /* floats per vector: one zmm register with AVX-512, else one ymm (16-float vectors would spill) */
 #define DT 8  /* output pixels per interior block */
 
 typedef float dvf __attribute__((vector_size(DV * 4), aligned(4), may_alias));
@@ -40,6 +37,10 @@ typedef int32_t dvi __attribute__((vector_size(DV * 4), aligned(4), may_alias));
 /* Unaligned vector load and store (macros: a function returning a 64-byte vector draws ABI notes on AVX2 builds). */
 #define dload(p) (*(const dvf *)(p))
 #define dstore(p, v) (*(dvf *)(p) = (v))
+/* The load and store of a strip of channels: all DV lanes (M = 0), or the lanes of the mask m (M = 1: the strip past
+ * the last full vector, M a compile-time constant in the kernels below). */
+#define LD(p) (M ? (dvf)load_lanes((p), m) : dload(p))
+#define ST(p, v) do { if (M) store_lanes((p), m, (v)); else dstore((p), (v)); } while (0)
 
 /* A store that bypasses the caches (p 64-byte aligned) where the ISA has one, else a plain store. */
 #if defined(__AVX512F__)
@@ -48,9 +49,16 @@ typedef int32_t dvi __attribute__((vector_size(DV * 4), aligned(4), may_alias));
 #define dstream(p, v) dstore((p), (v))
 #endif
 
-/* Whether an output of `elements` floats at y, C channels per pixel, is streamed (large and line-aligned rows). */
-static int stream_output(const float *y, int64_t elements, int64_t c) {
-    return elements * (int64_t)sizeof(float) >= STREAM_BYTES && ((uintptr_t)y & 63) == 0 && c % DV == 0;
+/* How an output of `elements` floats at y, C channels per pixel, is written: 1 streamed in place (large, rows
+ * line-aligned), 2 streamed through a row buffer (large, rows not line-aligned; AVX-512), else 0 (stored). */
+static int output_mode(const float *y, int64_t elements, int64_t c) {
+    if (elements * (int64_t)sizeof(float) < STREAM_BYTES) return 0;
+    if (((uintptr_t)y & 63) == 0 && c % DV == 0) return 1;
+#if defined(__AVX512F__)
+    return 2;
+#else
+    return 0;
+#endif
 }
 
 
@@ -67,20 +75,15 @@ static inline __attribute__((always_inline)) dvf dw_in(dvf v, dvf s, dvf b, cons
     return v;
 }
 
-static inline __attribute__((always_inline)) float dw_in1(float v, float s, float b, const int A) {
-    if (A == 0) return v;
-    v = v * s + b;
-    return A == 2 && v < 0.0f ? 0.0f : v;
-}
-
 /* The affine's scale and shift vectors of channels [cb, cb + DV) (aff: scale[c] then shift[c]; unused for A = 0). */
-#define AFF_S(aff, cb) (A ? dload((aff) + (cb)) : (dvf){0})
-#define AFF_B(aff, c, cb) (A ? dload((aff) + (c) + (cb)) : (dvf){0})
+#define AFF_S(aff, cb) (A ? LD((aff) + (cb)) : (dvf){0})
+#define AFF_B(aff, c, cb) (A ? LD((aff) + (c) + (cb)) : (dvf){0})
 
-/* Output pixel x, channels [cb, cb + DV), of one row of the conv below into y, taps out of range skipped. */
+/* Output pixel x, channels [cb, cb + DV) (M, m: see LD), of one row of the conv below into y, taps out of range
+ * skipped. */
 static inline __attribute__((always_inline)) void dw_pixel(const float *const *rows, const float *wt, float *y,
                                                            int64_t x, int64_t wd, int64_t c, int64_t cb, const int K,
-                                                           const float *aff, const int A) {
+                                                           const float *aff, const int A, const int M, lanes_t m) {
     const int p = K / 2;
     const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
     dvf acc = {0};
@@ -89,126 +92,152 @@ static inline __attribute__((always_inline)) void dw_pixel(const float *const *r
         for (int kw = 0; kw < K; ++kw) {
             const int64_t ix = x - p + kw;
             if (ix >= 0 && ix < wd)
-                acc += dload(wt + (int64_t)(kh * K + kw) * c + cb) * dw_in(dload(rows[kh] + ix * c + cb), s, b, A);
+                acc += LD(wt + (int64_t)(kh * K + kw) * c + cb) * dw_in(LD(rows[kh] + ix * c + cb), s, b, A);
         }
     }
-    dstore(y + cb, acc);
+    ST(y + cb, acc);
+}
+
+/* T (DT or DT / 2) interior output pixels from x, channels [cb, cb + DV) (M, m: see LD), of one row of the conv
+ * below into yx. */
+static inline __attribute__((always_inline)) void dw_block(const float *const *rows, const float *wt, float *yx,
+                                                           int64_t x, int64_t c, int64_t cb, int stream, const int K,
+                                                           const float *aff, const int A, const int T, const int M,
+                                                           lanes_t m) {
+    const int p = K / 2;
+    const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
+    dvf acc[DT]; /* fixed sizes (T <= DT, K <= 7): arrays sized by parameters are VLAs the loops keep in memory */
+    for (int t = 0; t < T; ++t) acc[t] = (dvf){0};
+    for (int kh = 0; kh < K; ++kh) {
+        if (!rows[kh]) continue;
+        const float *base = rows[kh] + (x - p) * c + cb;
+        dvf in[DT + 6]; /* T + K - 1 used: each input pixel read and mapped once for the K taps that use it */
+        for (int t = 0; t < T + K - 1; ++t) in[t] = dw_in(LD(base + t * c), s, b, A);
+        for (int kw = 0; kw < K; ++kw) {
+            const dvf wk = LD(wt + (int64_t)(kh * K + kw) * c + cb);
+            for (int t = 0; t < T; ++t) acc[t] += wk * in[t + kw];
+        }
+    }
+    if (stream && !M)
+        for (int t = 0; t < T; ++t) dstream(yx + t * c + cb, acc[t]);
+    else
+        for (int t = 0; t < T; ++t) ST(yx + t * c + cb, acc[t]);
+}
+
+/* The interior output pixels [ilo, ihi) of one row (y: output pixel x0's row) by blocks of T pixels, every channel
+ * strip; the last block ends at ihi, overlapping the one before (its pixels computed twice, the same values). */
+static inline __attribute__((always_inline)) void dw_blocks(const float *const *rows, const float *wt, float *y,
+                                                            int64_t x0, int64_t ilo, int64_t ihi, int64_t c,
+                                                            int stream, const int K, const float *aff, const int A,
+                                                            const int T) {
+    const int64_t full = c / DV * DV;
+    const lanes_t tail = lanes_first(c - full);
+    for (int64_t x = ilo; x < ihi; x += T) {
+        const int64_t at = x + T <= ihi ? x : ihi - T;
+        float *yx = y + (at - x0) * c;
+        for (int64_t cb = 0; cb < full; cb += DV) dw_block(rows, wt, yx, at, c, cb, stream, K, aff, A, T, 0, tail);
+        if (full < c) dw_block(rows, wt, yx, at, c, full, 0, K, aff, A, T, 1, tail);
+    }
 }
 
 /* Output pixels [x0, x1) of one row of the stride-1 depthwise conv: y[(x - x0) * c + ch] from the k input rows
  * rows[kh] (NULL: out of range, i.e. zero) and the tap-major weights wt[kh * k + kw][c]. K is k, a compile-time
  * constant where inlined; stream: non-temporal stores for the interior blocks (y line-aligned, c % DV == 0);
- * aff and A: how the input is read (dw_in). */
+ * aff and A: how the input is read (dw_in). Channels past the last full vector run as one masked strip; the
+ * interior pixels go by blocks of DT (or DT / 2 when fewer than DT), the edge pixels and any fewer than DT / 2
+ * one at a time. */
 static inline __attribute__((always_inline)) void dw_segment(const float *const *rows, const float *wt, float *y,
                                                               int64_t x0, int64_t x1, int64_t wd, int64_t c,
                                                               int stream, const int K, const float *aff,
                                                               const int A) {
     const int p = K / 2;
     const int64_t full = c / DV * DV;
+    const lanes_t tail = lanes_first(c - full);
     const int64_t lo = p < wd ? p : wd, hi = wd - p; /* the row's interior [lo, hi) */
-    const int64_t ilo = lo > x0 ? lo : x0, ihi = hi < x1 ? hi : x1;
-    int64_t x = x0;
-    for (; x < ilo && x < x1; ++x)
-        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K, aff, A);
-    for (; x + DT <= ihi; x += DT) {
-        float *yx = y + (x - x0) * c;
-        for (int64_t cb = 0; cb < full; cb += DV) {
-            const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
-            dvf acc[DT];
-            for (int t = 0; t < DT; ++t) acc[t] = (dvf){0};
-            for (int kh = 0; kh < K; ++kh) {
-                if (!rows[kh]) continue;
-                const float *base = rows[kh] + (x - p) * c + cb;
-                dvf in[DT + K - 1]; /* each input pixel read and mapped once for the K taps that use it */
-                for (int t = 0; t < DT + K - 1; ++t) in[t] = dw_in(dload(base + t * c), s, b, A);
-                for (int kw = 0; kw < K; ++kw) {
-                    const dvf wk = dload(wt + (int64_t)(kh * K + kw) * c + cb);
-                    for (int t = 0; t < DT; ++t) acc[t] += wk * in[t + kw];
-                }
-            }
-            if (stream)
-                for (int t = 0; t < DT; ++t) dstream(yx + t * c + cb, acc[t]);
-            else
-                for (int t = 0; t < DT; ++t) dstore(yx + t * c + cb, acc[t]);
-        }
+    int64_t ilo = lo > x0 ? lo : x0, ihi = hi < x1 ? hi : x1;
+    if (ihi - ilo >= DT) {
+        dw_blocks(rows, wt, y, x0, ilo, ihi, c, stream, K, aff, A, DT);
+    } else if (ihi - ilo >= DT / 2) {
+        dw_blocks(rows, wt, y, x0, ilo, ihi, c, stream, K, aff, A, DT / 2);
+    } else if (ihi < ilo) {
+        ihi = ilo; /* no interior: every pixel below as an edge pixel */
+    } else {
+        ilo = ihi; /* the few interior pixels one at a time below */
     }
-    for (; x < x1; ++x)
-        for (int64_t cb = 0; cb < full; cb += DV) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K, aff, A);
-    for (int64_t ch = full; ch < c; ++ch) /* channels past the last full strip */
-        for (int64_t xx = x0; xx < x1; ++xx) {
-            float acc = 0.0f;
-            for (int kh = 0; kh < K; ++kh) {
-                if (!rows[kh]) continue;
-                for (int kw = 0; kw < K; ++kw) {
-                    const int64_t ix = xx - p + kw;
-                    if (ix >= 0 && ix < wd)
-                        acc += wt[(kh * K + kw) * c + ch] * (A ? dw_in1(rows[kh][ix * c + ch], aff[ch], aff[c + ch], A)
-                                                               : rows[kh][ix * c + ch]);
-                }
-            }
-            y[(xx - x0) * c + ch] = acc;
+    for (int64_t x = x0; x < x1; ++x) {
+        if (x == ilo && ilo < ihi) { /* skip the blocked interior */
+            x = ihi - 1;
+            continue;
         }
+        for (int64_t cb = 0; cb < full; cb += DV)
+            dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, cb, K, aff, A, 0, tail);
+        if (full < c) dw_pixel(rows, wt, y + (x - x0) * c, x, wd, c, full, K, aff, A, 1, tail);
+    }
 }
 
-/* The weight-gradient terms of one row of dy: acc[kh * k + kw][c] += sum_x dyrow[x][c] * rows[kh][x - p + kw][c]. */
+/* The weight-gradient terms of edge pixel x of one row of dy, channels [cb, cb + DV) (M, m: see LD), into sum. */
 static inline __attribute__((always_inline)) void dw_grad_edge(const float *const *rows, const float *dyrow,
                                                                 dvf *sum, int64_t x, int64_t wd, int64_t c,
                                                                 int64_t cb, const int K, const float *aff,
-                                                                const int A) {
+                                                                const int A, const int M, lanes_t m) {
     const int p = K / 2;
-    const dvf g = dload(dyrow + x * c + cb);
+    const dvf g = LD(dyrow + x * c + cb);
     const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
     for (int kh = 0; kh < K; ++kh) {
         if (!rows[kh]) continue;
         for (int kw = 0; kw < K; ++kw) {
             const int64_t ix = x - p + kw;
-            if (ix >= 0 && ix < wd) sum[kh * K + kw] += g * dw_in(dload(rows[kh] + ix * c + cb), s, b, A);
+            if (ix >= 0 && ix < wd) sum[kh * K + kw] += g * dw_in(LD(rows[kh] + ix * c + cb), s, b, A);
         }
     }
 }
 
+/* The weight-gradient terms of the interior pixels of one row of dy with input row r (tap row kh), channels
+ * [cb, cb + DV) (M, m: see LD): acc[kh * k + kw][c] += sum_x dyrow[x][c] * r[x - p + kw][c]. */
+static inline __attribute__((always_inline)) void dw_grad_inner(const float *r, const float *dyrow, float *acc,
+                                                                 int64_t lo, int64_t hi, int64_t c, int64_t cb,
+                                                                 int kh, const int K, const float *aff, const int A,
+                                                                 const int M, lanes_t m) {
+    const int p = K / 2;
+    const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
+    dvf sum[7]; /* K used */
+    for (int kw = 0; kw < K; ++kw) sum[kw] = LD(acc + (int64_t)(kh * K + kw) * c + cb);
+    for (int64_t x = lo; x < hi; ++x) {
+        const dvf g = LD(dyrow + x * c + cb);
+        const float *base = r + (x - p) * c + cb;
+        for (int kw = 0; kw < K; ++kw) sum[kw] += g * dw_in(LD(base + kw * c), s, b, A);
+    }
+    for (int kw = 0; kw < K; ++kw) ST(acc + (int64_t)(kh * K + kw) * c + cb, sum[kw]);
+}
+
+/* The weight-gradient terms of the edge pixels of one row of dy, channels [cb, cb + DV) (M, m: see LD). */
+static inline __attribute__((always_inline)) void dw_grad_edges(const float *const *rows, const float *dyrow,
+                                                                 float *acc, int64_t lo, int64_t hi, int64_t wd,
+                                                                 int64_t c, int64_t cb, const int K, const float *aff,
+                                                                 const int A, const int M, lanes_t m) {
+    dvf sum[49]; /* K * K used */
+    for (int t = 0; t < K * K; ++t) sum[t] = (dvf){0};
+    for (int64_t x = 0; x < lo; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K, aff, A, M, m);
+    for (int64_t x = hi; x < wd; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K, aff, A, M, m);
+    for (int t = 0; t < K * K; ++t) ST(acc + (int64_t)t * c + cb, LD(acc + (int64_t)t * c + cb) + sum[t]);
+}
+
+/* The weight-gradient terms of one row of dy: acc[kh * k + kw][c] += sum_x dyrow[x][c] * rows[kh][x - p + kw][c]. */
 static inline __attribute__((always_inline)) void dw_grad_row(const float *const *rows, const float *dyrow,
                                                                float *acc, int64_t wd, int64_t c, const int K,
                                                                const float *aff, const int A) {
     const int p = K / 2;
-    const int64_t full = c / DV * DV;
     const int64_t lo = p < wd ? p : wd, hi = wd - p > lo ? wd - p : lo;
+    const int64_t full = c / DV * DV;
+    const lanes_t tail = lanes_first(c - full);
     for (int kh = 0; kh < K; ++kh) {
-        const float *r = rows[kh];
-        if (!r) continue;
-        for (int64_t cb = 0; cb < full; cb += DV) {
-            const dvf s = AFF_S(aff, cb), b = AFF_B(aff, c, cb);
-            dvf sum[K];
-            for (int kw = 0; kw < K; ++kw) sum[kw] = dload(acc + (int64_t)(kh * K + kw) * c + cb);
-            for (int64_t x = lo; x < hi; ++x) {
-                const dvf g = dload(dyrow + x * c + cb);
-                const float *base = r + (x - p) * c + cb;
-                for (int kw = 0; kw < K; ++kw) sum[kw] += g * dw_in(dload(base + kw * c), s, b, A);
-            }
-            for (int kw = 0; kw < K; ++kw) dstore(acc + (int64_t)(kh * K + kw) * c + cb, sum[kw]);
-        }
+        if (!rows[kh]) continue;
+        for (int64_t cb = 0; cb < full; cb += DV)
+            dw_grad_inner(rows[kh], dyrow, acc, lo, hi, c, cb, kh, K, aff, A, 0, tail);
+        if (full < c) dw_grad_inner(rows[kh], dyrow, acc, lo, hi, c, full, kh, K, aff, A, 1, tail);
     }
-    for (int64_t cb = 0; cb < full; cb += DV) { /* the edge pixels */
-        dvf sum[K * K];
-        for (int t = 0; t < K * K; ++t) sum[t] = (dvf){0};
-        for (int64_t x = 0; x < lo; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K, aff, A);
-        for (int64_t x = hi; x < wd; ++x) dw_grad_edge(rows, dyrow, sum, x, wd, c, cb, K, aff, A);
-        for (int t = 0; t < K * K; ++t) dstore(acc + (int64_t)t * c + cb, dload(acc + (int64_t)t * c + cb) + sum[t]);
-    }
-    for (int64_t ch = full; ch < c; ++ch)
-        for (int kh = 0; kh < K; ++kh) {
-            if (!rows[kh]) continue;
-            for (int kw = 0; kw < K; ++kw) {
-                float s = 0.0f;
-                for (int64_t x = 0; x < wd; ++x) {
-                    const int64_t ix = x - p + kw;
-                    if (ix >= 0 && ix < wd)
-                        s += dyrow[x * c + ch] * (A ? dw_in1(rows[kh][ix * c + ch], aff[ch], aff[c + ch], A)
-                                                    : rows[kh][ix * c + ch]);
-                }
-                acc[(kh * K + kw) * c + ch] += s;
-            }
-        }
+    for (int64_t cb = 0; cb < full; cb += DV) dw_grad_edges(rows, dyrow, acc, lo, hi, wd, c, cb, K, aff, A, 0, tail);
+    if (full < c) dw_grad_edges(rows, dyrow, acc, lo, hi, wd, c, full, K, aff, A, 1, tail);
 }
 
 /* rows[kh] = row h - p + kh of image b of src (N x H x W x C), NULL where out of range. */
@@ -221,24 +250,49 @@ static void row_window(const float *src, int64_t b, int64_t h, int64_t ht, int64
     }
 }
 
-/* Calls F(args..., K, A) with K = k (1, 3, 5 or 7; the callers check k) and A the input map (dw_in): 0 without
- * aff, 2 with aff and relu, else 1; each combination has its loops unrolled. */
+/* One function per kernel size K and input map A (dw_in) for the row kernels, each with its loops unrolled: kept
+ * apart (noinline), since twelve copies inlined into one function had the compiler spill the loops' registers. */
+#define DW_KERNELS(K_, A_)                                                                                       \
+    static __attribute__((noinline)) void segment_##K_##_##A_(const float *const *rows, const float *wt, float *y, \
+                                                              int64_t x0, int64_t x1, int64_t wd, int64_t c,     \
+                                                              int stream, const float *aff) {                    \
+        dw_segment(rows, wt, y, x0, x1, wd, c, stream, K_, aff, A_);                                             \
+    }                                                                                                            \
+    static __attribute__((noinline)) void grad_##K_##_##A_(const float *const *rows, const float *dyrow,         \
+                                                           float *acc, int64_t wd, int64_t c, const float *aff) { \
+        dw_grad_row(rows, dyrow, acc, wd, c, K_, aff, A_);                                                       \
+    }
+DW_KERNELS(1, 0)
+DW_KERNELS(1, 1)
+DW_KERNELS(1, 2)
+DW_KERNELS(3, 0)
+DW_KERNELS(3, 1)
+DW_KERNELS(3, 2)
+DW_KERNELS(5, 0)
+DW_KERNELS(5, 1)
+DW_KERNELS(5, 2)
+DW_KERNELS(7, 0)
+DW_KERNELS(7, 1)
+DW_KERNELS(7, 2)
+
+/* Calls F_K_A(args..., aff) with K = k (1, 3, 5 or 7; the callers check k) and A the input map (dw_in): 0 without
+ * aff, 2 with aff and relu, else 1. */
 #define DW_DISPATCH(F, k, aff, relu, ...)                                                                          \
     do {                                                                                                         \
         const int a_ = (aff) ? ((relu) ? 2 : 1) : 0;                                                             \
         switch ((int)(k) * 4 + a_) {                                                                             \
-        case 4: F(__VA_ARGS__, 1, aff, 0); break;                                                                \
-        case 5: F(__VA_ARGS__, 1, aff, 1); break;                                                                \
-        case 6: F(__VA_ARGS__, 1, aff, 2); break;                                                                \
-        case 12: F(__VA_ARGS__, 3, aff, 0); break;                                                               \
-        case 13: F(__VA_ARGS__, 3, aff, 1); break;                                                               \
-        case 14: F(__VA_ARGS__, 3, aff, 2); break;                                                               \
-        case 20: F(__VA_ARGS__, 5, aff, 0); break;                                                               \
-        case 21: F(__VA_ARGS__, 5, aff, 1); break;                                                               \
-        case 22: F(__VA_ARGS__, 5, aff, 2); break;                                                               \
-        case 28: F(__VA_ARGS__, 7, aff, 0); break;                                                               \
-        case 29: F(__VA_ARGS__, 7, aff, 1); break;                                                               \
-        case 30: F(__VA_ARGS__, 7, aff, 2); break;                                                               \
+        case 4: F##_1_0(__VA_ARGS__, aff); break;                                                                \
+        case 5: F##_1_1(__VA_ARGS__, aff); break;                                                                \
+        case 6: F##_1_2(__VA_ARGS__, aff); break;                                                                \
+        case 12: F##_3_0(__VA_ARGS__, aff); break;                                                               \
+        case 13: F##_3_1(__VA_ARGS__, aff); break;                                                               \
+        case 14: F##_3_2(__VA_ARGS__, aff); break;                                                               \
+        case 20: F##_5_0(__VA_ARGS__, aff); break;                                                               \
+        case 21: F##_5_1(__VA_ARGS__, aff); break;                                                               \
+        case 22: F##_5_2(__VA_ARGS__, aff); break;                                                               \
+        case 28: F##_7_0(__VA_ARGS__, aff); break;                                                               \
+        case 29: F##_7_1(__VA_ARGS__, aff); break;                                                               \
+        case 30: F##_7_2(__VA_ARGS__, aff); break;                                                               \
         default: break; /* another k: the callers check k first (dw_handles, the Python entry points) */         \
         }                                                                                                        \
     } while (0)
@@ -246,13 +300,13 @@ static void row_window(const float *src, int64_t b, int64_t h, int64_t ht, int64
 /* dw_segment for any k and input map. */
 static void segment_any(const float *const *rows, const float *wt, float *y, int64_t x0, int64_t x1, int64_t wd,
                         int64_t c, int stream, int64_t k, const float *aff, int relu) {
-    DW_DISPATCH(dw_segment, k, aff, relu, rows, wt, y, x0, x1, wd, c, stream);
+    DW_DISPATCH(segment, k, aff, relu, rows, wt, y, x0, x1, wd, c, stream);
 }
 
 /* dw_grad_row for any k and input map. */
 static void grad_any(const float *const *rows, const float *dyrow, float *acc, int64_t wd, int64_t c, int64_t k,
                      const float *aff, int relu) {
-    DW_DISPATCH(dw_grad_row, k, aff, relu, rows, dyrow, acc, wd, c);
+    DW_DISPATCH(grad, k, aff, relu, rows, dyrow, acc, wd, c);
 }
 
 
@@ -283,6 +337,18 @@ void dw_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, i
     }
 }
 
+/* Output row yrow (wd pixels) of the conv from its input rows `window`, written as output_mode's `mode` says. */
+static inline __attribute__((always_inline)) void conv_row(const float *const *window, const float *wt, float *yrow, int64_t wd, int64_t c, int mode,
+                     int64_t k, const float *aff, int relu) {
+    float *row = mode == 2 ? thread_scratch(wd * c) : NULL;
+    if (row) {
+        segment_any(window, wt, row, 0, wd, wd, c, 0, k, aff, relu);
+        stream_copy(yrow, row, wd * c);
+    } else {
+        segment_any(window, wt, yrow, 0, wd, wd, c, mode == 1, k, aff, relu);
+    }
+}
+
 /* Whether dw_forward / dw_backward compute this conv: depthwise (one channel per group, as many outputs), stride 1,
  * no shuffle, and a kernel size segment_any has a loop for. */
 int dw_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride) {
@@ -296,7 +362,7 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
     float *wt = dw_tap_major(w, c, k, 0);
     if (!wt) return -1;
     const int64_t rows = n * h;
-    const int stream = stream_output(y, rows * wd * c, c);
+    const int mode = output_mode(y, rows * wd * c, c);
     nthreads = clamp_threads(nthreads, rows);
 #pragma omp parallel num_threads(nthreads)
     {
@@ -304,9 +370,9 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
         for (int64_t r = 0; r < rows; ++r) {
             const float *window[7];
             row_window(x, r / h, r % h, h, wd, c, k, window);
-            segment_any(window, wt, y + r * wd * c, 0, wd, wd, c, stream, k, aff, relu);
+            conv_row(window, wt, y + r * wd * c, wd, c, mode, k, aff, relu);
         }
-        if (stream) store_fence();
+        if (mode) store_fence();
     }
     free(wt);
     return 0;
@@ -353,7 +419,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
         return -1;
     }
     /* with the sums, dx rows are stored normally: they are read back at once from the cache */
-    const int stream = dx && !bn_sums ? stream_output(dx, rows * wd * c, c) : 0;
+    const int mode = dx && !bn_sums ? output_mode(dx, rows * wd * c, c) : 0;
 #pragma omp parallel num_threads(nthreads)
     {
         const int me = thread_id();
@@ -366,7 +432,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
             const float *window[7];
             if (dx) {
                 row_window(dy, b, hh, h, wd, c, k, window);
-                segment_any(window, wf, dx + r * wd * c, 0, wd, wd, c, stream, k, NULL, 0);
+                conv_row(window, wf, dx + r * wd * c, wd, c, mode, k, NULL, 0);
                 if (bs) {
                     row_bn_sums(dx + r * wd * c, x + r * wd * c, wd, c, aff, bn_mean, relu, rs, rs + c);
                     for (int64_t e = 0; e < 2 * c; ++e) bs[e] += (double)rs[e];
@@ -377,7 +443,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
                 grad_any(window, dy + r * wd * c, mine, wd, c, k, aff, relu);
             }
         }
-        if (stream) store_fence();
+        if (mode) store_fence();
     }
     if (dw) {
         for (int64_t ch = 0; ch < c; ++ch)

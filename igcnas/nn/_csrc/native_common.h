@@ -7,10 +7,11 @@
 
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -47,6 +48,72 @@ static inline void store_fence(void) {
     _mm_sfence();
 #endif
 }
+
+/* dst[0, count) = src[0, count) with non-temporal stores for the whole 64-byte lines of dst (AVX-512; the partial
+ * lines at either end stored normally, so that no line is written both ways), else memcpy: a block computed in a
+ * cache-resident buffer and streamed out, for outputs whose rows are not line-aligned (C not a multiple of 16). */
+static inline void stream_copy(float *restrict dst, const float *restrict src, int64_t count) {
+#if defined(__AVX512F__)
+    int64_t i = (int64_t)(((64 - ((uintptr_t)dst & 63)) & 63) / sizeof(float));
+    if (i > count) i = count;
+    for (int64_t j = 0; j < i; ++j) dst[j] = src[j];
+    for (; i + 16 <= count; i += 16) _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+    for (; i < count; ++i) dst[i] = src[i];
+#else
+    memcpy(dst, src, sizeof(float) * (size_t)count);
+#endif
+}
+
+/* This thread's scratch of at least `floats` floats, 64-byte aligned, kept for its later calls (NULL: out of
+ * memory); one per thread and source file, grown as needed, never shrunk. */
+static inline float *thread_scratch(int64_t floats) {
+    static __thread float *buf;
+    static __thread int64_t have;
+    if (have < floats) {
+        free(buf);
+        buf = alloc_aligned(sizeof(float) * (size_t)floats);
+        have = buf ? floats : 0;
+    }
+    return buf;
+}
+
+/* NV floats per vector (16 with AVX-512, else 8) and the first n of them (0 <= n <= NV) loaded with the other lanes
+ * zero (load_lanes) or stored with the memory past them untouched (store_lanes), for the channels past the last full
+ * vector of a row: lanes_first(n) is the mask, built once per row. Masked moves with AVX-512 or AVX, else a loop. */
+#if defined(__AVX512F__)
+#define NV 16
+typedef __m512 nv_t;
+typedef __mmask16 lanes_t;
+static inline lanes_t lanes_first(int64_t n) { return (lanes_t)((1u << n) - 1u); }
+#define load_lanes(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define store_lanes(p, m, v) _mm512_mask_storeu_ps((p), (m), (__m512)(v))
+#elif defined(__AVX__)
+#define NV 8
+typedef __m256 nv_t;
+typedef __m256i lanes_t;
+static inline lanes_t lanes_first(int64_t n) {
+    static const int32_t ones[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+    return _mm256_loadu_si256((const __m256i *)(ones + 8 - n));
+}
+#define load_lanes(p, m) _mm256_maskload_ps((p), (m))
+#define store_lanes(p, m, v) _mm256_maskstore_ps((p), (m), (__m256)(v))
+#else
+#define NV 8
+typedef float nv_t __attribute__((vector_size(NV * 4)));
+typedef int64_t lanes_t;
+static inline lanes_t lanes_first(int64_t n) { return n; }
+#define load_lanes(p, m)                                                                                        \
+    ({                                                                                                           \
+        nv_t v_ = {0};                                                                                           \
+        for (int64_t i_ = 0; i_ < (m); ++i_) v_[i_] = (p)[i_];                                                   \
+        v_;                                                                                                      \
+    })
+#define store_lanes(p, m, v)                                                                                     \
+    do {                                                                                                         \
+        const nv_t v_ = (nv_t)(v);                                                                               \
+        for (int64_t i_ = 0; i_ < (m); ++i_) (p)[i_] = v_[i_];                                                   \
+    } while (0)
+#endif
 
 /* dw_conv.c: the depthwise conv with stride 1 and no shuffle, which needs no row expansion. dw_handles says
  * whether it computes the conv gc_forward / gc_backward were given. */

@@ -2,8 +2,9 @@
  *
  * Tensors are channels_last (NHWC) float32, i.e. row-major (P = N*H*W, C) matrices. A tile is TILE consecutive
  * pixels, transposed into a slot-major buffer (one TILE-float vector per channel, pixel axis innermost) by
- * gather_tile and back by scatter_tile; the matmuls run on those vectors. TILE is 16 with AVX-512 (16 x 16 blocks
- * transposed in registers), 8 otherwise: a tile is one register's vector either way.
+ * gather_tile and back by scatter_tile; the matmuls run on those vectors. TILE is 16 with AVX-512, 8 otherwise: a
+ * tile is one register's vector either way, and with AVX-512 or AVX its TILE x TILE blocks are transposed in
+ * registers (the last block of a row that is not a multiple of TILE channels with masked loads and stores).
  */
 #ifndef IGCNAS_PW_TILES_H
 #define IGCNAS_PW_TILES_H
@@ -12,14 +13,11 @@
 
 #include "native_common.h"
 
-#if defined(__AVX512F__)
-#define TILE 16  /* pixels per tile: one vector, one zmm register */
-#else
-#define TILE 8   /* one ymm register: 16-float vectors take two on AVX2, and the accumulators then spill */
-#endif
+#define TILE NV   /* pixels per tile: one vector (a zmm register with AVX-512; else a ymm: 16 would spill) */
 #define WSUB 4   /* tiles per step of the backward kernel (its dw update is written for 4) */
 
 typedef float vf __attribute__((vector_size(TILE * 4), aligned(TILE * 4)));
+typedef float nv_u __attribute__((vector_size(TILE * 4), aligned(4), may_alias)); /* an unaligned vector */
 
 #if defined(__AVX512F__)
 /* Transpose the 16 x 16 block r[k] (16 rows of 16 floats) in registers. */
@@ -49,23 +47,83 @@ static inline void transpose16(__m512 r[16]) {
         r[k + 12] = _mm512_shuffle_f32x4(t[k + 4], t[k + 12], 0xdd);
     }
 }
+#elif defined(__AVX__)
+/* Transpose the 8 x 8 block r[k] (8 rows of 8 floats) in registers. */
+static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int k = 0; k < 8; k += 2) {
+        t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    /* per 128-bit half: u[4q + j] holds column j (of 4) of rows 4q..4q+3 */
+    for (int q = 0; q < 8; q += 4) {
+        u[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);
+        u[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xee);
+        u[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+        u[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xee);
+    }
+    for (int j = 0; j < 4; ++j) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
+        r[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
+    }
+}
+#define transpose_tile transpose8
+#endif
+#if defined(__AVX512F__)
+#define transpose_tile transpose16
 #endif
 
-/* buf[slot(j)][t] = src[(p0 + t) * c + j] for j < c, t < n (columns t >= n are zero). */
-static inline void gather_tile(const float *restrict src, int64_t c, int64_t p0, int n, const int64_t *restrict slot,
-                        float *restrict buf) {
-    int64_t j0 = 0;
+/* The TILE x TILE block of a tile's rows (rows of stride c from src) at channel j0, transposed into buf's slots of
+ * channels j0 .. j0 + width - 1 (W: width is TILE, a constant, else masked loads of the first `width` lanes). */
+#if defined(__AVX512F__) || defined(__AVX__)
+static inline __attribute__((always_inline)) void gather_block(const float *restrict src, int64_t c, int64_t j0,
+                                                               int64_t width, const int64_t *restrict slot,
+                                                               float *restrict buf, const int W) {
+    nv_t r[TILE];
+    const lanes_t m = lanes_first(W ? TILE : width);
+    for (int t = 0; t < TILE; ++t) r[t] = W ? (nv_t) * (const nv_u *)(src + t * c + j0) : load_lanes(src + t * c + j0, m);
+    transpose_tile(r);
+    for (int k = 0; k < TILE; ++k)
+        if (W || k < width) *(nv_t *)(buf + (slot ? slot[j0 + k] : j0 + k) * TILE) = r[k];
+}
+
+/* The inverse of gather_block: the slots of channels j0 .. j0 + width - 1 transposed into the tile's rows (stride c
+ * from dst; W: width is TILE, else masked stores); nt: non-temporal stores (AVX-512, W, dst rows line-aligned). */
+static inline __attribute__((always_inline)) void scatter_block(float *restrict dst, int64_t c, int64_t j0,
+                                                                int64_t width, const int64_t *restrict slot,
+                                                                const float *restrict buf, const int W, int nt) {
+    nv_t r[TILE];
+    const lanes_t m = lanes_first(W ? TILE : width);
+    for (int k = 0; k < TILE; ++k)
+        r[k] = W || k < width ? *(const nv_t *)(buf + (slot ? slot[j0 + k] : j0 + k) * TILE) : (nv_t){0};
+    transpose_tile(r);
 #if defined(__AVX512F__)
+    if (W && nt) {
+        for (int t = 0; t < TILE; ++t) _mm512_stream_ps(dst + t * c + j0, r[t]);
+        return;
+    }
+#else
+    (void)nt;
+#endif
+    for (int t = 0; t < TILE; ++t) {
+        if (W)
+            *(nv_u *)(dst + t * c + j0) = r[t];
+        else
+            store_lanes(dst + t * c + j0, m, r[t]);
+    }
+}
+#endif
+
+/* buf[slot(j)][t] = src[(p0 + t) * c + j] for j < c, t < n (columns t >= n are zero). A full tile goes by blocks of
+ * TILE channels transposed in registers, the last one with masked loads. */
+static inline void gather_tile(const float *restrict src, int64_t c, int64_t p0, int n, const int64_t *restrict slot,
+                               float *restrict buf) {
+    int64_t j0 = 0;
+#if defined(__AVX512F__) || defined(__AVX__)
     if (n == TILE) {
-        for (; j0 + 16 <= c; j0 += 16) {
-            __m512 r[16];
-            for (int t = 0; t < 16; ++t) r[t] = _mm512_loadu_ps(src + (p0 + t) * c + j0);
-            transpose16(r);
-            for (int k = 0; k < 16; ++k) {
-                const int64_t s = slot ? slot[j0 + k] : j0 + k;
-                _mm512_store_ps(buf + s * TILE, r[k]);
-            }
-        }
+        for (; j0 + TILE <= c; j0 += TILE) gather_block(src + p0 * c, c, j0, TILE, slot, buf, 1);
+        if (j0 < c) gather_block(src + p0 * c, c, j0, c - j0, slot, buf, 0);
+        return;
     }
 #endif
     for (int64_t j = j0; j < c; ++j) {
@@ -76,31 +134,30 @@ static inline void gather_tile(const float *restrict src, int64_t c, int64_t p0,
     }
 }
 
-/* dst[(p0 + t) * c + j] = buf[slot(j)][t] for j < c, t < n; stream: non-temporal stores where aligned. */
+/* dst[(p0 + t) * c + j] = buf[slot(j)][t] for j < c, t < n; stream: non-temporal stores (AVX-512). A full tile goes
+ * as gather_tile's, the last block with masked stores; streamed, its rows are written in place when they are
+ * line-aligned (C a multiple of 16), else through a per-thread buffer that stream_copy writes out. */
 static inline void scatter_tile(float *restrict dst, int64_t c, int64_t p0, int n, const int64_t *restrict slot,
-                         const float *restrict buf, int stream) {
-    int64_t j0 = 0;
-#if defined(__AVX512F__)
+                                const float *restrict buf, int stream) {
+#if defined(__AVX512F__) || defined(__AVX__)
     if (n == TILE) {
+        int64_t j0 = 0;
+#if defined(__AVX512F__)
         const int aligned = stream && ((uintptr_t)(dst + p0 * c) & 63) == 0 && (c & 15) == 0;
-        for (; j0 + 16 <= c; j0 += 16) {
-            __m512 r[16];
-            for (int k = 0; k < 16; ++k) {
-                const int64_t s = slot ? slot[j0 + k] : j0 + k;
-                r[k] = _mm512_load_ps(buf + s * TILE);
-            }
-            transpose16(r);
-            if (aligned) {
-                for (int t = 0; t < 16; ++t) _mm512_stream_ps(dst + (p0 + t) * c + j0, r[t]);
-            } else {
-                for (int t = 0; t < 16; ++t) _mm512_storeu_ps(dst + (p0 + t) * c + j0, r[t]);
-            }
-        }
-    }
+        float *stage = stream && !aligned ? thread_scratch(TILE * c) : NULL;
 #else
-    (void)stream;
+        const int aligned = 0;
+        float *stage = NULL;
 #endif
-    for (int64_t j = j0; j < c; ++j) {
+        float *out = stage ? stage : dst + p0 * c; /* the tile's first row */
+        for (; j0 + TILE <= c; j0 += TILE) scatter_block(out, c, j0, TILE, slot, buf, 1, aligned);
+        if (j0 < c) scatter_block(out, c, j0, c - j0, slot, buf, 0, 0);
+        if (stage) stream_copy(dst + p0 * c, stage, TILE * c);
+        return;
+    }
+#endif
+    (void)stream;
+    for (int64_t j = 0; j < c; ++j) {
         const float *restrict b = buf + (slot ? slot[j] : j) * TILE;
         for (int t = 0; t < n; ++t) dst[(p0 + t) * c + j] = b[t];
     }
