@@ -107,17 +107,6 @@ static int streamed(int64_t elements) {
 #endif
 }
 
-/* Where a pass writes the block of pixels [p0, p1) of its output dst: this thread's buffer when stage is set (and
- * was allocated), else dst itself. */
-static float *block_target(float *dst, float *stage, int64_t p0, int64_t channels) {
-    return stage ? stage : dst + p0 * channels;
-}
-
-/* The block written to block_target, streamed out to dst when it went to the buffer. */
-static void block_done(float *dst, const float *stage, int64_t p0, int64_t p1, int64_t channels) {
-    if (stage) stream_copy(dst + p0 * channels, stage, (p1 - p0) * channels);
-}
-
 /* y[p - p0] = act(x * scale + shift [+ r]) over pixels [p0, p1) (y: the block's first output row); r (a residual of
  * x's shape) may be NULL. With r, the BN, the residual sum and the ReLU after it take one pass. */
 static void apply_rows(const float *restrict x, const float *restrict r, int64_t p0, int64_t p1, int64_t channels,
@@ -161,6 +150,35 @@ static void grad_rows(const float *restrict x, const float *restrict dy, int64_t
         } else {
             for (int64_t c = 0; c < channels; ++c) out[c] = a[c] * gr[c] - k[c] * (xr[c] - mean[c]) - b[c];
         }
+    }
+}
+
+/* What a writing pass reads: apply_rows's (in = x, other = r) or grad_rows's (other = dy; mean, a, k, b). */
+typedef struct {
+    const float *in, *other, *mean, *scale, *shift, *a, *k, *b;
+    int relu, grad;
+} pass_args;
+
+/* One pass that writes dst (P, C) block by block: apply_rows, or grad_rows with pa->grad. A large output goes
+ * through this thread's buffer and stream_copy, block by block (see streamed). */
+static void write_pass(const pass_args *pa, float *dst, int64_t pixels, int64_t channels, int nthreads) {
+    const int64_t blocks = block_count(pixels);
+    const int stream = streamed(pixels * channels);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *stage = stream ? thread_scratch(BN_BLOCK * channels) : NULL;
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < blocks; ++blk) {
+            const int64_t p0 = blk * BN_BLOCK, p1 = block_end(blk, pixels);
+            float *to = stage ? stage : dst + p0 * channels;
+            if (pa->grad)
+                grad_rows(pa->in, pa->other, p0, p1, channels, pa->mean, pa->scale, pa->shift, pa->a, pa->k, pa->b,
+                          pa->relu, to);
+            else
+                apply_rows(pa->in, pa->other, p0, p1, channels, pa->scale, pa->shift, pa->relu, to);
+            if (stage) stream_copy(dst + p0 * channels, stage, (p1 - p0) * channels);
+        }
+        if (stage) store_fence();
     }
 }
 
@@ -237,20 +255,8 @@ void bna_running_update(const float *coef, int64_t channels, double factor, floa
 /* y = act(x * scale + shift [+ r]) per channel, r a residual of x's shape or NULL (relu != 0: ReLU, after the sum). */
 void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t channels, const float *scale,
                    const float *shift, int relu, float *y, int nthreads) {
-    nthreads = thread_count(nthreads, pixels);
-    const int64_t blocks = block_count(pixels);
-    const int stream = streamed(pixels * channels);
-#pragma omp parallel num_threads(nthreads)
-    {
-        float *stage = stream ? thread_scratch(BN_BLOCK * channels) : NULL;
-#pragma omp for schedule(static)
-        for (int64_t blk = 0; blk < blocks; ++blk) {
-            const int64_t p0 = blk * BN_BLOCK, p1 = block_end(blk, pixels);
-            apply_rows(x, r, p0, p1, channels, scale, shift, relu, block_target(y, stage, p0, channels));
-            block_done(y, stage, p0, p1, channels);
-        }
-        if (stage) store_fence();
-    }
+    const pass_args pa = {x, r, NULL, scale, shift, NULL, NULL, NULL, relu, 0};
+    write_pass(&pa, y, pixels, channels, thread_count(nthreads, pixels));
 }
 
 /* Sums over pixels [p0, p1) of dz and dz * (x - mean) into b1, b2 (overwritten); dz = dy masked by the ReLU
@@ -351,20 +357,9 @@ int bna_backward(const float *x, const float *dy, const float *out, float *dz_ou
     }
     partials_free(&pt);
     if (dx) {
-        const float *a = coef, *k = coef + channels, *b = coef + 2 * channels;
-        const int stream = streamed(pixels * channels);
-#pragma omp parallel num_threads(nthreads)
-        {
-            float *stage = stream ? thread_scratch(BN_BLOCK * channels) : NULL;
-#pragma omp for schedule(static)
-            for (int64_t blk = 0; blk < blocks; ++blk) {
-                const int64_t p0 = blk * BN_BLOCK, p1 = block_end(blk, pixels);
-                grad_rows(x, out ? dz_out : dy, p0, p1, channels, mean, scale, shift, a, k, b, relu,
-                          block_target(dx, stage, p0, channels));
-                block_done(dx, stage, p0, p1, channels);
-            }
-            if (stage) store_fence();
-        }
+        const pass_args pa = {x, out ? dz_out : dy, mean, scale, shift, coef, coef + channels, coef + 2 * channels,
+                              relu, 1};
+        write_pass(&pa, dx, pixels, channels, nthreads);
     }
     free(coef);
     return 0;
