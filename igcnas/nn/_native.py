@@ -427,12 +427,16 @@ def chain_backward(
 ) -> tuple[Tensor | None, Tensor | None, list[Tensor | None]]:
     """The gradients of :func:`chain_forward` for the output gradient ``dy`` (channels_last float32): that of the
     input the kernels read (``x``, or with ``affine`` the normalised ``x``), of the depthwise weight and of each
-    1x1 weight, each only where asked (None otherwise). With a depthwise conv, ``affine`` (a BatchNorm's
-    :func:`~igcnas.nn.norm.batch_coefficients`) and ``bn_sums`` (float64, 2C), the depthwise backward also fills
-    ``bn_sums`` with the sums that BatchNorm's backward takes from the input gradient, while it writes it."""
+    1x1 weight, each only where asked (None otherwise). With ``affine`` (a BatchNorm's
+    :func:`~igcnas.nn.norm.batch_coefficients`) and ``bn_sums`` (float64, 2C), the kernel that writes the input
+    gradient (the depthwise backward, else the chain's) also fills ``bn_sums`` with the sums that BatchNorm's
+    backward takes from it, while it is in cache."""
     lib = library()
     assert lib is not None
     n, c, h, wd = x.shape
+    if bn_sums is not None and (not need_input or affine is None):
+        raise ValueError("chain_backward: bn_sums needs need_input and affine")
+    mean = None if bn_sums is None or affine is None else affine.data_ptr() + 8 * c  # coefficients' row 2
     threads = torch.get_num_threads()
     dw = None if depthwise is None else depthwise.detach().contiguous()
     grad_ws: list[Tensor | None] = [torch.empty(w.shape, dtype=torch.float32) if needed else None
@@ -446,11 +450,12 @@ def chain_backward(
                for w, g in zip(ws, groups, strict=True)]
         layout = _chain_layout((c, *(int(w.shape[0]) for w in ws)), groups, shuffles)
         prefix = depthwise_args(dw, x, affine, relu)
+        chain_sums = bn_sums if dw is None else None  # with a depthwise conv, its backward takes them
         code = lib.gpc_backward(
             data_ptr(x), args_pointer(prefix), data_ptr(dy), data_ptr(grad_in), len(ws), data_ptr(layout.chans),
             data_ptr(layout.groups), layout.slots, layout.perms, _pointer_array([data_ptr(w) for w in ws]),
             _pointer_array([data_ptr(w) for w in wts]), _pointer_array([data_ptr(g) for g in grad_ws]), n * h * wd,
-            threads,
+            None if chain_sums is None else mean, data_ptr(chain_sums), threads,
         )  # fmt: skip
         check_code(code, "pointwise chain backward")
     if dw is None or grad_in is None:
@@ -458,9 +463,6 @@ def chain_backward(
     grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_input else None
     grad_dw = torch.empty(dw.shape, dtype=torch.float32) if need_depthwise else None
     if grad_x is not None or grad_dw is not None:
-        if bn_sums is not None and (grad_x is None or affine is None):
-            raise ValueError("chain_backward: bn_sums needs need_input and affine")
-        mean = None if bn_sums is None or affine is None else affine.data_ptr() + 8 * c  # coefficients' row 2
         code = lib.dw_backward(data_ptr(x), data_ptr(dw), data_ptr(grad_in), data_ptr(grad_x), data_ptr(grad_dw), n,
                                h, wd, c, dw.shape[2], data_ptr(affine), int(relu), mean, data_ptr(bn_sums), threads)
         check_code(code, "depthwise conv backward")

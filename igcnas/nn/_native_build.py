@@ -119,7 +119,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gpw_backward.restype = cint
     lib.gpc_forward.argtypes = [ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, cint]
     lib.gpc_forward.restype = cint
-    lib.gpc_backward.argtypes = [ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, cint]
+    lib.gpc_backward.argtypes = [ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, cint]
     lib.gpc_backward.restype = cint
     lib.dw_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr, cint, cint]
     lib.dw_forward.restype = cint

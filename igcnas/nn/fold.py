@@ -8,7 +8,9 @@ reads the activation and writes it again, and the conv reads that copy. Folded (
 statistics pass runs as before, and the conv reads the BatchNorm's *input*, applying the per-channel scale and
 shift (and the ReLU) as it loads each value: the normalised tensor is never written. The backward recomputes it in
 the same way for the conv's weight gradient, writes the gradient of the normalised tensor, and runs the
-BatchNorm's backward on it (``_csrc/dw_conv.c``, ``_csrc/pw_chain.c``, ``_csrc/bn_act.c``).
+BatchNorm's backward on it (``_csrc/dw_conv.c``, ``_csrc/pw_chain.c``, ``_csrc/bn_act.c``). The kernel that
+writes that gradient (the depthwise backward, else the chain's) also adds up the two sums the BatchNorm's backward
+needs while the rows it has just written are in cache, so that backward skips its own pass over them.
 
 Whether a pair is folded is measured per signature, as the chains are (:func:`fold_form`), whichever form the
 BatchNorm alone would take; folded with a chain after it, the depthwise conv always runs inside that chain. The
@@ -74,8 +76,9 @@ class _Normed(torch.autograd.Function):
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
-        # with the depthwise conv, its backward takes the BatchNorm backward's sums while it writes their input
-        sums = torch.empty(2 * x.shape[1], dtype=torch.float64) if depthwise is not None and need_bn else None
+        # the kernel that writes the gradient of the BatchNorm's output (the depthwise backward, else the chain's)
+        # takes the BatchNorm backward's sums while it is in cache
+        sums = torch.empty(2 * x.shape[1], dtype=torch.float64) if need_bn else None
         grad_norm, grad_dw, grad_ws = _native.chain_backward(
             x, dy, weights, ctx.groups, ctx.shuffles, depthwise, need_input=need_bn, need_depthwise=need_dw,
             need_w=need_w, affine=coef, relu=ctx.relu, bn_sums=sums)

@@ -378,28 +378,10 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
     return 0;
 }
 
-/* A folded BatchNorm's backward sums over one row (wd pixels) of the gradient g of its output and of its input x:
- * s1[c] += dz, s2[c] += dz * (x - mean[c]), dz = g where x * scale + shift > 0 (everywhere without relu), as
- * bna_backward's sums pass computes them. */
-static void row_bn_sums(const float *restrict g, const float *restrict x, int64_t wd, int64_t c,
-                        const float *restrict aff, const float *restrict mean, int relu, float *restrict s1,
-                        float *restrict s2) {
-    for (int64_t ch = 0; ch < c; ++ch) s1[ch] = s2[ch] = 0.0f;
-    for (int64_t p = 0; p < wd; ++p) {
-        const float *gr = g + p * c, *xr = x + p * c;
-        for (int64_t ch = 0; ch < c; ++ch) {
-            const float on = !relu || xr[ch] * aff[ch] + aff[c + ch] > 0.0f ? 1.0f : 0.0f;
-            const float dz = gr[ch] * on;
-            s1[ch] += dz;
-            s2[ch] += dz * (xr[ch] - mean[ch]);
-        }
-    }
-}
-
 /* The gradients of dw_forward: dx (that of x', the conv's input as read) and dw (its weight terms read x' from x
  * with aff and relu as the forward did). With bn_sums (needs dx and aff): the sums that the backward of the
  * BatchNorm whose scale and shift aff is (batch mean bn_mean) takes from dx, added up per row while the row is
- * in cache: bn_sums[c] = sum dz, bn_sums[C + c] = sum dz * (x - mean) (see row_bn_sums; bna_backward's sums).
+ * in cache: bn_sums[c] = sum dz, bn_sums[C + c] = sum dz * (x - mean) (see bn_grad_sums; bna_backward's sums).
  * Returns 0, or -1 (memory). */
 int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
                 int64_t wd, int64_t c, int64_t k, const float *aff, int relu, const float *bn_mean, double *bn_sums,
@@ -434,7 +416,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
                 row_window(dy, b, hh, h, wd, c, k, window);
                 conv_row(window, wf, dx + r * wd * c, wd, c, mode, k, NULL, 0);
                 if (bs) {
-                    row_bn_sums(dx + r * wd * c, x + r * wd * c, wd, c, aff, bn_mean, relu, rs, rs + c);
+                    bn_grad_sums(dx + r * wd * c, x + r * wd * c, wd, c, aff, bn_mean, relu, rs, rs + c);
                     for (int64_t e = 0; e < 2 * c; ++e) bs[e] += (double)rs[e];
                 }
             }

@@ -115,6 +115,25 @@ static inline lanes_t lanes_first(int64_t n) { return n; }
     } while (0)
 #endif
 
+/* A folded BatchNorm's backward sums over `pixels` consecutive pixels of the gradient g of its output and of its
+ * input x (both C channels per pixel): s1[c] = sum dz, s2[c] = sum dz * (x - mean[c]) (overwritten), dz = g where
+ * x * scale + shift > 0 (everywhere without relu; aff: scale[C] then shift[C]), as bna_backward's sums pass takes
+ * them. The kernels that write g (dw_backward, gpc_backward) call it while g is in cache. */
+static inline void bn_grad_sums(const float *restrict g, const float *restrict x, int64_t pixels, int64_t c,
+                                const float *restrict aff, const float *restrict mean, int relu, float *restrict s1,
+                                float *restrict s2) {
+    for (int64_t ch = 0; ch < c; ++ch) s1[ch] = s2[ch] = 0.0f;
+    for (int64_t p = 0; p < pixels; ++p) {
+        const float *gr = g + p * c, *xr = x + p * c;
+        for (int64_t ch = 0; ch < c; ++ch) {
+            const float on = !relu || xr[ch] * aff[ch] + aff[c + ch] > 0.0f ? 1.0f : 0.0f;
+            const float dz = gr[ch] * on;
+            s1[ch] += dz;
+            s2[ch] += dz * (xr[ch] - mean[ch]);
+        }
+    }
+}
+
 /* dw_conv.c: the depthwise conv with stride 1 and no shuffle, which needs no row expansion. dw_handles says
  * whether it computes the conv gc_forward / gc_backward were given. */
 int dw_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride);

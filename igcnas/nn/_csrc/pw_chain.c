@@ -176,10 +176,14 @@ int gpc_forward(const float *x, const dw_args *depthwise, float *out, int64_t la
 int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, float *dx, int64_t layers,
                  const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
                  const int64_t *const *perms, const float *const *w, const float *const *wt, float *const *dw,
-                 int64_t pixels, int nthreads) {
+                 int64_t pixels, const float *bn_mean, double *bn_sums, int nthreads) {
     const int64_t widest = chain_max_width(chans, layers);
     const int64_t steps = (pixels + WSUB * TILE - 1) / (WSUB * TILE);
-    const int stream = pixels * chans[0] * (int64_t)sizeof(float) >= STREAM_BYTES;
+    const int64_t c0 = chans[0];
+    /* bn_sums: the BatchNorm read through depthwise->aff (no depthwise conv) gets its backward sums here */
+    if (bn_sums && (!dx || !depthwise || !depthwise->aff || depthwise->w || !bn_mean)) return -1;
+    /* with the sums, dx is stored normally: each step's rows are read back at once from the cache */
+    const int stream = !bn_sums && pixels * c0 * (int64_t)sizeof(float) >= STREAM_BYTES;
     /* the lowest layer whose gradient products are needed (below it nothing is computed) */
     int64_t lowest = layers;
     if (dx) {
@@ -227,6 +231,13 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
         hoff[l] = hsize;
         hsize += WSUB * chans[l];
     }
+    double *bsum = bn_sums ? calloc((size_t)(nthreads * 2 * c0), sizeof(double)) : NULL;
+    if (bn_sums && !bsum) {
+        free(off);
+        free(acc);
+        free(hoff);
+        return -1;
+    }
     float *dwt;
     dw_prefix pre;
     const int ready = prefix_of(depthwise, chans[0], &dwt, &pre) == 0;
@@ -237,13 +248,15 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
         vf *da = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
         vf *db = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
         float *span = pre.wt ? alloc_aligned(sizeof(float) * (size_t)(WSUB * TILE * chans[0])) : NULL;
-        const int ok = ready && h && da && db && (span || !pre.wt);
+        float *rs = bsum ? malloc(sizeof(float) * (size_t)(2 * c0)) : NULL;
+        const int ok = ready && h && da && db && (span || !pre.wt) && (rs || !bsum);
         if (!ok) failed = 1;
 #ifdef _OPENMP
         const int64_t me = omp_get_thread_num();
 #else
         const int64_t me = 0;
 #endif
+        double *bs = bsum ? bsum + me * 2 * c0 : NULL;
 #pragma omp for schedule(static)
         for (int64_t step = 0; step < steps; ++step) {
             if (!ok) continue;
@@ -291,14 +304,27 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
                     }
                 }
             }
+            if (bs) { /* the step's rows of dx, just written, and of x: the BatchNorm's sums */
+                bn_grad_sums(dx + first * c0, x + first * c0, count, c0, depthwise->aff, bn_mean,
+                             (int)depthwise->relu, rs, rs + c0);
+                for (int64_t e = 0; e < 2 * c0; ++e) bs[e] += (double)rs[e];
+            }
         }
         store_fence();
         free(h);
         free(da);
         free(db);
         free(span);
+        free(rs);
     }
     free(dwt);
+    if (bn_sums && !failed) /* threads in order: deterministic for a thread count */
+        for (int64_t e = 0; e < 2 * c0; ++e) {
+            double total = 0.0;
+            for (int th = 0; th < nthreads; ++th) total += bsum[(int64_t)th * 2 * c0 + e];
+            bn_sums[e] = total;
+        }
+    free(bsum);
     if (!failed) {
         for (int64_t l = 0; l < layers; ++l) {
             if (!dw[l]) continue;
