@@ -97,7 +97,10 @@ def data_ptr(t: Tensor | None) -> int | None:
 
 
 def check_code(code: int, what: str) -> None:
-    """Raise ``MemoryError`` when a kernel reported an allocation failure."""
+    """Raise ``MemoryError`` when a kernel reported an allocation failure (-1), ``ValueError`` for arguments it
+    refused (-2)."""
+    if code == -2:
+        raise ValueError(f"igcnas native {what}: the kernel refused its arguments (a bug in the caller)")
     if code != 0:
         raise MemoryError(f"igcnas native {what}: out of memory for the per-thread buffers")
 
@@ -434,8 +437,8 @@ def chain_backward(
     lib = library()
     assert lib is not None
     n, c, h, wd = x.shape
-    if bn_sums is not None and (not need_input or affine is None):
-        raise ValueError("chain_backward: bn_sums needs need_input and affine")
+    if bn_sums is not None and (not need_input or affine is None or (depthwise is None and not weights)):
+        raise ValueError("chain_backward: bn_sums needs need_input, affine and a conv to take them (depthwise or 1x1)")
     mean = None if bn_sums is None or affine is None else affine.data_ptr() + 8 * c  # coefficients' row 2
     threads = torch.get_num_threads()
     dw = None if depthwise is None else depthwise.detach().contiguous()

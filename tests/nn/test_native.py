@@ -420,6 +420,35 @@ def test_a_large_depthwise_conv_streams_its_outputs_and_equals_onednn(channels: 
 
 
 @pytest.mark.usefixtures("native")
+def test_short_lived_threads_stream_through_their_own_buffers_which_are_freed_on_exit() -> None:
+    # each OS thread that runs a kernel gets its own scratch buffer (a pthread key); it is freed when the thread
+    # exits, and a new thread gets a new one: the results stay the same and nothing is freed twice
+    import threading
+
+    x = _cl(torch.randn(64, 72, 32, 32))
+    w = torch.randn(72, 1, 3, 3)
+    want = _native.chain_forward(x, [], (), (), w)
+    got: list[torch.Tensor] = []
+    for _ in range(3):
+        worker = threading.Thread(target=lambda: got.append(_native.chain_forward(x, [], (), (), w)))
+        worker.start()
+        worker.join()
+    assert len(got) == 3 and all(torch.equal(g, want) for g in got)
+
+
+@pytest.mark.usefixtures("native")
+def test_chain_backward_refuses_batchnorm_sums_no_kernel_would_fill() -> None:
+    x = _cl(torch.randn(2, 16, 4, 4))
+    sums = torch.empty(32, dtype=torch.float64)
+    coef = torch.randn(5, 16)
+    with pytest.raises(ValueError, match="bn_sums needs"):  # no conv at all to take them
+        _native.chain_backward(x, x, [], (), (), None, need_input=True, affine=coef, bn_sums=sums)
+    with pytest.raises(ValueError, match="bn_sums needs"):  # no BatchNorm read through the chain
+        _native.chain_backward(x, x, [torch.randn(16, 4, 1, 1)], (4,), (1,), need_input=True, need_w=[False],
+                               bn_sums=sums)
+
+
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_large_chain_off_the_vector_width_streams_through_a_buffer_and_equals_the_reference(threads: int) -> None:
     # 72 channels (a masked last block of every tile's transpose) x 64 x 32 x 32 are 18 MiB: the chain's output and

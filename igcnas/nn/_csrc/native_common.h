@@ -5,6 +5,7 @@
 #ifndef IGCNAS_NATIVE_COMMON_H
 #define IGCNAS_NATIVE_COMMON_H
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,16 +66,29 @@ static inline void stream_copy(float *restrict dst, const float *restrict src, i
 }
 
 /* This thread's scratch of at least `floats` floats, 64-byte aligned, kept for its later calls (NULL: out of
- * memory); one per thread and source file, grown as needed, never shrunk. */
+ * memory); one per thread and source file, grown as needed, freed when the thread exits (a pthread key whose
+ * destructor frees it). The block's first 64 bytes hold its capacity. */
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static int scratch_ready;
+
+static void scratch_key_create(void) { scratch_ready = pthread_key_create(&scratch_key, free) == 0; }
+
 static inline float *thread_scratch(int64_t floats) {
-    static __thread float *buf;
-    static __thread int64_t have;
-    if (have < floats) {
-        free(buf);
-        buf = alloc_aligned(sizeof(float) * (size_t)floats);
-        have = buf ? floats : 0;
+    pthread_once(&scratch_once, scratch_key_create);
+    if (!scratch_ready) return NULL;
+    float *block = pthread_getspecific(scratch_key);
+    if (!block || *(int64_t *)block < floats) {
+        free(block);
+        block = alloc_aligned(sizeof(float) * (size_t)(floats + 16));
+        if (block) *(int64_t *)block = floats;
+        if (pthread_setspecific(scratch_key, block) != 0) {
+            free(block);
+            return NULL;
+        }
+        if (!block) return NULL;
     }
-    return buf;
+    return block + 16;
 }
 
 /* NV floats per vector (16 with AVX-512, else 8) and the first n of them (0 <= n <= NV) loaded with the other lanes

@@ -172,7 +172,9 @@ int gpc_forward(const float *x, const dw_args *depthwise, float *out, int64_t la
 /* Backward of the chain from dy (P, chans[L]) and the saved input x (with a depthwise prefix: that conv's input):
  * dx (when not NULL; the gradient of the chain's input, i.e. of D x) and dw[l] (each when not NULL;
  * overwritten), recomputing the intermediates per step of WSUB tiles. Deterministic for a given nthreads (static
- * schedule, per-thread lane sums added in thread order). Returns 0, or -1 when out of memory. */
+ * schedule, per-thread lane sums added in thread order). With bn_sums (needs dx, and depthwise with aff and no
+ * weight): the sums of that BatchNorm's backward (bn_grad_sums), taken per step from the rows of dx just written.
+ * Returns 0, -1 when out of memory, or -2 for bn_sums without what it needs. */
 int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, float *dx, int64_t layers,
                  const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
                  const int64_t *const *perms, const float *const *w, const float *const *wt, float *const *dw,
@@ -181,7 +183,7 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
     const int64_t steps = (pixels + WSUB * TILE - 1) / (WSUB * TILE);
     const int64_t c0 = chans[0];
     /* bn_sums: the BatchNorm read through depthwise->aff (no depthwise conv) gets its backward sums here */
-    if (bn_sums && (!dx || !depthwise || !depthwise->aff || depthwise->w || !bn_mean)) return -1;
+    if (bn_sums && (!dx || !depthwise || !depthwise->aff || depthwise->w || !bn_mean)) return -2;
     /* with the sums, dx is stored normally: each step's rows are read back at once from the cache */
     const int stream = !bn_sums && pixels * c0 * (int64_t)sizeof(float) >= STREAM_BYTES;
     /* the lowest layer whose gradient products are needed (below it nothing is computed) */
