@@ -74,10 +74,7 @@ static void partials_free(partials *pt) {
 
 /* Add every thread's sums into row 0 (threads in order: deterministic for a thread count). */
 static void partials_total(partials *pt, int nthreads, int64_t channels) {
-    for (int t = 1; t < nthreads; ++t) {
-        const double *part = pt->sums + (size_t)(t * pt->dstride);
-        for (int64_t e = 0; e < 2 * channels; ++e) pt->sums[e] += part[e];
-    }
+    thread_totals(pt->sums, pt->sums, nthreads, pt->dstride, 2 * channels);
 }
 
 /* Sums over pixels [p0, p1) of d = x - shift and of d * d into b1, b2 (overwritten). Each pass's inner loops are

@@ -415,10 +415,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
             if (dx) {
                 row_window(dy, b, hh, h, wd, c, k, window);
                 conv_row(window, wf, dx + r * wd * c, wd, c, mode, k, NULL, 0);
-                if (bs) {
-                    bn_grad_sums(dx + r * wd * c, x + r * wd * c, wd, c, aff, bn_mean, relu, rs, rs + c);
-                    for (int64_t e = 0; e < 2 * c; ++e) bs[e] += (double)rs[e];
-                }
+                if (bs) bn_grad_sums(dx + r * wd * c, x + r * wd * c, wd, c, aff, bn_mean, relu, rs, bs);
             }
             if (dw) {
                 row_window(x, b, hh, h, wd, c, k, window);
@@ -435,12 +432,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
                 dw[ch * taps + t] = s;
             }
     }
-    if (bn_sums) /* threads in order: deterministic for a thread count */
-        for (int64_t e = 0; e < 2 * c; ++e) {
-            double s = 0.0;
-            for (int th = 0; th < nthreads; ++th) s += bsum[(int64_t)th * 2 * c + e];
-            bn_sums[e] = s;
-        }
+    if (bn_sums) thread_totals(bn_sums, bsum, nthreads, 2 * c, 2 * c);
     free(wf);
     free(acc);
     free(bsum);

@@ -130,12 +130,14 @@ static inline lanes_t lanes_first(int64_t n) { return n; }
 #endif
 
 /* A folded BatchNorm's backward sums over `pixels` consecutive pixels of the gradient g of its output and of its
- * input x (both C channels per pixel): s1[c] = sum dz, s2[c] = sum dz * (x - mean[c]) (overwritten), dz = g where
- * x * scale + shift > 0 (everywhere without relu; aff: scale[C] then shift[C]), as bna_backward's sums pass takes
- * them. The kernels that write g (dw_backward, gpc_backward) call it while g is in cache. */
+ * input x (both C channels per pixel), added to acc (2C doubles): acc[c] += sum dz, acc[C + c] += sum dz *
+ * (x - mean[c]), dz = g where x * scale + shift > 0 (everywhere without relu; aff: scale[C] then shift[C]), summed
+ * in float in part (2C floats, overwritten) first, as bna_backward's sums pass takes them. The kernels that write g
+ * (dw_backward, gpc_backward) call it while g is in cache. */
 static inline void bn_grad_sums(const float *restrict g, const float *restrict x, int64_t pixels, int64_t c,
-                                const float *restrict aff, const float *restrict mean, int relu, float *restrict s1,
-                                float *restrict s2) {
+                                const float *restrict aff, const float *restrict mean, int relu, float *restrict part,
+                                double *restrict acc) {
+    float *restrict s1 = part, *restrict s2 = part + c;
     for (int64_t ch = 0; ch < c; ++ch) s1[ch] = s2[ch] = 0.0f;
     for (int64_t p = 0; p < pixels; ++p) {
         const float *gr = g + p * c, *xr = x + p * c;
@@ -145,6 +147,17 @@ static inline void bn_grad_sums(const float *restrict g, const float *restrict x
             s1[ch] += dz;
             s2[ch] += dz * (xr[ch] - mean[ch]);
         }
+    }
+    for (int64_t e = 0; e < 2 * c; ++e) acc[e] += (double)part[e];
+}
+
+/* out[e] = rows[0][e] + rows[1][e] + ... for e < n, the nthreads per-thread rows `stride` doubles apart added in
+ * thread order (deterministic for a thread count); out may be rows[0]. */
+static inline void thread_totals(double *out, const double *rows, int nthreads, int64_t stride, int64_t n) {
+    for (int64_t e = 0; e < n; ++e) {
+        double total = rows[e];
+        for (int th = 1; th < nthreads; ++th) total += rows[(int64_t)th * stride + e];
+        out[e] = total;
     }
 }
 

@@ -308,8 +308,7 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
             }
             if (bs) { /* the step's rows of dx, just written, and of x: the BatchNorm's sums */
                 bn_grad_sums(dx + first * c0, x + first * c0, count, c0, depthwise->aff, bn_mean,
-                             (int)depthwise->relu, rs, rs + c0);
-                for (int64_t e = 0; e < 2 * c0; ++e) bs[e] += (double)rs[e];
+                             (int)depthwise->relu, rs, bs);
             }
         }
         store_fence();
@@ -320,12 +319,7 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
         free(rs);
     }
     free(dwt);
-    if (bn_sums && !failed) /* threads in order: deterministic for a thread count */
-        for (int64_t e = 0; e < 2 * c0; ++e) {
-            double total = 0.0;
-            for (int th = 0; th < nthreads; ++th) total += bsum[(int64_t)th * 2 * c0 + e];
-            bn_sums[e] = total;
-        }
+    if (bn_sums && !failed) thread_totals(bn_sums, bsum, nthreads, 2 * c0, 2 * c0);
     free(bsum);
     if (!failed) {
         for (int64_t l = 0; l < layers; ++l) {
