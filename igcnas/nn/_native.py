@@ -47,6 +47,8 @@ __all__ = [
     "code_agreements",
     "chain_forward",
     "chain_backward",
+    "conv_forward",
+    "conv_backward",
 ]
 
 
@@ -255,56 +257,82 @@ def _perm_tensor(channels: int, shuffle_groups: int) -> Tensor | None:
     return None if tensors is None else tensors[0]
 
 
+def conv_forward(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int, stride: int, *,
+                 affine: Tensor | None = None, relu: bool = False) -> Tensor:
+    """The native grouped k x k conv's forward, without autograd (see :func:`group_conv`); with ``affine``
+    (scale[C] then shift[C], e.g. :func:`~igcnas.nn.norm.batch_coefficients`) it reads ``x * scale + shift``
+    (through a ReLU with ``relu``), computed as each input row is read and never written. ``x`` channels_last
+    float32; output channels_last."""
+    lib = library()
+    assert lib is not None
+    w = weight.detach().contiguous()
+    perm = _perm_tensor(x.shape[1], shuffle_groups)
+    n, c, h, wd = x.shape
+    out_c, k = weight.shape[0], weight.shape[2]
+    pad = k // 2
+    out = torch.empty(
+        (n, out_c, (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1),
+        dtype=x.dtype,
+        memory_format=torch.channels_last,
+    )
+    code = lib.gc_forward(
+        data_ptr(x), data_ptr(perm), data_ptr(w), data_ptr(out), n, h, wd, c, out_c, groups, k, stride,
+        data_ptr(affine), int(relu), torch.get_num_threads(),
+    )  # fmt: skip
+    check_code(code, "grouped conv")
+    return out
+
+
+def conv_backward(
+    x: Tensor, dy: Tensor, weight: Tensor, groups: int, shuffle_groups: int, stride: int, *, need_input: bool,
+    need_weight: bool, affine: Tensor | None = None, relu: bool = False, bn_sums: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of :func:`conv_forward` for ``dy`` (channels_last float32): that of the input as the conv read
+    it (``x``, or with ``affine`` the normalised ``x``) and of the weight, each only where asked. With ``affine``
+    (a BatchNorm's :func:`~igcnas.nn.norm.batch_coefficients`) and ``bn_sums`` (float64, 2C), the input gradient's
+    pass also fills ``bn_sums`` with the sums that BatchNorm's backward takes from it, while it is in cache."""
+    lib = library()
+    assert lib is not None
+    if bn_sums is not None and (not need_input or affine is None):
+        raise ValueError("conv_backward: bn_sums needs need_input and affine")
+    n, c, h, wd = x.shape
+    grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_input else None
+    grad_w = torch.empty(weight.shape, dtype=torch.float32) if need_weight else None
+    if grad_x is None and grad_w is None:
+        return None, None
+    # keep the contiguous copy referenced during the call (a temporary inside data_ptr(...) would be freed before
+    # the kernel reads it when the weight is not contiguous)
+    w = weight.detach().contiguous()
+    mean = None if bn_sums is None or affine is None else affine.data_ptr() + 8 * c  # coefficients' row 2
+    code = lib.gc_backward(
+        data_ptr(x), data_ptr(_perm_tensor(c, shuffle_groups)), data_ptr(w), data_ptr(dy), data_ptr(grad_x),
+        data_ptr(grad_w), n, h, wd, c, weight.shape[0], groups, weight.shape[2], stride, data_ptr(affine),
+        int(relu), mean, data_ptr(bn_sums), torch.get_num_threads(),
+    )  # fmt: skip
+    check_code(code, "grouped conv backward")
+    return grad_x, grad_w
+
+
 class _GroupConv(torch.autograd.Function):
     """Autograd wrapper of the native grouped k x k conv (see :func:`group_conv`)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int, stride: int) -> Tensor:
-        lib = library()
-        assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
-        w = weight.detach().contiguous()
-        perm = _perm_tensor(x.shape[1], shuffle_groups)
-        n, c, h, wd = x.shape
-        out_c, k = weight.shape[0], weight.shape[2]
-        pad = k // 2
-        out = torch.empty(
-            (n, out_c, (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1),
-            dtype=x.dtype,
-            memory_format=torch.channels_last,
-        )
-        code = lib.gc_forward(
-            data_ptr(x), data_ptr(perm), data_ptr(w), data_ptr(out), n, h, wd, c, out_c, groups, k, stride,
-            torch.get_num_threads(),
-        )  # fmt: skip
-        check_code(code, "grouped conv")
+        out = conv_forward(x, weight, groups, shuffle_groups, stride)
         ctx.save_for_backward(x, weight)
-        ctx.groups, ctx.perm, ctx.stride = groups, perm, stride
+        ctx.groups, ctx.shuffle_groups, ctx.stride = groups, shuffle_groups, stride
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
-        lib = library()
-        assert lib is not None
         x, weight = ctx.saved_tensors
         dy = grad.contiguous(memory_format=torch.channels_last)
         if dy.dtype != torch.float32:
             dy = dy.float()
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
-        grad_w = torch.empty(weight.shape, dtype=torch.float32) if need_w else None
-        if need_x or need_w:
-            n, c, h, wd = x.shape
-            # keep the contiguous copy referenced during the call (a temporary inside data_ptr(...) would be freed
-            # before the kernel reads it when the weight is not contiguous)
-            w = weight.detach().contiguous()
-            code = lib.gc_backward(
-                data_ptr(x), data_ptr(ctx.perm), data_ptr(w), data_ptr(dy), data_ptr(grad_x),
-                data_ptr(grad_w), n, h, wd, c, weight.shape[0], ctx.groups, weight.shape[2], ctx.stride,
-                torch.get_num_threads(),
-            )  # fmt: skip
-            check_code(code, "grouped conv backward")
+        grad_x, grad_w = conv_backward(x, dy, weight, ctx.groups, ctx.shuffle_groups, ctx.stride,
+                                       need_input=ctx.needs_input_grad[0], need_weight=ctx.needs_input_grad[1])
         return grad_x, grad_w, None, None, None
 
 

@@ -52,13 +52,13 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native, tune
-from igcnas.nn.fold import fold_form, foldable, normed
+from igcnas.nn.fold import fold_form, foldable, group_member, normed
 from igcnas.nn.norm import BatchNormAct2d
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
 
 __all__ = ["FusedSequential", "chain_form", "chain_member", "chain_prefixes", "chain_runs", "chain_signature",
-           "fuse_chains", "hooked", "prefix_form", "prefix_member", "run_chain"]
+           "fuse_chains", "hooked", "prefix_form", "prefix_member", "run_chain", "run_modules"]
 
 
 def chain_member(module: nn.Module) -> bool:
@@ -296,15 +296,18 @@ def _prefix_now(x: Tensor, depthwise: FastSparseConv2d, convs: Sequence[FastSpar
 
 
 def _fold_now(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
-              chain: Sequence[FastSparseConv2d]) -> bool:
-    """Whether ``bn`` folds into ``depthwise`` and/or ``chain`` for this input: ``bn`` would take its native
-    training path on it, the convs' weights are float32 on the CPU, and :func:`~igcnas.nn.fold.fold_form`
-    measured the fold faster."""
-    convs = ([] if depthwise is None else [depthwise]) + list(chain)
-    weights = [conv.weight for conv in convs]
-    return (not torch.is_inference_mode_enabled() and bn.native_usable(x) and not any(hooked(c) for c in convs)
-            and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights)
-            and fold_form(x, bn, depthwise, chain) == "native")
+              chain: Sequence[FastSparseConv2d], conv: FastSparseConv2d | None = None) -> bool:
+    """Whether ``bn`` folds into ``depthwise`` and/or ``chain`` (or the grouped ``conv``) for this input: ``bn``
+    would take its native training path on it, the convs' weights are float32 on the CPU, and
+    :func:`~igcnas.nn.fold.fold_form` measured the fold faster."""
+    convs = ([] if depthwise is None else [depthwise]) + list(chain) + ([] if conv is None else [conv])
+    weights = [c.weight for c in convs]
+    if not (not torch.is_inference_mode_enabled() and bn.native_usable(x) and not any(hooked(c) for c in convs)
+            and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights)):
+        return False
+    if conv is None:
+        return fold_form(x, bn, depthwise, chain) == "native"
+    return fold_form(x, bn, None, [], conv) == "native"
 
 
 def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:
@@ -347,44 +350,66 @@ class FusedSequential(nn.Sequential):
 
     @torch.jit.unused
     def _fused_forward(self, x: Tensor, stop: int | None = None, *, fold: bool = True) -> Tensor:
-        """The modules in order (the first ``stop`` of them, default all): a BatchNorm folded into the depthwise
-        conv after it where measured faster (not with ``fold`` False), each fusable run through :func:`run_chain`,
-        with the depthwise conv before it where measured faster."""
-        modules = list(self._modules.values())[:stop]
-        usable = native_kernels_usable()
-        runs = {} if not usable else {id(run[0]): run for run in chain_runs(modules)}
-        prefixes = {} if not usable else {id(dw): run for dw, run in chain_prefixes(modules)}
-        index = 0
-        while index < len(modules):
-            following = _past_identities(modules, index + 1)
-            if fold and usable and following < len(modules) and foldable(modules[index], modules[following]):
-                bn, after = modules[index], modules[following]
-                dw: FastSparseConv2d | None = after if prefix_member(after) else None  # type: ignore[assignment]
-                if dw is not None:  # the depthwise conv, with the chain after it where that is fused
-                    chain = prefixes.get(id(dw), [])
-                    if chain and not _fusable_now(x, chain):
-                        chain = []
-                else:  # the run of 1x1 convs, or the one
-                    chain = runs.get(id(after), [after])  # type: ignore[list-item]
-                if _fold_now(x, bn, dw, chain):  # type: ignore[arg-type]
-                    x = normed(x, bn, depthwise=None if dw is None else dw.weight, chain=chain)  # type: ignore[arg-type]
-                    index = following + (dw is not None) + len(chain)
-                    continue
-            run = prefixes.get(id(modules[index]))
-            if run is not None and _prefix_now(x, modules[index], run):  # type: ignore[arg-type]
-                x = _fused(x, run, modules[index])  # type: ignore[arg-type]
-                index += 1 + len(run)
+        """The modules in order (the first ``stop`` of them, default all), through :func:`run_modules`."""
+        return run_modules(list(self._modules.values())[:stop], x, fold=fold)
+
+
+def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True) -> Tensor:
+    """``modules`` applied in order to ``x``: a BatchNorm folded into the conv after it where measured faster (not
+    with ``fold`` False), each fusable run through :func:`run_chain`, with the depthwise conv before it where
+    measured faster (what :class:`FusedSequential` runs; a network also runs whole stages of plain blocks through
+    it, so that a block's closing BatchNorm folds into the next block's first conv)."""
+    usable = native_kernels_usable()
+    runs = {} if not usable else {id(run[0]): run for run in chain_runs(modules)}
+    prefixes = {} if not usable else {id(dw): run for dw, run in chain_prefixes(modules)}
+    index = 0
+    while index < len(modules):
+        following = _past_identities(modules, index + 1)
+        if fold and usable and following < len(modules) and foldable(modules[index], modules[following]):
+            folded = _folded(modules, index, following, x, runs, prefixes)
+            if folded is not None:
+                x, index = folded
                 continue
-            run = runs.get(id(modules[index]))
-            if run is not None:
-                x = run_chain(x, run)
-                index += len(run)
-            else:
-                module = modules[index]
-                assert module is not None
-                x = module(x)
-                index += 1
-        return x
+        run = prefixes.get(id(modules[index]))
+        if run is not None and _prefix_now(x, modules[index], run):  # type: ignore[arg-type]
+            x = _fused(x, run, modules[index])  # type: ignore[arg-type]
+            index += 1 + len(run)
+            continue
+        run = runs.get(id(modules[index]))
+        if run is not None:
+            x = run_chain(x, run)
+            index += len(run)
+        else:
+            module = modules[index]
+            assert module is not None
+            x = module(x)
+            index += 1
+    return x
+
+
+def _folded(modules: Sequence[nn.Module], index: int, following: int, x: Tensor,
+            runs: dict[int, list[FastSparseConv2d]], prefixes: dict[int, list[FastSparseConv2d]],
+            ) -> tuple[Tensor, int] | None:
+    """The output of the BatchNorm ``modules[index]`` folded into the conv ``modules[following]`` (the depthwise
+    conv with the chain after it where fused, the run of 1x1 convs, or the grouped k x k conv) and the index of the
+    module after them, or None where the fold does not run for this input."""
+    bn, after = modules[index], modules[following]
+    assert isinstance(bn, BatchNormAct2d) and isinstance(after, FastSparseConv2d)
+    if group_member(after):
+        if not _fold_now(x, bn, None, [], after):
+            return None
+        return normed(x, bn, depthwise=None, chain=[], conv=after), following + 1
+    dw = after if prefix_member(after) else None
+    if dw is not None:  # the depthwise conv, with the chain after it where that is fused
+        chain = prefixes.get(id(dw), [])
+        if chain and not _fusable_now(x, chain):
+            chain = []
+    else:  # the run of 1x1 convs, or the one
+        chain = runs.get(id(after), [after])
+    if not _fold_now(x, bn, dw, chain):
+        return None
+    out = normed(x, bn, depthwise=None if dw is None else dw.weight, chain=chain)
+    return out, following + (dw is not None) + len(chain)
 
 
 def _past_identities(modules: Sequence[nn.Module], index: int) -> int:

@@ -1,15 +1,17 @@
 """A training BatchNorm folded into the native conv that reads its output: a depthwise conv (and the chain of
-grouped 1x1 convs after it), or a run of grouped 1x1 convs.
+grouped 1x1 convs after it), a run of grouped 1x1 convs, or a grouped k x k conv.
 
 IGCV3's expand conv is followed by a BatchNorm and then the depthwise conv, and its BatchNorm + ReLU by the
 project conv; an IGCV2 unit's chain by a BatchNorm + ReLU and then the next unit's depthwise conv, which runs fused
-with the chain after it (:mod:`igcnas.nn.chain_ops`). Run one after the other, the BatchNorm's normalising pass
+with the chain after it (:mod:`igcnas.nn.chain_ops`); an IGCV1 block's closing BatchNorm + ReLU by the next block's
+grouped 3x3 conv. Run one after the other, the BatchNorm's normalising pass
 reads the activation and writes it again, and the conv reads that copy. Folded (:func:`normed`), the BatchNorm's
 statistics pass runs as before, and the conv reads the BatchNorm's *input*, applying the per-channel scale and
 shift (and the ReLU) as it loads each value: the normalised tensor is never written. The backward recomputes it in
 the same way for the conv's weight gradient, writes the gradient of the normalised tensor, and runs the
-BatchNorm's backward on it (``_csrc/dw_conv.c``, ``_csrc/pw_chain.c``, ``_csrc/bn_act.c``). The kernel that
-writes that gradient (the depthwise backward, else the chain's) also adds up the two sums the BatchNorm's backward
+BatchNorm's backward on it (``_csrc/dw_conv.c``, ``_csrc/pw_chain.c``, ``_csrc/group_conv.c``,
+``_csrc/bn_act.c``). The kernel that writes that gradient (the depthwise or grouped conv's backward, else the
+chain's) also adds up the two sums the BatchNorm's backward
 needs while the rows it has just written are in cache, so that backward skips its own pass over them.
 
 Whether a pair is folded is measured per signature, as the chains are (:func:`fold_form`), whichever form the
@@ -45,7 +47,7 @@ from igcnas.nn.norm import BatchNormAct2d, batch_coefficients, batch_norm_backwa
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan
 
-__all__ = ["fold_form", "foldable", "normed"]
+__all__ = ["fold_form", "foldable", "group_member", "normed"]
 
 
 class _Normed(torch.autograd.Function):
@@ -90,19 +92,70 @@ class _Normed(torch.autograd.Function):
         return (dx, grad_gamma, grad_beta, None, None, grad_dw, None, None, *grad_ws)
 
 
+class _NormedConv(torch.autograd.Function):
+    """``conv(act(bn(x)))`` for a grouped k x k ``conv`` (the native group conv kernel), the normalised tensor
+    never written (see :func:`normed`)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool, conv_weight: Tensor,
+        groups: int, shuffle_groups: int, stride: int,
+    ) -> tuple[Tensor, Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)
+        coef = batch_coefficients(x, weight, bias, eps)
+        out = _native.conv_forward(x, conv_weight, groups, shuffle_groups, stride, affine=coef, relu=relu)
+        ctx.save_for_backward(x, coef, conv_weight)
+        ctx.relu, ctx.conv = relu, (groups, shuffle_groups, stride)
+        ctx.mark_non_differentiable(coef)
+        return out, coef
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor, _grad_coef: Tensor | None) -> tuple[Tensor | None, ...]:
+        x, coef, conv_weight = ctx.saved_tensors
+        need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
+        need_bn = need_x or need_gamma or need_beta
+        dy = grad.contiguous(memory_format=torch.channels_last)
+        if dy.dtype != torch.float32:
+            dy = dy.float()
+        sums = torch.empty(2 * x.shape[1], dtype=torch.float64) if need_bn else None
+        grad_norm, grad_w = _native.conv_backward(
+            x, dy, conv_weight, *ctx.conv, need_input=need_bn, need_weight=ctx.needs_input_grad[5], affine=coef,
+            relu=ctx.relu, bn_sums=sums)
+        dx = grad_gamma = grad_beta = None
+        if grad_norm is not None:
+            dx, grad_gamma, grad_beta, _ = batch_norm_backward(
+                x, grad_norm, coef, relu=ctx.relu, need_x=need_x, need_weight=need_gamma, need_bias=need_beta,
+                sums=sums)
+        return (dx, grad_gamma, grad_beta, None, None, grad_w, None, None, None)
+
+
 def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
-           chain: Sequence[FastSparseConv2d] = ()) -> Tensor:
-    """``chain(conv2d(bn(x), depthwise, groups=C))`` (without ``depthwise``: ``chain(bn(x))``) for a training
-    :class:`~igcnas.nn.norm.BatchNormAct2d` (its ReLU included), with ``bn``'s running statistics updated as its own
-    forward updates them.
+           chain: Sequence[FastSparseConv2d] = (), conv: FastSparseConv2d | None = None) -> Tensor:
+    """``chain(conv2d(bn(x), depthwise, groups=C))`` (without ``depthwise``: ``chain(bn(x))``; with ``conv`` alone:
+    ``conv(bn(x))``) for a training :class:`~igcnas.nn.norm.BatchNormAct2d` (its ReLU included), with ``bn``'s
+    running statistics updated as its own forward updates them.
 
     ``x``: channels_last float32 CPU; ``depthwise``: a ``(C, 1, k, k)`` weight, stride 1, padding ``k // 2``;
-    ``chain``: grouped 1x1 convs run fused (:func:`igcnas.nn._native.pointwise_chain`). Differentiable in ``x``,
-    the BatchNorm's weight and bias, ``depthwise`` and the chain's weights. Requires the native kernels.
+    ``chain``: grouped 1x1 convs run fused (:func:`igcnas.nn._native.pointwise_chain`); ``conv``: a grouped k x k
+    conv the native group conv kernel runs (:func:`group_member`), any stride, instead of the other two.
+    Differentiable in ``x``, the BatchNorm's weight and bias and the convs' weights. Requires the native kernels.
     """
     if x.dim() != 4 or x.shape[0] * x.shape[2] * x.shape[3] <= 1:
         raise ValueError(f"normed: a training BatchNorm needs more than 1 value per channel, got input size "
                          f"{tuple(x.shape)}")
+    if conv is not None:
+        if depthwise is not None or chain:
+            raise ValueError("normed: give conv alone, or the depthwise conv and/or the 1x1 convs")
+        spec = conv.spec
+        if not _native.supports_conv(x, conv.weight, spec.stride) or x.shape[1] != spec.in_channels:
+            raise ValueError(f"normed: conv {spec.kind} {spec.in_channels}->{spec.out_channels} k{spec.kernel_size} "
+                             f"needs a float32 CPU input of {spec.in_channels} channels and a float32 CPU weight, "
+                             f"got x {x.dtype} {tuple(x.shape)}, weight {conv.weight.dtype} on {conv.weight.device}")
+        out, coef = _NormedConv.apply(x, bn.weight, bn.bias, bn.eps, bn.relu, conv.weight, spec.groups,
+                                      spec.shuffle_groups, spec.stride)
+        bn._update_running_stats(coef)
+        return out
     if depthwise is None and not chain:
         raise ValueError("normed: give the depthwise conv, the 1x1 convs after the BatchNorm, or both")
     if depthwise is not None:
@@ -115,30 +168,42 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
     return out
 
 
+def group_member(module: Any) -> bool:
+    """Whether ``module`` is a fast grouped k x k conv (GC) that the table runs with the native group conv kernel,
+    which a BatchNorm can fold into."""
+    from igcnas.nn.plan import native_candidate
+
+    return (isinstance(module, FastSparseConv2d) and module.spec.kind == "GC" and module.spec.kernel_size % 2 == 1
+            and native_candidate(module.spec, "cpu", module.impl))
+
+
 def foldable(bn: Any, conv: Any) -> bool:
     """Whether ``bn`` and the ``conv`` after it can fold: a :class:`BatchNormAct2d` tracking running statistics and,
-    on its channels, a fast stride-1 unshuffled depthwise conv (3, 5 or 7) or a grouped 1x1 conv the native kernels
-    run (:func:`~igcnas.nn.chain_ops.chain_member`), neither hooked."""
+    on its channels, a fast stride-1 unshuffled depthwise conv (3, 5 or 7), a grouped 1x1 conv the native kernels
+    run (:func:`~igcnas.nn.chain_ops.chain_member`) or a grouped k x k one (:func:`group_member`), neither
+    hooked."""
     from igcnas.nn.chain_ops import chain_member, hooked, prefix_member
 
     return (isinstance(bn, BatchNormAct2d) and isinstance(conv, FastSparseConv2d)
-            and (prefix_member(conv) or chain_member(conv)) and bn.track_running_stats
+            and (prefix_member(conv) or chain_member(conv) or group_member(conv)) and bn.track_running_stats
             and conv.spec.in_channels == bn.num_features and not hooked(bn) and not hooked(conv))
 
 
 def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
-              chain: Sequence[FastSparseConv2d]) -> str:
-    """``native`` (``bn`` folded into ``depthwise`` and the fused ``chain`` after it, or into ``chain`` alone) or
-    ``reference`` (the modules one after the other, as they run unfolded) for the training input ``x``.
+              chain: Sequence[FastSparseConv2d], conv: FastSparseConv2d | None = None) -> str:
+    """``native`` (``bn`` folded into ``depthwise`` and the fused ``chain`` after it, into ``chain`` alone, or into
+    the grouped k x k ``conv``) or ``reference`` (the modules one after the other, as they run unfolded) for the
+    training input ``x``.
 
     Timed against each other once per signature (``BN+ReLU>DW k3 64 32x32 float32 t2 train cl``, with `` >
-    CHAIN`` and the chain's signature after, or ``BN+ReLU>CHAIN ...`` without the depthwise conv) and cached with
+    CHAIN`` and the chain's signature after, ``BN+ReLU>CHAIN ...`` without the depthwise conv, or ``BN+ReLU>GC
+    48->48 k3 s1 g24 sh1 32x32 float32 t2 train cl`` for a grouped conv) and cached with
     the convs' forms; the prior, kept unless the other is faster by
     :data:`~igcnas.nn.tune.MARGIN` (and with tuning off), is ``reference``. Memoised per BatchNorm and input
     signature.
     """
     threads = torch.get_num_threads()
-    key = (depthwise is None, len(chain), tuple(x.shape), threads)
+    key = (depthwise is None, len(chain), conv is None, tuple(x.shape), threads)
     found: ConvPlan | None = tune.memo_lookup(bn, "_fold_memo", key)
     if found is None:
         prior = ConvPlan("reference", True, "table: the BatchNorm runs alone")
@@ -152,34 +217,41 @@ def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
                      f"train cl{' > ' if chain else ''}")
         if chain:
             text += f"CHAIN {chain_signature(x, chain, grad=True, channels_last=True, threads=threads)}"
+        if conv is not None:
+            text += tune.TuneKey.of(conv.spec, tuple(x.shape), dtype=x.dtype, grad=True, channels_last=True,
+                                    threads=threads).text()
 
         def candidates() -> list[ConvPlan]:
             return [ConvPlan("reference", True, "measured: the BatchNorm alone, then the convs"),
                     ConvPlan("native", True, "measured: the BatchNorm folded into the conv after it")]
 
         def seconds(forms: list[ConvPlan]) -> dict[str, float]:
-            return _time_fold(tuple(x.shape), bn, depthwise, chain, forms=[tune.label(p) for p in forms])
+            return _time_fold(tuple(x.shape), bn, depthwise, chain, conv=conv, forms=[tune.label(p) for p in forms])
 
         found = tune.decide(text, threads=threads, prior=prior, plans=candidates, seconds=seconds)
         tune.memo_store(bn, "_fold_memo", key, found)
     if found.form == "native":
-        tune.note_form(bn, mode="train", kind="BN>DW fold" if depthwise is not None else "BN>PWG fold", plan=found)
+        kind = "BN>DW fold" if depthwise is not None else ("BN>GC fold" if conv is not None else "BN>PWG fold")
+        tune.note_form(bn, mode="train", kind=kind, plan=found)
     return found.form
 
 
 def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
-               chain: Sequence[FastSparseConv2d], *, forms: list[str]) -> dict[str, float]:
+               chain: Sequence[FastSparseConv2d], *, conv: FastSparseConv2d | None = None,
+               forms: list[str]) -> dict[str, float]:
     """Median seconds of a training step of the folded op (``native``) and of the modules unfolded
     (``reference``, each in its own measured form), on copies of the modules and a random input of ``shape``."""
     from igcnas.nn.chain_ops import FusedSequential
 
     bn_copy = BatchNormAct2d(bn.num_features, relu=bn.relu, eps=bn.eps, momentum=bn.momentum)
     dw_copy = None if depthwise is None else FastSparseConv2d(depthwise.spec, impl="fast")
-    chain_copies = [FastSparseConv2d(conv.spec, impl="fast") for conv in chain]
-    unfolded = FusedSequential(bn_copy, *([] if dw_copy is None else [dw_copy]), *chain_copies)
+    chain_copies = [FastSparseConv2d(c.spec, impl="fast") for c in chain]
+    conv_copy = None if conv is None else FastSparseConv2d(conv.spec, impl="fast")
+    unfolded = FusedSequential(bn_copy, *([] if dw_copy is None else [dw_copy]), *chain_copies,
+                               *([] if conv_copy is None else [conv_copy]))
     steps: dict[str, Callable[[Tensor], Tensor]] = {
         "native": lambda x: normed(x, bn_copy, depthwise=None if dw_copy is None else dw_copy.weight,
-                                   chain=chain_copies),
+                                   chain=chain_copies, conv=conv_copy),
         "reference": lambda x: unfolded._fused_forward(x, fold=False),
     }
     return tune.time_steps(shape, {form: steps[form] for form in forms}, grad=True, channels_last=True,

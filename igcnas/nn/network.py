@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec
-from igcnas.nn.chain_ops import FusedSequential, fuse_chains, hooked
+from igcnas.nn.chain_ops import FusedSequential, fuse_chains, hooked, run_modules
 from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
 from igcnas.nn.ops import sparse_conv
 from igcnas.nn.plan import _is_exporting
@@ -119,6 +119,14 @@ class Block(nn.Module):
         if self.add_in_bn and not torch.jit.is_scripting():
             return self._forward_add_in_bn(x)
         return self._forward_plain(x)
+
+    @torch.jit.unused
+    def plain(self) -> bool:
+        """Whether the block is its body alone (no shortcut, summation fusion or ReLU after it) and no hook would
+        see the block or its body run: then a network may run the body's modules in one list with its
+        neighbours' (:meth:`Network.forward`)."""
+        return (not self.identity and self.shortcut is None and self.fusion == 1 and not self.post_relu
+                and not hooked(self) and not hooked(self.body))
 
     def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
         """Body, then the shortcut sum, then the block's ReLU (the naive build's graph; scripting takes it)."""
@@ -227,12 +235,37 @@ class Network(nn.Module):
         self.classifier = nn.Linear(width, spec.num_classes)
         self.spec_id = spec.id
         self.channels_last_input = impl != "naive"
+        self.flatten_blocks = impl != "naive"
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
             x = self._prepare(x)
+            if self.flatten_blocks and not (torch.jit.is_tracing() or _is_exporting()):
+                return self.classifier(self.head(self._body_in_runs(x)))
         return self.classifier(self.head(self.stages(self.stem(x))))
+
+    @torch.jit.unused
+    def _body_in_runs(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem and the stages, with the modules of the stem and of consecutive :meth:`Block.plain` blocks run
+        as one list (:func:`~igcnas.nn.chain_ops.run_modules`), so that a BatchNorm closing one block folds into the
+        first conv of the next (IGCV1's BN + ReLU into the next grouped 3x3 conv) where measured faster; the same
+        modules in the same order as ``stages(stem(x))``. A hooked stem, stage or block runs as a unit."""
+        pending: list[nn.Module] = []
+        if hooked(self.stem) or hooked(self.stages):
+            x = self.stem(x)
+        else:
+            pending.extend(self.stem)
+        for stage in self.stages:
+            assert isinstance(stage, nn.Sequential)
+            for block in [stage] if hooked(stage) else list(stage):
+                if isinstance(block, Block) and block.plain():
+                    pending.extend(block.body)
+                    continue
+                if pending:
+                    x, pending = run_modules(pending, x), []
+                x = block(x)
+        return run_modules(pending, x) if pending else x
 
     @torch.jit.unused
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:

@@ -158,8 +158,8 @@ def test_the_fold_is_decided_by_timing_it_against_the_modules_unfolded(
         pytest.skip(f"native kernel {_native.native_status()}")
     timed: list[list[str]] = []
 
-    def fake(shape, bn, depthwise, chain, *, forms):  # type: ignore[no-untyped-def]
-        assert isinstance(bn, BatchNormAct2d) and depthwise.spec.kind == "DW" and chain == []
+    def fake(shape, bn, depthwise, chain, *, conv=None, forms):  # type: ignore[no-untyped-def]
+        assert isinstance(bn, BatchNormAct2d) and depthwise.spec.kind == "DW" and chain == [] and conv is None
         timed.append(sorted(forms))
         return {"native": 1.0 if folded_faster else 2.0, "reference": 1.5}
 
@@ -228,3 +228,70 @@ def test_bad_weights_are_one_line_errors_and_a_hooked_conv_is_never_skipped(nati
     seq(x)
     handle.remove()
     assert seen == [1]
+
+
+# channels in, out, k, groups, shuffle, stride, BN's ReLU, input (N, H, W)
+GC_CASES = [
+    (48, 48, 3, 24, 1, 1, True, (2, 6, 7)),  # IGC-L24M2: the closing BN + ReLU into the next block's GC
+    (48, 96, 3, 24, 1, 2, True, (2, 7, 6)),  # the first block of a stage: stride 2, odd sizes
+    (40, 40, 3, 10, 4, 1, False, (1, 5, 5)),  # a shuffle before the conv, 40 channels (a masked strip), no ReLU
+    (24, 24, 5, 8, 1, 1, True, (2, 4, 9)),  # k = 5, three channels a group
+]
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "groups", "shuffle", "stride", "relu", "shape"), GC_CASES)
+def test_a_batchnorm_folded_into_a_grouped_conv_equals_the_float64_reference(
+        native, cin, cout, k, groups, shuffle, stride, relu, shape) -> None:
+    torch.manual_seed(0)
+    bn = _bn(cin, relu)
+    conv = sparse_conv(cin, cout, k, groups=groups, shuffle_groups=shuffle, stride=stride, impl="fast")
+    assert fold.group_member(conv) and fold.foldable(bn, conv)
+    n, h, w = shape
+    x = _cl(torch.randn(n, cin, h, w)).requires_grad_(True)
+    y = fold.normed(x, bn, conv=conv)
+    dy = torch.randn(y.shape)
+    y.backward(dy)
+    x64 = x.detach().double().requires_grad_(True)
+    gamma, beta, weight = (p.detach().double().requires_grad_(True) for p in (bn.weight, bn.bias, conv.weight))
+    z = F.batch_norm(x64, None, None, gamma, beta, training=True, eps=bn.eps)
+    z = torch.relu(z) if relu else z
+    if shuffle > 1:
+        z = z.reshape(n, shuffle, cin // shuffle, h, w).transpose(1, 2).reshape(n, cin, h, w)
+    ref = F.conv2d(z, weight, stride=stride, padding=k // 2, groups=groups)
+    ref.backward(dy.double())
+    for got, want in [(y, ref), (x.grad, x64.grad), (bn.weight.grad, gamma.grad), (bn.bias.grad, beta.grad),
+                      (conv.weight.grad, weight.grad)]:
+        assert got is not None and want is not None
+        torch.testing.assert_close(got.detach().double(), want, rtol=1e-4,
+                                   atol=1e-4 * max(1.0, float(want.abs().max())))
+    check = nn.BatchNorm2d(cin).double().train()
+    check(x64.detach())
+    assert bn.running_mean is not None and bn.running_var is not None
+    torch.testing.assert_close(bn.running_mean.double(), check.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var.double(), check.running_var, rtol=1e-5, atol=1e-6)
+    # deterministic for a thread count, the backward included
+    x2 = x.detach().clone().requires_grad_(True)
+    again = fold.normed(x2, copy.deepcopy(bn), conv=conv)
+    again.backward(dy)
+    assert torch.equal(again, y) and x2.grad is not None and torch.equal(x2.grad, x.grad)
+
+
+def test_a_grouped_conv_fold_refuses_a_mixed_call_and_a_wrong_input(native) -> None:
+    bn, conv = _bn(16, True), sparse_conv(16, 16, 3, groups=8, impl="fast")
+    x = _cl(torch.randn(2, 16, 4, 4))
+    with pytest.raises(ValueError, match="give conv alone"):
+        fold.normed(x, bn, conv=conv, chain=[sparse_conv(16, 16, 1, groups=4, impl="fast")])
+    with pytest.raises(ValueError, match=r"normed: conv GC 16->16 k3 needs a float32 CPU input of 16 channels"):
+        fold.normed(x.double(), bn, conv=conv)
+    with pytest.raises(ValueError, match="bn_sums needs need_input and affine"):
+        _native.conv_backward(x, x, conv.weight, 8, 1, 1, need_input=True, need_weight=False,
+                              bn_sums=torch.empty(32, dtype=torch.float64))
+    # the kernel itself refuses sums it could not fill (-2), whichever way it is called
+    lib = _native.library()
+    sums = torch.empty(32, dtype=torch.float64)
+    w = conv.weight.detach().contiguous()
+    code = lib.gc_backward(x.data_ptr(), None, w.data_ptr(), x.data_ptr(), None, None, 2, 4, 4, 16, 16, 8, 3, 1,
+                           None, 0, None, sums.data_ptr(), 1)
+    assert code == -2
+    assert not fold.group_member(sparse_conv(16, 16, 3, groups=16, impl="fast"))  # depthwise: not this fold
+    assert not fold.group_member(sparse_conv(16, 16, 3, groups=8, impl="naive"))

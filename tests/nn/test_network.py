@@ -212,3 +212,36 @@ def test_the_fast_build_runs_in_channels_last_from_its_stem():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(build(spec).eval(), torch.randn(2, *spec.input_shape))
     assert "aten::contiguous" not in str(traced.graph).split("aten::_convolution")[0]  # tracing sees the input as given
+
+
+@pytest.mark.skipif(not _native.native_available(), reason=f"native kernels {_native.native_status()}")
+def test_plain_blocks_run_as_one_list_so_a_closing_bn_folds_into_the_next_blocks_grouped_conv(monkeypatch):
+    """IGCV1 blocks without shortcuts: the stem's and each block's closing BN + ReLU fold into the next grouped 3x3
+    conv across block and stage boundaries (forced here, whatever this machine measures), and the network trains as
+    the naive build; a hooked block runs as a unit (its hook sees it) and nothing folds into or out of it."""
+    from igcnas.nn import chain_ops
+    from igcnas.nn.network import Block
+
+    spec = ArchSpec(
+        stem=StemSpec(width=16),
+        block=BlockSpec((KernelSpec("GC", groups=8), KernelSpec("PWG", group_width=8)), bn="block", identity=False),
+        stages=(StageSpec(16, 2), StageSpec(32, 2, stride=2)),
+        input_shape=(3, 8, 8),
+    )
+    monkeypatch.setattr(chain_ops, "fold_form", lambda *a: "native")
+    real = chain_ops.normed
+    folds: list[int] = []
+    monkeypatch.setattr(chain_ops, "normed",
+                        lambda *a, **kw: folds.append(kw["conv"].spec.stride) or real(*a, **kw))
+    _assert_trains_as_the_naive_build(spec)
+    assert folds == [1, 1, 2, 1]  # stem's BN and the closing BNs of three blocks, the third into a stride-2 conv
+    model = build(spec).train()
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    assert all(b.plain() for b in blocks)
+    seen: list[int] = []
+    handle = blocks[1].register_forward_hook(lambda *a: seen.append(1))
+    folds.clear()
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    handle.remove()
+    assert seen == [1] and folds == [1, 1]  # the stem's into block 0; block 2's into block 3; none into or out of 1

@@ -171,6 +171,8 @@ typedef struct {
     int64_t blocks;        /* TW-pixel blocks per output row */
     expand_vec *eplan;     /* the input expansion (In_g * cpad / 16 vectors) */
     float *wf;             /* wf[kh][kw][i][cpad] */
+    const float *aff;      /* a BatchNorm folded into the input (scale[cin], shift[cin]), or NULL */
+    int relu;              /* with aff: the ReLU after that BatchNorm */
 } gc_geom;
 
 static int geom_init(gc_geom *g, const int64_t *perm, const float *w, int64_t n, int64_t h, int64_t wd,
@@ -188,6 +190,8 @@ static int geom_init(gc_geom *g, const int64_t *perm, const float *w, int64_t n,
     g->ecols = span > wd + 2 * g->pad ? span : wd + 2 * g->pad;
     g->eplan = NULL;
     g->wf = NULL;
+    g->aff = NULL;
+    g->relu = 0;
     int32_t *tab = malloc(sizeof(int32_t) * (size_t)g->epix);
     g->wf = gc_zalloc(sizeof(float) * (size_t)(k * k * g->epix));
     if (!tab || !g->wf) {
@@ -215,10 +219,27 @@ static void geom_free(gc_geom *g) {
     free(g->wf);
 }
 
-/* Make the k input rows of output row oh of image nb present in the ring (expanding missing ones); rowp[kh] =
- * the expanded row for kh, or NULL where the input row is out of range. */
+/* dst = relu(src * scale + shift) per channel over a row of wd pixels of cin channels (aff: scale then shift;
+ * relu 0: the affine alone): the folded BatchNorm's output, never written to memory. */
+static void normalise_row(const float *restrict src, int64_t wd, int64_t cin, const float *restrict aff, int relu,
+                          float *restrict dst) {
+    typedef int32_t nvi_t __attribute__((vector_size(NV * 4)));
+    for (int64_t cb = 0; cb < cin; cb += NV) {  /* a strip of channels, its scale and shift in registers */
+        const lanes_t m = lanes_first(cin - cb < NV ? cin - cb : NV);
+        const nv_t sc = load_lanes(aff + cb, m), sh = load_lanes(aff + cin + cb, m), zero = {0};
+        for (int64_t w = 0; w < wd; ++w) {
+            nv_t v = load_lanes(src + w * cin + cb, m) * sc + sh;
+            if (relu) v = (nv_t)((nvi_t)v & (nvi_t)(v > zero));
+            store_lanes(dst + w * cin + cb, m, v);
+        }
+    }
+}
+
+/* Make the k input rows of output row oh of image nb present in the ring (expanding missing ones, normalised into
+ * nrm first when a BatchNorm is folded in); rowp[kh] = the expanded row for kh, or NULL where the input row is out
+ * of range. */
 static void ring_inputs(const gc_geom *g, const float *x, float *ring, int64_t *tags, int64_t nb, int64_t oh,
-                        const float **rowp) {
+                        const float **rowp, float *nrm) {
     const int64_t erow = g->ecols * g->epix;
     for (int64_t kh = 0; kh < g->k; ++kh) {
         const int64_t ih = oh * g->stride - g->pad + kh;
@@ -229,8 +250,12 @@ static void ring_inputs(const gc_geom *g, const float *x, float *ring, int64_t *
         const int64_t slot = ih % g->k, tag = nb * g->h + ih;
         float *row = ring + slot * erow;
         if (tags[slot] != tag) {
-            expand_row(x + (nb * g->h + ih) * g->wd * g->cin, g->wd, g->cin, g->eplan, g->epix / VL, row, g->pad,
-                       g->epix);
+            const float *src = x + (nb * g->h + ih) * g->wd * g->cin;
+            if (g->aff) {
+                normalise_row(src, g->wd, g->cin, g->aff, g->relu, nrm);
+                src = nrm;
+            }
+            expand_row(src, g->wd, g->cin, g->eplan, g->epix / VL, row, g->pad, g->epix);
             tags[slot] = tag;
         }
         rowp[kh] = row;
@@ -253,15 +278,20 @@ static int64_t forward_taps(const gc_geom *g, const float *const *rowp, int64_t 
     return ntaps;
 }
 
-/* y = the grouped conv above (y: N x Ho x Wo x Cout). Returns 0, or -1 when out of memory. */
+/* y = the grouped conv above (y: N x Ho x Wo x Cout) of x' = x, or with aff (scale[cin] then shift[cin], a
+ * BatchNorm folded in) of x' = x * scale + shift, relu'd when relu: the conv reads x' as it expands each input
+ * row, and x' is never written. Returns 0, or -1 when out of memory. */
 int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, int64_t n, int64_t h, int64_t wd,
-               int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride, int nthreads) {
-    if (dw_handles(perm, cin, cout, groups, k, stride)) return dw_forward(x, w, y, n, h, wd, cin, k, NULL, 0, nthreads);
+               int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride, const float *aff, int relu,
+               int nthreads) {
+    if (dw_handles(perm, cin, cout, groups, k, stride))
+        return dw_forward(x, w, y, n, h, wd, cin, k, aff, aff ? relu : 0, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);
         return -1;
     }
+    g.aff = aff, g.relu = aff ? relu : 0;
     const int64_t rows = n * g.ho, ntap_max = k * k * g.ig;
     const int direct = cout % VL == 0;
     int failed = 0;
@@ -271,10 +301,11 @@ int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, in
         float *ring = gc_zalloc(sizeof(float) * (size_t)(k * g.ecols * g.epix));
         int64_t *tags = malloc(sizeof(int64_t) * (size_t)k);
         float *orow = direct ? NULL : alloc_aligned(sizeof(float) * (size_t)(g.blocks * TW * g.cpad));
+        float *nrm = aff ? alloc_aligned(sizeof(float) * (size_t)(wd * cin)) : NULL;
         const float **rowp = malloc(sizeof(float *) * (size_t)k);
         const float **src = malloc(sizeof(float *) * (size_t)ntap_max);
         float **wt = malloc(sizeof(float *) * (size_t)ntap_max);
-        const int ok = ring && tags && (orow || direct) && rowp && src && wt;
+        const int ok = ring && tags && (orow || direct) && (nrm || !aff) && rowp && src && wt;
         if (!ok) failed = 1;
         if (tags)
             for (int64_t s = 0; s < k; ++s) tags[s] = -1;
@@ -283,7 +314,7 @@ int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, in
             if (!ok) continue;
             const int64_t nb = row / g.ho, oh = row % g.ho;
             float *yrow = y + row * g.wo * cout;
-            ring_inputs(&g, x, ring, tags, nb, oh, rowp);
+            ring_inputs(&g, x, ring, tags, nb, oh, rowp, nrm);
             for (int64_t b = 0; b < g.blocks; ++b) {
                 const int64_t ow0 = b * TW;
                 const int cnt = (int)(g.wo - ow0 < TW ? g.wo - ow0 : TW);
@@ -302,6 +333,7 @@ int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, in
         free(ring);
         free(tags);
         free(orow);
+        free(nrm);
         free(rowp);
         free(src);
         free(wt);
@@ -310,7 +342,8 @@ int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, in
     return failed ? -1 : 0;
 }
 
-/* Weight gradient dw[co][i][kh][kw] (overwritten) of the conv above from dy (N x Ho x Wo x Cout). */
+/* Weight gradient dw[co][i][kh][kw] (overwritten) of the conv above from dy (N x Ho x Wo x Cout); the input
+ * rows are read as the forward read them (g->aff). */
 static int gc_weight_grad(const gc_geom *g, const float *x, const float *dy, float *dw, int nthreads) {
     const int64_t k = g->k, cout = g->cout, rows = g->n * g->ho, ntap_max = k * k * g->ig;
     const int64_t numel = k * k * g->epix;
@@ -323,10 +356,11 @@ static int gc_weight_grad(const gc_geom *g, const float *x, const float *dy, flo
         float *ring = gc_zalloc(sizeof(float) * (size_t)(k * g->ecols * g->epix));
         int64_t *tags = malloc(sizeof(int64_t) * (size_t)k);
         float *drow = gc_zalloc(sizeof(float) * (size_t)(g->blocks * TW * g->cpad));
+        float *nrm = g->aff ? alloc_aligned(sizeof(float) * (size_t)(g->wd * g->cin)) : NULL;
         const float **rowp = malloc(sizeof(float *) * (size_t)k);
         const float **src = malloc(sizeof(float *) * (size_t)ntap_max);
         float **at = malloc(sizeof(float *) * (size_t)ntap_max);
-        const int ok = ring && tags && drow && rowp && src && at;
+        const int ok = ring && tags && drow && (nrm || !g->aff) && rowp && src && at;
         if (!ok) failed = 1;
         if (tags)
             for (int64_t s = 0; s < k; ++s) tags[s] = -1;
@@ -342,7 +376,7 @@ static int gc_weight_grad(const gc_geom *g, const float *x, const float *dy, flo
             const float *dyrow = dy + row * g->wo * cout;
             for (int64_t ow = 0; ow < g->wo; ++ow)
                 memcpy(drow + ow * g->cpad, dyrow + ow * cout, sizeof(float) * (size_t)cout);
-            ring_inputs(g, x, ring, tags, nb, oh, rowp);
+            ring_inputs(g, x, ring, tags, nb, oh, rowp, nrm);
             for (int64_t b = 0; b < g->blocks; ++b) {
                 const int64_t ntaps = forward_taps(g, rowp, b * TW, mine, src, at);
                 grad_block(src, at, ntaps, g->stride * g->epix, g->cpad / VL, drow + b * TW * g->cpad, g->cpad);
@@ -351,6 +385,7 @@ static int gc_weight_grad(const gc_geom *g, const float *x, const float *dy, flo
         free(ring);
         free(tags);
         free(drow);
+        free(nrm);
         free(rowp);
         free(src);
         free(at);
@@ -370,9 +405,11 @@ static int gc_weight_grad(const gc_geom *g, const float *x, const float *dy, flo
     return failed ? -1 : 0;
 }
 
-/* Input gradient dx (N x H x W x Cin, overwritten) of the conv above from dy: the transposed conv. */
+/* Input gradient dx (N x H x W x Cin, overwritten) of the conv above from dy: the transposed conv (the gradient
+ * of x', the input as read). With bn_sums (g->aff set): the folded BatchNorm's backward sums over dx, taken per
+ * row while it is in cache (see bn_grad_sums; x the BatchNorm's input, bn_mean its batch mean). */
 static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, const float *dy, float *dx,
-                         int nthreads) {
+                         const float *x, const float *bn_mean, double *bn_sums, int nthreads) {
     const int64_t k = g->k, s = g->stride, pad = g->pad, cin = g->cin, cout = g->cout, ig = g->ig, og = g->og;
     const int64_t jpad = round_vl(cin), fpix = og * jpad;
     const int64_t xblocks = ((g->wd + s - 1) / s + TW - 1) / TW;  /* blocks per class of w mod s */
@@ -405,15 +442,24 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
         return -1;
     }
     nthreads = clamp_threads(nthreads, rows);
+    double *bsum = bn_sums ? calloc((size_t)(nthreads * 2 * cin), sizeof(double)) : NULL;
+    if (bn_sums && !bsum) {
+        free(fplan);
+        free(islot);
+        free(wb);
+        return -1;
+    }
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
+        double *bs = bsum ? bsum + (int64_t)thread_id() * 2 * cin : NULL;
+        float *rs = bsum ? malloc(sizeof(float) * (size_t)(2 * cin)) : NULL;
         float *ring = gc_zalloc(sizeof(float) * (size_t)(k * fcols * fpix));
         int64_t *tags = malloc(sizeof(int64_t) * (size_t)k);
         float *xrow = direct ? NULL : alloc_aligned(sizeof(float) * (size_t)((g->wd + s * TW) * jpad));
         const float **rowp = malloc(sizeof(float *) * (size_t)k);
         const float **src = malloc(sizeof(float *) * (size_t)ntap_max);
         const float **wt = malloc(sizeof(float *) * (size_t)ntap_max);
-        const int ok = ring && tags && (xrow || direct) && rowp && src && wt;
+        const int ok = ring && tags && (xrow || direct) && (rs || !bsum) && rowp && src && wt;
         if (!ok) failed = 1;
         if (tags)
             for (int64_t q = 0; q < k; ++q) tags[q] = -1;
@@ -462,7 +508,9 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
             if (!direct)
                 for (int64_t w = 0; w < g->wd; ++w)
                     for (int64_t c = 0; c < cin; ++c) dxrow[w * cin + c] = xrow[w * jpad + islot[c]];
+            if (bs) bn_grad_sums(dxrow, x + row * g->wd * cin, g->wd, cin, g->aff, bn_mean, g->relu, rs, bs);
         }
+        free(rs);
         free(ring);
         free(tags);
         free(xrow);
@@ -470,27 +518,35 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
         free(src);
         free(wt);
     }
+    if (bn_sums && !failed) thread_totals(bn_sums, bsum, nthreads, 2 * cin, 2 * cin);
+    free(bsum);
     free(fplan);
     free(islot);
     free(wb);
     return failed ? -1 : 0;
 }
 
-/* Backward of gc_forward: dx (when not NULL) and dw (when not NULL, (Cout, In_g, k, k)), both overwritten.
- * Returns 0, or -1 when out of memory. */
+/* Backward of gc_forward: dx (when not NULL; the gradient of x', the input as read) and dw (when not NULL,
+ * (Cout, In_g, k, k)), both overwritten, with aff and relu as the forward had them. With bn_sums (needs dx and
+ * aff; bn_mean the folded BatchNorm's batch mean): bn_sums[c] = sum dz, bn_sums[Cin + c] = sum dz * (x - mean),
+ * dz = dx masked by the ReLU (bna_backward's sums). Returns 0, -1 when out of memory, -2 for bn_sums without dx
+ * or aff. */
 int gc_backward(const float *x, const int64_t *perm, const float *w, const float *dy, float *dx, float *dw,
                 int64_t n, int64_t h, int64_t wd, int64_t cin, int64_t cout, int64_t groups, int64_t k,
-                int64_t stride, int nthreads) {
+                int64_t stride, const float *aff, int relu, const float *bn_mean, double *bn_sums, int nthreads) {
+    if (bn_sums && (!dx || !aff || !bn_mean)) return -2;
+    if (!aff) relu = 0;
     if (dw_handles(perm, cin, cout, groups, k, stride))
-        return dw_backward(x, w, dy, dx, dw, n, h, wd, cin, k, NULL, 0, NULL, NULL, nthreads);
+        return dw_backward(x, w, dy, dx, dw, n, h, wd, cin, k, aff, relu, bn_mean, bn_sums, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);
         return -1;
     }
+    g.aff = aff, g.relu = relu;
     int code = 0;
     if (dw) code |= gc_weight_grad(&g, x, dy, dw, nthreads);
-    if (dx && code == 0) code |= gc_input_grad(&g, perm, w, dy, dx, nthreads);
+    if (dx && code == 0) code |= gc_input_grad(&g, perm, w, dy, dx, x, bn_mean, bn_sums, nthreads);
     geom_free(&g);
     return code ? -1 : 0;
 }

@@ -137,16 +137,23 @@ static inline lanes_t lanes_first(int64_t n) { return n; }
 static inline void bn_grad_sums(const float *restrict g, const float *restrict x, int64_t pixels, int64_t c,
                                 const float *restrict aff, const float *restrict mean, int relu, float *restrict part,
                                 double *restrict acc) {
-    float *restrict s1 = part, *restrict s2 = part + c;
-    for (int64_t ch = 0; ch < c; ++ch) s1[ch] = s2[ch] = 0.0f;
-    for (int64_t p = 0; p < pixels; ++p) {
-        const float *gr = g + p * c, *xr = x + p * c;
-        for (int64_t ch = 0; ch < c; ++ch) {
-            const float on = !relu || xr[ch] * aff[ch] + aff[c + ch] > 0.0f ? 1.0f : 0.0f;
-            const float dz = gr[ch] * on;
-            s1[ch] += dz;
-            s2[ch] += dz * (xr[ch] - mean[ch]);
+    typedef int32_t nvi_t __attribute__((vector_size(NV * 4)));
+    /* a strip of NV channels at a time, its two sums in registers over the pixels (each channel summed over the
+     * pixels in order, as a loop per channel would) */
+    for (int64_t cb = 0; cb < c; cb += NV) {
+        const lanes_t m = lanes_first(c - cb < NV ? c - cb : NV);
+        const nv_t sc = load_lanes(aff + cb, m), sh = load_lanes(aff + c + cb, m), mu = load_lanes(mean + cb, m);
+        const nv_t zero = {0};
+        nv_t s1 = zero, s2 = zero;
+        for (int64_t p = 0; p < pixels; ++p) {
+            const nv_t xv = load_lanes(x + p * c + cb, m);
+            nv_t dz = load_lanes(g + p * c + cb, m);
+            if (relu) dz = (nv_t)((nvi_t)dz & (nvi_t)(xv * sc + sh > zero));
+            s1 += dz;
+            s2 += dz * (xv - mu);
         }
+        store_lanes(part + cb, m, s1);
+        store_lanes(part + c + cb, m, s2);
     }
     for (int64_t e = 0; e < 2 * c; ++e) acc[e] += (double)part[e];
 }
