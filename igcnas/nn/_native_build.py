@@ -34,7 +34,8 @@ __all__ = ["library", "native_available", "native_status"]
 log = logging.getLogger("igcnas.nn._native")  # the logger name from before the split, kept for log filters
 
 _CSRC = Path(__file__).resolve().parent / "_csrc"
-_SOURCES = tuple(_CSRC / name for name in ("group_pw.c", "pw_chain.c", "group_conv.c", "dw_conv.c", "bn_act.c", "codes.c"))
+_SOURCES = tuple(_CSRC / name for name in ("group_pw.c", "pw_chain.c", "group_conv.c", "group_rot.c", "dw_conv.c",
+                                           "bn_act.c", "codes.c"))
 """The files compiled into the library."""
 _HEADERS = (_CSRC / "native_common.h", _CSRC / "pw_tiles.h")
 """The header they include."""

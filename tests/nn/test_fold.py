@@ -236,6 +236,9 @@ GC_CASES = [
     (48, 96, 3, 24, 1, 2, True, (2, 7, 6)),  # the first block of a stage: stride 2, odd sizes
     (40, 40, 3, 10, 4, 1, False, (1, 5, 5)),  # a shuffle before the conv, 40 channels (a masked strip), no ReLU
     (24, 24, 5, 8, 1, 1, True, (2, 4, 9)),  # k = 5, three channels a group
+    (40, 40, 3, 10, 1, 1, True, (2, 5, 9)),  # groups of 4 read in place (group_rot.c), a masked strip
+    (24, 24, 3, 12, 1, 1, False, (1, 6, 6)),  # groups of 2 in place, a masked strip, no ReLU
+    (16, 16, 3, 8, 1, 1, True, (3, 3, 1)),  # one column: every pixel at both edges
 ]
 
 

@@ -26,7 +26,8 @@
  * thread order (deterministic for a thread count).
  *
  * A depthwise conv with stride 1 and no shuffle has nothing to expand: gc_forward / gc_backward hand it to
- * dw_conv.c, which reads the activations in place.
+ * dw_conv.c, which reads the activations in place; so do they the 3x3 convs with stride 1, no shuffle and groups of
+ * 2 or 4 channels in and out, to group_rot.c (with AVX or AVX-512).
  *
  * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
  */
@@ -219,22 +220,6 @@ static void geom_free(gc_geom *g) {
     free(g->wf);
 }
 
-/* dst = relu(src * scale + shift) per channel over a row of wd pixels of cin channels (aff: scale then shift;
- * relu 0: the affine alone): the folded BatchNorm's output, never written to memory. */
-static void normalise_row(const float *restrict src, int64_t wd, int64_t cin, const float *restrict aff, int relu,
-                          float *restrict dst) {
-    typedef int32_t nvi_t __attribute__((vector_size(NV * 4)));
-    for (int64_t cb = 0; cb < cin; cb += NV) {  /* a strip of channels, its scale and shift in registers */
-        const lanes_t m = lanes_first(cin - cb < NV ? cin - cb : NV);
-        const nv_t sc = load_lanes(aff + cb, m), sh = load_lanes(aff + cin + cb, m), zero = {0};
-        for (int64_t w = 0; w < wd; ++w) {
-            nv_t v = load_lanes(src + w * cin + cb, m) * sc + sh;
-            if (relu) v = (nv_t)((nvi_t)v & (nvi_t)(v > zero));
-            store_lanes(dst + w * cin + cb, m, v);
-        }
-    }
-}
-
 /* Make the k input rows of output row oh of image nb present in the ring (expanding missing ones, normalised into
  * nrm first when a BatchNorm is folded in); rowp[kh] = the expanded row for kh, or NULL where the input row is out
  * of range. */
@@ -286,6 +271,8 @@ int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, in
                int nthreads) {
     if (dw_handles(perm, cin, cout, groups, k, stride))
         return dw_forward(x, w, y, n, h, wd, cin, k, aff, aff ? relu : 0, nthreads);
+    if (rot_handles(perm, cin, cout, groups, k, stride))
+        return rot_forward(x, w, y, n, h, wd, cin, cin / groups, aff, aff ? relu : 0, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);
@@ -538,6 +525,8 @@ int gc_backward(const float *x, const int64_t *perm, const float *w, const float
     if (!aff) relu = 0;
     if (dw_handles(perm, cin, cout, groups, k, stride))
         return dw_backward(x, w, dy, dx, dw, n, h, wd, cin, k, aff, relu, bn_mean, bn_sums, nthreads);
+    if (rot_handles(perm, cin, cout, groups, k, stride))
+        return rot_backward(x, w, dy, dx, dw, n, h, wd, cin, cin / groups, aff, relu, bn_mean, bn_sums, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);

@@ -158,6 +158,22 @@ static inline void bn_grad_sums(const float *restrict g, const float *restrict x
     for (int64_t e = 0; e < 2 * c; ++e) acc[e] += (double)part[e];
 }
 
+/* dst = relu(src * scale + shift) per channel over a row of wd pixels of cin channels (aff: scale then shift;
+ * relu 0: the affine alone): the folded BatchNorm's output, never written to memory. */
+static inline void normalise_row(const float *restrict src, int64_t wd, int64_t cin, const float *restrict aff, int relu,
+                          float *restrict dst) {
+    typedef int32_t nvi_t __attribute__((vector_size(NV * 4)));
+    for (int64_t cb = 0; cb < cin; cb += NV) {  /* a strip of channels, its scale and shift in registers */
+        const lanes_t m = lanes_first(cin - cb < NV ? cin - cb : NV);
+        const nv_t sc = load_lanes(aff + cb, m), sh = load_lanes(aff + cin + cb, m), zero = {0};
+        for (int64_t w = 0; w < wd; ++w) {
+            nv_t v = load_lanes(src + w * cin + cb, m) * sc + sh;
+            if (relu) v = (nv_t)((nvi_t)v & (nvi_t)(v > zero));
+            store_lanes(dst + w * cin + cb, m, v);
+        }
+    }
+}
+
 /* out[e] = rows[0][e] + rows[1][e] + ... for e < n, the nthreads per-thread rows `stride` doubles apart added in
  * thread order (deterministic for a thread count); out may be rows[0]. */
 static inline void thread_totals(double *out, const double *rows, int nthreads, int64_t stride, int64_t n) {
@@ -176,6 +192,14 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
 int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
                 int64_t wd, int64_t c, int64_t k, const float *aff, int relu, const float *bn_mean, double *bn_sums,
                 int nthreads);
+/* group_rot.c: the grouped 3x3 conv with In_g = Out_g = 2 or 4, stride 1 and no shuffle, read in place (AVX or
+ * AVX-512; rot_handles is 0 elsewhere). gc_forward / gc_backward hand it the convs rot_handles accepts. */
+int rot_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride);
+int rot_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t mg,
+                const float *aff, int relu, int nthreads);
+int rot_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
+                 int64_t wd, int64_t c, int64_t mg, const float *aff, int relu, const float *bn_mean,
+                 double *bn_sums, int nthreads);
 /* The depthwise weights (C, 1, k, k) tap-major, wt[t][c] (flip: spatially flipped), malloc'd; and the forward's
  * output for a span of pixels, the depthwise prefix of a fused chain (pw_chain.c). */
 float *dw_tap_major(const float *w, int64_t c, int64_t k, int flip);
