@@ -169,12 +169,16 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
 
 
 def group_member(module: Any) -> bool:
-    """Whether ``module`` is a fast grouped k x k conv (GC) that the table runs with the native group conv kernel,
-    which a BatchNorm can fold into."""
-    from igcnas.nn.plan import native_candidate
+    """Whether ``module`` is a fast grouped k x k conv (GC) with groups narrow enough for the native group conv
+    kernel to be measured (:data:`~igcnas.nn.plan.NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS`), which a BatchNorm can fold
+    into."""
+    from igcnas.nn.plan import NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS
 
-    return (isinstance(module, FastSparseConv2d) and module.spec.kind == "GC" and module.spec.kernel_size % 2 == 1
-            and native_candidate(module.spec, "cpu", module.impl))
+    if not isinstance(module, FastSparseConv2d) or module.impl == "naive":
+        return False
+    spec = module.spec
+    group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
+    return spec.kind == "GC" and spec.kernel_size % 2 == 1 and group_weights <= NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS
 
 
 def foldable(bn: Any, conv: Any) -> bool:

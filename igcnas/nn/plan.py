@@ -141,6 +141,9 @@ NATIVE_MAX_GROUP_WEIGHTS = 4096
 #: a kxk group conv (GC) runs the native C kernel on CPU when its groups are this narrow: ``in / groups * out /
 #: groups`` (weights per group and tap) at most this (2 x 2, 2 x 4, 4 x 4 channels); wider groups keep oneDNN
 NATIVE_GC_MAX_GROUP_WEIGHTS = 16
+#: the native kernel is also a measured candidate (igcnas.nn.tune) for GC groups up to this many weights per tap (up
+#: to 8 x 8 channels), where it may beat oneDNN on this machine
+NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS = 64
 
 
 def _is_exporting() -> bool:

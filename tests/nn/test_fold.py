@@ -239,6 +239,7 @@ GC_CASES = [
     (40, 40, 3, 10, 1, 1, True, (2, 5, 9)),  # groups of 4 read in place (group_rot.c), a masked strip
     (24, 24, 3, 12, 1, 1, False, (1, 6, 6)),  # groups of 2 in place, a masked strip, no ReLU
     (16, 16, 3, 8, 1, 1, True, (3, 3, 1)),  # one column: every pixel at both edges
+    (40, 40, 3, 5, 1, 1, True, (2, 6, 7)),  # groups of 8 in place (a permute by index), a masked strip
 ]
 
 

@@ -27,7 +27,7 @@
  *
  * A depthwise conv with stride 1 and no shuffle has nothing to expand: gc_forward / gc_backward hand it to
  * dw_conv.c, which reads the activations in place; so do they the 3x3 convs with stride 1, no shuffle and groups of
- * 2 or 4 channels in and out, to group_rot.c (with AVX or AVX-512).
+ * 2, 4 or 8 channels in and out, to group_rot.c (with AVX or AVX-512).
  *
  * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
  */

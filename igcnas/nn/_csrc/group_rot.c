@@ -1,9 +1,10 @@
-/* Grouped 3x3 conv with square narrow groups, In_g = Out_g = M (2 or 4), stride 1 and no shuffle, read in place
+/* Grouped 3x3 conv with square narrow groups, In_g = Out_g = M (2, 4 or 8), stride 1 and no shuffle, read in place
  * (igcnas.nn._native): IGCV1's primary convs (IGC-L24M2: 24 groups of 2 channels).
  *
  * Tensors are channels_last float32. Output channel co of group g = co / M reads the M input channels g*M + i.
- * Rotate an input vector by r lanes within each M-lane block (an in-lane permute: M divides 4, the blocks never
- * cross a 128-bit lane) and lane co holds input channel g*M + (co % M + r) % M. So with p = 1
+ * Rotate an input vector by r lanes within each M-lane block (for M = 2 or 4 an in-lane permute, the blocks never
+ * crossing a 128-bit lane; for M = 8 a permute by an index vector, AVX2 or AVX-512) and lane co holds input
+ * channel g*M + (co % M + r) % M. So with p = 1
  *
  *     y[co] = sum_{r < M} sum_{kh, kw} W_r[kh][kw][co] * rot_r(x[n, h - p + kh, w - p + kw, :])[co],
  *     W_r[kh][kw][co] = w[co][(co % M + r) % M][kh][kw]:
@@ -18,7 +19,8 @@
  * Channels in strips of NV (16 with AVX-512, 8 with AVX; the last strip masked), output pixels 4 at a time inside
  * the row (each weight vector loaded once for the 4). Rows are spread over OpenMP threads with schedule(static);
  * the weight gradient is summed in per-thread accumulators added up in thread order (deterministic for a thread
- * count). Needs AVX or AVX-512 (the in-lane permute); rot_handles is 0 elsewhere and group_conv.c runs the conv.
+ * count). Needs AVX or AVX-512 (M = 8: AVX2 or AVX-512); rot_handles is 0 elsewhere and group_conv.c runs the
+ * conv.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -33,6 +35,18 @@
 
 typedef float rv_u __attribute__((vector_size(NV * 4), aligned(4), may_alias));  /* an unaligned vector */
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+#define ROT8 1  /* blocks of 8 lanes cross a 128-bit lane: a permute by an index vector (AVX2, AVX-512) */
+/* rot8_index[r][l] = the lane that lane l takes in a rotation by r within blocks of 8 */
+static const int32_t rot8_index[8][16] __attribute__((aligned(64))) = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},   {1, 2, 3, 4, 5, 6, 7, 0, 9, 10, 11, 12, 13, 14, 15, 8},
+    {2, 3, 4, 5, 6, 7, 0, 1, 10, 11, 12, 13, 14, 15, 8, 9},   {3, 4, 5, 6, 7, 0, 1, 2, 11, 12, 13, 14, 15, 8, 9, 10},
+    {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11},   {5, 6, 7, 0, 1, 2, 3, 4, 13, 14, 15, 8, 9, 10, 11, 12},
+    {6, 7, 0, 1, 2, 3, 4, 5, 14, 15, 8, 9, 10, 11, 12, 13},   {7, 0, 1, 2, 3, 4, 5, 6, 15, 8, 9, 10, 11, 12, 13, 14}};
+#else
+#define ROT8 0
+#endif
+
 /* v rotated by r lanes within each block of M lanes: lane j of a block takes lane (j + r) % M. */
 static inline __attribute__((always_inline)) nv_t rot(nv_t v, const int m_, const int r) {
 #if defined(__AVX512F__)
@@ -41,6 +55,15 @@ static inline __attribute__((always_inline)) nv_t rot(nv_t v, const int m_, cons
 #define PERMUTE(v, imm) _mm256_permute_ps((v), (imm))
 #endif
     if (r == 0) return v;
+#if ROT8
+    if (m_ == 8) {
+#if defined(__AVX512F__)
+        return _mm512_permutexvar_ps(_mm512_load_si512((const void *)rot8_index[r]), v);
+#else
+        return _mm256_permutevar8x32_ps(v, _mm256_load_si256((const __m256i *)rot8_index[r]));
+#endif
+    }
+#endif
     if (m_ == 2) return PERMUTE(v, 0xB1); /* 1 0 3 2 */
     if (r == 1) return PERMUTE(v, 0x39);  /* 1 2 3 0 */
     if (r == 2) return PERMUTE(v, 0x4E);  /* 2 3 0 1 */
@@ -107,7 +130,7 @@ static inline __attribute__((always_inline)) void grad_strip(const float *const 
                                                              const int m_, const int T, lanes_t m) {
     for (int kh = 0; kh < K; ++kh) {
         if (!rows[kh]) continue;
-        nv_t g[K][4];  /* this kernel row's accumulators, [kw][r] */
+        nv_t g[K][8];  /* this kernel row's accumulators, [kw][r] */
         for (int kw = 0; kw < K; ++kw)
             for (int r = 0; r < m_; ++r) g[kw][r] = *(const nv_t *)(acc + ((r * K + kh) * K + kw) * cpad + cb);
         for (int64_t x = 0; x < wd; ++x) {
@@ -140,6 +163,37 @@ static inline __attribute__((always_inline)) void grad_strip(const float *const 
     }
 ROW_KERNELS(2)
 ROW_KERNELS(4)
+#if ROT8
+ROW_KERNELS(8)
+#endif
+
+/* The row kernels of M. */
+static void conv_row(const float *const *rows, const float *wt, int64_t cpad, float *out, int64_t wd, int64_t c,
+                     int64_t mg) {
+#if ROT8
+    if (mg == 8) {
+        conv_row_8(rows, wt, cpad, out, wd, c);
+        return;
+    }
+#endif
+    if (mg == 4)
+        conv_row_4(rows, wt, cpad, out, wd, c);
+    else
+        conv_row_2(rows, wt, cpad, out, wd, c);
+}
+static void grad_row(const float *const *rows, const float *dy, float *acc, int64_t cpad, int64_t wd, int64_t c,
+                     int64_t mg) {
+#if ROT8
+    if (mg == 8) {
+        grad_row_8(rows, dy, acc, cpad, wd, c);
+        return;
+    }
+#endif
+    if (mg == 4)
+        grad_row_4(rows, dy, acc, cpad, wd, c);
+    else
+        grad_row_2(rows, dy, acc, cpad, wd, c);
+}
 
 /* rows[kh] = image nb's row oh - 1 + kh of t (H x W x C), NULL out of range; with aff, that row normalised
  * (normalise_row) into a ring of K rows (ring, tags: this thread's), each row once while the rows come in order. */
@@ -188,7 +242,7 @@ static float *rot_weights(const float *w, int64_t c, int64_t mg, int flip, int64
 int rot_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride) {
     if (perm || cin != cout || groups < 1 || cin % groups || k != K || stride != 1) return 0;
     const int64_t mg = cin / groups;
-    return mg == 2 || mg == 4;
+    return mg == 2 || mg == 4 || (ROT8 && mg == 8);
 }
 
 /* y = the conv of x' (x, or x * scale + shift with aff, relu'd when relu): N x H x W x C, weight (C, M, 3, 3).
@@ -209,10 +263,7 @@ int rot_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, 
             if (aff && !ring) continue;
             const float *window[K];
             row_window3(x, row / h, row % h, h, wd, c, aff, relu, ring, tags, window);
-            if (mg == 2)
-                conv_row_2(window, wt, cpad, y + row * wd * c, wd, c);
-            else
-                conv_row_4(window, wt, cpad, y + row * wd * c, wd, c);
+            conv_row(window, wt, cpad, y + row * wd * c, wd, c, mg);
         }
         free(ring);
     }
@@ -256,18 +307,12 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
             const float *window[K];
             if (dx) {
                 row_window3(dy, nb, oh, h, wd, c, NULL, 0, NULL, NULL, window);
-                if (mg == 2)
-                    conv_row_2(window, wb, cpad, dx + row * wd * c, wd, c);
-                else
-                    conv_row_4(window, wb, cpad, dx + row * wd * c, wd, c);
+                conv_row(window, wb, cpad, dx + row * wd * c, wd, c, mg);
                 if (bs) bn_grad_sums(dx + row * wd * c, x + row * wd * c, wd, c, aff, bn_mean, relu, rs, bs);
             }
             if (dw) {
                 row_window3(x, nb, oh, h, wd, c, aff, relu, ring, tags, window);
-                if (mg == 2)
-                    grad_row_2(window, dy + row * wd * c, mine, cpad, wd, c);
-                else
-                    grad_row_4(window, dy + row * wd * c, mine, cpad, wd, c);
+                grad_row(window, dy + row * wd * c, mine, cpad, wd, c, mg);
             }
         }
         free(ring);

@@ -192,7 +192,7 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
 int dw_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
                 int64_t wd, int64_t c, int64_t k, const float *aff, int relu, const float *bn_mean, double *bn_sums,
                 int nthreads);
-/* group_rot.c: the grouped 3x3 conv with In_g = Out_g = 2 or 4, stride 1 and no shuffle, read in place (AVX or
+/* group_rot.c: the grouped 3x3 conv with In_g = Out_g = 2, 4 or 8, stride 1 and no shuffle, read in place (AVX or
  * AVX-512; rot_handles is 0 elsewhere). gc_forward / gc_backward hand it the convs rot_handles accepts. */
 int rot_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride);
 int rot_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t mg,
