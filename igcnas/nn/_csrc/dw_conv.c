@@ -391,13 +391,10 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
     float *wf = dx ? dw_tap_major(w, c, k, 1) : NULL;
     nthreads = clamp_threads(nthreads, rows);
     float *acc = dw ? calloc((size_t)(nthreads * taps * c), sizeof(float)) : NULL;
-    double *bsum = bn_sums ? calloc((size_t)(nthreads * 2 * c), sizeof(double)) : NULL;
-    float *rsum = bn_sums ? malloc(sizeof(float) * (size_t)(nthreads * 2 * c)) : NULL;
-    if ((dx && !wf) || (dw && !acc) || (bn_sums && (!bsum || !rsum))) {
+    bn_rows sums;
+    if ((dx && !wf) || (dw && !acc) || bn_rows_alloc(&sums, nthreads, c, bn_sums != NULL) != 0) {
         free(wf);
         free(acc);
-        free(bsum);
-        free(rsum);
         return -1;
     }
     /* with the sums, dx rows are stored normally: they are read back at once from the cache */
@@ -406,8 +403,6 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
     {
         const int me = thread_id();
         float *mine = acc ? acc + (int64_t)me * taps * c : NULL;
-        double *bs = bsum ? bsum + (int64_t)me * 2 * c : NULL;
-        float *rs = rsum ? rsum + (int64_t)me * 2 * c : NULL;
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < rows; ++r) {
             const int64_t b = r / h, hh = r % h;
@@ -415,7 +410,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
             if (dx) {
                 row_window(dy, b, hh, h, wd, c, k, window);
                 conv_row(window, wf, dx + r * wd * c, wd, c, mode, k, NULL, 0);
-                if (bs) bn_grad_sums(dx + r * wd * c, x + r * wd * c, wd, c, aff, bn_mean, relu, rs, bs);
+                bn_rows_add(&sums, me, dx + r * wd * c, x + r * wd * c, wd, aff, bn_mean, relu);
             }
             if (dw) {
                 row_window(x, b, hh, h, wd, c, k, window);
@@ -432,10 +427,8 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
                 dw[ch * taps + t] = s;
             }
     }
-    if (bn_sums) thread_totals(bn_sums, bsum, nthreads, 2 * c, 2 * c);
+    bn_rows_finish(&sums, nthreads, bn_sums);
     free(wf);
     free(acc);
-    free(bsum);
-    free(rsum);
     return 0;
 }

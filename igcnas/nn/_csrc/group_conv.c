@@ -429,8 +429,8 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
         return -1;
     }
     nthreads = clamp_threads(nthreads, rows);
-    double *bsum = bn_sums ? calloc((size_t)(nthreads * 2 * cin), sizeof(double)) : NULL;
-    if (bn_sums && !bsum) {
+    bn_rows sums;
+    if (bn_rows_alloc(&sums, nthreads, cin, bn_sums != NULL) != 0) {
         free(fplan);
         free(islot);
         free(wb);
@@ -438,15 +438,14 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
     }
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
-        double *bs = bsum ? bsum + (int64_t)thread_id() * 2 * cin : NULL;
-        float *rs = bsum ? malloc(sizeof(float) * (size_t)(2 * cin)) : NULL;
+        const int me = thread_id();
         float *ring = gc_zalloc(sizeof(float) * (size_t)(k * fcols * fpix));
         int64_t *tags = malloc(sizeof(int64_t) * (size_t)k);
         float *xrow = direct ? NULL : alloc_aligned(sizeof(float) * (size_t)((g->wd + s * TW) * jpad));
         const float **rowp = malloc(sizeof(float *) * (size_t)k);
         const float **src = malloc(sizeof(float *) * (size_t)ntap_max);
         const float **wt = malloc(sizeof(float *) * (size_t)ntap_max);
-        const int ok = ring && tags && (xrow || direct) && (rs || !bsum) && rowp && src && wt;
+        const int ok = ring && tags && (xrow || direct) && rowp && src && wt;
         if (!ok) failed = 1;
         if (tags)
             for (int64_t q = 0; q < k; ++q) tags[q] = -1;
@@ -495,9 +494,8 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
             if (!direct)
                 for (int64_t w = 0; w < g->wd; ++w)
                     for (int64_t c = 0; c < cin; ++c) dxrow[w * cin + c] = xrow[w * jpad + islot[c]];
-            if (bs) bn_grad_sums(dxrow, x + row * g->wd * cin, g->wd, cin, g->aff, bn_mean, g->relu, rs, bs);
+            bn_rows_add(&sums, me, dxrow, x + row * g->wd * cin, g->wd, g->aff, bn_mean, g->relu);
         }
-        free(rs);
         free(ring);
         free(tags);
         free(xrow);
@@ -505,8 +503,7 @@ static int gc_input_grad(const gc_geom *g, const int64_t *perm, const float *w, 
         free(src);
         free(wt);
     }
-    if (bn_sums && !failed) thread_totals(bn_sums, bsum, nthreads, 2 * cin, 2 * cin);
-    free(bsum);
+    bn_rows_finish(&sums, nthreads, failed ? NULL : bn_sums);
     free(fplan);
     free(islot);
     free(wb);

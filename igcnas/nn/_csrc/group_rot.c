@@ -281,13 +281,10 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
     nthreads = clamp_threads(nthreads, rows);
     float *wb = dx ? rot_weights(w, c, mg, 1, cpad) : NULL;
     float *acc = dw ? alloc_aligned(sizeof(float) * (size_t)(nthreads * numel)) : NULL;
-    double *bsum = bn_sums ? calloc((size_t)(nthreads * 2 * c), sizeof(double)) : NULL;
-    float *rsum = bn_sums ? malloc(sizeof(float) * (size_t)(nthreads * 2 * c)) : NULL;
-    if ((dx && !wb) || (dw && !acc) || (bn_sums && (!bsum || !rsum))) {
+    bn_rows sums;
+    if ((dx && !wb) || (dw && !acc) || bn_rows_alloc(&sums, nthreads, c, bn_sums != NULL) != 0) {
         free(wb);
         free(acc);
-        free(bsum);
-        free(rsum);
         return -1;
     }
     if (acc) memset(acc, 0, sizeof(float) * (size_t)(nthreads * numel));
@@ -298,8 +295,6 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
         int64_t tags[K];
         float *ring = dw ? ring_alloc(aff, wd, c, tags, &failed) : NULL;
         float *mine = acc ? acc + (int64_t)me * numel : NULL;
-        double *bs = bsum ? bsum + (int64_t)me * 2 * c : NULL;
-        float *rs = rsum ? rsum + (int64_t)me * 2 * c : NULL;
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < rows; ++row) {
             if (dw && aff && !ring) continue;
@@ -308,7 +303,7 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
             if (dx) {
                 row_window3(dy, nb, oh, h, wd, c, NULL, 0, NULL, NULL, window);
                 conv_row(window, wb, cpad, dx + row * wd * c, wd, c, mg);
-                if (bs) bn_grad_sums(dx + row * wd * c, x + row * wd * c, wd, c, aff, bn_mean, relu, rs, bs);
+                bn_rows_add(&sums, me, dx + row * wd * c, x + row * wd * c, wd, aff, bn_mean, relu);
             }
             if (dw) {
                 row_window3(x, nb, oh, h, wd, c, aff, relu, ring, tags, window);
@@ -325,11 +320,9 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
                     for (int th = 0; th < nthreads; ++th) total += acc[(int64_t)th * numel + (r * K * K + t) * cpad + co];
                     dw[(co * mg + (co % mg + r) % mg) * K * K + t] = total;
                 }
-    if (bn_sums && !failed) thread_totals(bn_sums, bsum, nthreads, 2 * c, 2 * c);
+    bn_rows_finish(&sums, nthreads, failed ? NULL : bn_sums);
     free(wb);
     free(acc);
-    free(bsum);
-    free(rsum);
     return failed ? -1 : 0;
 }
 

@@ -184,6 +184,45 @@ static inline void thread_totals(double *out, const double *rows, int nthreads, 
     }
 }
 
+/* The per-thread accumulators of a folded BatchNorm's backward sums in a kernel's parallel loop (the depthwise,
+ * grouped and chain backwards): a row of 2C doubles (zeroed) and one of 2C floats per thread. An empty set (sums
+ * not asked) holds nothing and adds nothing. */
+typedef struct {
+    double *sums;
+    float *part;
+    int64_t c;
+} bn_rows;
+
+/* 0, or -1 when out of memory (then nothing is held); without `wanted`, an empty set. */
+static inline int bn_rows_alloc(bn_rows *r, int nthreads, int64_t c, int wanted) {
+    r->c = c;
+    r->sums = wanted ? calloc((size_t)(nthreads * 2 * c), sizeof(double)) : NULL;
+    r->part = wanted ? malloc(sizeof(float) * (size_t)(nthreads * 2 * c)) : NULL;
+    if (wanted && (!r->sums || !r->part)) {
+        free(r->sums);
+        free(r->part);
+        r->sums = NULL, r->part = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Thread me adds the sums over `pixels` consecutive pixels of g and x (bn_grad_sums). */
+static inline void bn_rows_add(const bn_rows *r, int me, const float *g, const float *x, int64_t pixels,
+                               const float *aff, const float *mean, int relu) {
+    if (!r->sums) return;
+    const int64_t at = (int64_t)me * 2 * r->c;
+    bn_grad_sums(g, x, pixels, r->c, aff, mean, relu, r->part + at, r->sums + at);
+}
+
+/* out (2C doubles) = the threads' sums added in thread order; then the set is freed. */
+static inline void bn_rows_finish(bn_rows *r, int nthreads, double *out) {
+    if (r->sums && out) thread_totals(out, r->sums, nthreads, 2 * r->c, 2 * r->c);
+    free(r->sums);
+    free(r->part);
+    r->sums = NULL, r->part = NULL;
+}
+
 /* dw_conv.c: the depthwise conv with stride 1 and no shuffle, which needs no row expansion. dw_handles says
  * whether it computes the conv gc_forward / gc_backward were given. */
 int dw_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride);

@@ -233,8 +233,8 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
         hoff[l] = hsize;
         hsize += WSUB * chans[l];
     }
-    double *bsum = bn_sums ? calloc((size_t)(nthreads * 2 * c0), sizeof(double)) : NULL;
-    if (bn_sums && !bsum) {
+    bn_rows sums;
+    if (bn_rows_alloc(&sums, nthreads, c0, bn_sums != NULL) != 0) {
         free(off);
         free(acc);
         free(hoff);
@@ -250,15 +250,13 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
         vf *da = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
         vf *db = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
         float *span = pre.wt ? alloc_aligned(sizeof(float) * (size_t)(WSUB * TILE * chans[0])) : NULL;
-        float *rs = bsum ? malloc(sizeof(float) * (size_t)(2 * c0)) : NULL;
-        const int ok = ready && h && da && db && (span || !pre.wt) && (rs || !bsum);
+        const int ok = ready && h && da && db && (span || !pre.wt);
         if (!ok) failed = 1;
 #ifdef _OPENMP
         const int64_t me = omp_get_thread_num();
 #else
         const int64_t me = 0;
 #endif
-        double *bs = bsum ? bsum + me * 2 * c0 : NULL;
 #pragma omp for schedule(static)
         for (int64_t step = 0; step < steps; ++step) {
             if (!ok) continue;
@@ -306,21 +304,18 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
                     }
                 }
             }
-            if (bs) { /* the step's rows of dx, just written, and of x: the BatchNorm's sums */
-                bn_grad_sums(dx + first * c0, x + first * c0, count, c0, depthwise->aff, bn_mean,
-                             (int)depthwise->relu, rs, bs);
-            }
+            if (bn_sums) /* the step's rows of dx, just written, and of x: the BatchNorm's sums */
+                bn_rows_add(&sums, (int)me, dx + first * c0, x + first * c0, count, depthwise->aff, bn_mean,
+                            (int)depthwise->relu);
         }
         store_fence();
         free(h);
         free(da);
         free(db);
         free(span);
-        free(rs);
     }
     free(dwt);
-    if (bn_sums && !failed) thread_totals(bn_sums, bsum, nthreads, 2 * c0, 2 * c0);
-    free(bsum);
+    bn_rows_finish(&sums, nthreads, failed ? NULL : bn_sums);
     if (!failed) {
         for (int64_t l = 0; l < layers; ++l) {
             if (!dw[l]) continue;
