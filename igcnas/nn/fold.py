@@ -148,6 +148,8 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
         if depthwise is not None or chain:
             raise ValueError("normed: give conv alone, or the depthwise conv and/or the 1x1 convs")
         spec = conv.spec
+        if x.shape[1] != bn.num_features:
+            raise ValueError(f"normed: the BatchNorm has {bn.num_features} channels, the input {x.shape[1]}")
         if not _native.supports_conv(x, conv.weight, spec.stride) or x.shape[1] != spec.in_channels:
             raise ValueError(f"normed: conv {spec.kind} {spec.in_channels}->{spec.out_channels} k{spec.kernel_size} "
                              f"needs a float32 CPU input of {spec.in_channels} channels and a float32 CPU weight, "
@@ -174,7 +176,7 @@ def group_member(module: Any) -> bool:
     into."""
     from igcnas.nn.plan import NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS
 
-    if not isinstance(module, FastSparseConv2d) or module.impl == "naive":
+    if not isinstance(module, FastSparseConv2d):
         return False
     spec = module.spec
     group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)

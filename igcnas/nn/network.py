@@ -241,18 +241,28 @@ class Network(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_scripting():
             x = self._prepare(x)
-            if self.flatten_blocks and not (torch.jit.is_tracing() or _is_exporting()):
+            if self._in_runs():
                 return self.classifier(self.head(self._body_in_runs(x)))
         return self.classifier(self.head(self.stages(self.stem(x))))
+
+    @torch.jit.unused
+    def _in_runs(self) -> bool:
+        """Whether :meth:`_body_in_runs` may run the stem and stages: a fast build (a network pickled before it
+        existed has no ``flatten_blocks``), not tracing or exporting, no hook on the stages container that would
+        not see it run, and the stem and every stage still ``nn.Sequential`` containers."""
+        return (getattr(self, "flatten_blocks", False) and not (torch.jit.is_tracing() or _is_exporting())
+                and not hooked(self.stages) and isinstance(self.stem, nn.Sequential)
+                and all(isinstance(stage, nn.Sequential) for stage in self.stages))
 
     @torch.jit.unused
     def _body_in_runs(self, x: torch.Tensor) -> torch.Tensor:
         """The stem and the stages, with the modules of the stem and of consecutive :meth:`Block.plain` blocks run
         as one list (:func:`~igcnas.nn.chain_ops.run_modules`), so that a BatchNorm closing one block folds into the
         first conv of the next (IGCV1's BN + ReLU into the next grouped 3x3 conv) where measured faster; the same
-        modules in the same order as ``stages(stem(x))``. A hooked stem, stage or block runs as a unit."""
+        modules in the same order as ``stages(stem(x))``. A hooked stem, stage or block runs as a unit (a hooked
+        stages container: :meth:`_in_runs` is False)."""
         pending: list[nn.Module] = []
-        if hooked(self.stem) or hooked(self.stages):
+        if hooked(self.stem):
             x = self.stem(x)
         else:
             pending.extend(self.stem)

@@ -174,6 +174,22 @@ def test_the_fold_is_decided_by_timing_it_against_the_modules_unfolded(
     assert tune.last_forms(seq)["train"].get("BN>DW fold") == ("native" if folded_faster else None)
 
 
+def test_the_fold_into_a_grouped_conv_is_timed_for_real_and_cached(fresh_tune: None) -> None:
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+    seq = fuse_chains(nn.Sequential(_bn(16, True), sparse_conv(16, 16, 3, groups=8, impl="fast")))
+    assert isinstance(seq, FusedSequential)
+    x = _cl(torch.randn(2, 16, 5, 5)).requires_grad_(True)
+    seq(x).sum().backward()
+    texts = list(tune.choices())
+    threads = torch.get_num_threads()
+    assert f"BN+ReLU>GC 16->16 k3 s1 g8 sh1 5x5 float32 t{threads} train cl" in texts
+    assert tune.choices()[f"BN+ReLU>GC 16->16 k3 s1 g8 sh1 5x5 float32 t{threads} train cl"].form in ("native",
+                                                                                                     "reference")
+    with pytest.raises(ValueError, match="the BatchNorm has 8 channels, the input 16"):
+        fold.normed(x, _bn(8, True), conv=seq[1])
+
+
 def test_the_real_timing_settles_the_unfolded_forms_without_deadlock(fresh_tune: None) -> None:
     """Timing the unfolded modules makes their own choices inside the fold's decision (a reentrant lock)."""
     if not _native.native_available():

@@ -639,3 +639,47 @@ def test_code_agreements_rejects_what_it_cannot_count() -> None:
         _native.code_agreements(torch.ones(2, 3, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"contiguous \(2, 2\) float64"):
         _native.code_agreements(torch.ones(2, 3), torch.zeros(3, 3, dtype=torch.float64))
+
+
+def _expects_group_rot() -> bool:
+    """Whether this machine's build has group_rot.c's kernels: AVX2 (all of M = 2, 4, 8) with the native -march."""
+    march = os.environ.get("IGCNAS_NATIVE_MARCH", "native")
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return march == "native" and " avx2" in flags
+
+
+# channels, groups (M = channels / groups in and out), input (N, H, W): tails on 8- and 16-lane vectors
+ROT_CASES = [(12, 6, (2, 5, 7)), (20, 5, (1, 6, 9)), (36, 9, (2, 4, 6)), (40, 5, (2, 7, 5)), (56, 7, (1, 3, 12)),
+             (48, 24, (2, 1, 1))]
+
+
+@pytest.mark.parametrize(("channels", "groups", "shape"), ROT_CASES)
+def test_grouped_3x3_convs_read_in_place_equal_the_float64_conv(native, channels, groups, shape) -> None:
+    """The square narrow groups group_rot.c takes (2, 4 or 8 channels in and out, stride 1, no shuffle), without a
+    BatchNorm: forward, input and weight gradients against float64, deterministic."""
+    import ctypes
+
+    lib = _native.library()
+    assert lib is not None
+    i64 = ctypes.c_int64
+    handles = lib.rot_handles(None, i64(channels), i64(channels), i64(groups), i64(3), i64(1))
+    if _expects_group_rot():
+        assert handles == 1  # the kernel under test runs here
+    torch.manual_seed(0)
+    n, h, w = shape
+    x = torch.randn(n, channels, h, w).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weight = torch.randn(channels, channels // groups, 3, 3, requires_grad=True)
+    y = _native.group_conv(x, weight, groups)
+    dy = torch.randn(y.shape)
+    y.backward(dy)
+    x64, w64 = x.detach().double().requires_grad_(True), weight.detach().double().requires_grad_(True)
+    ref = torch.nn.functional.conv2d(x64, w64, padding=1, groups=groups)
+    ref.backward(dy.double())
+    for got, want in [(y, ref), (x.grad, x64.grad), (weight.grad, w64.grad)]:
+        assert got is not None and want is not None
+        torch.testing.assert_close(got.detach().double(), want, rtol=1e-4, atol=1e-4 * max(1.0, float(want.abs().max())))
+    again = _native.group_conv(x.detach(), weight.detach(), groups)
+    assert torch.equal(again, y.detach())

@@ -245,3 +245,9 @@ def test_plain_blocks_run_as_one_list_so_a_closing_bn_folds_into_the_next_blocks
     model(x)
     handle.remove()
     assert seen == [1] and folds == [1, 1]  # the stem's into block 0; block 2's into block 3; none into or out of 1
+    # hooks on the stages container or on one stage see them run (the container: the plain forward)
+    for hooked_module in (model.stages, model.stages[1]):
+        handle = hooked_module.register_forward_hook(lambda *a: seen.append(2))
+        model(x)
+        handle.remove()
+    assert seen == [1, 2, 2]
