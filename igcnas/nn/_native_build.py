@@ -11,6 +11,7 @@ compiler, not Linux, a compile error) or ``IGCNAS_NATIVE=0`` is set, :func:`nati
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import errno
@@ -34,9 +35,9 @@ __all__ = ["library", "native_available", "native_status"]
 log = logging.getLogger("igcnas.nn._native")  # the logger name from before the split, kept for log filters
 
 _CSRC = Path(__file__).resolve().parent / "_csrc"
-_SOURCES = tuple(_CSRC / name for name in ("group_pw.c", "pw_chain.c", "group_conv.c", "group_rot.c", "dw_conv.c",
+_SOURCES = tuple(_CSRC / name for name in ("dw_conv.c", "group_pw.c", "pw_chain.c", "group_conv.c", "group_rot.c",
                                            "bn_act.c", "codes.c"))
-"""The files compiled into the library."""
+"""The files compiled into the library (the slowest to compile first: they are compiled in parallel)."""
 _HEADERS = (_CSRC / "native_common.h", _CSRC / "pw_tiles.h")
 """The header they include."""
 _INPUTS = (*_SOURCES, *_HEADERS)
@@ -175,6 +176,28 @@ def _build_slot(name: str) -> tuple[Path, str]:
     raise RuntimeError(f"cannot write the build cache ({'; '.join(errors)})")
 
 
+def _run_compiler(args: list[str]) -> None:
+    """Run one compiler command; RuntimeError with the last lines of its output when it fails."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"compiling the native kernels failed: {' | '.join(message)}")
+
+
+def _link(compiler: str, flags: tuple[str, ...], output: str) -> None:
+    """Compile every source to an object file, one compiler per CPU at a time, then link them into ``output``."""
+    compile_flags = [flag for flag in flags if flag != "-shared"]
+    with tempfile.TemporaryDirectory(prefix="igcnas-native-build-") as folder:
+        objects = [str(Path(folder) / f"{path.stem}.o") for path in _SOURCES]
+        jobs = max(1, min(len(_SOURCES), os.cpu_count() or 1))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            compiles = [pool.submit(_run_compiler, [compiler, *compile_flags, "-c", "-o", obj, str(path)])
+                        for path, obj in zip(_SOURCES, objects, strict=True)]
+            for done in compiles:
+                done.result()
+        _run_compiler([compiler, *flags, "-o", output, *objects])
+
+
 def _compile(compiler: str, flags: tuple[str, ...], name: str) -> Path:
     """Compile the sources into ``name`` in the first writable build folder (reusing a build already there)."""
     target, tmp_name = _build_slot(name)
@@ -182,16 +205,7 @@ def _compile(compiler: str, flags: tuple[str, ...], name: str) -> Path:
         os.unlink(tmp_name)
         return target
     try:
-        result = subprocess.run(
-            [compiler, *flags, "-o", tmp_name, *(str(path) for path in _SOURCES)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if result.returncode != 0:
-            message = (result.stderr or result.stdout).strip().splitlines()[-5:]
-            raise RuntimeError(f"compiling the native kernels failed: {' | '.join(message)}")
+        _link(compiler, flags, tmp_name)
         os.replace(tmp_name, target)  # atomic: concurrent builders each publish a complete file
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"compiling the native kernels failed: {exc}") from exc
