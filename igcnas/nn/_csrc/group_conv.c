@@ -20,7 +20,8 @@
  * Expanded rows are built once per input (output-gradient) row into a per-thread ring of k rows, padded with zero
  * columns so the inner loops have no bounds checks; out-of-range rows are skipped. With AVX-512 the expansion
  * copies a 16-lane vector with one two-register permute when its source channels lie within 32 consecutive
- * channels (no shuffle, or a shuffle by In_g), else with a gather; other builds copy lane by lane. Output
+ * channels (no shuffle, or a shuffle by In_g), else with a gather; AVX2 the same on 8 lanes (two permutes and a
+ * blend over a window of 16 channels); other builds copy lane by lane. Output
  * pixels are computed TW = 8 at a time (8 accumulator vectors, one weight vector per tap). Rows are spread over
  * OpenMP threads with schedule(static); the weight gradient is summed in per-thread accumulators added up in
  * thread order (deterministic for a thread count).
@@ -108,6 +109,22 @@ static inline void expand_pixel(const float *restrict src, const expand_vec *res
             r = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), e->valid, idx, src, 4);
         }
         _mm512_store_ps(dst + v * VL, r);
+#elif defined(__AVX2__)
+        /* the same with 8 lanes: the window's two vectors permuted, then each lane taken from the one it indexes */
+        const __m256i rel = _mm256_loadu_si256((const __m256i *)e->rel);
+        const __m256i on = _mm256_cmpgt_epi32(rel, _mm256_set1_epi32(-1));
+        __m256 r;
+        if (e->lo >= 0) {
+            const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+            const __m256i m0 = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(e->m0), bits), bits);
+            const __m256i m1 = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(e->m1), bits), bits);
+            const __m256 a = _mm256_permutevar8x32_ps(_mm256_maskload_ps(src + e->lo, m0), rel);
+            const __m256 b = _mm256_permutevar8x32_ps(_mm256_maskload_ps(src + e->lo + VL, m1), rel);
+            r = _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_cmpgt_epi32(rel, _mm256_set1_epi32(VL - 1))));
+        } else {
+            r = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), src, rel, _mm256_castsi256_ps(on), 4);
+        }
+        _mm256_store_ps(dst + v * VL, _mm256_and_ps(r, _mm256_castsi256_ps(on)));
 #else
         const int64_t base = e->lo >= 0 ? e->lo : 0;
         for (int l = 0; l < VL; ++l) dst[v * VL + l] = e->rel[l] >= 0 ? src[base + e->rel[l]] : 0.0f;
