@@ -242,6 +242,13 @@ cases = [
      (48, 2, 3, 3)),
     (lambda t, w: _native.group_pointwise(t, w, 4, 12), lambda t, w: F.conv2d(channel_shuffle(t, 12), w, None, 1, 0, 1, 4),
      (48, 12, 1, 1)),
+    # group_rot.c: groups of 2 (in-lane permutes) and of 8 (a permute by index vector)
+    (lambda t, w: _native.group_conv(t, w, 24), lambda t, w: F.conv2d(t, w, None, 1, 1, 1, 24), (48, 2, 3, 3)),
+    (lambda t, w: _native.group_conv(t, w, 6), lambda t, w: F.conv2d(t, w, None, 1, 1, 1, 6), (48, 8, 3, 3)),
+    # the expansion by window permutes (stride 2, 2 channels in and 4 out) and by gathers (a shuffle by 8)
+    (lambda t, w: _native.group_conv(t, w, 24, 1, 2), lambda t, w: F.conv2d(t, w, None, 2, 1, 1, 24), (96, 2, 3, 3)),
+    (lambda t, w: _native.group_conv(t, w, 12, 8), lambda t, w: F.conv2d(channel_shuffle(t, 8), w, None, 1, 1, 1, 12),
+     (48, 4, 3, 3)),
 ]
 for fast, ref, shape in cases:
     w = torch.randn(shape, requires_grad=True)
