@@ -256,34 +256,7 @@ void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t chann
     write_pass(&pa, y, pixels, channels, thread_count(nthreads, pixels));
 }
 
-/* Sums over pixels [p0, p1) of dz and dz * (x - mean) into b1, b2 (overwritten); dz = dy masked by the ReLU
- * when relu != 0. */
-static void grad_block_sums(const float *restrict x, const float *restrict dy, int64_t p0, int64_t p1,
-                            int64_t channels, const float *restrict mean, const float *restrict scale,
-                            const float *restrict shift, int relu, float *restrict b1, float *restrict b2) {
-    for (int64_t c = 0; c < channels; ++c) b1[c] = b2[c] = 0.0f;
-    if (relu) {
-        for (int64_t p = p0; p < p1; ++p) {
-            const float *xr = x + p * channels, *gr = dy + p * channels;
-            for (int64_t c = 0; c < channels; ++c) {
-                const float on = xr[c] * scale[c] + shift[c] > 0.0f ? 1.0f : 0.0f;
-                const float dz = gr[c] * on;
-                b1[c] += dz;
-                b2[c] += dz * (xr[c] - mean[c]);
-            }
-        }
-    } else {
-        for (int64_t p = p0; p < p1; ++p) {
-            const float *xr = x + p * channels, *gr = dy + p * channels;
-            for (int64_t c = 0; c < channels; ++c) {
-                b1[c] += gr[c];
-                b2[c] += gr[c] * (xr[c] - mean[c]);
-            }
-        }
-    }
-}
-
-/* As grad_block_sums with dz = dy where out > 0 (the ReLU after a residual sum, masked by the forward's output),
+/* As bn_grad_sums' float block sums with dz = dy where out > 0 (the ReLU after a residual sum, masked by the forward's output),
  * dz also written to dz_out: the gradient that the sum passes on to the residual. */
 static void masked_block_sums(const float *restrict x, const float *restrict dy, const float *restrict out,
                               int64_t p0, int64_t p1, int64_t channels, const float *restrict mean,
@@ -330,13 +303,16 @@ int bna_backward(const float *x, const float *dy, const float *out, float *dz_ou
 #pragma omp for schedule(static)
             for (int64_t blk = 0; blk < blocks; ++blk) {
                 const int64_t end = block_end(blk, pixels);
-                if (out)
-                    masked_block_sums(x, dy, out, blk * BN_BLOCK, end, channels, mean, b1, b2, dz_out);
-                else
-                    grad_block_sums(x, dy, blk * BN_BLOCK, end, channels, mean, scale, shift, relu, b1, b2);
-                for (int64_t c = 0; c < channels; ++c) {
-                    s1[c] += (double)b1[c];
-                    s2[c] += (double)b2[c];
+                const int64_t p0 = blk * BN_BLOCK;
+                if (out) {
+                    masked_block_sums(x, dy, out, p0, end, channels, mean, b1, b2, dz_out);
+                    for (int64_t c = 0; c < channels; ++c) {
+                        s1[c] += (double)b1[c];
+                        s2[c] += (double)b2[c];
+                    }
+                } else { /* the float block sums (b1, b2), added to this thread's doubles (s1, s2) */
+                    bn_grad_sums(dy + p0 * channels, x + p0 * channels, end - p0, channels, scale, shift, mean, relu,
+                                 b1, s1);
                 }
             }
         }

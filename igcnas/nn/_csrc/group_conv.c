@@ -286,16 +286,17 @@ static int64_t forward_taps(const gc_geom *g, const float *const *rowp, int64_t 
 int gc_forward(const float *x, const int64_t *perm, const float *w, float *y, int64_t n, int64_t h, int64_t wd,
                int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride, const float *aff, int relu,
                int nthreads) {
+    if (!aff) relu = 0;
     if (dw_handles(perm, cin, cout, groups, k, stride))
-        return dw_forward(x, w, y, n, h, wd, cin, k, aff, aff ? relu : 0, nthreads);
+        return dw_forward(x, w, y, n, h, wd, cin, k, aff, relu, nthreads);
     if (rot_handles(perm, cin, cout, groups, k, stride))
-        return rot_forward(x, w, y, n, h, wd, cin, cin / groups, aff, aff ? relu : 0, nthreads);
+        return rot_forward(x, w, y, n, h, wd, cin, cin / groups, aff, relu, nthreads);
     gc_geom g;
     if (geom_init(&g, perm, w, n, h, wd, cin, cout, groups, k, stride) != 0) {
         geom_free(&g);
         return -1;
     }
-    g.aff = aff, g.relu = aff ? relu : 0;
+    g.aff = aff, g.relu = relu;
     const int64_t rows = n * g.ho, ntap_max = k * k * g.ig;
     const int direct = cout % VL == 0;
     int failed = 0;

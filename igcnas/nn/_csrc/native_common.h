@@ -129,21 +129,22 @@ static inline lanes_t lanes_first(int64_t n) { return n; }
     } while (0)
 #endif
 
-/* A folded BatchNorm's backward sums over `pixels` consecutive pixels of the gradient g of its output and of its
- * input x (both C channels per pixel), added to acc (2C doubles): acc[c] += sum dz, acc[C + c] += sum dz *
- * (x - mean[c]), dz = g where x * scale + shift > 0 (everywhere without relu; aff: scale[C] then shift[C]), summed
- * in float in part (2C floats, overwritten) first, as bna_backward's sums pass takes them. The kernels that write g
- * (dw_backward, gpc_backward) call it while g is in cache. */
+/* A BatchNorm's backward sums over `pixels` consecutive pixels of the gradient g of its output and of its input x
+ * (both C channels per pixel), added to acc (2C doubles): acc[c] += sum dz, acc[C + c] += sum dz * (x - mean[c]),
+ * dz = g where x * scale + shift > 0 (everywhere without relu; scale and shift then unread), summed in float in
+ * part (2C floats, overwritten) first. bna_backward's sums pass takes them so, block by block, and the kernels that
+ * write g for a folded BatchNorm (bn_rows_add) while g is in cache. */
 static inline void bn_grad_sums(const float *restrict g, const float *restrict x, int64_t pixels, int64_t c,
-                                const float *restrict aff, const float *restrict mean, int relu, float *restrict part,
-                                double *restrict acc) {
+                                const float *restrict scale, const float *restrict shift, const float *restrict mean,
+                                int relu, float *restrict part, double *restrict acc) {
     typedef int32_t nvi_t __attribute__((vector_size(NV * 4)));
     /* a strip of NV channels at a time, its two sums in registers over the pixels (each channel summed over the
      * pixels in order, as a loop per channel would) */
     for (int64_t cb = 0; cb < c; cb += NV) {
         const lanes_t m = lanes_first(c - cb < NV ? c - cb : NV);
-        const nv_t sc = load_lanes(aff + cb, m), sh = load_lanes(aff + c + cb, m), mu = load_lanes(mean + cb, m);
         const nv_t zero = {0};
+        const nv_t mu = load_lanes(mean + cb, m);
+        const nv_t sc = relu ? load_lanes(scale + cb, m) : zero, sh = relu ? load_lanes(shift + cb, m) : zero;
         nv_t s1 = zero, s2 = zero;
         for (int64_t p = 0; p < pixels; ++p) {
             const nv_t xv = load_lanes(x + p * c + cb, m);
@@ -212,7 +213,7 @@ static inline void bn_rows_add(const bn_rows *r, int me, const float *g, const f
                                const float *aff, const float *mean, int relu) {
     if (!r->sums) return;
     const int64_t at = (int64_t)me * 2 * r->c;
-    bn_grad_sums(g, x, pixels, r->c, aff, mean, relu, r->part + at, r->sums + at);
+    bn_grad_sums(g, x, pixels, r->c, aff, aff + r->c, mean, relu, r->part + at, r->sums + at);
 }
 
 /* out (2C doubles) = the threads' sums added in thread order; then the set is freed. */
