@@ -98,6 +98,12 @@ def data_ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def kernel_grad(grad: Tensor) -> Tensor:
+    """An incoming gradient as the kernels read it: channels_last float32 (a copy only where it is not)."""
+    dy = grad.contiguous(memory_format=torch.channels_last)
+    return dy if dy.dtype == torch.float32 else dy.float()
+
+
 def check_code(code: int, what: str) -> None:
     """Raise ``MemoryError`` when a kernel reported an allocation failure (-1), ``ValueError`` for arguments it
     refused (-2)."""
@@ -150,9 +156,7 @@ class _GroupPointwise(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         groups: int = ctx.groups
         slots: Tensor | None = ctx.slots
-        dy = grad.contiguous(memory_format=torch.channels_last)
-        if dy.dtype != torch.float32:
-            dy = dy.float()
+        dy = kernel_grad(grad)
         out_c, in_g = weight.shape[0], weight.shape[1]
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_w = None
@@ -328,9 +332,7 @@ class _GroupConv(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         x, weight = ctx.saved_tensors
-        dy = grad.contiguous(memory_format=torch.channels_last)
-        if dy.dtype != torch.float32:
-            dy = dy.float()
+        dy = kernel_grad(grad)
         grad_x, grad_w = conv_backward(x, dy, weight, ctx.groups, ctx.shuffle_groups, ctx.stride,
                                        need_input=ctx.needs_input_grad[0], need_weight=ctx.needs_input_grad[1])
         return grad_x, grad_w, None, None, None
@@ -524,9 +526,7 @@ class _PointwiseChain(torch.autograd.Function):
         need_w = ctx.needs_input_grad[4:]
         if not need_x and not need_dw and not any(need_w):
             return (None, None, None, None, *([None] * len(weights)))
-        dy = grad.contiguous(memory_format=torch.channels_last)
-        if dy.dtype != torch.float32:
-            dy = dy.float()
+        dy = kernel_grad(grad)
         grad_x, grad_dw, grad_ws = chain_backward(x, dy, weights, ctx.groups, ctx.shuffles, depthwise,
                                                   need_input=need_x, need_depthwise=need_dw, need_w=need_w)
         return (grad_x, None, None, grad_dw, *grad_ws)

@@ -45,9 +45,21 @@ from torch.autograd.function import once_differentiable
 from igcnas.nn import _native, tune
 from igcnas.nn.norm import BatchNormAct2d, batch_coefficients, batch_norm_backward
 from igcnas.nn.ops import FastSparseConv2d
-from igcnas.nn.plan import ConvPlan
+from igcnas.nn.plan import ConvPlan, native_measurable
 
 __all__ = ["fold_form", "foldable", "group_member", "normed"]
+
+
+def _through_batchnorm(ctx: Any, x: Tensor, coef: Tensor, grad_norm: Tensor | None,
+                       sums: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The gradients of a folded BatchNorm's input, weight and bias (those its op's inputs 0-2 need; None where
+    not asked or with no ``grad_norm``) from the gradient of its output, with the sums the conv's backward took."""
+    if grad_norm is None:
+        return None, None, None
+    need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
+    dx, grad_gamma, grad_beta, _ = batch_norm_backward(
+        x, grad_norm, coef, relu=ctx.relu, need_x=need_x, need_weight=need_gamma, need_bias=need_beta, sums=sums)
+    return dx, grad_gamma, grad_beta
 
 
 class _Normed(torch.autograd.Function):
@@ -72,24 +84,15 @@ class _Normed(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor, _grad_coef: Tensor | None) -> tuple[Tensor | None, ...]:
         x, coef, depthwise, *weights = ctx.saved_tensors
-        need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
-        need_dw, need_w = ctx.needs_input_grad[5], ctx.needs_input_grad[8:]
-        need_bn = need_x or need_gamma or need_beta
-        dy = grad.contiguous(memory_format=torch.channels_last)
-        if dy.dtype != torch.float32:
-            dy = dy.float()
+        need_bn, need_dw, need_w = any(ctx.needs_input_grad[:3]), ctx.needs_input_grad[5], ctx.needs_input_grad[8:]
+        dy = _native.kernel_grad(grad)
         # the kernel that writes the gradient of the BatchNorm's output (the depthwise backward, else the chain's)
         # takes the BatchNorm backward's sums while it is in cache
         sums = torch.empty(2 * x.shape[1], dtype=torch.float64) if need_bn else None
         grad_norm, grad_dw, grad_ws = _native.chain_backward(
             x, dy, weights, ctx.groups, ctx.shuffles, depthwise, need_input=need_bn, need_depthwise=need_dw,
             need_w=need_w, affine=coef, relu=ctx.relu, bn_sums=sums)
-        dx = grad_gamma = grad_beta = None
-        if grad_norm is not None:
-            dx, grad_gamma, grad_beta, _ = batch_norm_backward(
-                x, grad_norm, coef, relu=ctx.relu, need_x=need_x, need_weight=need_gamma, need_bias=need_beta,
-                sums=sums)
-        return (dx, grad_gamma, grad_beta, None, None, grad_dw, None, None, *grad_ws)
+        return (*_through_batchnorm(ctx, x, coef, grad_norm, sums), None, None, grad_dw, None, None, *grad_ws)
 
 
 class _NormedConv(torch.autograd.Function):
@@ -113,21 +116,13 @@ class _NormedConv(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor, _grad_coef: Tensor | None) -> tuple[Tensor | None, ...]:
         x, coef, conv_weight = ctx.saved_tensors
-        need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
-        need_bn = need_x or need_gamma or need_beta
-        dy = grad.contiguous(memory_format=torch.channels_last)
-        if dy.dtype != torch.float32:
-            dy = dy.float()
+        need_bn = any(ctx.needs_input_grad[:3])
+        dy = _native.kernel_grad(grad)
         sums = torch.empty(2 * x.shape[1], dtype=torch.float64) if need_bn else None
         grad_norm, grad_w = _native.conv_backward(
             x, dy, conv_weight, *ctx.conv, need_input=need_bn, need_weight=ctx.needs_input_grad[5], affine=coef,
             relu=ctx.relu, bn_sums=sums)
-        dx = grad_gamma = grad_beta = None
-        if grad_norm is not None:
-            dx, grad_gamma, grad_beta, _ = batch_norm_backward(
-                x, grad_norm, coef, relu=ctx.relu, need_x=need_x, need_weight=need_gamma, need_bias=need_beta,
-                sums=sums)
-        return (dx, grad_gamma, grad_beta, None, None, grad_w, None, None, None)
+        return (*_through_batchnorm(ctx, x, coef, grad_norm, sums), None, None, grad_w, None, None, None)
 
 
 def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
@@ -172,15 +167,9 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
 
 def group_member(module: Any) -> bool:
     """Whether ``module`` is a fast grouped k x k conv (GC) with groups narrow enough for the native group conv
-    kernel to be measured (:data:`~igcnas.nn.plan.NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS`), which a BatchNorm can fold
-    into."""
-    from igcnas.nn.plan import NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS
-
-    if not isinstance(module, FastSparseConv2d):
-        return False
-    spec = module.spec
-    group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
-    return spec.kind == "GC" and spec.kernel_size % 2 == 1 and group_weights <= NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS
+    kernel to be measured (:func:`~igcnas.nn.plan.native_measurable`), which a BatchNorm can fold into."""
+    return (isinstance(module, FastSparseConv2d) and module.spec.kind == "GC" and module.spec.kernel_size % 2 == 1
+            and native_measurable(module.spec))
 
 
 def foldable(bn: Any, conv: Any) -> bool:

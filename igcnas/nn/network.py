@@ -234,8 +234,7 @@ class Network(nn.Module):
         self.head = nn.Sequential(head)
         self.classifier = nn.Linear(width, spec.num_classes)
         self.spec_id = spec.id
-        self.channels_last_input = impl != "naive"
-        self.flatten_blocks = impl != "naive"
+        self.channels_last_input = impl != "naive"  # a fast build: also what runs blocks in one list (_in_runs)
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,10 +246,10 @@ class Network(nn.Module):
 
     @torch.jit.unused
     def _in_runs(self) -> bool:
-        """Whether :meth:`_body_in_runs` may run the stem and stages: a fast build (a network pickled before it
-        existed has no ``flatten_blocks``), not tracing or exporting, no hook on the stages container that would
-        not see it run, and the stem and every stage still ``nn.Sequential`` containers."""
-        return (getattr(self, "flatten_blocks", False) and not (torch.jit.is_tracing() or _is_exporting())
+        """Whether :meth:`_body_in_runs` may run the stem and stages: a fast build (``channels_last_input``), not
+        tracing or exporting, no hook on the stages container that would not see it run, and the stem and every
+        stage still ``nn.Sequential`` containers."""
+        return (self.channels_last_input and not (torch.jit.is_tracing() or _is_exporting())
                 and not hooked(self.stages) and isinstance(self.stem, nn.Sequential)
                 and all(isinstance(stage, nn.Sequential) for stage in self.stages))
 

@@ -124,9 +124,7 @@ class _BatchNormAct(torch.autograd.Function):
         ctx: Any, grad: Tensor, _grad_coef: Tensor | None
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None, Tensor | None]:
         x, coef, *output = ctx.saved_tensors
-        dy = grad.contiguous(memory_format=torch.channels_last)
-        if dy.dtype != torch.float32:
-            dy = dy.float()
+        dy = _native.kernel_grad(grad)
         # the ReLU after the residual sum: dy masked where the output is not positive, in the kernel's first pass
         dx, grad_weight, grad_bias, dz = batch_norm_backward(
             x, dy, coef, relu=ctx.relu, need_x=ctx.needs_input_grad[0], need_weight=ctx.needs_input_grad[1],

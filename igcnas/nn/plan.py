@@ -117,8 +117,10 @@ __all__ = [
     "AUTO_MIN_PIXELS",
     "NATIVE_MAX_GROUP_WEIGHTS",
     "NATIVE_GC_MAX_GROUP_WEIGHTS",
+    "NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS",
     "native_kernels_usable",
     "native_candidate",
+    "native_measurable",
     "select_plan",
 ]
 
@@ -200,6 +202,11 @@ class ConvSpec:
         if self.groups == 1:
             return "CONV"
         return "DW" if self.groups == self.in_channels else "GC"
+
+    @property
+    def group_weights(self) -> int:
+        """Weights per group and tap: ``in / groups * out / groups`` (what the native kernels' bounds count)."""
+        return (self.in_channels // self.groups) * (self.out_channels // self.groups)
 
     @property
     def has_shuffle(self) -> bool:
@@ -285,10 +292,17 @@ def native_candidate(spec: ConvSpec, device_type: str, impl: str) -> bool:
     """Whether the decision table picks the native kernel for ``spec`` (if it is available): narrow CPU PWG/GC."""
     if device_type != "cpu" or impl == "naive":
         return False
-    group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
     if spec.kind == "GC":
-        return group_weights <= NATIVE_GC_MAX_GROUP_WEIGHTS
-    return spec.kind == "PWG" and spec.stride == 1 and group_weights <= NATIVE_MAX_GROUP_WEIGHTS
+        return spec.group_weights <= NATIVE_GC_MAX_GROUP_WEIGHTS
+    return spec.kind == "PWG" and spec.stride == 1 and spec.group_weights <= NATIVE_MAX_GROUP_WEIGHTS
+
+
+def native_measurable(spec: ConvSpec) -> bool:
+    """Whether the native kernel is one of the CPU forms :mod:`igcnas.nn.tune` times for ``spec`` (beyond the
+    table's :func:`native_candidate`): a stride-1 PWG, a DW, or a GC of at most
+    :data:`NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS` weights per group and tap."""
+    return ((spec.kind == "PWG" and spec.stride == 1) or spec.kind == "DW"
+            or (spec.kind == "GC" and spec.group_weights <= NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -308,13 +322,12 @@ def _device_plan(spec: ConvSpec, device_type: str, impl: str, native: bool = Fal
     if kind == "DW":
         return ConvPlan("grouped", True, "cpu DW: channels_last oneDNN depthwise conv")
     if native and native_candidate(spec, device_type, impl):  # PWG or narrow GC
-        group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
         what, bound = (
             ("grouped 1x1 kernel", f"weights/group <= {NATIVE_MAX_GROUP_WEIGHTS}")
             if kind == "PWG"
             else ("grouped kxk kernel", f"weights/group/tap <= {NATIVE_GC_MAX_GROUP_WEIGHTS}")
         )
-        return ConvPlan("native", True, f"cpu {kind}: native {what}, shuffle folded ({group_weights} {bound})")
+        return ConvPlan("native", True, f"cpu {kind}: native {what}, shuffle folded ({spec.group_weights} {bound})")
     if kind == "PWG":
         limit = DENSE_EXTRA_MACS_SHUFFLED if spec.has_shuffle else DENSE_EXTRA_MACS
         extra = spec.in_channels * spec.out_channels * (spec.groups - 1) // spec.groups

@@ -41,7 +41,7 @@ import torch
 
 from igcnas.errors import UserError
 from igcnas.nn import _tune_cache
-from igcnas.nn.plan import NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS, ConvPlan, ConvSpec
+from igcnas.nn.plan import ConvPlan, ConvSpec, native_measurable
 
 __all__ = ["MODES", "MARGIN", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
            "decide", "round_robin", "timing_input", "choices", "note_form", "last_forms", "MEMO_SIZE",
@@ -152,9 +152,7 @@ def candidate_plans(spec: ConvSpec, *, native: bool) -> list[ConvPlan]:
             plans.append(ConvPlan("grouped", True, f"measured: channels_last grouped conv, {m} merged", merge=m))
     if spec.kind != "DW" and (spec.kind == "PWG" or spec.groups in merges):
         plans.append(ConvPlan("dense", True, "measured: one dense conv"))
-    group_weights = (spec.in_channels // spec.groups) * (spec.out_channels // spec.groups)
-    if native and ((spec.kind == "PWG" and spec.stride == 1) or spec.kind == "DW"
-                   or (spec.kind == "GC" and group_weights <= NATIVE_GC_TUNED_MAX_GROUP_WEIGHTS)):
+    if native and native_measurable(spec):
         plans.append(ConvPlan("native", True, "measured: native kernel"))
     return plans
 
