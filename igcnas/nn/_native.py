@@ -397,45 +397,62 @@ def _chain_layout(chans: tuple[int, ...], groups: tuple[int, ...], shuffles: tup
     )
 
 
-class DepthwiseArgs(ctypes.Structure):
+class PrefixArgs(ctypes.Structure):
     """What a fused chain reads its input through, as ``_csrc/pw_chain.c``'s ``dw_args`` (keep the two in step):
-    a depthwise conv's weight (or NULL), the optional BatchNorm scale and shift (``aff``: scale[C] then shift[C],
-    a :class:`~igcnas.nn.norm.BatchNormAct2d`'s coefficients) with ``relu``, and the image size."""
+    the weight of a prefix conv (or NULL: a depthwise conv, or with ``mg`` a grouped 3x3 conv of ``mg`` channels
+    per group), the optional BatchNorm scale and shift (``aff``: scale[C] then shift[C], a
+    :class:`~igcnas.nn.norm.BatchNormAct2d`'s coefficients) with ``relu``, and the image size."""
 
     _fields_ = [("w", ctypes.c_void_p), ("aff", ctypes.c_void_p), ("k", ctypes.c_int64), ("height", ctypes.c_int64),
-                ("width", ctypes.c_int64), ("relu", ctypes.c_int64)]
+                ("width", ctypes.c_int64), ("relu", ctypes.c_int64), ("mg", ctypes.c_int64)]
 
 
-def depthwise_args(depthwise: Tensor | None, x: Tensor, affine: Tensor | None = None,
-                   relu: bool = False) -> DepthwiseArgs | None:
-    """The chain kernels' input argument for ``depthwise`` and/or ``affine`` on ``x`` (None: neither); the tensors
-    must outlive the call."""
-    if depthwise is None and affine is None:
+def prefix_args(prefix: Tensor | None, x: Tensor, affine: Tensor | None = None, relu: bool = False) -> PrefixArgs | None:
+    """The chain kernels' input argument for the ``prefix`` conv (:func:`check_prefix`) and/or ``affine`` on ``x``
+    (None: neither); the tensors must outlive the call."""
+    if prefix is None and affine is None:
         return None
-    k = 0 if depthwise is None else int(depthwise.shape[2])
-    return DepthwiseArgs(data_ptr(depthwise), data_ptr(affine), k, int(x.shape[2]), int(x.shape[3]), int(relu))
+    k = 0 if prefix is None else int(prefix.shape[2])
+    mg = 0 if prefix is None or prefix.shape[1] == 1 else int(prefix.shape[1])
+    return PrefixArgs(data_ptr(prefix), data_ptr(affine), k, int(x.shape[2]), int(x.shape[3]), int(relu), mg)
 
 
-def args_pointer(args: DepthwiseArgs | None) -> int | None:
+def grouped_prefix(weight: Tensor) -> bool:
+    """Whether a prefix conv weight is a grouped 3x3 conv's ``(C, M, 3, 3)`` (M > 1), not a depthwise one."""
+    return weight.shape[1] > 1
+
+
+def rot_prefix_usable(channels: int, weight: Tensor) -> bool:
+    """Whether the built kernels run a grouped 3x3 conv of ``weight`` on ``channels`` channels (stride 1, no shuffle,
+    groups of M = 2, 4 or 8 channels in and out: ``_csrc/group_rot.c``) as the prefix of a fused chain."""
+    lib = library()
+    if lib is None or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3) or weight.shape[0] != channels:
+        return False
+    mg = int(weight.shape[1])
+    return mg > 1 and channels % mg == 0 and bool(lib.rot_handles(None, channels, channels, channels // mg, 3, 1))
+
+
+def args_pointer(args: PrefixArgs | None) -> int | None:
     """The C pointer to ``args`` (None: NULL)."""
     return None if args is None else ctypes.addressof(args)
 
 
 def chain_forward(
     x: Tensor, weights: Sequence[Tensor], groups: tuple[int, ...], shuffles: tuple[int, ...],
-    depthwise: Tensor | None = None, *, affine: Tensor | None = None, relu: bool = False,
+    prefix: Tensor | None = None, *, affine: Tensor | None = None, relu: bool = False,
 ) -> Tensor:
     """The fused kernels' forward, without autograd: the grouped 1x1 convs ``weights`` (none: the depthwise conv
-    alone) on ``x``, or on ``depthwise``'s output when given; with ``affine`` (scale[C] then shift[C], e.g.
+    alone) on ``x``, or on the output of the ``prefix`` conv when given (a depthwise ``(C, 1, k, k)`` or a grouped
+    3x3 ``(C, M, 3, 3)`` weight, :func:`rot_prefix_usable`); with ``affine`` (scale[C] then shift[C], e.g.
     :func:`~igcnas.nn.norm.batch_coefficients`) the first conv reads ``x * scale + shift`` (through a ReLU with
     ``relu``). ``x`` channels_last float32; output channels_last."""
     lib = library()
     assert lib is not None
     n, c, h, wd = x.shape
     threads = torch.get_num_threads()
-    dw = None if depthwise is None else depthwise.detach().contiguous()
+    dw = None if prefix is None else prefix.detach().contiguous()
     if not weights:
-        assert dw is not None
+        assert dw is not None and not grouped_prefix(dw)
         out = torch.empty_like(x, memory_format=torch.channels_last)
         code = lib.dw_forward(data_ptr(x), data_ptr(dw), data_ptr(out), n, h, wd, c, dw.shape[2], data_ptr(affine),
                               int(relu), threads)
@@ -444,9 +461,9 @@ def chain_forward(
     ws = [weight.detach().contiguous() for weight in weights]
     layout = _chain_layout((c, *(int(w.shape[0]) for w in ws)), groups, shuffles)
     out = torch.empty((n, ws[-1].shape[0], h, wd), dtype=x.dtype, memory_format=torch.channels_last)
-    prefix = depthwise_args(dw, x, affine, relu)
+    args = prefix_args(dw, x, affine, relu)
     code = lib.gpc_forward(
-        data_ptr(x), args_pointer(prefix), data_ptr(out), len(ws), data_ptr(layout.chans), data_ptr(layout.groups),
+        data_ptr(x), args_pointer(args), data_ptr(out), len(ws), data_ptr(layout.chans), data_ptr(layout.groups),
         layout.slots, _pointer_array([data_ptr(w) for w in ws]), n * h * wd, threads,
     )  # fmt: skip
     check_code(code, "pointwise chain")
@@ -455,37 +472,37 @@ def chain_forward(
 
 def chain_backward(
     x: Tensor, dy: Tensor, weights: Sequence[Tensor], groups: tuple[int, ...], shuffles: tuple[int, ...],
-    depthwise: Tensor | None = None, *, need_input: bool, need_depthwise: bool = False, need_w: Sequence[bool] = (),
+    prefix: Tensor | None = None, *, need_input: bool, need_prefix: bool = False, need_w: Sequence[bool] = (),
     affine: Tensor | None = None, relu: bool = False, bn_sums: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None, list[Tensor | None]]:
     """The gradients of :func:`chain_forward` for the output gradient ``dy`` (channels_last float32): that of the
-    input the kernels read (``x``, or with ``affine`` the normalised ``x``), of the depthwise weight and of each
-    1x1 weight, each only where asked (None otherwise). With ``affine`` (a BatchNorm's
+    input the kernels read (``x``, or with ``affine`` the normalised ``x``), of the prefix conv's weight and of
+    each 1x1 weight, each only where asked (None otherwise). With ``affine`` (a BatchNorm's
     :func:`~igcnas.nn.norm.batch_coefficients`) and ``bn_sums`` (float64, 2C), the kernel that writes the input
-    gradient (the depthwise backward, else the chain's) also fills ``bn_sums`` with the sums that BatchNorm's
+    gradient (the prefix conv's backward, else the chain's) also fills ``bn_sums`` with the sums that BatchNorm's
     backward takes from it, while it is in cache."""
     lib = library()
     assert lib is not None
     n, c, h, wd = x.shape
-    if bn_sums is not None and (not need_input or affine is None or (depthwise is None and not weights)):
-        raise ValueError("chain_backward: bn_sums needs need_input, affine and a conv to take them (depthwise or 1x1)")
+    if bn_sums is not None and (not need_input or affine is None or (prefix is None and not weights)):
+        raise ValueError("chain_backward: bn_sums needs need_input, affine and a conv to take them (prefix or 1x1)")
     mean = None if bn_sums is None or affine is None else affine.data_ptr() + 8 * c  # coefficients' row 2
     threads = torch.get_num_threads()
-    dw = None if depthwise is None else depthwise.detach().contiguous()
+    dw = None if prefix is None else prefix.detach().contiguous()
     grad_ws: list[Tensor | None] = [torch.empty(w.shape, dtype=torch.float32) if needed else None
                                     for w, needed in zip(weights, need_w, strict=True)]
     grad_in: Tensor | None = dy
     if weights:
-        # the gradient of the chain's input: x's own, or (with a prefix) that of the depthwise conv's output
-        grad_in = torch.empty_like(x, memory_format=torch.channels_last) if need_input or need_depthwise else None
+        # the gradient of the chain's input: x's own, or (with a prefix) that of the prefix conv's output
+        grad_in = torch.empty_like(x, memory_format=torch.channels_last) if need_input or need_prefix else None
         ws = [weight.detach().contiguous() for weight in weights]
         wts = [w.reshape(g, w.shape[0] // g, w.shape[1]).transpose(1, 2).contiguous()
                for w, g in zip(ws, groups, strict=True)]
         layout = _chain_layout((c, *(int(w.shape[0]) for w in ws)), groups, shuffles)
-        prefix = depthwise_args(dw, x, affine, relu)
-        chain_sums = bn_sums if dw is None else None  # with a depthwise conv, its backward takes them
+        args = prefix_args(dw, x, affine, relu)
+        chain_sums = bn_sums if dw is None else None  # with a prefix conv, its backward takes them
         code = lib.gpc_backward(
-            data_ptr(x), args_pointer(prefix), data_ptr(dy), data_ptr(grad_in), len(ws), data_ptr(layout.chans),
+            data_ptr(x), args_pointer(args), data_ptr(dy), data_ptr(grad_in), len(ws), data_ptr(layout.chans),
             data_ptr(layout.groups), layout.slots, layout.perms, _pointer_array([data_ptr(w) for w in ws]),
             _pointer_array([data_ptr(w) for w in wts]), _pointer_array([data_ptr(g) for g in grad_ws]), n * h * wd,
             None if chain_sums is None else mean, data_ptr(chain_sums), threads,
@@ -493,8 +510,12 @@ def chain_backward(
         check_code(code, "pointwise chain backward")
     if dw is None or grad_in is None:
         return grad_in, None, grad_ws
+    if grouped_prefix(dw):
+        grad_x, grad_gc = conv_backward(x, grad_in, dw, c // dw.shape[1], 1, 1, need_input=need_input,
+                                        need_weight=need_prefix, affine=affine, relu=relu, bn_sums=bn_sums)
+        return grad_x, grad_gc, grad_ws
     grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_input else None
-    grad_dw = torch.empty(dw.shape, dtype=torch.float32) if need_depthwise else None
+    grad_dw = torch.empty(dw.shape, dtype=torch.float32) if need_prefix else None
     if grad_x is not None or grad_dw is not None:
         code = lib.dw_backward(data_ptr(x), data_ptr(dw), data_ptr(grad_in), data_ptr(grad_x), data_ptr(grad_dw), n,
                                h, wd, c, dw.shape[2], data_ptr(affine), int(relu), mean, data_ptr(bn_sums), threads)
@@ -528,7 +549,7 @@ class _PointwiseChain(torch.autograd.Function):
             return (None, None, None, None, *([None] * len(weights)))
         dy = kernel_grad(grad)
         grad_x, grad_dw, grad_ws = chain_backward(x, dy, weights, ctx.groups, ctx.shuffles, depthwise,
-                                                  need_input=need_x, need_depthwise=need_dw, need_w=need_w)
+                                                  need_input=need_x, need_prefix=need_dw, need_w=need_w)
         return (grad_x, None, None, grad_dw, *grad_ws)
 
 

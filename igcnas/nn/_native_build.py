@@ -127,6 +127,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.dw_forward.restype = cint
     lib.dw_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, ptr, cint, ptr, ptr, cint]
     lib.dw_backward.restype = cint
+    lib.rot_handles.argtypes = [ptr, i64, i64, i64, i64, i64]
+    lib.rot_handles.restype = cint
     lib.gc_forward.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, ptr, cint, cint]
     lib.gc_forward.restype = cint
     lib.gc_backward.argtypes = [ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, ptr, cint, ptr,

@@ -305,9 +305,7 @@ def _fold_now(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
     if not (not torch.is_inference_mode_enabled() and bn.native_usable(x) and not any(hooked(c) for c in convs)
             and all(w.device.type == "cpu" and w.dtype == torch.float32 for w in weights)):
         return False
-    if conv is None:
-        return fold_form(x, bn, depthwise, chain) == "native"
-    return fold_form(x, bn, None, [], conv) == "native"
+    return fold_form(x, bn, depthwise, chain, conv) == "native"
 
 
 def run_chain(x: Tensor, convs: Sequence[FastSparseConv2d]) -> Tensor:
@@ -354,9 +352,10 @@ class FusedSequential(nn.Sequential):
         return run_modules(list(self._modules.values())[:stop], x, fold=fold)
 
 
-def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True) -> Tensor:
+def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True, pairs: bool = True) -> Tensor:
     """``modules`` applied in order to ``x``: a BatchNorm folded into the conv after it where measured faster (not
-    with ``fold`` False), each fusable run through :func:`run_chain`, with the depthwise conv before it where
+    with ``fold`` False; into a grouped 3x3 conv together with the 1x1 convs after it, IGCV1's pair, unless
+    ``pairs`` is False), each fusable run through :func:`run_chain`, with the depthwise conv before it where
     measured faster (what :class:`FusedSequential` runs; a network also runs whole stages of plain blocks through
     it, so that a block's closing BatchNorm folds into the next block's first conv)."""
     usable = native_kernels_usable()
@@ -366,7 +365,7 @@ def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True) -
     while index < len(modules):
         following = _past_identities(modules, index + 1)
         if fold and usable and following < len(modules) and foldable(modules[index], modules[following]):
-            folded = _folded(modules, index, following, x, runs, prefixes)
+            folded = _folded(modules, index, following, x, runs, prefixes, pairs=pairs)
             if folded is not None:
                 x, index = folded
                 continue
@@ -388,14 +387,18 @@ def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True) -
 
 
 def _folded(modules: Sequence[nn.Module], index: int, following: int, x: Tensor,
-            runs: dict[int, list[FastSparseConv2d]], prefixes: dict[int, list[FastSparseConv2d]],
-            ) -> tuple[Tensor, int] | None:
+            runs: dict[int, list[FastSparseConv2d]], prefixes: dict[int, list[FastSparseConv2d]], *,
+            pairs: bool = True) -> tuple[Tensor, int] | None:
     """The output of the BatchNorm ``modules[index]`` folded into the conv ``modules[following]`` (the depthwise
-    conv with the chain after it where fused, the run of 1x1 convs, or the grouped k x k conv) and the index of the
-    module after them, or None where the fold does not run for this input."""
+    conv with the chain after it where fused, the run of 1x1 convs, or the grouped k x k conv, with the 1x1 convs
+    after it where measured faster) and the index of the module after them, or None where the fold does not run
+    for this input."""
     bn, after = modules[index], modules[following]
     assert isinstance(bn, BatchNormAct2d) and isinstance(after, FastSparseConv2d)
     if group_member(after):
+        pair = _pair_chain(modules, following, runs) if pairs else []
+        if pair and _fold_now(x, bn, None, pair, after):
+            return normed(x, bn, chain=pair, conv=after), following + 1 + len(pair)
         if not _fold_now(x, bn, None, [], after):
             return None
         return normed(x, bn, depthwise=None, chain=[], conv=after), following + 1
@@ -410,6 +413,23 @@ def _folded(modules: Sequence[nn.Module], index: int, following: int, x: Tensor,
         return None
     out = normed(x, bn, depthwise=None if dw is None else dw.weight, chain=chain)
     return out, following + (dw is not None) + len(chain)
+
+
+def _pair_chain(modules: Sequence[nn.Module], position: int,
+                runs: dict[int, list[FastSparseConv2d]]) -> list[FastSparseConv2d]:
+    """The 1x1 convs the grouped conv ``modules[position]`` can run in front of inside the chain kernel (IGCV1's
+    GC -> PWG pair): the fusable run right after it, or the one 1x1 conv there; [] if none, or if the chain
+    kernel cannot compute that grouped conv (:func:`~igcnas.nn._native.rot_prefix_usable`)."""
+    conv = modules[position]
+    if position + 1 >= len(modules) or not isinstance(conv, FastSparseConv2d):
+        return []
+    following = modules[position + 1]
+    chain = runs.get(id(following)) or (
+        [following] if isinstance(following, FastSparseConv2d) and chain_member(following) else [])
+    if not chain or chain[0].spec.in_channels != conv.spec.out_channels or conv.spec.stride != 1 or (
+            conv.spec.has_shuffle or not _native.rot_prefix_usable(conv.spec.in_channels, conv.weight)):
+        return []
+    return chain
 
 
 def _past_identities(modules: Sequence[nn.Module], index: int) -> int:

@@ -1,5 +1,7 @@
 """A training BatchNorm folded into the native conv that reads its output: a depthwise conv (and the chain of
-grouped 1x1 convs after it), a run of grouped 1x1 convs, or a grouped k x k conv.
+grouped 1x1 convs after it), a run of grouped 1x1 convs, or a grouped k x k conv (and, for IGCV1's pair, the
+grouped 1x1 convs after it: the chain kernel then computes the grouped conv per span of pixels as it computes a
+depthwise conv, its output never written, and the backward recomputes it).
 
 IGCV3's expand conv is followed by a BatchNorm and then the depthwise conv, and its BatchNorm + ReLU by the
 project conv; an IGCV2 unit's chain by a BatchNorm + ReLU and then the next unit's depthwise conv, which runs fused
@@ -63,19 +65,20 @@ def _through_batchnorm(ctx: Any, x: Tensor, coef: Tensor, grad_norm: Tensor | No
 
 
 class _Normed(torch.autograd.Function):
-    """``chain(dw(act(bn(x))))``: a training BatchNorm (+ ReLU) read by a depthwise conv (or none), then grouped 1x1
-    convs (at least one without the depthwise conv), the normalised tensor never written (see :func:`normed`)."""
+    """``chain(prefix(act(bn(x))))``: a training BatchNorm (+ ReLU) read by a depthwise or grouped 3x3 prefix conv
+    (or none), then grouped 1x1 convs (at least one without the prefix conv; with a grouped prefix, at least one),
+    the normalised tensor never written (see :func:`normed`)."""
 
     @staticmethod
     def forward(
         ctx: Any, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float, relu: bool,
-        depthwise: Tensor | None,
+        prefix: Tensor | None,
         groups: tuple[int, ...], shuffles: tuple[int, ...], *weights: Tensor,
     ) -> tuple[Tensor, Tensor]:
         x = x.contiguous(memory_format=torch.channels_last)
         coef = batch_coefficients(x, weight, bias, eps)
-        out = _native.chain_forward(x, weights, groups, shuffles, depthwise, affine=coef, relu=relu)
-        ctx.save_for_backward(x, coef, depthwise, *weights)
+        out = _native.chain_forward(x, weights, groups, shuffles, prefix, affine=coef, relu=relu)
+        ctx.save_for_backward(x, coef, prefix, *weights)
         ctx.relu, ctx.groups, ctx.shuffles = relu, groups, shuffles
         ctx.mark_non_differentiable(coef)
         return out, coef
@@ -83,14 +86,14 @@ class _Normed(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor, _grad_coef: Tensor | None) -> tuple[Tensor | None, ...]:
-        x, coef, depthwise, *weights = ctx.saved_tensors
+        x, coef, prefix, *weights = ctx.saved_tensors
         need_bn, need_dw, need_w = any(ctx.needs_input_grad[:3]), ctx.needs_input_grad[5], ctx.needs_input_grad[8:]
         dy = _native.kernel_grad(grad)
-        # the kernel that writes the gradient of the BatchNorm's output (the depthwise backward, else the chain's)
-        # takes the BatchNorm backward's sums while it is in cache
+        # the kernel that writes the gradient of the BatchNorm's output (the prefix conv's backward, else the
+        # chain's) takes the BatchNorm backward's sums while it is in cache
         sums = torch.empty(2 * x.shape[1], dtype=torch.float64) if need_bn else None
         grad_norm, grad_dw, grad_ws = _native.chain_backward(
-            x, dy, weights, ctx.groups, ctx.shuffles, depthwise, need_input=need_bn, need_depthwise=need_dw,
+            x, dy, weights, ctx.groups, ctx.shuffles, prefix, need_input=need_bn, need_prefix=need_dw,
             need_w=need_w, affine=coef, relu=ctx.relu, bn_sums=sums)
         return (*_through_batchnorm(ctx, x, coef, grad_norm, sums), None, None, grad_dw, None, None, *grad_ws)
 
@@ -127,21 +130,35 @@ class _NormedConv(torch.autograd.Function):
 
 def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
            chain: Sequence[FastSparseConv2d] = (), conv: FastSparseConv2d | None = None) -> Tensor:
-    """``chain(conv2d(bn(x), depthwise, groups=C))`` (without ``depthwise``: ``chain(bn(x))``; with ``conv`` alone:
-    ``conv(bn(x))``) for a training :class:`~igcnas.nn.norm.BatchNormAct2d` (its ReLU included), with ``bn``'s
-    running statistics updated as its own forward updates them.
+    """``chain(conv2d(bn(x), depthwise, groups=C))`` (without ``depthwise``: ``chain(bn(x))``; with ``conv``:
+    ``chain(conv(bn(x)))``, or ``conv(bn(x))`` without a chain) for a training
+    :class:`~igcnas.nn.norm.BatchNormAct2d` (its ReLU included), with ``bn``'s running statistics updated as its
+    own forward updates them.
 
     ``x``: channels_last float32 CPU; ``depthwise``: a ``(C, 1, k, k)`` weight, stride 1, padding ``k // 2``;
     ``chain``: grouped 1x1 convs run fused (:func:`igcnas.nn._native.pointwise_chain`); ``conv``: a grouped k x k
-    conv the native group conv kernel runs (:func:`group_member`), any stride, instead of the other two.
-    Differentiable in ``x``, the BatchNorm's weight and bias and the convs' weights. Requires the native kernels.
+    conv the native group conv kernel runs (:func:`group_member`), any stride, instead of the depthwise conv; with
+    a ``chain`` it must be one the chain kernel computes per span of pixels as it computes a depthwise conv
+    (:func:`~igcnas.nn._native.rot_prefix_usable`: 3x3, stride 1, no shuffle, groups of 2, 4 or 8 channels), its
+    output never written. Differentiable in ``x``, the BatchNorm's weight and bias and the convs' weights.
+    Requires the native kernels.
     """
     if x.dim() != 4 or x.shape[0] * x.shape[2] * x.shape[3] <= 1:
         raise ValueError(f"normed: a training BatchNorm needs more than 1 value per channel, got input size "
                          f"{tuple(x.shape)}")
+    if conv is not None and chain:
+        if depthwise is not None:
+            raise ValueError("normed: give conv or the depthwise conv, not both")
+        spec = conv.spec
+        if (x.shape[1] != bn.num_features or spec.stride != 1 or spec.has_shuffle
+                or not _native.rot_prefix_usable(x.shape[1], conv.weight)):
+            raise ValueError(f"normed: conv {spec.kind} {spec.in_channels}->{spec.out_channels} k{spec.kernel_size} "
+                             f"s{spec.stride} g{spec.groups} sh{spec.shuffle_groups} cannot run in front of a chain "
+                             f"on {x.shape[1]} channels; give it without the chain")
+        return _normed_chain(x, bn, conv.weight, chain)
     if conv is not None:
-        if depthwise is not None or chain:
-            raise ValueError("normed: give conv alone, or the depthwise conv and/or the 1x1 convs")
+        if depthwise is not None:
+            raise ValueError("normed: give conv or the depthwise conv, not both")
         spec = conv.spec
         if x.shape[1] != bn.num_features:
             raise ValueError(f"normed: the BatchNorm has {bn.num_features} channels, the input {x.shape[1]}")
@@ -157,10 +174,15 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
         raise ValueError("normed: give the depthwise conv, the 1x1 convs after the BatchNorm, or both")
     if depthwise is not None:
         _native.check_depthwise("normed", x, depthwise)
+    return _normed_chain(x, bn, depthwise, chain)
+
+
+def _normed_chain(x: Tensor, bn: BatchNormAct2d, prefix: Tensor | None, chain: Sequence[FastSparseConv2d]) -> Tensor:
+    """``chain(prefix(bn(x)))`` through :class:`_Normed`, the prefix conv checked by the caller."""
     weights = [c.weight for c in chain]
     groups, shuffles = tuple(c.spec.groups for c in chain), tuple(c.spec.shuffle_groups for c in chain)
     _native.check_chain("normed", x, weights, groups, shuffles, name="chain conv")
-    out, coef = _Normed.apply(x, bn.weight, bn.bias, bn.eps, bn.relu, depthwise, groups, shuffles, *weights)
+    out, coef = _Normed.apply(x, bn.weight, bn.bias, bn.eps, bn.relu, prefix, groups, shuffles, *weights)
     bn._update_running_stats(coef)
     return out
 
@@ -187,12 +209,15 @@ def foldable(bn: Any, conv: Any) -> bool:
 def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
               chain: Sequence[FastSparseConv2d], conv: FastSparseConv2d | None = None) -> str:
     """``native`` (``bn`` folded into ``depthwise`` and the fused ``chain`` after it, into ``chain`` alone, or into
-    the grouped k x k ``conv``) or ``reference`` (the modules one after the other, as they run unfolded) for the
-    training input ``x``.
+    the grouped k x k ``conv``, with the ``chain`` after it inside the same kernel when given) or ``reference``
+    (the modules one after the other, as they run unfolded; for a grouped conv with a chain, as they run without
+    that fold, the BatchNorm folded into the grouped conv alone where that is measured faster) for the training
+    input ``x``.
 
     Timed against each other once per signature (``BN+ReLU>DW k3 64 32x32 float32 t2 train cl``, with `` >
     CHAIN`` and the chain's signature after, ``BN+ReLU>CHAIN ...`` without the depthwise conv, or ``BN+ReLU>GC
-    48->48 k3 s1 g24 sh1 32x32 float32 t2 train cl`` for a grouped conv) and cached with
+    48->48 k3 s1 g24 sh1 32x32 float32 t2 train cl`` for a grouped conv, `` > CHAIN ...`` after it with a chain)
+    and cached with
     the convs' forms; the prior, kept unless the other is faster by
     :data:`~igcnas.nn.tune.MARGIN` (and with tuning off), is ``reference``. Memoised per BatchNorm and input
     signature.
@@ -210,11 +235,11 @@ def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
         if depthwise is not None:
             text += (f"DW k{depthwise.spec.kernel_size} {x.shape[1]} {x.shape[2]}x{x.shape[3]} float32 t{threads} "
                      f"train cl{' > ' if chain else ''}")
-        if chain:
-            text += f"CHAIN {chain_signature(x, chain, grad=True, channels_last=True, threads=threads)}"
         if conv is not None:
             text += tune.TuneKey.of(conv.spec, tuple(x.shape), dtype=x.dtype, grad=True, channels_last=True,
-                                    threads=threads).text()
+                                    threads=threads).text() + (" > " if chain else "")
+        if chain:
+            text += f"CHAIN {chain_signature(x, chain, grad=True, channels_last=True, threads=threads)}"
 
         def candidates() -> list[ConvPlan]:
             return [ConvPlan("reference", True, "measured: the BatchNorm alone, then the convs"),
@@ -226,7 +251,8 @@ def fold_form(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
         found = tune.decide(text, threads=threads, prior=prior, plans=candidates, seconds=seconds)
         tune.memo_store(bn, "_fold_memo", key, found)
     if found.form == "native":
-        kind = "BN>DW fold" if depthwise is not None else ("BN>GC fold" if conv is not None else "BN>PWG fold")
+        kind = ("BN>DW fold" if depthwise is not None else "BN>PWG fold" if conv is None
+                else "BN>GC+PWG fold" if chain else "BN>GC fold")
         tune.note_form(bn, mode="train", kind=kind, plan=found)
     return found.form
 
@@ -236,7 +262,7 @@ def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparse
                forms: list[str]) -> dict[str, float]:
     """Median seconds of a training step of the folded op (``native``) and of the modules unfolded
     (``reference``, each in its own measured form), on copies of the modules and a random input of ``shape``."""
-    from igcnas.nn.chain_ops import FusedSequential
+    from igcnas.nn.chain_ops import FusedSequential, run_modules
 
     bn_copy = BatchNormAct2d(bn.num_features, relu=bn.relu, eps=bn.eps, momentum=bn.momentum)
     dw_copy = None if depthwise is None else FastSparseConv2d(depthwise.spec, impl="fast")
@@ -249,5 +275,7 @@ def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparse
                                    chain=chain_copies, conv=conv_copy),
         "reference": lambda x: unfolded._fused_forward(x, fold=False),
     }
+    if conv_copy is not None and chain_copies:  # what runs without this fold: the grouped conv's own fold, if faster
+        steps["reference"] = lambda x: run_modules(list(unfolded), x, pairs=False)
     return tune.time_steps(shape, {form: steps[form] for form in forms}, grad=True, channels_last=True,
                            params=unfolded.parameters())

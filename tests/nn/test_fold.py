@@ -299,8 +299,11 @@ def test_a_batchnorm_folded_into_a_grouped_conv_equals_the_float64_reference(
 def test_a_grouped_conv_fold_refuses_a_mixed_call_and_a_wrong_input(native) -> None:
     bn, conv = _bn(16, True), sparse_conv(16, 16, 3, groups=8, impl="fast")
     x = _cl(torch.randn(2, 16, 4, 4))
-    with pytest.raises(ValueError, match="give conv alone"):
-        fold.normed(x, bn, conv=conv, chain=[sparse_conv(16, 16, 1, groups=4, impl="fast")])
+    with pytest.raises(ValueError, match="give conv or the depthwise conv, not both"):
+        fold.normed(x, bn, conv=conv, depthwise=torch.randn(16, 1, 3, 3))
+    strided = sparse_conv(16, 16, 3, groups=8, stride=2, impl="fast")
+    with pytest.raises(ValueError, match=r"normed: conv GC 16->16 k3 s2 g8 sh1 cannot run in front of a chain"):
+        fold.normed(x, bn, conv=strided, chain=[sparse_conv(16, 16, 1, groups=4, impl="fast")])
     with pytest.raises(ValueError, match=r"normed: conv GC 16->16 k3 needs a float32 CPU input of 16 channels"):
         fold.normed(x.double(), bn, conv=conv)
     with pytest.raises(ValueError, match="bn_sums needs need_input and affine"):
@@ -315,3 +318,103 @@ def test_a_grouped_conv_fold_refuses_a_mixed_call_and_a_wrong_input(native) -> N
     assert code == -2
     assert not fold.group_member(sparse_conv(16, 16, 3, groups=16, impl="fast"))  # depthwise: not this fold
     assert not fold.group_member(sparse_conv(16, 16, 3, groups=8, impl="naive"))
+
+
+# channels, channels per group of the grouped 3x3 conv, 1x1 layers after it (out, groups, shuffle), BN's ReLU,
+# input (N, H, W)
+PAIR_CASES = [
+    (48, 2, [(48, 2, 24)], True, (2, 6, 7)),  # IGC-L24M2's GC -> PWG, odd sizes: partial tiles
+    (40, 4, [(40, 4, 10), (40, 8, 5)], False, (1, 5, 9)),  # groups of 4, a chain of two, a masked strip, no ReLU
+    (40, 8, [(20, 4, None)], True, (2, 6, 6)),  # groups of 8 (a permute by index), fewer channels out
+    (16, 2, [(16, 2, 8)], True, (3, 3, 1)),  # one column: every pixel at both edges
+    (24, 2, [(24, 3, 8)], True, (2, 3, 37)),  # rows longer than a span: spans start and stop inside rows
+    (24, 4, [(24, 2, 12)], True, (3, 3, 5)),  # 15 pixels an image: spans cross images
+]
+
+
+@pytest.mark.parametrize(("channels", "per_group", "layers", "relu", "shape"), PAIR_CASES)
+def test_a_batchnorm_folded_into_a_grouped_conv_and_the_1x1_convs_after_it_equals_the_float64_reference(
+        native, channels, per_group, layers, relu, shape) -> None:
+    torch.manual_seed(0)
+    bn = _bn(channels, relu)
+    conv = sparse_conv(channels, channels, 3, groups=channels // per_group, impl="fast")
+    if not _native.rot_prefix_usable(channels, conv.weight):
+        pytest.skip("the grouped conv kernel that runs in front of a chain is not built for this CPU (no AVX)")
+    chain, cin = [], channels
+    for out, groups, shuffle in layers:
+        chain.append(sparse_conv(cin, out, 1, groups=groups, shuffle_groups=shuffle, impl="fast"))
+        cin = out
+    n, h, w = shape
+    x = _cl(torch.randn(n, channels, h, w)).requires_grad_(True)
+    y = fold.normed(x, bn, conv=conv, chain=chain)
+    dy = torch.randn(y.shape)
+    y.backward(dy)
+    x64 = x.detach().double().requires_grad_(True)
+    params = [p.detach().double().requires_grad_(True) for p in (bn.weight, bn.bias, conv.weight)]
+    weights = [c.weight.detach().double().requires_grad_(True) for c in chain]
+    z = F.batch_norm(x64, None, None, params[0], params[1], training=True, eps=bn.eps)
+    z = F.conv2d(torch.relu(z) if relu else z, params[2], padding=1, groups=channels // per_group)
+    ref = _reference_chain(z, [(wt, g, sh) for wt, (_, g, sh) in zip(weights, layers, strict=True)])
+    ref.backward(dy.double())
+    got = [y, x.grad, bn.weight.grad, bn.bias.grad, conv.weight.grad, *(c.weight.grad for c in chain)]
+    want = [ref, x64.grad, *(p.grad for p in params), *(wt.grad for wt in weights)]
+    for a, b in zip(got, want, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a.detach().double(), b, rtol=1e-4, atol=1e-4 * max(1.0, float(b.abs().max())))
+    check = nn.BatchNorm2d(channels).double().train()
+    check(x64.detach())
+    assert bn.running_mean is not None
+    torch.testing.assert_close(bn.running_mean.double(), check.running_mean, rtol=1e-5, atol=1e-6)
+    x2 = x.detach().clone().requires_grad_(True)  # deterministic for a thread count, the backward included
+    again = fold.normed(x2, copy.deepcopy(bn), conv=conv, chain=chain)
+    again.backward(dy)
+    assert torch.equal(again, y) and x2.grad is not None and torch.equal(x2.grad, x.grad)
+
+
+def _reference_chain(y: torch.Tensor, chain: list[tuple[torch.Tensor, int, int | None]]) -> torch.Tensor:
+    """The 1x1 convs of ``chain`` (weight, groups, shuffle before it) on ``y`` with PyTorch's functions."""
+    for weight, groups, shuffle in chain:
+        if shuffle:
+            n, c, h, w = y.shape
+            y = y.reshape(n, shuffle, c // shuffle, h, w).transpose(1, 2).reshape(n, c, h, w)
+        y = F.conv2d(y, weight, groups=groups)
+    return y
+
+
+@pytest.mark.parametrize("pair_faster", [True, False])
+def test_igcv1_blocks_fold_the_batchnorm_into_the_pair_where_measured_faster_and_train_as_the_naive_build(
+        native, monkeypatch, pair_faster: bool) -> None:
+    import dataclasses
+
+    from igcnas.nn.network import build
+    from igcnas.zoo import get_zoo
+
+    # IGC-L24M2's blocks (GC in groups of 2 -> PWG -> BN + ReLU, no shortcut), two stages of two on 8x8 images
+    paper = get_zoo("IGC-L24M2-D20").spec
+    spec = dataclasses.replace(paper, stages=tuple(dataclasses.replace(st, depth=2) for st in paper.stages[:2]),
+                               input_shape=(3, 8, 8))
+    torch.manual_seed(0)
+    naive, fast = build(spec, impl="naive"), build(spec)
+    fast.load_state_dict(naive.state_dict())
+    gc = next(m for m in fast.modules() if getattr(m, "spec", None) is not None and m.spec.kind == "GC")
+    if not _native.rot_prefix_usable(gc.spec.in_channels, gc.weight):
+        pytest.skip("the grouped conv kernel that runs in front of a chain is not built for this CPU (no AVX)")
+    calls: list[tuple[bool, int]] = []
+    real = fold.normed
+    monkeypatch.setattr(chain_ops, "normed", lambda *a, **kw: calls.append(
+        (kw.get("conv") is not None, len(kw.get("chain", ())))) or real(*a, **kw))
+    monkeypatch.setattr(chain_ops, "fold_form", lambda x, bn, dw, chain, conv=None: (
+        "native" if pair_faster or not chain else "reference"))
+    x = torch.randn(4, 3, 8, 8)
+    out, ref = fast(_cl(x)), naive(x)
+    # every closing BN + ReLU (the stem's included) folds into the next block's grouped conv, with its 1x1 conv
+    # where faster; the stride-2 conv that opens the second stage cannot run in front of a chain: it folds alone
+    pair = 1 if pair_faster else 0
+    assert calls == [(True, pair), (True, pair), (True, 0), (True, pair)]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), naive.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3 * max(1.0, float(b.grad.abs().max())),
+                                   msg=name)

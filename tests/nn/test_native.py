@@ -236,6 +236,7 @@ from igcnas.nn.ops import channel_shuffle
 assert _native.native_available(), _native.native_status()
 torch.manual_seed(0)
 x = torch.randn(2, 48, 9, 11).contiguous(memory_format=torch.channels_last).requires_grad_()
+pw = torch.randn(48, 24, 1, 1)
 cases = [
     (lambda t, w: _native.group_conv(t, w, 48), lambda t, w: F.conv2d(t, w, None, 1, 1, 1, 48), (48, 1, 3, 3)),
     (lambda t, w: _native.group_conv(t, w, 24, 2), lambda t, w: F.conv2d(channel_shuffle(t, 2), w, None, 1, 1, 1, 24),
@@ -249,6 +250,9 @@ cases = [
     (lambda t, w: _native.group_conv(t, w, 24, 1, 2), lambda t, w: F.conv2d(t, w, None, 2, 1, 1, 24), (96, 2, 3, 3)),
     (lambda t, w: _native.group_conv(t, w, 12, 8), lambda t, w: F.conv2d(channel_shuffle(t, 8), w, None, 1, 1, 1, 12),
      (48, 4, 3, 3)),
+    # group_rot.c computing the grouped conv in front of a fused 1x1 conv, per span of pixels (IGCV1's pair)
+    (lambda t, w: _native._PointwiseChain.apply(t, (2,), (24,), w, pw),
+     lambda t, w: F.conv2d(channel_shuffle(F.conv2d(t, w, None, 1, 1, 1, 24), 24), pw, groups=2), (48, 2, 3, 3)),
 ]
 for fast, ref, shape in cases:
     w = torch.randn(shape, requires_grad=True)

@@ -75,16 +75,18 @@ static inline __attribute__((always_inline)) nv_t rot(nv_t v, const int m_, cons
 #define LDV(p) (T ? (nv_t)load_lanes((p), m) : (nv_t)(*(const rv_u *)(p)))
 #define STV(p, v) do { if (T) store_lanes((p), m, (v)); else *(rv_u *)(p) = (rv_u)(v); } while (0)
 
-/* One row of out[x][c] = sum_{r, kh, kw} wt[(r * K + kh) * K + kw][c] * rot_r(rows[kh][x - 1 + kw][c]) for the
- * strip at cb (rows[kh] NULL: out of range, skipped; columns out of range skipped). wt: M * K * K vectors of cpad
- * floats. */
+/* Pixels x0 <= x < x1 of one row of out[x][c] = sum_{r, kh, kw} wt[(r * K + kh) * K + kw][c] *
+ * rot_r(rows[kh][x - 1 + kw][c]) for the strip at cb, pixel x written at out + (x - x0) * c (rows[kh] NULL: out of
+ * range, skipped; columns out of range skipped). wt: M * K * K vectors of cpad floats. */
 static inline __attribute__((always_inline)) void conv_strip(const float *const *rows, const float *wt, int64_t cpad,
-                                                             float *out, int64_t wd, int64_t c, int64_t cb,
-                                                             const int m_, const int T, lanes_t m) {
+                                                             float *out, int64_t x0, int64_t x1, int64_t wd,
+                                                             int64_t c, int64_t cb, const int m_, const int T,
+                                                             lanes_t m) {
     const nv_t zero = {0};
-    int64_t x = 0;
-    while (x < wd) {
-        const int block = x >= 1 && x + PB + 1 <= wd;  /* PB pixels whose taps all lie in the row */
+    int64_t x = x0;
+    out -= x0 * c;
+    while (x < x1) {
+        const int block = x >= 1 && x + PB + 1 <= wd && x + PB <= x1;  /* PB pixels whose taps all lie in the row */
         if (block) {
             nv_t a0 = zero, a1 = zero, a2 = zero, a3 = zero;
             for (int kh = 0; kh < K; ++kh) {
@@ -150,10 +152,11 @@ static inline __attribute__((always_inline)) void grad_strip(const float *const 
 /* The strips of one row: full strips, then the masked one; one instantiation per M. */
 #define ROW_KERNELS(M_)                                                                                             \
     static __attribute__((noinline)) void conv_row_##M_(const float *const *rows, const float *wt, int64_t cpad,   \
-                                                        float *out, int64_t wd, int64_t c) {                       \
+                                                        float *out, int64_t x0, int64_t x1, int64_t wd,            \
+                                                        int64_t c) {                                               \
         int64_t cb = 0;                                                                                            \
-        for (; cb + NV <= c; cb += NV) conv_strip(rows, wt, cpad, out, wd, c, cb, M_, 0, lanes_first(NV));        \
-        if (cb < c) conv_strip(rows, wt, cpad, out, wd, c, cb, M_, 1, lanes_first(c - cb));                       \
+        for (; cb + NV <= c; cb += NV) conv_strip(rows, wt, cpad, out, x0, x1, wd, c, cb, M_, 0, lanes_first(NV)); \
+        if (cb < c) conv_strip(rows, wt, cpad, out, x0, x1, wd, c, cb, M_, 1, lanes_first(c - cb));               \
     }                                                                                                              \
     static __attribute__((noinline)) void grad_row_##M_(const float *const *rows, const float *dy, float *acc,     \
                                                         int64_t cpad, int64_t wd, int64_t c) {                     \
@@ -167,19 +170,19 @@ ROW_KERNELS(4)
 ROW_KERNELS(8)
 #endif
 
-/* The row kernels of M. */
-static void conv_row(const float *const *rows, const float *wt, int64_t cpad, float *out, int64_t wd, int64_t c,
-                     int64_t mg) {
+/* The row kernels of M (conv_row: pixels x0 <= x < x1 of the row, pixel x0 written at out). */
+static void conv_row(const float *const *rows, const float *wt, int64_t cpad, float *out, int64_t x0, int64_t x1,
+                     int64_t wd, int64_t c, int64_t mg) {
 #if ROT8
     if (mg == 8) {
-        conv_row_8(rows, wt, cpad, out, wd, c);
+        conv_row_8(rows, wt, cpad, out, x0, x1, wd, c);
         return;
     }
 #endif
     if (mg == 4)
-        conv_row_4(rows, wt, cpad, out, wd, c);
+        conv_row_4(rows, wt, cpad, out, x0, x1, wd, c);
     else
-        conv_row_2(rows, wt, cpad, out, wd, c);
+        conv_row_2(rows, wt, cpad, out, x0, x1, wd, c);
 }
 static void grad_row(const float *const *rows, const float *dy, float *acc, int64_t cpad, int64_t wd, int64_t c,
                      int64_t mg) {
@@ -245,6 +248,26 @@ int rot_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, 
     return mg == 2 || mg == 4 || (ROT8 && mg == 8);
 }
 
+float *rot_prefix_weights(const float *w, int64_t c, int64_t mg) {
+    return rot_weights(w, c, mg, 0, (c + NV - 1) / NV * NV);
+}
+
+int64_t rot_ring_floats(int64_t wd, int64_t c) { return K * wd * c; }
+
+void rot_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, int64_t c, int64_t mg, int64_t p0,
+              int64_t count, const float *aff, int relu, float *ring, int64_t *tags) {
+    const int64_t cpad = (c + NV - 1) / NV * NV, end = p0 + count;
+    int64_t p = p0;
+    while (p < end) {
+        const int64_t r = p / wd, col = p % wd;
+        const int64_t stop = end - p < wd - col ? col + (end - p) : wd;
+        const float *window[K];
+        row_window3(x, r / h, r % h, h, wd, c, aff, relu, ring, tags, window);
+        conv_row(window, wt, cpad, y + (p - p0) * c, col, stop, wd, c, mg);
+        p += stop - col;
+    }
+}
+
 /* y = the conv of x' (x, or x * scale + shift with aff, relu'd when relu): N x H x W x C, weight (C, M, 3, 3).
  * Returns 0, or -1 when out of memory. */
 int rot_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, int64_t wd, int64_t c, int64_t mg,
@@ -263,7 +286,7 @@ int rot_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, 
             if (aff && !ring) continue;
             const float *window[K];
             row_window3(x, row / h, row % h, h, wd, c, aff, relu, ring, tags, window);
-            conv_row(window, wt, cpad, y + row * wd * c, wd, c, mg);
+            conv_row(window, wt, cpad, y + row * wd * c, 0, wd, wd, c, mg);
         }
         free(ring);
     }
@@ -302,7 +325,7 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
             const float *window[K];
             if (dx) {
                 row_window3(dy, nb, oh, h, wd, c, NULL, 0, NULL, NULL, window);
-                conv_row(window, wb, cpad, dx + row * wd * c, wd, c, mg);
+                conv_row(window, wb, cpad, dx + row * wd * c, 0, wd, wd, c, mg);
                 bn_rows_add(&sums, me, dx + row * wd * c, x + row * wd * c, wd, aff, bn_mean, relu);
             }
             if (dw) {
@@ -327,6 +350,19 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
 }
 
 #else  /* no in-lane permute: group_conv.c's kernels run these convs */
+
+float *rot_prefix_weights(const float *w, int64_t c, int64_t mg) {
+    (void)w, (void)c, (void)mg;
+    return NULL;
+}
+
+int64_t rot_ring_floats(int64_t wd, int64_t c) { return 3 * wd * c; }
+
+void rot_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, int64_t c, int64_t mg, int64_t p0,
+              int64_t count, const float *aff, int relu, float *ring, int64_t *tags) {
+    (void)x, (void)wt, (void)y, (void)h, (void)wd, (void)c, (void)mg, (void)p0, (void)count, (void)aff;
+    (void)relu, (void)ring, (void)tags;
+}
 
 int rot_handles(const int64_t *perm, int64_t cin, int64_t cout, int64_t groups, int64_t k, int64_t stride) {
     (void)perm, (void)cin, (void)cout, (void)groups, (void)k, (void)stride;

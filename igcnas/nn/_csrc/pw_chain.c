@@ -76,41 +76,74 @@ static int64_t chain_max_width(const int64_t *chans, int64_t layers) {
 }
 
 /* What the chain reads its input through, as the caller gives it (igcnas.nn._native.DepthwiseArgs): a depthwise
- * conv and/or a BatchNorm's scale and shift. */
+ * conv, or a grouped 3x3 conv of rot_forward's form (groups of mg = 2, 4 or 8 channels, stride 1, no shuffle),
+ * and/or a BatchNorm's scale and shift. */
 typedef struct {
-    const float *w;      /* (C, 1, k, k), or NULL: no depthwise conv */
+    const float *w;      /* (C, 1, k, k) or, with mg, (C, mg, 3, 3); NULL: no prefix conv */
     const float *aff;    /* NULL, or scale[C] then shift[C]: the conv reads x * scale + shift (a BatchNorm) */
     int64_t k, height, width;
     int64_t relu;        /* with aff: and a ReLU after it */
+    int64_t mg;          /* 0: w is depthwise; else the grouped conv's channels per group */
 } dw_args;
 
-/* The same, with the weights tap-major (wt NULL: no depthwise conv; aff NULL: no BatchNorm). */
+/* The same, with the weights in the prefix kernel's form (wt NULL: no prefix conv; aff NULL: no BatchNorm):
+ * dw_tap_major's, or rot_prefix_weights' with mg. */
 typedef struct {
     const float *wt, *aff;
-    int64_t k, height, width;
+    int64_t k, height, width, mg;
     int relu;
 } dw_prefix;
 
-/* The prefix of `args` (NULL: none) with its tap-major weights in *wt (malloc'd; NULL when none). Returns 0, or -1
- * (memory). */
+/* The prefix of `args` (NULL: none) with its weights in the kernel's form in *wt (malloc'd; NULL when none).
+ * Returns 0, or -1 (memory, or a grouped prefix without the kernels that run it). */
 static int prefix_of(const dw_args *args, int64_t chans0, float **wt, dw_prefix *pre) {
     *wt = NULL;
-    *pre = (dw_prefix){NULL, NULL, 0, 0, 0, 0};
+    *pre = (dw_prefix){NULL, NULL, 0, 0, 0, 0, 0};
     if (!args) return 0;
-    if (args->w && !(*wt = dw_tap_major(args->w, chans0, args->k, 0))) return -1;
-    *pre = (dw_prefix){*wt, args->aff, args->k, args->height, args->width, (int)args->relu};
+    if (args->w && args->mg && !rot_handles(NULL, chans0, chans0, chans0 / args->mg, 3, 1)) return -1;
+    if (args->w && !(*wt = args->mg ? rot_prefix_weights(args->w, chans0, args->mg)
+                                    : dw_tap_major(args->w, chans0, args->k, 0)))
+        return -1;
+    *pre = (dw_prefix){*wt, args->aff, args->k, args->height, args->width, args->w ? args->mg : 0,
+                       (int)args->relu};
     return 0;
 }
 
+/* A thread's working memory for the prefix: the span of its output (2 * TILE or WSUB * TILE pixels) and, for a
+ * grouped prefix reading through a BatchNorm, the ring of normalised input rows (rot_span). */
+typedef struct {
+    float *span, *ring;
+    int64_t tags[3];
+} prefix_scratch;
+
+/* Allocates s for `pixels` pixels of the prefix's output; 0, or -1 (memory). */
+static int scratch_alloc(prefix_scratch *s, const dw_prefix *pre, int64_t chans0, int64_t pixels) {
+    s->span = s->ring = NULL;
+    for (int i = 0; i < 3; ++i) s->tags[i] = -1;
+    if (!pre->wt) return 0;
+    s->span = alloc_aligned(sizeof(float) * (size_t)(pixels * chans0));
+    if (pre->mg && pre->aff) s->ring = alloc_aligned(sizeof(float) * (size_t)rot_ring_floats(pre->width, chans0));
+    return s->span && (s->ring || !pre->mg || !pre->aff) ? 0 : -1;
+}
+
+static void scratch_free(prefix_scratch *s) {
+    free(s->span);
+    free(s->ring);
+}
+
 /* The chain input (slot order of layer 0) of the `count` pixels from p0 into `tiles` tile buffers, buf + t * stride:
- * gathered from x, or computed by the depthwise prefix into span (count x chans0) first. */
+ * gathered from x, or computed by the prefix conv into s->span (count x chans0) first. */
 static void chain_input(const float *x, const dw_prefix *pre, int64_t chans0, const int64_t *islot, int64_t p0,
-                        int64_t count, int tiles, int64_t stride, float *span, vf *buf) {
+                        int64_t count, int tiles, int64_t stride, prefix_scratch *s, vf *buf) {
     const float *src = x;
     int64_t q = p0;
     if (pre->wt) {
-        dw_span(x, pre->wt, span, pre->height, pre->width, chans0, pre->k, p0, count, pre->aff, pre->relu);
-        src = span;
+        if (pre->mg)
+            rot_span(x, pre->wt, s->span, pre->height, pre->width, chans0, pre->mg, p0, count, pre->aff, pre->relu,
+                     s->ring, s->tags);
+        else
+            dw_span(x, pre->wt, s->span, pre->height, pre->width, chans0, pre->k, p0, count, pre->aff, pre->relu);
+        src = s->span;
         q = 0;
     }
     for (int t = 0; t < tiles; ++t) {
@@ -138,8 +171,8 @@ int gpc_forward(const float *x, const dw_args *depthwise, float *out, int64_t la
     {
         vf *a = alloc_aligned(sizeof(vf) * (size_t)(2 * widest));
         vf *b = alloc_aligned(sizeof(vf) * (size_t)(2 * widest));
-        float *span = pre.wt ? alloc_aligned(sizeof(float) * (size_t)(2 * TILE * chans[0])) : NULL;
-        const int ok = a && b && (span || !pre.wt);
+        prefix_scratch scratch;
+        const int ok = (scratch_alloc(&scratch, &pre, chans[0], 2 * TILE) == 0) & (a != NULL) & (b != NULL);
         if (!ok) failed = 1;
 #pragma omp for schedule(static)
         for (int64_t pair = 0; pair < pairs; ++pair) {
@@ -148,7 +181,7 @@ int gpc_forward(const float *x, const dw_args *depthwise, float *out, int64_t la
             const int n0 = (int)(pixels - p0 < TILE ? pixels - p0 : TILE);
             const int n1 = (int)(pixels - p1 <= 0 ? 0 : (pixels - p1 < TILE ? pixels - p1 : TILE));
             vf *cur = a, *nxt = b;
-            chain_input(x, &pre, chans[0], islots[0], p0, n0 + n1, 2, widest, span, cur);
+            chain_input(x, &pre, chans[0], islots[0], p0, n0 + n1, 2, widest, &scratch, cur);
             for (int64_t l = 0; l < layers; ++l) {
                 const int64_t g = groups[l];
                 tile_matmul_map2(cur, cur + widest, w[l], nxt, nxt + widest, g, chans[l] / g, chans[l + 1] / g,
@@ -163,7 +196,7 @@ int gpc_forward(const float *x, const dw_args *depthwise, float *out, int64_t la
         store_fence();
         free(a);
         free(b);
-        free(span);
+        scratch_free(&scratch);
     }
     free(dwt);
     return failed ? -1 : 0;
@@ -249,8 +282,9 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
         vf *h = alloc_aligned(sizeof(vf) * (size_t)hsize);
         vf *da = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
         vf *db = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
-        float *span = pre.wt ? alloc_aligned(sizeof(float) * (size_t)(WSUB * TILE * chans[0])) : NULL;
-        const int ok = ready && h && da && db && (span || !pre.wt);
+        prefix_scratch scratch;
+        const int ok = (scratch_alloc(&scratch, &pre, chans[0], WSUB * TILE) == 0) & ready & (h != NULL) &
+                       (da != NULL) & (db != NULL);
         if (!ok) failed = 1;
 #ifdef _OPENMP
         const int64_t me = omp_get_thread_num();
@@ -265,7 +299,8 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
             const int64_t count = pixels - first < WSUB * TILE ? pixels - first : WSUB * TILE;
             /* the inputs of every layer are recomputed; columns past the end are zero (or a BatchNorm's shift),
              * and their output gradient is zero, so they add nothing to the weight gradients */
-            if (top >= 0) chain_input(x, &pre, chans[0], islots[0], first, count, WSUB, chans[0], span, h + hoff[0]);
+            if (top >= 0)
+                chain_input(x, &pre, chans[0], islots[0], first, count, WSUB, chans[0], &scratch, h + hoff[0]);
             for (int s = 0; s < WSUB; ++s) {
                 const int64_t p0 = first + (int64_t)s * TILE;
                 const int64_t left = pixels - p0;
@@ -312,7 +347,7 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
         free(h);
         free(da);
         free(db);
-        free(span);
+        scratch_free(&scratch);
     }
     free(dwt);
     bn_rows_finish(&sums, nthreads, failed ? NULL : bn_sums);
