@@ -398,7 +398,7 @@ def _chain_layout(chans: tuple[int, ...], groups: tuple[int, ...], shuffles: tup
 
 
 class PrefixArgs(ctypes.Structure):
-    """What a fused chain reads its input through, as ``_csrc/pw_chain.c``'s ``dw_args`` (keep the two in step):
+    """What a fused chain reads its input through, as ``_csrc/pw_chain.c``'s ``prefix_args`` (keep the two in step):
     the weight of a prefix conv (or NULL: a depthwise conv, or with ``mg`` a grouped 3x3 conv of ``mg`` channels
     per group), the optional BatchNorm scale and shift (``aff``: scale[C] then shift[C], a
     :class:`~igcnas.nn.norm.BatchNormAct2d`'s coefficients) with ``relu``, and the image size."""

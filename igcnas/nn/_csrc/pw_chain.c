@@ -1,4 +1,4 @@
-/* Chains of grouped 1x1 convs (IGCV2), optionally behind a depthwise conv, fused per tile of pixels
+/* Chains of grouped 1x1 convs (IGCV2), optionally behind a depthwise or grouped 3x3 conv, fused per tile of pixels
  * (igcnas.nn._native.pointwise_chain): y = W_{L-1} P_{L-1} ... W_1 P_1 W_0 P_0 D x, computed per tile with the
  * intermediates kept in cache, so the activations are read once and written once.
  *
@@ -7,10 +7,12 @@
  * by each slot), w[l] its weight (chans[l + 1], chans[l] / groups[l]) and wt[l] the same transposed per group
  * (groups[l], Ig, Og).
  *
- * D is the identity, or a depthwise k x k conv (stride 1, padding k / 2; dw_args) of the (N, height, width) image
- * x; either may read x through a BatchNorm's scale and shift (+ ReLU), applied as each value is loaded. The
- * depthwise conv's output is computed per span of tiles into a small buffer (dw_span) and never written to memory. The backward recomputes it the same way; the
- * depthwise conv's own gradients are left to dw_backward on the gradient this backward writes (that of D x).
+ * D is the identity, a depthwise k x k conv (stride 1, padding k / 2; prefix_args) of the (N, height, width) image
+ * x, or a grouped 3x3 conv of group_rot.c's form (groups of 2, 4 or 8 channels, stride 1: IGCV1's GC before its
+ * PWG); each may read x through a BatchNorm's scale and shift (+ ReLU), applied as each value is loaded. The prefix
+ * conv's output is computed per span of tiles into a small buffer (dw_span, rot_span) and never written to memory.
+ * The backward recomputes it the same way; the prefix conv's own gradients are left to its backward (dw_backward,
+ * rot_backward) on the gradient this backward writes (that of D x).
  *
  * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
  */
@@ -75,7 +77,7 @@ static int64_t chain_max_width(const int64_t *chans, int64_t layers) {
     return widest;
 }
 
-/* What the chain reads its input through, as the caller gives it (igcnas.nn._native.DepthwiseArgs): a depthwise
+/* What the chain reads its input through, as the caller gives it (igcnas.nn._native.PrefixArgs): a depthwise
  * conv, or a grouped 3x3 conv of rot_forward's form (groups of mg = 2, 4 or 8 channels, stride 1, no shuffle),
  * and/or a BatchNorm's scale and shift. */
 typedef struct {
@@ -84,7 +86,7 @@ typedef struct {
     int64_t k, height, width;
     int64_t relu;        /* with aff: and a ReLU after it */
     int64_t mg;          /* 0: w is depthwise; else the grouped conv's channels per group */
-} dw_args;
+} prefix_args;
 
 /* The same, with the weights in the prefix kernel's form (wt NULL: no prefix conv; aff NULL: no BatchNorm):
  * dw_tap_major's, or rot_prefix_weights' with mg. */
@@ -92,19 +94,19 @@ typedef struct {
     const float *wt, *aff;
     int64_t k, height, width, mg;
     int relu;
-} dw_prefix;
+} chain_prefix;
 
 /* The prefix of `args` (NULL: none) with its weights in the kernel's form in *wt (malloc'd; NULL when none).
  * Returns 0, or -1 (memory, or a grouped prefix without the kernels that run it). */
-static int prefix_of(const dw_args *args, int64_t chans0, float **wt, dw_prefix *pre) {
+static int prefix_of(const prefix_args *args, int64_t chans0, float **wt, chain_prefix *pre) {
     *wt = NULL;
-    *pre = (dw_prefix){NULL, NULL, 0, 0, 0, 0, 0};
+    *pre = (chain_prefix){NULL, NULL, 0, 0, 0, 0, 0};
     if (!args) return 0;
     if (args->w && args->mg && !rot_handles(NULL, chans0, chans0, chans0 / args->mg, 3, 1)) return -1;
     if (args->w && !(*wt = args->mg ? rot_prefix_weights(args->w, chans0, args->mg)
                                     : dw_tap_major(args->w, chans0, args->k, 0)))
         return -1;
-    *pre = (dw_prefix){*wt, args->aff, args->k, args->height, args->width, args->w ? args->mg : 0,
+    *pre = (chain_prefix){*wt, args->aff, args->k, args->height, args->width, args->w ? args->mg : 0,
                        (int)args->relu};
     return 0;
 }
@@ -117,7 +119,7 @@ typedef struct {
 } prefix_scratch;
 
 /* Allocates s for `pixels` pixels of the prefix's output; 0, or -1 (memory). */
-static int scratch_alloc(prefix_scratch *s, const dw_prefix *pre, int64_t chans0, int64_t pixels) {
+static int scratch_alloc(prefix_scratch *s, const chain_prefix *pre, int64_t chans0, int64_t pixels) {
     s->span = s->ring = NULL;
     for (int i = 0; i < 3; ++i) s->tags[i] = -1;
     if (!pre->wt) return 0;
@@ -133,7 +135,7 @@ static void scratch_free(prefix_scratch *s) {
 
 /* The chain input (slot order of layer 0) of the `count` pixels from p0 into `tiles` tile buffers, buf + t * stride:
  * gathered from x, or computed by the prefix conv into s->span (count x chans0) first. */
-static void chain_input(const float *x, const dw_prefix *pre, int64_t chans0, const int64_t *islot, int64_t p0,
+static void chain_input(const float *x, const chain_prefix *pre, int64_t chans0, const int64_t *islot, int64_t p0,
                         int64_t count, int tiles, int64_t stride, prefix_scratch *s, vf *buf) {
     const float *src = x;
     int64_t q = p0;
@@ -156,13 +158,13 @@ static void chain_input(const float *x, const dw_prefix *pre, int64_t chans0, co
 }
 
 /* Forward of the chain over all P pixels: out (P, chans[L]) from x (P, chans[0]). Returns 0, or -1 (memory). */
-int gpc_forward(const float *x, const dw_args *depthwise, float *out, int64_t layers, const int64_t *chans,
+int gpc_forward(const float *x, const prefix_args *prefix, float *out, int64_t layers, const int64_t *chans,
                 const int64_t *groups, const int64_t *const *islots, const float *const *w, int64_t pixels,
                 int nthreads) {
     const int64_t widest = chain_max_width(chans, layers);
     float *dwt;
-    dw_prefix pre;
-    if (prefix_of(depthwise, chans[0], &dwt, &pre)) return -1;
+    chain_prefix pre;
+    if (prefix_of(prefix, chans[0], &dwt, &pre)) return -1;
     const int64_t pairs = (pixels + 2 * TILE - 1) / (2 * TILE);
     const int stream = pixels * chans[layers] * (int64_t)sizeof(float) >= STREAM_BYTES;
     int failed = 0;
@@ -202,21 +204,21 @@ int gpc_forward(const float *x, const dw_args *depthwise, float *out, int64_t la
     return failed ? -1 : 0;
 }
 
-/* Backward of the chain from dy (P, chans[L]) and the saved input x (with a depthwise prefix: that conv's input):
+/* Backward of the chain from dy (P, chans[L]) and the saved input x (with a prefix conv: that conv's input):
  * dx (when not NULL; the gradient of the chain's input, i.e. of D x) and dw[l] (each when not NULL;
  * overwritten), recomputing the intermediates per step of WSUB tiles. Deterministic for a given nthreads (static
- * schedule, per-thread lane sums added in thread order). With bn_sums (needs dx, and depthwise with aff and no
+ * schedule, per-thread lane sums added in thread order). With bn_sums (needs dx, and prefix with aff and no
  * weight): the sums of that BatchNorm's backward (bn_grad_sums), taken per step from the rows of dx just written.
  * Returns 0, -1 when out of memory, or -2 for bn_sums without what it needs. */
-int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, float *dx, int64_t layers,
+int gpc_backward(const float *x, const prefix_args *prefix, const float *dy, float *dx, int64_t layers,
                  const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
                  const int64_t *const *perms, const float *const *w, const float *const *wt, float *const *dw,
                  int64_t pixels, const float *bn_mean, double *bn_sums, int nthreads) {
     const int64_t widest = chain_max_width(chans, layers);
     const int64_t steps = (pixels + WSUB * TILE - 1) / (WSUB * TILE);
     const int64_t c0 = chans[0];
-    /* bn_sums: the BatchNorm read through depthwise->aff (no depthwise conv) gets its backward sums here */
-    if (bn_sums && (!dx || !depthwise || !depthwise->aff || depthwise->w || !bn_mean)) return -2;
+    /* bn_sums: the BatchNorm read through prefix->aff (no prefix conv) gets its backward sums here */
+    if (bn_sums && (!dx || !prefix || !prefix->aff || prefix->w || !bn_mean)) return -2;
     /* with the sums, dx is stored normally: each step's rows are read back at once from the cache */
     const int stream = !bn_sums && pixels * c0 * (int64_t)sizeof(float) >= STREAM_BYTES;
     /* the lowest layer whose gradient products are needed (below it nothing is computed) */
@@ -274,8 +276,8 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
         return -1;
     }
     float *dwt;
-    dw_prefix pre;
-    const int ready = prefix_of(depthwise, chans[0], &dwt, &pre) == 0;
+    chain_prefix pre;
+    const int ready = prefix_of(prefix, chans[0], &dwt, &pre) == 0;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
@@ -340,8 +342,8 @@ int gpc_backward(const float *x, const dw_args *depthwise, const float *dy, floa
                 }
             }
             if (bn_sums) /* the step's rows of dx, just written, and of x: the BatchNorm's sums */
-                bn_rows_add(&sums, (int)me, dx + first * c0, x + first * c0, count, depthwise->aff, bn_mean,
-                            (int)depthwise->relu);
+                bn_rows_add(&sums, (int)me, dx + first * c0, x + first * c0, count, prefix->aff, bn_mean,
+                            (int)prefix->relu);
         }
         store_fence();
         free(h);
