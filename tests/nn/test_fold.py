@@ -31,6 +31,18 @@ def _bn(channels: int, relu: bool) -> BatchNormAct2d:
     return bn
 
 
+def _assert_trains_as(out: torch.Tensor, ref: torch.Tensor, fast: nn.Module, naive: nn.Module) -> None:
+    """``out`` (of ``fast``) equals ``ref`` (of ``naive``, the same weights), and so does every parameter's
+    gradient of the sum of squares."""
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), naive.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3 * max(1.0, float(b.grad.abs().max())),
+                                   msg=name)
+
+
 # channels, BN's ReLU, depthwise k (0: none), 1x1 layers after it (out, groups, shuffle), input (N, H, W)
 CASES = [
     (192, True, 0, [(32, 2, 2)], (2, 5, 5)),  # IGCV3's project conv reads BN + ReLU; partial tiles
@@ -49,6 +61,11 @@ def _reference(x: torch.Tensor, bn: BatchNormAct2d, dw: torch.Tensor | None,
     y = torch.relu(y) if bn.relu else y
     if dw is not None:
         y = F.conv2d(y, dw, padding=dw.shape[2] // 2, groups=x.shape[1])
+    return _reference_chain(y, chain)
+
+
+def _reference_chain(y: torch.Tensor, chain: list[tuple[torch.Tensor, int, int | None]]) -> torch.Tensor:
+    """The 1x1 convs of ``chain`` (weight, groups, shuffle before it) on ``y`` with PyTorch's functions."""
     for weight, groups, shuffle in chain:
         if shuffle:
             n, c, h, w = y.shape
@@ -57,15 +74,28 @@ def _reference(x: torch.Tensor, bn: BatchNormAct2d, dw: torch.Tensor | None,
     return y
 
 
+def _chain(width: int, layers: list[tuple[int, int, int | None]]) -> tuple[list[nn.Module], int]:
+    """Fast 1x1 convs of ``layers`` (out, groups, shuffle before it) on ``width`` channels, and their output width."""
+    convs = []
+    for out, groups, shuffle in layers:
+        convs.append(sparse_conv(width, out, 1, groups=groups, shuffle_groups=shuffle, impl="fast"))
+        width = out
+    return convs, width
+
+
+def _assert_close_all(got: list[torch.Tensor | None], want: list[torch.Tensor | None]) -> None:
+    """Each float32 result of ``got`` equals its float64 reference in ``want`` (tolerances relative to its scale)."""
+    for a, b in zip(got, want, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a.detach().double(), b, rtol=1e-4, atol=1e-4 * max(1.0, float(b.abs().max())))
+
+
 @pytest.mark.parametrize(("channels", "relu", "k", "layers", "shape"), CASES)
 def test_folded_op_equals_the_float64_reference(native, channels, relu, k, layers, shape) -> None:
     torch.manual_seed(0)
     bn = _bn(channels, relu)
     dw = sparse_conv(channels, channels, k, groups=channels, impl="fast") if k else None
-    convs, width = [], channels
-    for out, groups, shuffle in layers:
-        convs.append(sparse_conv(width, out, 1, groups=groups, shuffle_groups=shuffle, impl="fast"))
-        width = out
+    convs, width = _chain(channels, layers)
     n, h, w = shape
     x = _cl(torch.randn(n, channels, h, w)).requires_grad_(True)
     dy = torch.randn(n, width, h, w)
@@ -83,9 +113,7 @@ def test_folded_op_equals_the_float64_reference(native, channels, relu, k, layer
     ref = _reference(x64, ref_bn, None if dw is None else ref_params[2], chain)
     ref.backward(dy.double())
     want = [ref, x64.grad, ref_bn.weight.grad, ref_bn.bias.grad, *(p.grad for p in ref_params[2:])]
-    for a, b in zip(got, want, strict=True):
-        assert a is not None and b is not None
-        torch.testing.assert_close(a.detach().double(), b, rtol=1e-4, atol=1e-4 * max(1.0, float(b.abs().max())))
+    _assert_close_all(got, want)
     # the running statistics: as nn.BatchNorm2d's update from this batch
     check = nn.BatchNorm2d(channels).double().train()
     check(x64.detach())
@@ -216,13 +244,7 @@ def test_an_igcv3_block_folds_both_batchnorms_into_the_convs_after_them(native, 
     x = torch.randn(2, 32, 6, 6)
     out, ref = block(_cl(x)), naive(x)
     assert folds == [(True, 0), (False, 1)]  # expand's BN into the depthwise conv, BN + ReLU into the project conv
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-    out.square().sum().backward()
-    ref.square().sum().backward()
-    for (name, a), b in zip(block.named_parameters(), naive.parameters(), strict=True):
-        assert a.grad is not None and b.grad is not None
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3 * max(1.0, float(b.grad.abs().max())),
-                                   msg=name)
+    _assert_trains_as(out, ref, block, naive)
 
 
 def test_bad_weights_are_one_line_errors_and_a_hooked_conv_is_never_skipped(native, monkeypatch) -> None:
@@ -340,10 +362,7 @@ def test_a_batchnorm_folded_into_a_grouped_conv_and_the_1x1_convs_after_it_equal
     conv = sparse_conv(channels, channels, 3, groups=channels // per_group, impl="fast")
     if not _native.rot_prefix_usable(channels, conv.weight):
         pytest.skip("the grouped conv kernel that runs in front of a chain is not built for this CPU (no AVX)")
-    chain, cin = [], channels
-    for out, groups, shuffle in layers:
-        chain.append(sparse_conv(cin, out, 1, groups=groups, shuffle_groups=shuffle, impl="fast"))
-        cin = out
+    chain, _ = _chain(channels, layers)
     n, h, w = shape
     x = _cl(torch.randn(n, channels, h, w)).requires_grad_(True)
     y = fold.normed(x, bn, conv=conv, chain=chain)
@@ -358,9 +377,7 @@ def test_a_batchnorm_folded_into_a_grouped_conv_and_the_1x1_convs_after_it_equal
     ref.backward(dy.double())
     got = [y, x.grad, bn.weight.grad, bn.bias.grad, conv.weight.grad, *(c.weight.grad for c in chain)]
     want = [ref, x64.grad, *(p.grad for p in params), *(wt.grad for wt in weights)]
-    for a, b in zip(got, want, strict=True):
-        assert a is not None and b is not None
-        torch.testing.assert_close(a.detach().double(), b, rtol=1e-4, atol=1e-4 * max(1.0, float(b.abs().max())))
+    _assert_close_all(got, want)
     check = nn.BatchNorm2d(channels).double().train()
     check(x64.detach())
     assert bn.running_mean is not None
@@ -370,15 +387,6 @@ def test_a_batchnorm_folded_into_a_grouped_conv_and_the_1x1_convs_after_it_equal
     again.backward(dy)
     assert torch.equal(again, y) and x2.grad is not None and torch.equal(x2.grad, x.grad)
 
-
-def _reference_chain(y: torch.Tensor, chain: list[tuple[torch.Tensor, int, int | None]]) -> torch.Tensor:
-    """The 1x1 convs of ``chain`` (weight, groups, shuffle before it) on ``y`` with PyTorch's functions."""
-    for weight, groups, shuffle in chain:
-        if shuffle:
-            n, c, h, w = y.shape
-            y = y.reshape(n, shuffle, c // shuffle, h, w).transpose(1, 2).reshape(n, c, h, w)
-        y = F.conv2d(y, weight, groups=groups)
-    return y
 
 
 @pytest.mark.parametrize("pair_faster", [True, False])
@@ -411,10 +419,4 @@ def test_igcv1_blocks_fold_the_batchnorm_into_the_pair_where_measured_faster_and
     # where faster; the stride-2 conv that opens the second stage cannot run in front of a chain: it folds alone
     pair = 1 if pair_faster else 0
     assert calls == [(True, pair), (True, pair), (True, 0), (True, pair)]
-    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-    out.square().sum().backward()
-    ref.square().sum().backward()
-    for (name, a), b in zip(fast.named_parameters(), naive.parameters(), strict=True):
-        assert a.grad is not None and b.grad is not None
-        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-3 * max(1.0, float(b.grad.abs().max())),
-                                   msg=name)
+    _assert_trains_as(out, ref, fast, naive)
