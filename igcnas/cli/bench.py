@@ -38,7 +38,8 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
          default size the main job's (--trials 20, --epochs 6)
   proxies  Spearman/Kendall of every training-free proxy against the tabular benchmark's trained accuracy (--table, --target)
   proxy-time  seconds each proxy takes, alone, on every CIFAR-10 zoo network with <= --max-params params (default
-         1M), one thread, batch --batch (64), after one warm-up scoring; median of --repeats (default 3)"""
+         1M), --threads torch threads (default 1, as a search worker scores), batch --batch (64), after one
+         warm-up scoring; median of --repeats (default 3)"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch", type=positive_int, default=64,
                         help="ops, proxy-time: batch size (default 64, also the proxies' scoring batch)")
     parser.add_argument("--size", type=positive_int, default=32, help="ops: spatial size (default 32)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="proxy-time: torch CPU threads while scoring (default %(default)s, as each search worker "
+                             "scores; a script calling igcnas.proxies.score gets torch's default, all cores)")
     parser.add_argument("--device", default="cpu", help="ops/train: cpu or cuda (default cpu)")
     parser.add_argument("--data-dir", help="data/train/search (and ops, optionally): an ImageFolder root with train/ "
                         "and test/ (CIFAR-10 JPGs)")
@@ -118,8 +122,10 @@ def run(args: argparse.Namespace) -> int:
         from igcnas.bench.proxy_time import bench_proxy_time
         from igcnas.bench.proxy_time import render as render_times
 
-        times = bench_proxy_time(max_params=args.max_params or 1_000_000, repeats=args.repeats, batch=args.batch)
-        print(json.dumps(times, indent=2) if args.format == "json" else render_times(times, batch=args.batch))
+        times = bench_proxy_time(max_params=args.max_params or 1_000_000, repeats=args.repeats, batch=args.batch,
+                                 num_threads=args.threads)
+        print(json.dumps(times, indent=2) if args.format == "json"
+              else render_times(times, batch=args.batch, num_threads=args.threads))
         return 0
     rows = runner[args.what](args)
     if rows is None:  # the runner printed its own report

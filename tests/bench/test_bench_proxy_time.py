@@ -46,3 +46,20 @@ def test_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "proxy-time", "--max-params", "80k", "--repeats", "1", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(r["params"] <= 80_000 for r in rows)
+
+
+def test_cli_threads_set_the_scoring_threads_and_the_title_says_so(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    import igcnas.proxies
+
+    seen: list[int] = []
+    real_score = igcnas.proxies.score
+    monkeypatch.setattr(igcnas.proxies, "score", lambda *a, **k: seen.append(torch.get_num_threads()) or real_score(*a, **k))
+    before = torch.get_num_threads()
+    assert main(["bench", "proxy-time", "--max-params", "80k", "--repeats", "1", "--threads", "2"]) == 0
+    assert seen and set(seen) == {2} and torch.get_num_threads() == before
+    assert "2 thread(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["bench", "proxy-time", "--threads", "0"])
