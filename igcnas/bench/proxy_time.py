@@ -56,7 +56,7 @@ def bench_proxy_time(*, names: Sequence[str] | None = None, max_params: int = 1_
     from igcnas.proxies import score
     from igcnas.zoo import get_zoo
 
-    for value, option in ((repeats, "--repeats"), (num_threads, "--num-threads"), (batch, "batch")):
+    for value, option in ((repeats, "--repeats"), (num_threads, "--threads"), (batch, "batch")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UserError(f"{option}: {value!r} must be a positive integer")
     chosen = list(names) if names is not None else cifar_zoo(max_params=max_params)

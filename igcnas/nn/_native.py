@@ -399,8 +399,8 @@ def _chain_layout(chans: tuple[int, ...], groups: tuple[int, ...], shuffles: tup
 
 class PrefixArgs(ctypes.Structure):
     """What a fused chain reads its input through, as ``_csrc/pw_chain.c``'s ``prefix_args`` (keep the two in step):
-    the weight of a prefix conv (or NULL: a depthwise conv, or with ``mg`` a grouped 3x3 conv of ``mg`` channels
-    per group), the optional BatchNorm scale and shift (``aff``: scale[C] then shift[C], a
+    the weight of a prefix conv (NULL: none; a depthwise conv's with ``mg`` 0, else a grouped 3x3 conv's with
+    ``mg`` channels per group), the optional BatchNorm scale and shift (``aff``: scale[C] then shift[C], a
     :class:`~igcnas.nn.norm.BatchNormAct2d`'s coefficients) with ``relu``, and the image size."""
 
     _fields_ = [("w", ctypes.c_void_p), ("aff", ctypes.c_void_p), ("k", ctypes.c_int64), ("height", ctypes.c_int64),
@@ -408,8 +408,9 @@ class PrefixArgs(ctypes.Structure):
 
 
 def prefix_args(prefix: Tensor | None, x: Tensor, affine: Tensor | None = None, relu: bool = False) -> PrefixArgs | None:
-    """The chain kernels' input argument for the ``prefix`` conv (:func:`check_prefix`) and/or ``affine`` on ``x``
-    (None: neither); the tensors must outlive the call."""
+    """The chain kernels' input argument for the ``prefix`` conv (a depthwise ``(C, 1, k, k)`` weight, or a grouped
+    3x3 conv's ``(C, M, 3, 3)``, see :func:`rot_prefix_usable`) and/or ``affine`` on ``x`` (None: neither); the
+    tensors must outlive the call."""
     if prefix is None and affine is None:
         return None
     k = 0 if prefix is None else int(prefix.shape[2])
@@ -423,10 +424,12 @@ def grouped_prefix(weight: Tensor) -> bool:
 
 
 def rot_prefix_usable(channels: int, weight: Tensor) -> bool:
-    """Whether the built kernels run a grouped 3x3 conv of ``weight`` on ``channels`` channels (stride 1, no shuffle,
-    groups of M = 2, 4 or 8 channels in and out: ``_csrc/group_rot.c``) as the prefix of a fused chain."""
+    """Whether the built kernels run a grouped 3x3 conv of the float32 CPU ``weight`` on ``channels`` channels (stride
+    1, no shuffle, groups of M = 2, 4 or 8 channels in and out: ``_csrc/group_rot.c``) as the prefix of a fused
+    chain."""
     lib = library()
-    if lib is None or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3) or weight.shape[0] != channels:
+    if (lib is None or weight.dim() != 4 or tuple(weight.shape[2:]) != (3, 3) or weight.shape[0] != channels
+            or weight.dtype != torch.float32 or weight.device.type != "cpu"):
         return False
     mg = int(weight.shape[1])
     return mg > 1 and channels % mg == 0 and bool(lib.rot_handles(None, channels, channels, channels // mg, 3, 1))
@@ -524,8 +527,9 @@ def chain_backward(
 
 
 class _PointwiseChain(torch.autograd.Function):
-    """Autograd wrapper of the fused chain of grouped 1x1 convs, optionally behind a depthwise conv (see
-    :func:`pointwise_chain`)."""
+    """Autograd wrapper of the fused chain of grouped 1x1 convs, optionally behind a prefix conv (see
+    :func:`pointwise_chain`; its ``depthwise`` argument may also be a grouped 3x3 conv's weight that
+    :func:`rot_prefix_usable` accepts)."""
 
     @staticmethod
     def forward(

@@ -297,7 +297,8 @@ def _prefix_now(x: Tensor, depthwise: FastSparseConv2d, convs: Sequence[FastSpar
 
 def _fold_now(x: Tensor, bn: BatchNormAct2d, depthwise: FastSparseConv2d | None,
               chain: Sequence[FastSparseConv2d], conv: FastSparseConv2d | None = None) -> bool:
-    """Whether ``bn`` folds into ``depthwise`` and/or ``chain`` (or the grouped ``conv``) for this input: ``bn``
+    """Whether ``bn`` folds into ``depthwise`` and/or ``chain`` (or the grouped ``conv``, with ``chain`` after it
+    when given) for this input: ``bn``
     would take its native training path on it, the convs' weights are float32 on the CPU, and
     :func:`~igcnas.nn.fold.fold_form` measured the fold faster."""
     convs = ([] if depthwise is None else [depthwise]) + list(chain) + ([] if conv is None else [conv])
@@ -352,10 +353,10 @@ class FusedSequential(nn.Sequential):
         return run_modules(list(self._modules.values())[:stop], x, fold=fold)
 
 
-def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True, pairs: bool = True) -> Tensor:
+def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True, pair_folds: bool = True) -> Tensor:
     """``modules`` applied in order to ``x``: a BatchNorm folded into the conv after it where measured faster (not
     with ``fold`` False; into a grouped 3x3 conv together with the 1x1 convs after it, IGCV1's pair, unless
-    ``pairs`` is False), each fusable run through :func:`run_chain`, with the depthwise conv before it where
+    ``pair_folds`` is False), each fusable run through :func:`run_chain`, with the depthwise conv before it where
     measured faster (what :class:`FusedSequential` runs; a network also runs whole stages of plain blocks through
     it, so that a block's closing BatchNorm folds into the next block's first conv)."""
     usable = native_kernels_usable()
@@ -365,7 +366,7 @@ def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True, p
     while index < len(modules):
         following = _past_identities(modules, index + 1)
         if fold and usable and following < len(modules) and foldable(modules[index], modules[following]):
-            folded = _folded(modules, index, following, x, runs, prefixes, pairs=pairs)
+            folded = _folded(modules, index, following, x, runs, prefixes, pair_folds=pair_folds)
             if folded is not None:
                 x, index = folded
                 continue
@@ -388,7 +389,7 @@ def run_modules(modules: Sequence[nn.Module], x: Tensor, *, fold: bool = True, p
 
 def _folded(modules: Sequence[nn.Module], index: int, following: int, x: Tensor,
             runs: dict[int, list[FastSparseConv2d]], prefixes: dict[int, list[FastSparseConv2d]], *,
-            pairs: bool = True) -> tuple[Tensor, int] | None:
+            pair_folds: bool = True) -> tuple[Tensor, int] | None:
     """The output of the BatchNorm ``modules[index]`` folded into the conv ``modules[following]`` (the depthwise
     conv with the chain after it where fused, the run of 1x1 convs, or the grouped k x k conv, with the 1x1 convs
     after it where measured faster) and the index of the module after them, or None where the fold does not run
@@ -396,7 +397,7 @@ def _folded(modules: Sequence[nn.Module], index: int, following: int, x: Tensor,
     bn, after = modules[index], modules[following]
     assert isinstance(bn, BatchNormAct2d) and isinstance(after, FastSparseConv2d)
     if group_member(after):
-        pair = _pair_chain(modules, following, runs) if pairs else []
+        pair = _pair_chain(modules, following, runs) if pair_folds else []
         if pair and _fold_now(x, bn, None, pair, after):
             return normed(x, bn, chain=pair, conv=after), following + 1 + len(pair)
         if not _fold_now(x, bn, None, [], after):

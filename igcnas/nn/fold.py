@@ -146,16 +146,6 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
     if x.dim() != 4 or x.shape[0] * x.shape[2] * x.shape[3] <= 1:
         raise ValueError(f"normed: a training BatchNorm needs more than 1 value per channel, got input size "
                          f"{tuple(x.shape)}")
-    if conv is not None and chain:
-        if depthwise is not None:
-            raise ValueError("normed: give conv or the depthwise conv, not both")
-        spec = conv.spec
-        if (x.shape[1] != bn.num_features or spec.stride != 1 or spec.has_shuffle
-                or not _native.rot_prefix_usable(x.shape[1], conv.weight)):
-            raise ValueError(f"normed: conv {spec.kind} {spec.in_channels}->{spec.out_channels} k{spec.kernel_size} "
-                             f"s{spec.stride} g{spec.groups} sh{spec.shuffle_groups} cannot run in front of a chain "
-                             f"on {x.shape[1]} channels; give it without the chain")
-        return _normed_chain(x, bn, conv.weight, chain)
     if conv is not None:
         if depthwise is not None:
             raise ValueError("normed: give conv or the depthwise conv, not both")
@@ -166,6 +156,14 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
             raise ValueError(f"normed: conv {spec.kind} {spec.in_channels}->{spec.out_channels} k{spec.kernel_size} "
                              f"needs a float32 CPU input of {spec.in_channels} channels and a float32 CPU weight, "
                              f"got x {x.dtype} {tuple(x.shape)}, weight {conv.weight.dtype} on {conv.weight.device}")
+        if chain:
+            if spec.stride != 1 or spec.has_shuffle or not _native.rot_prefix_usable(x.shape[1], conv.weight):
+                raise ValueError(
+                    f"normed: conv {spec.kind} {spec.in_channels}->{spec.out_channels} k{spec.kernel_size} "
+                    f"s{spec.stride} g{spec.groups} sh{spec.shuffle_groups} cannot run in front of a chain (that "
+                    f"needs k3, stride 1, no shuffle and groups of 2, 4 or 8 channels in and out, on a CPU with "
+                    f"AVX); give it without the chain")
+            return _normed_chain(x, bn, conv.weight, chain)
         out, coef = _NormedConv.apply(x, bn.weight, bn.bias, bn.eps, bn.relu, conv.weight, spec.groups,
                                       spec.shuffle_groups, spec.stride)
         bn._update_running_stats(coef)
@@ -268,14 +266,14 @@ def _time_fold(shape: tuple[int, ...], bn: BatchNormAct2d, depthwise: FastSparse
     dw_copy = None if depthwise is None else FastSparseConv2d(depthwise.spec, impl="fast")
     chain_copies = [FastSparseConv2d(c.spec, impl="fast") for c in chain]
     conv_copy = None if conv is None else FastSparseConv2d(conv.spec, impl="fast")
-    unfolded = FusedSequential(bn_copy, *([] if dw_copy is None else [dw_copy]), *chain_copies,
-                               *([] if conv_copy is None else [conv_copy]))
+    unfolded = FusedSequential(bn_copy, *([] if dw_copy is None else [dw_copy]),
+                               *([] if conv_copy is None else [conv_copy]), *chain_copies)  # forward order
     steps: dict[str, Callable[[Tensor], Tensor]] = {
         "native": lambda x: normed(x, bn_copy, depthwise=None if dw_copy is None else dw_copy.weight,
                                    chain=chain_copies, conv=conv_copy),
         "reference": lambda x: unfolded._fused_forward(x, fold=False),
     }
     if conv_copy is not None and chain_copies:  # what runs without this fold: the grouped conv's own fold, if faster
-        steps["reference"] = lambda x: run_modules(list(unfolded), x, pairs=False)
+        steps["reference"] = lambda x: run_modules(list(unfolded), x, pair_folds=False)
     return tune.time_steps(shape, {form: steps[form] for form in forms}, grad=True, channels_last=True,
                            params=unfolded.parameters())

@@ -18,7 +18,6 @@ from igcnas.nn.ops import sparse_conv
 pytestmark = pytest.mark.usefixtures("at_most_two_threads")
 
 
-
 def _cl(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous(memory_format=torch.channels_last)
 
@@ -388,7 +387,6 @@ def test_a_batchnorm_folded_into_a_grouped_conv_and_the_1x1_convs_after_it_equal
     assert torch.equal(again, y) and x2.grad is not None and torch.equal(x2.grad, x.grad)
 
 
-
 @pytest.mark.parametrize("pair_faster", [True, False])
 def test_igcv1_blocks_fold_the_batchnorm_into_the_pair_where_measured_faster_and_train_as_the_naive_build(
         native, monkeypatch, pair_faster: bool) -> None:
@@ -420,3 +418,51 @@ def test_igcv1_blocks_fold_the_batchnorm_into_the_pair_where_measured_faster_and
     pair = 1 if pair_faster else 0
     assert calls == [(True, pair), (True, pair), (True, 0), (True, pair)]
     _assert_trains_as(out, ref, fast, naive)
+
+
+def test_the_pair_fold_is_timed_for_real_against_the_grouped_conv_alone_and_cached(fresh_tune: None) -> None:
+    if not _native.native_available():
+        pytest.skip(f"native kernel {_native.native_status()}")
+    gc = sparse_conv(16, 16, 3, groups=8, impl="fast")
+    if not _native.rot_prefix_usable(16, gc.weight):
+        pytest.skip("the grouped conv kernel that runs in front of a chain is not built for this CPU (no AVX)")
+    widen = sparse_conv(16, 32, 1, groups=4, shuffle_groups=8, impl="fast")  # more channels out than in
+    seq = fuse_chains(nn.Sequential(_bn(16, True), gc, widen))
+    x = _cl(torch.randn(2, 16, 6, 6)).requires_grad_(True)
+    out = seq(x)
+    assert out.shape == (2, 32, 6, 6)
+    out.sum().backward()
+    threads = torch.get_num_threads()
+    pair = (f"BN+ReLU>GC 16->16 k3 s1 g8 sh1 6x6 float32 t{threads} train cl > CHAIN 16->32 g4 sh8 6x6 float32 "
+            f"t{threads} train cl")
+    texts = set(tune.choices())
+    assert pair in texts  # the pair, timed against what runs without it: the grouped conv's own fold, where faster
+    assert f"BN+ReLU>GC 16->16 k3 s1 g8 sh1 6x6 float32 t{threads} train cl" in texts
+    assert not any(t.startswith("BN+ReLU>CHAIN") for t in texts)  # the reference ran the modules in order
+    chosen = tune.choices()[pair].form
+    assert tune.last_forms(seq)["train"].get("BN>GC+PWG fold") == ("native" if chosen == "native" else None)
+
+
+def test_the_pair_fold_refuses_what_cannot_run_in_front_of_a_chain(native) -> None:
+    bn, chain = _bn(16, True), [sparse_conv(16, 16, 1, groups=4, impl="fast")]
+    x = _cl(torch.randn(2, 16, 4, 4))
+    shuffled = sparse_conv(16, 16, 3, groups=8, shuffle_groups=2, impl="fast")
+    with pytest.raises(ValueError, match=r"conv GC 16->16 k3 s1 g8 sh2 cannot run in front of a chain"):
+        fold.normed(x, bn, conv=shuffled, chain=chain)
+    gc = sparse_conv(16, 16, 3, groups=8, impl="fast")
+    with pytest.raises(ValueError, match="the BatchNorm has 8 channels, the input 16"):
+        fold.normed(x, _bn(8, True), conv=gc, chain=chain)
+    gc.double()
+    with pytest.raises(ValueError, match=r"needs a float32 CPU input of 16 channels and a float32 CPU weight"):
+        fold.normed(x, bn, conv=gc, chain=chain)
+    assert not _native.rot_prefix_usable(16, gc.weight)  # float64
+    # the chain kernel itself refuses a grouped prefix it has no kernel for (groups of 3 channels), not as memory
+    with pytest.raises(ValueError, match="refused its arguments"):
+        _native.chain_forward(_cl(torch.randn(1, 12, 4, 4)), [torch.randn(12, 3, 1, 1)], (4,), (1,),
+                              torch.randn(12, 3, 3, 3))
+    # a shuffled grouped conv in a block runs its own fold, never the pair
+    seq = fuse_chains(nn.Sequential(_bn(16, True), shuffled, chain[0]))
+    assert chain_ops._pair_chain(list(seq), 1, {}) == []
+    plain = fuse_chains(nn.Sequential(_bn(16, True), gc.float(), chain[0]))
+    usable = _native.rot_prefix_usable(16, gc.weight)  # not in a build without AVX
+    assert chain_ops._pair_chain(list(plain), 1, {}) == ([chain[0]] if usable else [])

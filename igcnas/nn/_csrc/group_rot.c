@@ -84,7 +84,6 @@ static inline __attribute__((always_inline)) void conv_strip(const float *const 
                                                              lanes_t m) {
     const nv_t zero = {0};
     int64_t x = x0;
-    out -= x0 * c;
     while (x < x1) {
         const int block = x >= 1 && x + PB + 1 <= wd && x + PB <= x1;  /* PB pixels whose taps all lie in the row */
         if (block) {
@@ -103,10 +102,10 @@ static inline __attribute__((always_inline)) void conv_strip(const float *const 
                     }
                 }
             }
-            STV(out + x * c + cb, a0);
-            STV(out + (x + 1) * c + cb, a1);
-            STV(out + (x + 2) * c + cb, a2);
-            STV(out + (x + 3) * c + cb, a3);
+            STV(out + (x - x0) * c + cb, a0);
+            STV(out + (x - x0 + 1) * c + cb, a1);
+            STV(out + (x - x0 + 2) * c + cb, a2);
+            STV(out + (x - x0 + 3) * c + cb, a3);
             x += PB;
             continue;
         }
@@ -121,7 +120,7 @@ static inline __attribute__((always_inline)) void conv_strip(const float *const 
                     a += *(const nv_t *)(wt + ((r * K + kh) * K + kw) * cpad + cb) * rot(v, m_, r);
             }
         }
-        STV(out + x * c + cb, a);
+        STV(out + (x - x0) * c + cb, a);
         ++x;
     }
 }

@@ -97,12 +97,15 @@ typedef struct {
 } chain_prefix;
 
 /* The prefix of `args` (NULL: none) with its weights in the kernel's form in *wt (malloc'd; NULL when none).
- * Returns 0, or -1 (memory, or a grouped prefix without the kernels that run it). */
+ * Returns 0, -1 (memory), or -2 for a grouped prefix that rot_forward does not compute (another group width or
+ * kernel size, or a build without its kernels). */
 static int prefix_of(const prefix_args *args, int64_t chans0, float **wt, chain_prefix *pre) {
     *wt = NULL;
     *pre = (chain_prefix){NULL, NULL, 0, 0, 0, 0, 0};
     if (!args) return 0;
-    if (args->w && args->mg && !rot_handles(NULL, chans0, chans0, chans0 / args->mg, 3, 1)) return -1;
+    if (args->w && args->mg &&
+        (args->mg < 2 || chans0 % args->mg || args->k != 3 || !rot_handles(NULL, chans0, chans0, chans0 / args->mg, 3, 1)))
+        return -2;
     if (args->w && !(*wt = args->mg ? rot_prefix_weights(args->w, chans0, args->mg)
                                     : dw_tap_major(args->w, chans0, args->k, 0)))
         return -1;
@@ -157,14 +160,16 @@ static void chain_input(const float *x, const chain_prefix *pre, int64_t chans0,
     }
 }
 
-/* Forward of the chain over all P pixels: out (P, chans[L]) from x (P, chans[0]). Returns 0, or -1 (memory). */
+/* Forward of the chain over all P pixels: out (P, chans[L]) from x (P, chans[0]). Returns 0, -1 (memory) or -2
+ * (a prefix prefix_of refuses). */
 int gpc_forward(const float *x, const prefix_args *prefix, float *out, int64_t layers, const int64_t *chans,
                 const int64_t *groups, const int64_t *const *islots, const float *const *w, int64_t pixels,
                 int nthreads) {
     const int64_t widest = chain_max_width(chans, layers);
     float *dwt;
     chain_prefix pre;
-    if (prefix_of(prefix, chans[0], &dwt, &pre)) return -1;
+    const int refused = prefix_of(prefix, chans[0], &dwt, &pre);
+    if (refused) return refused;
     const int64_t pairs = (pixels + 2 * TILE - 1) / (2 * TILE);
     const int stream = pixels * chans[layers] * (int64_t)sizeof(float) >= STREAM_BYTES;
     int failed = 0;
@@ -209,7 +214,7 @@ int gpc_forward(const float *x, const prefix_args *prefix, float *out, int64_t l
  * overwritten), recomputing the intermediates per step of WSUB tiles. Deterministic for a given nthreads (static
  * schedule, per-thread lane sums added in thread order). With bn_sums (needs dx, and prefix with aff and no
  * weight): the sums of that BatchNorm's backward (bn_grad_sums), taken per step from the rows of dx just written.
- * Returns 0, -1 when out of memory, or -2 for bn_sums without what it needs. */
+ * Returns 0, -1 when out of memory, or -2 for bn_sums without what it needs or a prefix prefix_of refuses. */
 int gpc_backward(const float *x, const prefix_args *prefix, const float *dy, float *dx, int64_t layers,
                  const int64_t *chans, const int64_t *groups, const int64_t *const *islots,
                  const int64_t *const *perms, const float *const *w, const float *const *wt, float *const *dw,
@@ -277,7 +282,7 @@ int gpc_backward(const float *x, const prefix_args *prefix, const float *dy, flo
     }
     float *dwt;
     chain_prefix pre;
-    const int ready = prefix_of(prefix, chans[0], &dwt, &pre) == 0;
+    const int refused = prefix_of(prefix, chans[0], &dwt, &pre);
     int failed = 0;
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
@@ -285,7 +290,7 @@ int gpc_backward(const float *x, const prefix_args *prefix, const float *dy, flo
         vf *da = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
         vf *db = alloc_aligned(sizeof(vf) * (size_t)(WSUB * widest));
         prefix_scratch scratch;
-        const int ok = (scratch_alloc(&scratch, &pre, chans[0], WSUB * TILE) == 0) & ready & (h != NULL) &
+        const int ok = (scratch_alloc(&scratch, &pre, chans[0], WSUB * TILE) == 0) & !refused & (h != NULL) &
                        (da != NULL) & (db != NULL);
         if (!ok) failed = 1;
 #ifdef _OPENMP
@@ -370,5 +375,5 @@ int gpc_backward(const float *x, const prefix_args *prefix, const float *dy, flo
     free(acc);
     free(off);
     free(hoff);
-    return failed ? -1 : 0;
+    return refused ? refused : failed ? -1 : 0;
 }
