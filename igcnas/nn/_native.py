@@ -414,7 +414,7 @@ def prefix_args(prefix: Tensor | None, x: Tensor, affine: Tensor | None = None, 
     if prefix is None and affine is None:
         return None
     k = 0 if prefix is None else int(prefix.shape[2])
-    mg = 0 if prefix is None or prefix.shape[1] == 1 else int(prefix.shape[1])
+    mg = int(prefix.shape[1]) if prefix is not None and grouped_prefix(prefix) else 0
     return PrefixArgs(data_ptr(prefix), data_ptr(affine), k, int(x.shape[2]), int(x.shape[3]), int(relu), mg)
 
 

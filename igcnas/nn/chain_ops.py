@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as _module_globals
 
 from igcnas.nn import _native, tune
-from igcnas.nn.fold import fold_form, foldable, group_member, normed
+from igcnas.nn.fold import fold_form, foldable, group_member, normed, pair_member
 from igcnas.nn.norm import BatchNormAct2d
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_candidate, native_kernels_usable
@@ -420,15 +420,14 @@ def _pair_chain(modules: Sequence[nn.Module], position: int,
                 runs: dict[int, list[FastSparseConv2d]]) -> list[FastSparseConv2d]:
     """The 1x1 convs the grouped conv ``modules[position]`` can run in front of inside the chain kernel (IGCV1's
     GC -> PWG pair): the fusable run right after it, or the one 1x1 conv there; [] if none, or if the chain
-    kernel cannot compute that grouped conv (:func:`~igcnas.nn._native.rot_prefix_usable`)."""
+    kernel cannot compute that grouped conv (:func:`~igcnas.nn.fold.pair_member`)."""
     conv = modules[position]
     if position + 1 >= len(modules) or not isinstance(conv, FastSparseConv2d):
         return []
     following = modules[position + 1]
     chain = runs.get(id(following)) or (
         [following] if isinstance(following, FastSparseConv2d) and chain_member(following) else [])
-    if not chain or chain[0].spec.in_channels != conv.spec.out_channels or conv.spec.stride != 1 or (
-            conv.spec.has_shuffle or not _native.rot_prefix_usable(conv.spec.in_channels, conv.weight)):
+    if not chain or chain[0].spec.in_channels != conv.spec.out_channels or not pair_member(conv):
         return []
     return chain
 

@@ -49,7 +49,7 @@ from igcnas.nn.norm import BatchNormAct2d, batch_coefficients, batch_norm_backwa
 from igcnas.nn.ops import FastSparseConv2d
 from igcnas.nn.plan import ConvPlan, native_measurable
 
-__all__ = ["fold_form", "foldable", "group_member", "normed"]
+__all__ = ["fold_form", "foldable", "group_member", "normed", "pair_member"]
 
 
 def _through_batchnorm(ctx: Any, x: Tensor, coef: Tensor, grad_norm: Tensor | None,
@@ -139,8 +139,7 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
     ``chain``: grouped 1x1 convs run fused (:func:`igcnas.nn._native.pointwise_chain`); ``conv``: a grouped k x k
     conv the native group conv kernel runs (:func:`group_member`), any stride, instead of the depthwise conv; with
     a ``chain`` it must be one the chain kernel computes per span of pixels as it computes a depthwise conv
-    (:func:`~igcnas.nn._native.rot_prefix_usable`: 3x3, stride 1, no shuffle, groups of 2, 4 or 8 channels), its
-    output never written. Differentiable in ``x``, the BatchNorm's weight and bias and the convs' weights.
+    (:func:`pair_member`: 3x3, stride 1, no shuffle, groups of 2, 4 or 8 channels), its output never written. Differentiable in ``x``, the BatchNorm's weight and bias and the convs' weights.
     Requires the native kernels.
     """
     if x.dim() != 4 or x.shape[0] * x.shape[2] * x.shape[3] <= 1:
@@ -157,7 +156,7 @@ def normed(x: Tensor, bn: BatchNormAct2d, *, depthwise: Tensor | None = None,
                              f"needs a float32 CPU input of {spec.in_channels} channels and a float32 CPU weight, "
                              f"got x {x.dtype} {tuple(x.shape)}, weight {conv.weight.dtype} on {conv.weight.device}")
         if chain:
-            if spec.stride != 1 or spec.has_shuffle or not _native.rot_prefix_usable(x.shape[1], conv.weight):
+            if not pair_member(conv):
                 raise ValueError(
                     f"normed: conv {spec.kind} {spec.in_channels}->{spec.out_channels} k{spec.kernel_size} "
                     f"s{spec.stride} g{spec.groups} sh{spec.shuffle_groups} cannot run in front of a chain (that "
@@ -190,6 +189,15 @@ def group_member(module: Any) -> bool:
     kernel to be measured (:func:`~igcnas.nn.plan.native_measurable`), which a BatchNorm can fold into."""
     return (isinstance(module, FastSparseConv2d) and module.spec.kind == "GC" and module.spec.kernel_size % 2 == 1
             and native_measurable(module.spec))
+
+
+def pair_member(conv: FastSparseConv2d) -> bool:
+    """Whether the grouped conv ``conv`` can run in front of a chain of 1x1 convs inside the chain kernel (IGCV1's
+    GC -> PWG pair): 3x3, stride 1, no shuffle, as many channels out as in, in groups the kernels built here
+    compute per span of pixels (:func:`~igcnas.nn._native.rot_prefix_usable`)."""
+    spec = conv.spec
+    return (spec.stride == 1 and not spec.has_shuffle and spec.in_channels == spec.out_channels
+            and _native.rot_prefix_usable(spec.in_channels, conv.weight))
 
 
 def foldable(bn: Any, conv: Any) -> bool:

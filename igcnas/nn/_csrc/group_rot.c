@@ -28,9 +28,18 @@
 
 #include "native_common.h"
 
+#define K ROT_K  /* the kernel size handled */
+
+float *rot_ring_alloc(const float *aff, int64_t wd, int64_t c, int64_t *tags, int *failed) {
+    for (int kh = 0; kh < K; ++kh) tags[kh] = -1;
+    if (!aff) return NULL;
+    float *ring = alloc_aligned(sizeof(float) * (size_t)(K * wd * c));
+    if (!ring) *failed = 1;
+    return ring;
+}
+
 #if defined(__AVX512F__) || defined(__AVX__)
 
-#define K 3    /* the kernel size handled */
 #define PB 4   /* output pixels per block */
 
 typedef float rv_u __attribute__((vector_size(NV * 4), aligned(4), may_alias));  /* an unaligned vector */
@@ -215,15 +224,6 @@ static void row_window3(const float *t, int64_t nb, int64_t oh, int64_t h, int64
     }
 }
 
-/* A thread's ring of K normalised rows (NULL without aff, or when out of memory: *failed set). */
-static float *ring_alloc(const float *aff, int64_t wd, int64_t c, int64_t *tags, int *failed) {
-    for (int kh = 0; kh < K; ++kh) tags[kh] = -1;
-    if (!aff) return NULL;
-    float *ring = alloc_aligned(sizeof(float) * (size_t)(K * wd * c));
-    if (!ring) *failed = 1;
-    return ring;
-}
-
 /* The weight vectors, zero past C: forward (flip 0) W_r[kh][kw][co] = w[co][(co % M + r) % M][kh][kw]; input
  * gradient (flip 1) WB_r[a][b][c] = w[g*M + (c % M + r) % M][c % M][2 - a][2 - b]. malloc'd, or NULL. */
 static float *rot_weights(const float *w, int64_t c, int64_t mg, int flip, int64_t cpad) {
@@ -251,8 +251,6 @@ float *rot_prefix_weights(const float *w, int64_t c, int64_t mg) {
     return rot_weights(w, c, mg, 0, (c + NV - 1) / NV * NV);
 }
 
-int64_t rot_ring_floats(int64_t wd, int64_t c) { return K * wd * c; }
-
 void rot_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, int64_t c, int64_t mg, int64_t p0,
               int64_t count, const float *aff, int relu, float *ring, int64_t *tags) {
     const int64_t cpad = (c + NV - 1) / NV * NV, end = p0 + count;
@@ -279,7 +277,7 @@ int rot_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         int64_t tags[K];
-        float *ring = ring_alloc(aff, wd, c, tags, &failed);
+        float *ring = rot_ring_alloc(aff, wd, c, tags, &failed);
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < rows; ++row) {
             if (aff && !ring) continue;
@@ -315,7 +313,7 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
     {
         const int me = thread_id();
         int64_t tags[K];
-        float *ring = dw ? ring_alloc(aff, wd, c, tags, &failed) : NULL;
+        float *ring = dw ? rot_ring_alloc(aff, wd, c, tags, &failed) : NULL;
         float *mine = acc ? acc + (int64_t)me * numel : NULL;
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < rows; ++row) {
@@ -354,8 +352,6 @@ float *rot_prefix_weights(const float *w, int64_t c, int64_t mg) {
     (void)w, (void)c, (void)mg;
     return NULL;
 }
-
-int64_t rot_ring_floats(int64_t wd, int64_t c) { return 3 * wd * c; }
 
 void rot_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, int64_t c, int64_t mg, int64_t p0,
               int64_t count, const float *aff, int relu, float *ring, int64_t *tags) {

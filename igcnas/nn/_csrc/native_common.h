@@ -240,13 +240,17 @@ int rot_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, 
 int rot_backward(const float *x, const float *w, const float *dy, float *dx, float *dw, int64_t n, int64_t h,
                  int64_t wd, int64_t c, int64_t mg, const float *aff, int relu, const float *bn_mean,
                  double *bn_sums, int nthreads);
+/* The kernel size of group_rot.c's convs, and the rows of a thread's ring of normalised input rows. */
+#define ROT_K 3
+/* A thread's ring of ROT_K rows of wd x c normalised inputs, its ROT_K tags set to -1 (NULL without aff, or when
+ * out of memory: *failed set). */
+float *rot_ring_alloc(const float *aff, int64_t wd, int64_t c, int64_t *tags, int *failed);
 /* The grouped conv of rot_forward as the prefix of a fused chain (pw_chain.c): its weights in rot_forward's form
- * (malloc'd; NULL when out of memory or without the kernels, where rot_handles is 0), the floats of a thread's ring
- * of normalised input rows, and the forward's output for pixels [p0, p0 + count) of the flat order (n, h, x) into
- * y (count x C). With aff, ring (rot_ring_floats floats) and tags (3, set to -1 first) are the calling thread's:
- * each input row is normalised into it once while the spans come in order. */
+ * (malloc'd; NULL when out of memory or without the kernels, where rot_handles is 0), and the forward's output for
+ * pixels [p0, p0 + count) of the flat order (n, h, x) into y (count x C). With aff, ring and tags
+ * (rot_ring_alloc's) are the calling thread's: each input row is normalised into it once while the spans come in
+ * order. */
 float *rot_prefix_weights(const float *w, int64_t c, int64_t mg);
-int64_t rot_ring_floats(int64_t wd, int64_t c);
 void rot_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, int64_t c, int64_t mg, int64_t p0,
               int64_t count, const float *aff, int relu, float *ring, int64_t *tags);
 /* The depthwise weights (C, 1, k, k) tap-major, wt[t][c] (flip: spatially flipped), malloc'd; and the forward's

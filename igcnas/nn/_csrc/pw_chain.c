@@ -118,17 +118,15 @@ static int prefix_of(const prefix_args *args, int64_t chans0, float **wt, chain_
  * grouped prefix reading through a BatchNorm, the ring of normalised input rows (rot_span). */
 typedef struct {
     float *span, *ring;
-    int64_t tags[3];
+    int64_t tags[ROT_K];
 } prefix_scratch;
 
 /* Allocates s for `pixels` pixels of the prefix's output; 0, or -1 (memory). */
 static int scratch_alloc(prefix_scratch *s, const chain_prefix *pre, int64_t chans0, int64_t pixels) {
-    s->span = s->ring = NULL;
-    for (int i = 0; i < 3; ++i) s->tags[i] = -1;
-    if (!pre->wt) return 0;
-    s->span = alloc_aligned(sizeof(float) * (size_t)(pixels * chans0));
-    if (pre->mg && pre->aff) s->ring = alloc_aligned(sizeof(float) * (size_t)rot_ring_floats(pre->width, chans0));
-    return s->span && (s->ring || !pre->mg || !pre->aff) ? 0 : -1;
+    int failed = 0;
+    s->span = pre->wt ? alloc_aligned(sizeof(float) * (size_t)(pixels * chans0)) : NULL;
+    s->ring = rot_ring_alloc(pre->mg ? pre->aff : NULL, pre->width, chans0, s->tags, &failed);
+    return failed || (pre->wt && !s->span) ? -1 : 0;
 }
 
 static void scratch_free(prefix_scratch *s) {
