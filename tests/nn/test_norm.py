@@ -109,14 +109,23 @@ def test_many_pixel_blocks_far_from_zero_equal_the_reference(threads: int, nativ
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_large_bn_streams_its_output_and_input_gradient_and_equals_the_reference(threads: int,
+@pytest.mark.parametrize("relu", [False, True])
+def test_a_large_bn_streams_its_output_and_input_gradient_and_equals_the_reference(threads: int, relu: bool,
                                                                                   native_form: None) -> None:
     # 72 x 64 x 32 x 32 floats are 18 MiB: the normalising pass and the input-gradient pass write their blocks of
-    # 32 pixels through a per-thread buffer with non-temporal stores (AVX-512; plain stores elsewhere)
+    # 32 pixels through a per-thread buffer with non-temporal stores (AVX-512; plain stores elsewhere), and the
+    # backward's sums pass reads x and the gradient row by row (bn_grad_sums_rows; 72 channels: a partial strip)
     torch.manual_seed(4)
-    fused, reference = _pair(72, False)
-    x = (torch.randn(64, 72, 32, 32) * 2 + 1).contiguous(memory_format=CL)
-    _assert_step_matches_float64(fused, reference, x, threads=threads)
+    fused, reference = _pair(72, relu)
+    x = torch.randn(64, 72, 32, 32)
+    if relu:  # |x| >= 1 about a mean near 0 (std 1.9), weights >= 0.5, no bias: every output at least 0.25 from 0,
+        x = torch.sign(x) * (1 + x.abs())  # so rounding cannot flip the ReLU's mask
+        with torch.no_grad():
+            fused.bias.zero_()
+            reference[0].bias.zero_()
+    else:
+        x = x * 2 + 1
+    _assert_step_matches_float64(fused, reference, x.contiguous(memory_format=CL), threads=threads)
 
 
 @needs_native
