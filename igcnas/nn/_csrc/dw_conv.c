@@ -337,6 +337,15 @@ void dw_span(const float *x, const float *wt, float *y, int64_t h, int64_t wd, i
     }
 }
 
+/* Prefetches the row after `last` (wd x c floats; none when `last` is NULL, i.e. past the image) into the caches,
+ * in order: the row that the next output row adds to its window. The kernels walk a window strip of channels by
+ * strip, a line of every pixel at a time, which the hardware prefetchers do not follow from memory. */
+static inline void prefetch_next(const float *last, int64_t wd, int64_t c) {
+    if (!last) return;
+    const float *next = last + wd * c;
+    for (int64_t e = 0; e < wd * c; e += 64 / (int64_t)sizeof(float)) __builtin_prefetch(next + e, 0, 2);
+}
+
 /* Output row yrow (wd pixels) of the conv from its input rows `window`, written as output_mode's `mode` says. */
 static inline __attribute__((always_inline)) void conv_row(const float *const *window, const float *wt, float *yrow, int64_t wd, int64_t c, int mode,
                      int64_t k, const float *aff, int relu) {
@@ -370,6 +379,7 @@ int dw_forward(const float *x, const float *w, float *y, int64_t n, int64_t h, i
         for (int64_t r = 0; r < rows; ++r) {
             const float *window[7];
             row_window(x, r / h, r % h, h, wd, c, k, window);
+            if (r + 1 + k / 2 < rows) prefetch_next(window[k - 1], wd, c); /* a row of x, not past its end */
             conv_row(window, wt, y + r * wd * c, wd, c, mode, k, aff, relu);
         }
         if (mode) store_fence();
