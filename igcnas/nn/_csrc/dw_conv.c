@@ -419,6 +419,7 @@ int dw_backward(const float *x, const float *w, const float *dy, float *dx, floa
             const float *window[7];
             if (dx) {
                 row_window(dy, b, hh, h, wd, c, k, window);
+                if (r + 1 + k / 2 < rows) prefetch_next(window[k - 1], wd, c);
                 conv_row(window, wf, dx + r * wd * c, wd, c, mode, k, NULL, 0);
                 bn_rows_add(&sums, me, dx + r * wd * c, x + r * wd * c, wd, aff, bn_mean, relu);
             }
