@@ -97,7 +97,7 @@ static void stat_block_sums(const float *restrict x, int64_t p0, int64_t p1, int
  * and written out by stream_copy (large outputs, AVX-512; a normal store would first read every line it writes). */
 static int streamed(int64_t elements) {
 #if defined(__AVX512F__)
-    return elements * (int64_t)sizeof(float) >= STREAM_BYTES;
+    return past_caches(elements);
 #else
     (void)elements;
     return 0;
@@ -256,33 +256,6 @@ void bna_apply_add(const float *x, const float *r, int64_t pixels, int64_t chann
     write_pass(&pa, y, pixels, channels, thread_count(nthreads, pixels));
 }
 
-/* As bn_grad_sums (the same sums, each channel's added over the pixels in the same order), row by row: each row of x and of g is
- * read in order, so a pass over tensors past the caches streams from memory, where bn_grad_sums' walk down a strip
- * of channels reads every row of the block one line at a time; the strips' sums stay in `part` (in L1) instead of
- * registers, which costs more than it saves on tensors in cache. */
-static void bn_grad_sums_rows(const float *restrict g, const float *restrict x, int64_t pixels, int64_t c,
-                              const float *restrict scale, const float *restrict shift, const float *restrict mean,
-                              int relu, float *restrict part, double *restrict acc) {
-    typedef int32_t nvi_t __attribute__((vector_size(NV * 4)));
-    const nv_t zero = {0};
-    for (int64_t e = 0; e < 2 * c; ++e) part[e] = 0.0f;
-    for (int64_t p = 0; p < pixels; ++p) {
-        const float *restrict xr = x + p * c, *restrict gr = g + p * c;
-        for (int64_t cb = 0; cb < c; cb += NV) {
-            const lanes_t m = lanes_first(c - cb < NV ? c - cb : NV);
-            const nv_t xv = load_lanes(xr + cb, m);
-            nv_t dz = load_lanes(gr + cb, m);
-            if (relu) {
-                const nv_t on = xv * load_lanes(scale + cb, m) + load_lanes(shift + cb, m);
-                dz = (nv_t)((nvi_t)dz & (nvi_t)(on > zero));
-            }
-            store_lanes(part + cb, m, load_lanes(part + cb, m) + dz);
-            store_lanes(part + c + cb, m, load_lanes(part + c + cb, m) + dz * (xv - load_lanes(mean + cb, m)));
-        }
-    }
-    for (int64_t e = 0; e < 2 * c; ++e) acc[e] += (double)part[e];
-}
-
 /* As bn_grad_sums' float block sums with dz = dy where out > 0 (the ReLU after a residual sum, masked by the forward's output),
  * dz also written to dz_out: the gradient that the sum passes on to the residual. */
 static void masked_block_sums(const float *restrict x, const float *restrict dy, const float *restrict out,
@@ -316,7 +289,7 @@ int bna_backward(const float *x, const float *dy, const float *out, float *dz_ou
     partials pt = {NULL, NULL, 0, 0};
     const double *total = sums; /* given: taken by the pass that wrote dy (dw_backward's bn_sums), no sums pass */
     /* tensors of STREAM_BYTES and more (past the caches) are read row by row (bn_grad_sums_rows) */
-    const int rows = pixels * channels * (int64_t)sizeof(float) >= STREAM_BYTES;
+    const int rows = past_caches(pixels * channels);
     if (!total) {
         if (partials_alloc(&pt, nthreads, channels)) {
             free(coef);

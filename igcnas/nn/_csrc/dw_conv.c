@@ -52,7 +52,7 @@ typedef int32_t dvi __attribute__((vector_size(DV * 4), aligned(4), may_alias));
 /* How an output of `elements` floats at y, C channels per pixel, is written: 1 streamed in place (large, rows
  * line-aligned), 2 streamed through a row buffer (large, rows not line-aligned; AVX-512), else 0 (stored). */
 static int output_mode(const float *y, int64_t elements, int64_t c) {
-    if (elements * (int64_t)sizeof(float) < STREAM_BYTES) return 0;
+    if (!past_caches(elements)) return 0;
     if (((uintptr_t)y & 63) == 0 && c % DV == 0) return 1;
 #if defined(__AVX512F__)
     return 2;

@@ -86,7 +86,7 @@ int gpw_forward(const float *in, int64_t in_c, const int64_t *islot, float *out,
                 const int64_t *oslot, const float *w, int64_t groups, int64_t pixels, int nthreads) {
     const int64_t in_g = in_c / groups, out_g = out_c / groups;
     const int64_t tiles = (pixels + TILE - 1) / TILE;
-    const int stream = pixels * out_c * (int64_t)sizeof(float) >= STREAM_BYTES;
+    const int stream = past_caches(pixels * out_c);
     int failed = 0;
     nthreads = clamp_threads(nthreads, tiles);
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
@@ -121,7 +121,7 @@ int gpw_backward(const float *x, int64_t in_c, const int64_t *islot, const float
     const int64_t in_g = in_c / groups, out_g = out_c / groups;
     const int64_t numel = out_c * in_g;
     const int64_t steps = (pixels + WSUB * TILE - 1) / (WSUB * TILE);
-    const int stream = pixels * in_c * (int64_t)sizeof(float) >= STREAM_BYTES;
+    const int stream = past_caches(pixels * in_c);
     nthreads = clamp_threads(nthreads, steps);
     /* per-thread lane accumulators of dw: acc[thread][g*Og + o][i] (TILE lanes each) */
     vf *acc = NULL;

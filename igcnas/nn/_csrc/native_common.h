@@ -20,6 +20,9 @@
  * normal store first reads every line it writes. */
 #define STREAM_BYTES ((int64_t)16 << 20)
 
+/* Whether `elements` floats reach STREAM_BYTES: a tensor past the caches. */
+static inline int past_caches(int64_t elements) { return elements * (int64_t)sizeof(float) >= STREAM_BYTES; }
+
 /* Threads for `work` independent items: at least one, at most one per item. */
 static inline int clamp_threads(int nthreads, int64_t work) {
     if (nthreads < 1) nthreads = 1;
@@ -129,6 +132,11 @@ static inline lanes_t lanes_first(int64_t n) { return n; }
     } while (0)
 #endif
 
+/* g where xv * sc + sh > 0, else 0 (nv_t each): the gradient through a BatchNorm's ReLU, its mask recomputed from
+ * the input. A macro: a function returning a vector draws ABI notes on builds without AVX. */
+typedef int32_t nv_bits __attribute__((vector_size(NV * 4)));
+#define BN_DZ(g, xv, sc, sh) ((nv_t)((nv_bits)(g) & (nv_bits)((xv) * (sc) + (sh) > (nv_t){0})))
+
 /* A BatchNorm's backward sums over `pixels` consecutive pixels of the gradient g of its output and of its input x
  * (both C channels per pixel), added to acc (2C doubles): acc[c] += sum dz, acc[C + c] += sum dz * (x - mean[c]),
  * dz = g where x * scale + shift > 0 (everywhere without relu; scale and shift then unread), summed in float in
@@ -137,7 +145,6 @@ static inline lanes_t lanes_first(int64_t n) { return n; }
 static inline void bn_grad_sums(const float *restrict g, const float *restrict x, int64_t pixels, int64_t c,
                                 const float *restrict scale, const float *restrict shift, const float *restrict mean,
                                 int relu, float *restrict part, double *restrict acc) {
-    typedef int32_t nvi_t __attribute__((vector_size(NV * 4)));
     /* a strip of NV channels at a time, its two sums in registers over the pixels (each channel summed over the
      * pixels in order, as a loop per channel would) */
     for (int64_t cb = 0; cb < c; cb += NV) {
@@ -149,12 +156,35 @@ static inline void bn_grad_sums(const float *restrict g, const float *restrict x
         for (int64_t p = 0; p < pixels; ++p) {
             const nv_t xv = load_lanes(x + p * c + cb, m);
             nv_t dz = load_lanes(g + p * c + cb, m);
-            if (relu) dz = (nv_t)((nvi_t)dz & (nvi_t)(xv * sc + sh > zero));
+            if (relu) dz = BN_DZ(dz, xv, sc, sh);
             s1 += dz;
             s2 += dz * (xv - mu);
         }
         store_lanes(part + cb, m, s1);
         store_lanes(part + c + cb, m, s2);
+    }
+    for (int64_t e = 0; e < 2 * c; ++e) acc[e] += (double)part[e];
+}
+
+/* As bn_grad_sums (the same sums, each channel's added over the pixels in the same order), row by row: each row
+ * of x and of g is read in order, so a pass over tensors past the caches streams from memory, where
+ * bn_grad_sums' walk down a strip of channels reads every row of the block one line at a time; the strips' sums
+ * stay in `part` (in L1) instead of registers, which costs more than it saves on tensors in cache. */
+static inline void bn_grad_sums_rows(const float *restrict g, const float *restrict x, int64_t pixels, int64_t c,
+                                     const float *restrict scale, const float *restrict shift,
+                                     const float *restrict mean, int relu, float *restrict part,
+                                     double *restrict acc) {
+    for (int64_t e = 0; e < 2 * c; ++e) part[e] = 0.0f;
+    for (int64_t p = 0; p < pixels; ++p) {
+        const float *restrict xr = x + p * c, *restrict gr = g + p * c;
+        for (int64_t cb = 0; cb < c; cb += NV) {
+            const lanes_t m = lanes_first(c - cb < NV ? c - cb : NV);
+            const nv_t xv = load_lanes(xr + cb, m);
+            nv_t dz = load_lanes(gr + cb, m);
+            if (relu) dz = BN_DZ(dz, xv, load_lanes(scale + cb, m), load_lanes(shift + cb, m));
+            store_lanes(part + cb, m, load_lanes(part + cb, m) + dz);
+            store_lanes(part + c + cb, m, load_lanes(part + c + cb, m) + dz * (xv - load_lanes(mean + cb, m)));
+        }
     }
     for (int64_t e = 0; e < 2 * c; ++e) acc[e] += (double)part[e];
 }

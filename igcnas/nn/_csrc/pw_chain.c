@@ -169,7 +169,7 @@ int gpc_forward(const float *x, const prefix_args *prefix, float *out, int64_t l
     const int refused = prefix_of(prefix, chans[0], &dwt, &pre);
     if (refused) return refused;
     const int64_t pairs = (pixels + 2 * TILE - 1) / (2 * TILE);
-    const int stream = pixels * chans[layers] * (int64_t)sizeof(float) >= STREAM_BYTES;
+    const int stream = past_caches(pixels * chans[layers]);
     int failed = 0;
     nthreads = clamp_threads(nthreads, pairs);
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
@@ -223,7 +223,7 @@ int gpc_backward(const float *x, const prefix_args *prefix, const float *dy, flo
     /* bn_sums: the BatchNorm read through prefix->aff (no prefix conv) gets its backward sums here */
     if (bn_sums && (!dx || !prefix || !prefix->aff || prefix->w || !bn_mean)) return -2;
     /* with the sums, dx is stored normally: each step's rows are read back at once from the cache */
-    const int stream = !bn_sums && pixels * c0 * (int64_t)sizeof(float) >= STREAM_BYTES;
+    const int stream = !bn_sums && past_caches(pixels * c0);
     /* the lowest layer whose gradient products are needed (below it nothing is computed) */
     int64_t lowest = layers;
     if (dx) {
