@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -218,9 +219,9 @@ def run_ray(
             )
         restored: set[Any] = set()
         if run_name in earlier:  # the trials the resumed experiment will carry on
-            results: Any = tuner.get_results()
-            restored = {r.config.get("trial_number") for r in results if r.config}
+            restored = _experiment_trials(runs.uri(run_name))
         _retry_orphans(ctx, study, restored, before=previous)
+        monitor.retries_out = lambda: _retries_out(study)
         grid = tuner.fit()
         _finalise(grid, ctx, monitor, study)
         runs.mark_finished(run_name)
@@ -250,7 +251,8 @@ def _active_monitor() -> _Monitor:
 
 
 class _Monitor(Callback, Stopper):
-    """Progress lines per finished trial, and stops the experiment once ``--trials`` trials were trained.
+    """Progress lines per finished trial, and stops the experiment once ``--trials`` trials were trained and no
+    retry of a killed run's trial is queued or training (as the Optuna backend runs them before it leaves).
 
     ``Tuner.restore`` brings back the run config pickled by the killed run, callbacks and stopper included; a
     monitor therefore pickles as a reference to the current run's monitor, so a resumed run counts its own trials.
@@ -269,13 +271,21 @@ class _Monitor(Callback, Stopper):
         self.running = 0
         self.seen: set[str] = set()
         self.reached = False
+        self.retries_out: Callable[[], bool] = lambda: False
+        self._checked = (0.0, False)  # (when, answer) of the last retries_out() asked once reached
 
     # Stopper
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.reached
+        if not self.reached:
+            return False
+        when, out = self._checked
+        if time.monotonic() - when > 1.0:  # Tune asks on every step: the study is read at most once a second
+            out = self.retries_out()
+            self._checked = (time.monotonic(), out)
+        return not out
 
     # Callback
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -327,6 +337,22 @@ def _fix_record(ctx: TrialContext, number: int, result: dict[str, Any], *, error
             record.reason = f"stopped by {by} after epoch {record.epochs}/{record.max_epochs}"
         store.write_record(record)
     return record
+
+
+def _experiment_trials(uri: str) -> set[Any]:
+    """The trial numbers of every trial in a Tune experiment's last snapshot, those without a result included
+    (PENDING, or RUNNING before their first report): ``Tuner.restore`` carries all of them on."""
+    from ray.tune import ExperimentAnalysis
+
+    return {trial.config.get("trial_number") for trial in ExperimentAnalysis(uri).trials if trial.config}
+
+
+def _retries_out(study: Any) -> bool:
+    """True while a retry queued by :func:`_retry_orphans` waits to be asked or is training."""
+    from optuna.trial import TrialState
+
+    return any("retry_of" in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
 
 
 def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before: int) -> None:

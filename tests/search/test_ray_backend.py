@@ -16,6 +16,7 @@ from igcnas.search import SearchConfig, load_study, run_search
 SMALL_SPACE = Path(__file__).with_name("fixtures") / "small_igc.yaml"
 
 pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one pytest-xdist worker runs every Ray test
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,37 @@ def test_finalise_tells_trials_tune_stopped_before_their_report(tmp_path: Path) 
     assert trials[1].constraints["max_params"] == -10_000 and trials[1].values == [0.5, 20_000]
     assert trials[2].constraints["max_params"] == -5_000 and trials[2].user_attrs["epochs"] == 1
     assert trials[0].user_attrs["state"] == "infeasible"
+
+
+def test_reaching_trials_stops_only_once_no_retry_of_a_killed_trial_is_queued_or_training(tmp_path: Path) -> None:
+    """A retry queued for a killed run's trial is trained before the run stops (as the Optuna backend does): never
+    left WAITING, which the trials table would show as running, and never cut short once started."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from igcnas.search._progress import Progress
+    from igcnas.search.ray_backend import _Monitor, _retries_out
+    from igcnas.search.runner import TrialContext
+    from igcnas.store import StudyStore
+
+    config = _config(tmp_path, epochs=3)
+    ctx = TrialContext(config, None, StudyStore(config.trials_dir, "s"))
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    monitor = _Monitor(config, ctx, Progress(config.replace(progress=False), "s"), config.objective_columns())
+    monitor.retries_out = lambda: _retries_out(study)
+    assert not monitor.stop_all()  # --trials not reached
+    monitor.reached = True
+    assert monitor.stop_all()
+    study.enqueue_trial({}, user_attrs={"retry_of": 0})
+    monitor._checked = (0.0, False)  # forget the answer cached for a second
+    assert _retries_out(study) and not monitor.stop_all()  # queued
+    retry = study.ask()
+    monitor._checked = (0.0, False)
+    assert retry.user_attrs["retry_of"] == 0 and not monitor.stop_all()  # training
+    study.tell(retry, state=TrialState.PRUNED)
+    monitor._checked = (0.0, False)
+    assert not _retries_out(study) and monitor.stop_all()
 
 
 def test_searcher_tells_a_trial_without_a_report_from_its_trial_json(tmp_path: Path) -> None:
