@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 __all__ = ["FAULTS", "SHARED_CIFAR10", "ScriptedTrain", "fault_stats", "scripted_train", "shared_cifar10",
            "pytest_terminal_summary"]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest-xdist workers share the cores: an OpenMP thread that spins while its sibling is descheduled by the other
+    # worker costs far more than one that sleeps (set before torch loads OpenMP; no result depends on it)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
 """The real CIFAR-10 as an image folder, in ``../shared`` relative to the repository."""
 
@@ -88,6 +93,30 @@ def pytest_configure(config: Any) -> None:
     # measured forms (igcnas.nn.tune) are measured as on a fresh machine, into a cache of this session only (the
     # environment reaches the suite's igcnas subprocesses too)
     os.environ["IGCNAS_TUNE_DIR"] = tempfile.mkdtemp(prefix="igcnas-tune-")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: Any) -> int:
+    """``-n auto`` (the default, pyproject.toml): one pytest-xdist worker per usable CPU, between 2 and 4.
+
+    Two even on one CPU: much of the suite waits on subprocesses (``igcnas`` commands, Ray, PostgreSQL). At most
+    four: the Ray tests run one after another on a single worker (``xdist_group("ray")``), which bounds the wall
+    time however many workers share the rest.
+    """
+    return max(2, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2))
+
+
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    """In a pytest-xdist worker, hand its fault tally to the controller (:func:`pytest_testnodedown`)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["faults"] = dict(FAULTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """In the pytest-xdist controller, add a finished worker's fault tally to the suite-wide one."""
+    FAULTS.update(getattr(node, "workeroutput", {}).get("faults", {}))
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:

@@ -134,6 +134,7 @@ def test_kill_9_mid_trial_then_rerun_keeps_completed_and_retries_once(tmp_path: 
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")
 def test_ray_driver_kill_9_then_rerun_resumes(tmp_path: Path, fault_stats: Counter[str]) -> None:
     pytest.importorskip("ray")
     from igcnas.search import load_study
@@ -588,6 +589,7 @@ def test_python_yaml_tag_is_rejected_in_process(tmp_path: Path, fault_stats: Cou
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one of its runs is a Ray search
 def test_password_never_printed(tmp_path: Path, fault_stats: Counter[str]) -> None:
     runs = [
         ["studies", "--trials-dir", str(tmp_path / "trials"), "--storage", PASSWORD_URL],

@@ -58,13 +58,14 @@ def local_ray() -> Iterator[None]:
         ray.shutdown()
 
 
-def _combinations() -> list[tuple[str, str, str]]:
+def _combinations() -> list[Any]:
     """Every sampler x pruner on the Optuna backend; on Ray (about 7 s a run) every pruner, each paired with another
     sampler, so every sampler and every pruner also runs on Ray (the sampler runs on the driver either way)."""
     optuna_runs = [(s, p, "optuna") for s in SAMPLERS for p in PRUNERS]
     ray_runs = [(SAMPLERS[i % len(SAMPLERS)], p, b) for b in BACKENDS if b != "optuna" for i, p in enumerate(PRUNERS)]
     assert {s for s, _, _ in ray_runs} == set(SAMPLERS) or len(PRUNERS) < len(SAMPLERS)
-    return optuna_runs + ray_runs
+    # the Ray runs share the module's local instance: one pytest-xdist worker runs them (and every other Ray test)
+    return optuna_runs + [pytest.param(*run, marks=pytest.mark.xdist_group("ray")) for run in ray_runs]
 
 
 @pytest.mark.parametrize(("sampler", "pruner", "backend"), _combinations())

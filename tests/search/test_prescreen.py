@@ -142,6 +142,7 @@ def test_only_old_screening_trials_are_stale() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")
 def test_ray_trains_the_chosen_candidates_own_trial(tmp_path: Path, digits400: DataBundle) -> None:
     pytest.importorskip("ray")
     config = _config(tmp_path, backend="ray", trials=2, prescreen=3, prescreen_proxy="params", pruner="none",

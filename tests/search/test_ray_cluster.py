@@ -22,6 +22,7 @@ import pytest
 from igcnas.search import load_study
 
 IGCNAS = Path(sys.executable).with_name("igcnas")
+pytestmark = pytest.mark.xdist_group("ray")  # one pytest-xdist worker runs every Ray test
 SMALL_SPACE = Path(__file__).with_name("fixtures") / "small_igc.yaml"
 """Most candidates of this space fit the default budget: on Ray each over-budget one is a Tune trial of its own."""
 
