@@ -156,8 +156,8 @@ def test_ray_driver_kill_9_then_rerun_resumes(tmp_path: Path, fault_stats: Count
     assert not lost
     assert not (after.state == "running").any()
     assert len(done_after) > len(done_before)
-    # the interrupted trial was resumed from its checkpoint by Tuner.restore, or (when the experiment's last
-    # snapshot predates it) failed with that reason: never left running
+    # the interrupted trial was started again by Tuner.restore (trained from its first epoch), or (when the
+    # experiment's last snapshot predates it) failed with that reason and retried once: never left running
     killed = after.set_index("trial").loc[victim["trial"]]
     assert killed.state in ("complete", "pruned") or (killed.state == "failed" and "killed" in killed.reason)
     if killed.state == "failed":  # not in the snapshot: its configuration was retried once, as a later trial

@@ -18,9 +18,10 @@ from typing import Any
 
 from igcnas.search.config import SearchConfig
 from igcnas.search.runner import TrialContext, row_key, run_trial
-from igcnas.store import StudyStore, TrialRecord, fully_trained
+from igcnas.store import TRAINED_STATES, StudyStore, TrialRecord, fully_trained
 
-__all__ = ["METRIC", "StoreServer", "RemoteStudyStore", "start_store", "pack_data", "unpack_data", "trainable"]
+__all__ = ["METRIC", "StoreServer", "RemoteStudyStore", "start_store", "pack_data", "unpack_data", "trainable",
+           "ended_before"]
 
 METRIC = "val_acc"
 """The per-epoch key Tune's schedulers read (validation accuracy)."""
@@ -204,7 +205,26 @@ def trainable(tune_config: dict[str, Any], payload: dict[str, Any], arrays: dict
     ctx = TrialContext(config, payload["space"], payload["store"], data=unpack_data(payload["data"], arrays),
                        train_fn=payload["train_fn"])
     number = int(tune_config["trial_number"])
+    node = ray.get_runtime_context().get_node_id()
+    ended = ended_before(ctx, number)
+    if ended is not None:  # trained by a killed run after Tune's snapshot, which Tuner.restore starts it from
+        from ray import tune
+
+        tune.report({"trial_number": number, "node": node, **ended})
+        return
     params = {k: v for k, v in tune_config.items() if k not in ("trial_number", "screen")}
-    adapter = _RayTrial(ctx, number, ray.get_runtime_context().get_node_id())
+    adapter = _RayTrial(ctx, number, node)
     record = run_trial(ctx, number, params, adapter, screen=tune_config.get("screen"))
     adapter.final(record)
+
+
+def ended_before(ctx: TrialContext, number: int) -> dict[str, Any] | None:
+    """The last report of trial ``number`` rebuilt from its trial.json when it already ended (trained, failed or
+    over budget), else None: a trial that a killed run finished after Tune's last experiment snapshot is started
+    again by ``Tuner.restore``, and must not be trained twice."""
+    from igcnas.search._ray_tune import outcome_of
+
+    record = ctx.store.record(number)
+    if record is None or record.state not in (*TRAINED_STATES, "infeasible"):
+        return None
+    return outcome_of(ctx, record)

@@ -37,7 +37,7 @@ from igcnas.search.config import (
     study_settings,
 )
 from igcnas.search.runner import TrialContext
-from igcnas.store import SETTLED_STATES, StudyStore, TrialRecord
+from igcnas.store import SETTLED_STATES, TRAINED_STATES, StudyStore, TrialRecord
 
 __all__ = ["run_ray"]
 
@@ -221,6 +221,7 @@ def run_ray(
         if run_name in earlier:  # the trials the resumed experiment will carry on
             restored = _experiment_trials(runs.uri(run_name))
         _retry_orphans(ctx, study, restored, before=previous)
+        monitor.ended_earlier = {int(r["trial"]) for r in store.rows() if r.get("state") in TRAINED_STATES}
         monitor.retries_out = lambda: _retries_out(study)
         grid = tuner.fit()
         _finalise(grid, ctx, monitor, study)
@@ -272,6 +273,7 @@ class _Monitor(Callback, Stopper):
         self.seen: set[str] = set()
         self.reached = False
         self.retries_out: Callable[[], bool] = lambda: False
+        self.ended_earlier: set[int] = set()  # trials an earlier run trained: a restored one is not counted again
         self._checked = (0.0, False)  # (when, answer) of the last retries_out() asked once reached
 
     # Stopper
@@ -308,7 +310,7 @@ class _Monitor(Callback, Stopper):
         record = _fix_record(self.ctx, int(number), result, error=error)
         if record is None:
             return
-        if record.state in ("complete", "pruned", "failed") and record.reused_from is None:
+        if record.state in TRAINED_STATES and record.reused_from is None and int(number) not in self.ended_earlier:
             self.trained += 1
         if self.trained >= self.config.trials:
             self.reached = True

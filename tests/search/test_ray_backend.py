@@ -112,6 +112,39 @@ def test_reaching_trials_stops_only_once_no_retry_of_a_killed_trial_is_queued_or
     assert not _retries_out(study) and monitor.stop_all()
 
 
+def test_a_trial_that_ended_before_tunes_snapshot_is_reported_not_trained_again_nor_counted(tmp_path: Path) -> None:
+    """Tuner.restore starts again every trial its last snapshot held as running, also one the killed run went on
+    to finish: the trainable reports that trial's end from its trial.json instead of training it again, and the
+    resumed run does not count it among its own --trials."""
+    from types import SimpleNamespace
+
+    from igcnas.search._progress import Progress
+    from igcnas.search._ray_worker import METRIC, ended_before
+    from igcnas.search.ray_backend import _Monitor
+    from igcnas.search.runner import TrialContext
+    from igcnas.store import StudyStore
+
+    config = _config(tmp_path, epochs=3)
+    ctx = TrialContext(config, None, StudyStore(config.trials_dir, "s"))
+    _write(ctx, 0, "complete", params=20_000, flops=500_000, accuracy=0.5, epochs=3, spec_id="b")
+    _write(ctx, 1, "infeasible", params=40_000, flops=900_000, spec_id="a")
+    _write(ctx, 2, "running", params=20_000, flops=500_000, accuracy=0.4, epochs=1, spec_id="c")
+    _write(ctx, 3, "screened", params=20_000, flops=500_000, spec_id="d")
+    ended = ended_before(ctx, 0)
+    assert ended is not None and ended["state"] == "complete" and ended[METRIC] == 0.5 and ended["epoch"] == 3
+    assert ended["constraint_max_params"] == -10_000
+    assert ended_before(ctx, 1)["state"] == "infeasible"  # type: ignore[index]
+    assert ended_before(ctx, 2) is None and ended_before(ctx, 3) is None and ended_before(ctx, 4) is None
+
+    monitor = _Monitor(config, ctx, Progress(config.replace(progress=False), "s"), config.objective_columns())
+    monitor.ended_earlier = {0}
+    _write(ctx, 5, "complete", params=20_000, flops=500_000, accuracy=0.6, epochs=3, spec_id="e")
+    for number in (0, 5):
+        monitor._finished(SimpleNamespace(trial_id=f"t{number}", config={"trial_number": number}, last_result={}),
+                          [], error=None)
+    assert monitor.trained == 1
+
+
 def test_searcher_tells_a_trial_without_a_report_from_its_trial_json(tmp_path: Path) -> None:
     """A worker that dies after deciding its trial sends no result: the searcher reads the trial's trial.json."""
     import optuna
