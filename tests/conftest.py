@@ -1,4 +1,5 @@
-"""Suite-wide hooks: the fault-injection tally of ``tests/test_faults.py`` (printed at the end), malloc left alone,
+"""Suite-wide hooks: the fault-injection tally of ``tests/test_faults.py`` (printed at the end, gathered from the
+pytest-xdist workers), how many workers ``-n auto`` starts and how their OpenMP threads wait, malloc left alone,
 a fresh cache of measured forms, the shared CIFAR-10 image folder (``../shared`` beside the repository), and a
 scripted stand-in for training."""
 
