@@ -136,7 +136,9 @@ def bench_networks(
 ) -> list[dict[str, Any]]:
     """Whole zoo networks, ``build(spec, impl="naive")`` vs the default build, one row each (:func:`bench_cases`).
 
-    The input is an NCHW image batch for both (the fast network converts it in its first layer).
+    The input is an NCHW image batch for both (the fast network converts it in its first layer). The networks
+    are timed interleaved: each round times every network, so their rows compare with each other as well as
+    naive with fast (:func:`versus_regular`).
 
     Example (not run as a doctest: two worker processes, several seconds; ``tests/bench`` runs this case):
         >>> rows = bench_networks(["IGC-L24M2-D20"], batch=2, repeats=1)  # doctest: +SKIP
@@ -144,7 +146,7 @@ def bench_networks(
         ([('IGC-L24M2-D20', 32, 'nchw')], True)
     """
     return bench_cases([CaseRef("zoo", name) for name in names], batch=batch, repeats=repeats, device=device,
-                       input_format="nchw")
+                       input_format="nchw", interleave=True)
 
 
 TABLE_COLUMNS = (

@@ -2,8 +2,9 @@
 
 :func:`bench_cases` starts a worker per :data:`RUNTIMES` entry (the system malloc and igcnas's tuned malloc:
 malloc settings are process-wide and cannot be undone), has each build the ``_PairTimer`` of
-:mod:`igcnas.bench.ops_timing` for a case, alternates the timed rounds between the workers and reduces them to
-one row per case. Off CPU it times in this process (:func:`~igcnas.bench.ops_timing.bench_pair`).
+:mod:`igcnas.bench.ops_timing` for a case (for every case at once when interleaved), alternates the timed rounds
+between the workers (and between the cases) and reduces them to one row per case. Off CPU it times in this
+process (:func:`~igcnas.bench.ops_timing.bench_pair`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from igcnas.bench.ops_timing import (
 )
 from igcnas.errors import UserError
 
-__all__ = ["Runtime", "RUNTIMES", "bench_cases"]
+__all__ = ["Runtime", "RUNTIMES", "bench_cases", "rotated"]
 
 #: ``system``: malloc as the C library sets it (what a plain PyTorch script gets); ``tuned``: the malloc tuning
 #: igcnas's CPU training applies (:mod:`igcnas._allocator`)
@@ -45,24 +46,25 @@ def _runtime_worker(conn: Any, runtime: Runtime, threads: int) -> None:
     if runtime == "tuned":
         tune_cpu_allocator()
     torch.set_num_threads(threads)
-    timer: _PairTimer | None = None
+    timers: dict[str, _PairTimer] = {}  # by case name: the cases timed in the current group
     while True:
         command, argument = conn.recv()
         if command == "stop":
             break
         try:
-            if command == "setup":
-                timer = None  # free the previous case's tensors before building the next one
+            if command == "reset":
+                timers.clear()  # free the previous group's tensors before building the next one
+                reply: Any = None
+            elif command == "setup":
                 case, options = argument
                 channels, size = case.input_shape(options.pop("size"))
-                timer = _PairTimer(case.build, channels=channels, size=size, **options)
-                reply: Any = allocator_status() if runtime == "tuned" else "system"
+                timers[case.name] = _PairTimer(case.build, channels=channels, size=size, **options)
+                reply = allocator_status() if runtime == "tuned" else "system"
             elif command == "round":
-                assert timer is not None
-                reply = timer.round(argument)
+                name, index = argument
+                reply = timers[name].round(index)
             else:
-                assert timer is not None
-                reply = timer.summary()
+                reply = timers[argument].summary()
             conn.send(("ok", reply))
         except Exception as error:  # reported to the parent, which raises it there
             conn.send(("user-error" if isinstance(error, UserError) else "error", f"{type(error).__name__}: {error}"))
@@ -116,6 +118,17 @@ class _Workers:
                 process.kill()
 
 
+def rotated(group: Sequence[CaseRef], index: int) -> list[CaseRef]:
+    """The order round ``index`` times an interleaved group in: each case leads in turn.
+
+    Example:
+        >>> [case.name for case in rotated([CaseRef("zoo", "A"), CaseRef("zoo", "B"), CaseRef("zoo", "C")], 4)]
+        ['B', 'C', 'A']
+    """
+    shift = index % len(group)
+    return [*group[shift:], *group[:shift]]
+
+
 def bench_cases(
     cases: Sequence[CaseRef],
     *,
@@ -126,12 +139,16 @@ def bench_cases(
     device: str | torch.device = "cpu",
     input_format: InputFormat = "native",
     seed: int = 0,
+    interleave: bool = False,
 ) -> list[dict[str, Any]]:
     """Naive vs fast for each case, under the system malloc and igcnas's tuned malloc, side by side (CPU).
 
     Two worker processes, one per runtime (malloc settings are process-wide and cannot be undone), each
     holding the naive and the fast copy; the rounds alternate between the workers and, inside a worker,
-    between the impls. Per case the row gives images/s for every (runtime, impl, mode) and:
+    between the impls. With ``interleave`` every case is built first and each round times every case, in an
+    order that rotates from round to round, so that the rows compare with each other as well (one network's
+    images/s against another's: this machine's speed drifts over minutes); else one case after the other, each
+    freed before the next is built. Per case the row gives images/s for every (runtime, impl, mode) and:
 
     * ``naive_*_ips``: the naive reference under the system malloc (a plain PyTorch script);
     * ``fast_*_ips``: igcnas's fast ops under the tuned malloc (what ``igcnas train``/``search`` run);
@@ -163,23 +180,31 @@ def bench_cases(
                              repeats=repeats, warmup=warmup, device=dev, input_format=input_format, seed=seed)
             rows.append(row)
         return rows
+    names = [case.name for case in cases]
+    if interleave and len(set(names)) != len(names):
+        raise UserError(f"bench: interleaved cases need distinct names, got {names}")
+    options = {"batch": batch, "size": size, "warmup": warmup, "device": "cpu", "input_format": input_format,
+               "seed": seed}
     workers = _Workers(RUNTIMES)
     rows = []
     try:
-        for case in cases:
-            options = {"batch": batch, "size": size, "warmup": warmup, "device": "cpu",
-                       "input_format": input_format, "seed": seed}
-            allocator = {runtime: workers.ask(runtime, "setup", (case, dict(options))) for runtime in RUNTIMES}
-            samples: dict[tuple[str, str, str], list[float]] = {}
+        for group in [list(cases)] if interleave else [[case] for case in cases]:
+            for runtime in RUNTIMES:
+                workers.ask(runtime, "reset")
+            allocator = {case.name: {runtime: workers.ask(runtime, "setup", (case, dict(options)))
+                                     for runtime in RUNTIMES} for case in group}
+            samples: dict[str, dict[tuple[str, str, str], list[float]]] = {case.name: {} for case in group}
             for index in range(repeats):
-                for runtime in RUNTIMES if index % 2 == 0 else RUNTIMES[::-1]:
-                    for key, seconds in workers.ask(runtime, "round", index).items():
-                        samples.setdefault((runtime, *_impl_mode(key)), []).append(seconds)
-            ips = {key: batch / statistics.median(times) for key, times in samples.items()}
-            channels, case_size = case.input_shape(size)
-            label = f"naive: system malloc, fast: {allocator['tuned']} malloc"
-            rows.append(_row(case.name, channels, case_size, batch, workers.ask("tuned", "summary"),
-                             _ratio_fields(ips, RUNTIMES), label, input_format, "cpu"))
+                for case in rotated(group, index):
+                    for runtime in RUNTIMES if index % 2 == 0 else RUNTIMES[::-1]:
+                        for key, seconds in workers.ask(runtime, "round", (case.name, index)).items():
+                            samples[case.name].setdefault((runtime, *_impl_mode(key)), []).append(seconds)
+            for case in group:
+                ips = {key: batch / statistics.median(times) for key, times in samples[case.name].items()}
+                channels, case_size = case.input_shape(size)
+                label = f"naive: system malloc, fast: {allocator[case.name]['tuned']} malloc"
+                rows.append(_row(case.name, channels, case_size, batch, workers.ask("tuned", "summary", case.name),
+                                 _ratio_fields(ips, RUNTIMES), label, input_format, "cpu"))
     finally:
         workers.close()
     return rows

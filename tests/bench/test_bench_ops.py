@@ -63,6 +63,20 @@ def test_zoo_cases_run_in_the_workers_and_unknown_blocks_are_named() -> None:
         bench.bench_cases([bench.CaseRef("block", "nope")], batch=2, size=8, repeats=1)
 
 
+def test_interleaved_cases_give_one_row_each_in_order_and_need_distinct_names() -> None:
+    from igcnas.bench.ops_workers import rotated
+
+    cases = [bench.CaseRef("zoo", "RegConv-W16-D8"), bench.CaseRef("zoo", "IGC-L24M2-D20")]
+    rows = bench.bench_cases(cases, batch=2, repeats=2, input_format="nchw", interleave=True)
+    assert [row["block"] for row in rows] == ["RegConv-W16-D8", "IGC-L24M2-D20"]
+    assert all(row["fast_train_ips"] > 0 and row["max_abs_diff"] < 1e-3 for row in rows)
+    # every case leads one round in turn
+    assert [[case.name for case in rotated(cases, index)] for index in range(3)] == [
+        ["RegConv-W16-D8", "IGC-L24M2-D20"], ["IGC-L24M2-D20", "RegConv-W16-D8"], ["RegConv-W16-D8", "IGC-L24M2-D20"]]
+    with pytest.raises(UserError, match="^bench: interleaved cases need distinct names"):
+        bench.bench_cases([cases[0], cases[0]], batch=2, repeats=1, interleave=True)
+
+
 def test_blocks_use_the_requested_impl_and_share_weights() -> None:
     for case in bench.BLOCKS:
         naive, fast = case.build("naive"), case.build("fast")
