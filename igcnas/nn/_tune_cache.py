@@ -1,8 +1,8 @@
 """The cache file of measured forms (:mod:`igcnas.nn.tune`): one JSON file per machine fingerprint.
 
 The fingerprint is the CPU's model and ISA flags (``/proc/cpuinfo``), the versions of torch and igcnas, the
-native kernels' source and build (``IGCNAS_NATIVE_MARCH``), the thread count and the malloc regime (:func:`malloc_regime`):
-a change of any of them is a new file, so every choice is remeasured. Files live in ``$IGCNAS_TUNE_DIR``, else ``$IGCNAS_CACHE_DIR/tune``, else ``~/.cache/igcnas/tune``;
+native kernels' source and build (``IGCNAS_NATIVE_MARCH``), the thread count, the malloc regime (:func:`malloc_regime`)
+and how choices are measured (:data:`METHOD`): a change of any of them is a new file, so every choice is remeasured. Files live in ``$IGCNAS_TUNE_DIR``, else ``$IGCNAS_CACHE_DIR/tune``, else ``~/.cache/igcnas/tune``;
 every write replaces the
 file atomically (concurrent writers lose at most a choice, which is then measured again).
 
@@ -27,6 +27,10 @@ from igcnas.nn.plan import ConvPlan
 __all__ = ["fingerprint", "malloc_regime", "cache_file", "lookup", "store", "entries"]
 
 _loaded: dict[str, dict[str, Any]] = {}
+
+METHOD = 2
+"""The version of how :mod:`igcnas.nn.tune` measures a choice (2: near wins confirmed, :data:`~igcnas.nn.tune.NEAR`):
+choices measured another way are measured again."""
 
 
 def malloc_regime() -> str:
@@ -61,7 +65,7 @@ def _fingerprint(threads: int, malloc: str) -> dict[str, Any]:
                                                                             "asimd", "sve"))),
             "cpu_signature": hashlib.sha256(cpu.encode()).hexdigest()[:16], "torch": torch.__version__,
             "igcnas": __version__, "native_source": sources,
-            "native_march": march_setting(), "threads": int(threads), "malloc": malloc}
+            "native_march": march_setting(), "threads": int(threads), "malloc": malloc, "method": METHOD}
 
 
 def cache_file(*, threads: int) -> Path:

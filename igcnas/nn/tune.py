@@ -4,8 +4,10 @@ The first time a :class:`~igcnas.nn.ops.FastSparseConv2d` runs an op signature o
 :class:`~igcnas.nn.plan.ConvSpec`, input size, dtype, thread count, training or inference, memory format), every
 form that can compute it (the reference conv, grouped with merged groups, dense, the native kernel) is timed side
 by side on a random input of that shape, forward + backward for training; the fastest is used from then on, and
-the table's choice is kept unless another form beats it by more than :data:`MARGIN`. The reference is always a
-candidate, so a fast op is never slower than the naive one within the noise of the measurement.
+the table's choice is kept unless another form beats it by more than :data:`MARGIN`. A form that beats it by less
+than :data:`NEAR` is first timed against it alone twice more (single timings on a shared machine swing by that
+much). The reference is always a candidate, so a fast op is never slower than the naive one within the noise of
+the measurement.
 
 Choices are cached per machine (:mod:`igcnas.nn._tune_cache`: CPU model, ISA flags, library versions, threads,
 malloc regime), so they are measured once per machine and remeasured when any of those changes. The malloc regime
@@ -43,13 +45,17 @@ from igcnas.errors import UserError
 from igcnas.nn import _tune_cache
 from igcnas.nn.plan import ConvPlan, ConvSpec, native_measurable
 
-__all__ = ["MODES", "MARGIN", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
+__all__ = ["MODES", "MARGIN", "NEAR", "CONFIRMATIONS", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
            "decide", "round_robin", "timing_input", "choices", "note_form", "last_forms", "MEMO_SIZE",
            "memo_lookup", "memo_store", "plan_token"]
 
 MODES: tuple[str, ...] = ("auto", "cache", "off")
 MARGIN = 0.03
 """Another form replaces the table's choice only when its median time is this much lower (a fraction)."""
+NEAR = 0.15
+"""A form that beats the table's choice by less than this (a fraction of the choice's time) is timed against it
+:data:`CONFIRMATIONS` more times before it replaces it: single timings of a few milliseconds swing by that much."""
+CONFIRMATIONS = 2
 _MAX_BATCH = 32
 """Signatures are timed at a batch of at most this many images (the time per image barely depends on it)."""
 _MERGED_MAX = 16
@@ -244,7 +250,9 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
            seconds: Callable[[list[ConvPlan]], dict[str, float]], mode: str | None = None) -> ConvPlan:
     """The choice for signature ``text``: this process's, else the cache's, else measured now (``seconds`` of the
     candidate ``plans`` and the ``prior``, keyed by :func:`label`) and cached; ``prior`` is kept unless another is
-    faster by :data:`MARGIN`, and returned untimed in mode ``cache`` (or ``off``) when nothing is cached."""
+    faster by :data:`MARGIN`, and returned untimed in mode ``cache`` (or ``off``) when nothing is cached. A
+    fastest form within :data:`NEAR` of the prior is timed against it alone :data:`CONFIRMATIONS` more times, and
+    the two are compared by the median of their timings."""
     global _memory_regime
     mode = mode if mode is not None else tune_mode()
     if mode == "off":
@@ -268,6 +276,8 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
             candidates.append(prior)
         timed = seconds(candidates)
         best = min(candidates, key=lambda p: timed[label(p)])
+        timed = _confirmed(timed, best=label(best), prior=label(prior),
+                           again=lambda: seconds([p for p in candidates if label(p) in (label(best), label(prior))]))
         if timed[label(best)] > (1 - MARGIN) * timed[label(prior)]:
             best = prior
         chosen = ConvPlan(best.form, best.channels_last, f"measured here ({label(best)} fastest of "
@@ -275,6 +285,25 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
         _memory[text] = chosen
         _tune_cache.store(text, chosen, timed, threads=threads, name=label(best))
         return chosen
+
+
+def _confirmed(timed: dict[str, float], *, best: str, prior: str,
+               again: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """``timed`` with the times of ``best`` and ``prior`` replaced by the medians over it and
+    :data:`CONFIRMATIONS` more timings of the two (``again``) when ``best`` beats ``prior`` by less than
+    :data:`NEAR`; else ``timed`` as it is.
+
+    Example:
+        >>> rounds = iter([{"a": 1.0, "b": 0.8}, {"a": 1.0, "b": 1.1}])
+        >>> _confirmed({"a": 1.0, "b": 0.9, "c": 2.0}, best="b", prior="a", again=lambda: next(rounds))
+        {'a': 1.0, 'b': 0.9, 'c': 2.0}
+        >>> _confirmed({"a": 1.0, "b": 0.5}, best="b", prior="a", again=lambda: {})  # clear: not timed again
+        {'a': 1.0, 'b': 0.5}
+    """
+    if not (1 - NEAR) * timed[prior] < timed[best] < timed[prior]:
+        return timed
+    rounds = [timed] + [again() for _ in range(CONFIRMATIONS)]
+    return {**timed, **{name: statistics.median(r[name] for r in rounds) for name in (best, prior)}}
 
 
 def choices() -> dict[str, ConvPlan]:

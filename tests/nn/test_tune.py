@@ -190,3 +190,35 @@ def test_a_table_plan_in_cache_mode_is_not_memoised(monkeypatch: pytest.MonkeyPa
     conv.plan_for(x)
     conv.plan_for(x)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize(("rounds", "form", "calls"), [
+    # a clear win is taken from one timing of every candidate
+    ([{"reference": 1.0, "native": 0.5, "dense": 2.0}], "native", [3]),
+    # a near win that does not hold when the two are timed again alone: the prior stays
+    ([{"reference": 1.0, "native": 0.9, "dense": 2.0}, {"reference": 1.0, "native": 1.2},
+      {"reference": 1.0, "native": 1.1}], "reference", [3, 2, 2]),
+    # a near win that holds
+    ([{"reference": 1.0, "native": 0.9, "dense": 2.0}, {"reference": 1.0, "native": 0.92},
+      {"reference": 1.0, "native": 0.95}], "native", [3, 2, 2]),
+    # the prior fastest, or tied with the fastest: kept without timing again
+    ([{"reference": 1.0, "native": 1.0, "dense": 2.0}], "reference", [3]),
+])
+def test_a_near_win_over_the_prior_is_timed_again_before_it_is_taken(rounds: list[dict[str, float]], form: str,
+                                                                   calls: list[int]) -> None:
+    from igcnas.nn.plan import ConvPlan
+
+    prior = ConvPlan("reference", True, "table")
+    plans = [ConvPlan("native", True, "n"), ConvPlan("dense", True, "d")]
+    asked: list[int] = []
+
+    def seconds(forms: list[ConvPlan]) -> dict[str, float]:
+        asked.append(len(forms))
+        return {tune.label(p): rounds[len(asked) - 1][tune.label(p)] for p in forms}
+
+    labels = {tune.label(p) for p in [prior, *plans]}
+    assert {name for name in rounds[0]} == labels, "the test's timings name every candidate"
+    chosen = tune.decide("TEST near win", threads=1, prior=prior, plans=lambda: list(plans), seconds=seconds)
+    assert chosen.form == form and asked == calls
+    cached = _tune_cache.lookup("TEST near win", threads=1)
+    assert cached is not None and cached.form == form
