@@ -43,9 +43,10 @@ With the same malloc, the IGCV3-D block stays bound by work both impls share: Ba
 the residual add are memory-bound passes over 50 MB tensors that only a whole-block kernel would remove.
 
 This module holds the suites (:func:`bench_blocks`, :func:`bench_networks`), the table and the command line;
-the blocks and cases are in :mod:`igcnas.bench.ops_blocks`, the in-process timing (:func:`bench_pair`) in
-:mod:`igcnas.bench.ops_timing` and the two-runtime worker processes (:func:`bench_cases`) in
-:mod:`igcnas.bench.ops_workers`; all their public names are re-exported here.
+the blocks and cases are in :mod:`igcnas.bench.ops_blocks`, the timer of one case in
+:mod:`igcnas.bench.ops_timing` and the rounds, in the two runtimes' worker processes (:func:`bench_cases`) or in
+this process (:func:`bench_pair`), in :mod:`igcnas.bench.ops_workers`; all their public names are re-exported
+here.
 
 Example (not run as a doctest: two worker processes, several seconds; ``tests/bench`` runs this call):
     >>> rows = bench_blocks(batch=2, size=8, repeats=1)  # doctest: +SKIP
@@ -76,8 +77,8 @@ from igcnas.bench.ops_blocks import (
     igcv2_star_c416_block,
     igcv3_d_block,
 )
-from igcnas.bench.ops_timing import InputFormat, bench_pair
-from igcnas.bench.ops_workers import RUNTIMES, Runtime, bench_cases
+from igcnas.bench.ops_timing import InputFormat
+from igcnas.bench.ops_workers import RUNTIMES, Runtime, bench_cases, bench_pair
 from igcnas.errors import UserError
 
 __all__ = [

@@ -1,15 +1,14 @@
-"""Measurement of the ops benchmark: naive vs fast copies of one module timed interleaved, in this process.
+"""Measurement of the ops benchmark: naive vs fast copies of one module timed interleaved.
 
 :class:`_PairTimer` holds the naive and the fast copy of a module (same weights, same input values, warmed up)
-and times one training step and one inference of each per round, device-synchronized; :func:`bench_pair` runs
-its rounds here and returns one row (the schema :func:`_row` / :func:`_ratio_fields` build, shared with
-:func:`igcnas.bench.ops_workers.bench_cases`), with the module's params and fvcore MACs.
+and times one training step and one inference of each per round, device-synchronized; :func:`_row` and
+:func:`_ratio_fields` build the row :mod:`igcnas.bench.ops_workers` returns from those rounds, with the module's
+params and fvcore MACs.
 """
 
 from __future__ import annotations
 
 import functools
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from torch import Tensor, nn
 from igcnas.errors import UserError
 from igcnas.nn.ops import Impl
 
-__all__ = ["InputFormat", "bench_pair"]
+__all__ = ["InputFormat"]
 
 
 def _sync(device: torch.device) -> None:
@@ -208,7 +207,7 @@ def _row(
     input_format: str,
     device: str,
 ) -> dict[str, Any]:
-    """One benchmark row (the schema :func:`bench_pair` and ``ops_workers.bench_cases`` share)."""
+    """One benchmark row (``ops_workers.bench_cases``; ``bench_pair`` returns the same)."""
     return {
         "block": name,
         "channels": channels,
@@ -222,46 +221,3 @@ def _row(
         "threads": torch.get_num_threads(),
     }
 
-
-def bench_pair(
-    name: str,
-    build: Callable[[Impl], nn.Module],
-    *,
-    channels: int,
-    batch: int = 64,
-    size: int = 32,
-    repeats: int = 5,
-    warmup: int = 2,
-    device: str | torch.device = "cpu",
-    input_format: InputFormat = "native",
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Time ``build("naive")`` against ``build("fast")`` (same weights, same input values), interleaved, here.
-
-    Runs in the calling process, under whatever malloc it has (``runtime: "current"``), so the speed-ups are
-    the ops' alone; :func:`bench_cases` also compares runtimes. The training step is forward + backward of a
-    fixed output gradient (as if it came from the rest of the network, in the output's memory format)
-    including the input gradient; eval is a ``no_grad`` forward in eval mode. ``input_format="native"`` gives
-    each impl the layout a network built from it carries between blocks (NCHW for naive, channels_last for
-    fast on CPU, where the fast forms produce channels_last); ``"nchw"`` or ``"channels_last"`` force one
-    layout on both (then the fast block pays the conversion).
-
-    Returns one row: images/s of the training step and of inference for both, the speed-up ratios
-    fast/naive, the max output difference and the block's params and fvcore MACs (per image).
-
-    Example:
-        >>> from igcnas.bench.ops import igc_l24m2_block
-        >>> row = bench_pair("igc", lambda i: igc_l24m2_block(impl=i), channels=48, batch=2, size=8, repeats=1)
-        >>> row["block"], row["max_abs_diff"] < 1e-4
-        ('igc', True)
-    """
-    _check_options(input_format, batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
-    timer = _PairTimer(build, channels=channels, batch=batch, size=size, warmup=warmup, device=device,
-                       input_format=input_format, seed=seed)
-    samples: dict[str, list[float]] = {}
-    for index in range(repeats):
-        for key, seconds in timer.round(index).items():
-            samples.setdefault(key, []).append(seconds)
-    ips = {("current", *_impl_mode(key)): batch / statistics.median(times) for key, times in samples.items()}
-    return _row(name, channels, size, batch, timer.summary(), _ratio_fields(ips, ["current"]), "current",
-                input_format, str(timer.device))

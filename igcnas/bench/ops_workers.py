@@ -3,71 +3,106 @@
 :func:`bench_cases` starts a worker per :data:`RUNTIMES` entry (the system malloc and igcnas's tuned malloc:
 malloc settings are process-wide and cannot be undone), has each build the ``_PairTimer`` of
 :mod:`igcnas.bench.ops_timing` for a case (for every case at once when interleaved), alternates the timed rounds
-between the workers (and between the cases) and reduces them to one row per case. Off CPU it times in this
-process (:func:`~igcnas.bench.ops_timing.bench_pair`).
+between the workers (and between the cases) and reduces them to one row per case. Off CPU, and for
+:func:`bench_pair`, the same requests are served in this process (one runtime, ``current``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
+from torch import nn
 
 from igcnas.bench.ops_blocks import CaseRef
-from igcnas.bench.ops_timing import (
-    InputFormat,
-    _check_options,
-    _impl_mode,
-    _PairTimer,
-    _ratio_fields,
-    _row,
-    bench_pair,
-)
+from igcnas.bench.ops_timing import InputFormat, _check_options, _impl_mode, _PairTimer, _ratio_fields, _row
 from igcnas.errors import UserError
+from igcnas.nn.ops import Impl
 
-__all__ = ["Runtime", "RUNTIMES", "bench_cases", "rotated"]
+__all__ = ["Runtime", "RUNTIMES", "bench_cases", "bench_pair", "rotated"]
 
 #: ``system``: malloc as the C library sets it (what a plain PyTorch script gets); ``tuned``: the malloc tuning
 #: igcnas's CPU training applies (:mod:`igcnas._allocator`)
 Runtime = Literal["system", "tuned"]
 RUNTIMES: tuple[Runtime, ...] = ("system", "tuned")
+_T = TypeVar("_T")
+
+
+class _Case(Protocol):
+    """What a benchmark case gives: a name, a module per impl and its input's (channels, size)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def build(self, impl: Impl) -> nn.Module: ...
+
+    def input_shape(self, size: int) -> tuple[int, int]: ...
+
+
+class _Timers:
+    """The cases one runtime has built, by name: the requests a worker process (or this process) serves."""
+
+    def __init__(self, runtime: str) -> None:
+        self.runtime = runtime
+        self.timers: dict[str, _PairTimer] = {}
+
+    def handle(self, command: str, argument: Any) -> Any:
+        """``reset`` (free every case), ``setup`` ((case, options): build it; replies the malloc it runs
+        under), ``round`` ((name, index): one round's seconds) or ``summary`` (name)."""
+        if command == "reset":
+            self.timers.clear()  # free the previous group's tensors before building the next one
+            return None
+        if command == "setup":
+            from igcnas._allocator import allocator_status
+
+            case, options = argument
+            channels, size = case.input_shape(options.pop("size"))
+            self.timers[case.name] = _PairTimer(case.build, channels=channels, size=size, **options)
+            return allocator_status() if self.runtime == "tuned" else self.runtime
+        if command == "round":
+            name, index = argument
+            return self.timers[name].round(index)
+        return self.timers[argument].summary()
 
 
 def _runtime_worker(conn: Any, runtime: Runtime, threads: int) -> None:
-    """Worker process: set up ``runtime``, then serve setup/round/summary requests until told to stop."""
+    """Worker process: set up ``runtime``, then serve :class:`_Timers` requests until told to stop."""
     import signal
 
-    from igcnas._allocator import allocator_status, tune_cpu_allocator
+    from igcnas._allocator import tune_cpu_allocator
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
     if runtime == "tuned":
         tune_cpu_allocator()
     torch.set_num_threads(threads)
-    timers: dict[str, _PairTimer] = {}  # by case name: the cases timed in the current group
+    timers = _Timers(runtime)
     while True:
         command, argument = conn.recv()
         if command == "stop":
             break
         try:
-            if command == "reset":
-                timers.clear()  # free the previous group's tensors before building the next one
-                reply: Any = None
-            elif command == "setup":
-                case, options = argument
-                channels, size = case.input_shape(options.pop("size"))
-                timers[case.name] = _PairTimer(case.build, channels=channels, size=size, **options)
-                reply = allocator_status() if runtime == "tuned" else "system"
-            elif command == "round":
-                name, index = argument
-                reply = timers[name].round(index)
-            else:
-                reply = timers[argument].summary()
-            conn.send(("ok", reply))
+            conn.send(("ok", timers.handle(command, argument)))
         except Exception as error:  # reported to the parent, which raises it there
             conn.send(("user-error" if isinstance(error, UserError) else "error", f"{type(error).__name__}: {error}"))
+
+
+class _Here:
+    """This process as the one runtime ``current`` (whatever malloc it has), asked as :class:`_Workers` are."""
+
+    def __init__(self) -> None:
+        self.timers = _Timers("current")
+
+    def ask(self, runtime: str, command: str, argument: Any = None) -> Any:
+        """Serve one request here (its errors raised as they are)."""
+        return self.timers.handle(command, argument)
+
+    def close(self) -> None:
+        """Free the cases."""
+        self.timers.handle("reset", None)
 
 
 class _Workers:
@@ -118,7 +153,7 @@ class _Workers:
                 process.kill()
 
 
-def rotated(group: Sequence[CaseRef], index: int) -> list[CaseRef]:
+def rotated(group: Sequence[_T], index: int) -> list[_T]:
     """The order round ``index`` times an interleaved group in: each case leads in turn.
 
     Example:
@@ -170,41 +205,97 @@ def bench_cases(
         >>> row["train_ops_speedup"] == row["fast_train_ips_tuned"] / row["naive_train_ips_tuned"]
         True
     """
+    here = torch.device(device).type != "cpu"
+    return _bench(cases, batch=batch, size=size, repeats=repeats, warmup=warmup, device=device,
+                  input_format=input_format, seed=seed, interleave=interleave, here=here)
+
+
+def _bench(cases: Sequence[_Case], *, batch: int, size: int, repeats: int, warmup: int, device: str | torch.device,
+           input_format: InputFormat, seed: int, interleave: bool, here: bool) -> list[dict[str, Any]]:
+    """:func:`bench_cases`'s rounds, in the two runtimes' worker processes or (``here``) in this process."""
     _check_options(input_format, batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
-    dev = torch.device(device)
-    if dev.type != "cpu":
-        rows = []
-        for case in cases:
-            channels, case_size = case.input_shape(size)
-            row = bench_pair(case.name, case.build, channels=channels, batch=batch, size=case_size,
-                             repeats=repeats, warmup=warmup, device=dev, input_format=input_format, seed=seed)
-            rows.append(row)
-        return rows
     names = [case.name for case in cases]
     if interleave and len(set(names)) != len(names):
         raise UserError(f"bench: interleaved cases need distinct names, got {names}")
-    options = {"batch": batch, "size": size, "warmup": warmup, "device": "cpu", "input_format": input_format,
+    dev = torch.device(device)
+    options = {"batch": batch, "size": size, "warmup": warmup, "device": str(dev), "input_format": input_format,
                "seed": seed}
-    workers = _Workers(RUNTIMES)
+    runtimes: tuple[str, ...] = ("current",) if here else RUNTIMES
+    workers: _Here | _Workers = _Here() if here else _Workers(RUNTIMES)
     rows = []
     try:
         for group in [list(cases)] if interleave else [[case] for case in cases]:
-            for runtime in RUNTIMES:
+            for runtime in runtimes:
                 workers.ask(runtime, "reset")
-            allocator = {case.name: {runtime: workers.ask(runtime, "setup", (case, dict(options)))
-                                     for runtime in RUNTIMES} for case in group}
+            malloc = {case.name: {runtime: workers.ask(runtime, "setup", (case, dict(options)))
+                                  for runtime in runtimes} for case in group}
             samples: dict[str, dict[tuple[str, str, str], list[float]]] = {case.name: {} for case in group}
             for index in range(repeats):
                 for case in rotated(group, index):
-                    for runtime in RUNTIMES if index % 2 == 0 else RUNTIMES[::-1]:
+                    for runtime in runtimes if index % 2 == 0 else runtimes[::-1]:
                         for key, seconds in workers.ask(runtime, "round", (case.name, index)).items():
                             samples[case.name].setdefault((runtime, *_impl_mode(key)), []).append(seconds)
             for case in group:
                 ips = {key: batch / statistics.median(times) for key, times in samples[case.name].items()}
                 channels, case_size = case.input_shape(size)
-                label = f"naive: system malloc, fast: {allocator[case.name]['tuned']} malloc"
-                rows.append(_row(case.name, channels, case_size, batch, workers.ask("tuned", "summary", case.name),
-                                 _ratio_fields(ips, RUNTIMES), label, input_format, "cpu"))
+                label = "current" if here else f"naive: system malloc, fast: {malloc[case.name]['tuned']} malloc"
+                rows.append(_row(case.name, channels, case_size, batch,
+                                 workers.ask(runtimes[-1], "summary", case.name), _ratio_fields(ips, runtimes),
+                                 label, input_format, str(dev)))
     finally:
         workers.close()
     return rows
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A case from a build function (served in this process only: a lambda does not pickle)."""
+
+    name: str
+    builder: Callable[[Impl], nn.Module]
+    channels: int
+
+    def build(self, impl: Impl) -> nn.Module:
+        """The module for ``impl``."""
+        return self.builder(impl)
+
+    def input_shape(self, size: int) -> tuple[int, int]:
+        """(channels, size) of the input."""
+        return self.channels, size
+
+
+def bench_pair(
+    name: str,
+    build: Callable[[Impl], nn.Module],
+    *,
+    channels: int,
+    batch: int = 64,
+    size: int = 32,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str | torch.device = "cpu",
+    input_format: InputFormat = "native",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time ``build("naive")`` against ``build("fast")`` (same weights, same input values), interleaved, here.
+
+    Runs in the calling process, under whatever malloc it has (``runtime: "current"``), so the speed-ups are
+    the ops' alone; :func:`bench_cases` also compares runtimes. The training step is forward + backward of a
+    fixed output gradient (as if it came from the rest of the network, in the output's memory format)
+    including the input gradient; eval is a ``no_grad`` forward in eval mode. ``input_format="native"`` gives
+    each impl the layout a network built from it carries between blocks (NCHW for naive, channels_last for
+    fast on CPU, where the fast forms produce channels_last); ``"nchw"`` or ``"channels_last"`` force one
+    layout on both (then the fast block pays the conversion).
+
+    Returns one row: images/s of the training step and of inference for both, the speed-up ratios
+    fast/naive, the max output difference and the block's params and fvcore MACs (per image).
+
+    Example:
+        >>> from igcnas.bench.ops import igc_l24m2_block
+        >>> row = bench_pair("igc", lambda i: igc_l24m2_block(impl=i), channels=48, batch=2, size=8, repeats=1)
+        >>> row["block"], row["runtime"], row["max_abs_diff"] < 1e-4
+        ('igc', 'current', True)
+    """
+    (row,) = _bench([_Built(name, build, channels)], batch=batch, size=size, repeats=repeats, warmup=warmup,
+                    device=device, input_format=input_format, seed=seed, interleave=False, here=True)
+    return row

@@ -77,6 +77,22 @@ def test_interleaved_cases_give_one_row_each_in_order_and_need_distinct_names() 
         bench.bench_cases([cases[0], cases[0]], batch=2, repeats=1, interleave=True)
 
 
+def test_off_cpu_the_same_rounds_run_in_this_process() -> None:
+    # what a GPU run takes (one runtime, "current"), run here on the CPU
+    from igcnas.bench.ops_workers import _bench
+
+    cases = [bench.CaseRef("zoo", "RegConv-W16-D8"), bench.CaseRef("zoo", "IGC-L24M2-D20")]
+    rows = _bench(cases, batch=2, size=32, repeats=2, warmup=1, device="cpu", input_format="nchw", seed=0,
+                  interleave=True, here=True)
+    assert [(row["block"], row["runtime"], row["device"]) for row in rows] == [
+        ("RegConv-W16-D8", "current", "cpu"), ("IGC-L24M2-D20", "current", "cpu")]
+    assert all(row["train_speedup"] == row["train_ops_speedup"] > 0 and "naive_train_ips_current" in row
+               for row in rows)
+    with pytest.raises(UserError, match="^bench: unknown block 'nope'"):
+        _bench([bench.CaseRef("block", "nope")], batch=2, size=8, repeats=1, warmup=1, device="cpu",
+               input_format="native", seed=0, interleave=False, here=True)
+
+
 def test_blocks_use_the_requested_impl_and_share_weights() -> None:
     for case in bench.BLOCKS:
         naive, fast = case.build("naive"), case.build("fast")
