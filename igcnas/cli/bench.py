@@ -18,7 +18,8 @@ Benchmarks, each printed as a table (or JSON). They measure ratios side by side 
 meaningful on a noisy machine; run them on your own hardware (CUDA is used when --device cuda).
   space  the design-space funnel (5460 chains) for several C
   cost   counting one candidate: closed form vs fvcore vs cached
-  ops    naive vs fast sparse-kernel blocks and zoo networks, train and eval images/s
+  ops    naive vs fast sparse-kernel blocks and zoo networks, train and eval images/s (the networks timed
+         interleaved, every network in every round, so their rows compare with each other too)
          (with --data-dir, also the data benchmark below: one command for the whole training engine)
   data   igcnas's tensor pipeline vs torchvision ImageFolder + DataLoader (needs --data-dir)
   train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)
