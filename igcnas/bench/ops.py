@@ -78,7 +78,7 @@ from igcnas.bench.ops_blocks import (
     igcv3_d_block,
 )
 from igcnas.bench.ops_timing import InputFormat
-from igcnas.bench.ops_workers import RUNTIMES, Runtime, bench_cases, bench_pair
+from igcnas.bench.ops_workers import RUNTIMES, Runtime, bench_cases, bench_pair, rotated
 from igcnas.errors import UserError
 
 __all__ = [
@@ -94,6 +94,7 @@ __all__ = [
     "igcv2_star_c416_block",
     "igcv3_d_block",
     "bench_pair",
+    "rotated",
     "bench_blocks",
     "bench_networks",
     "NETWORKS",

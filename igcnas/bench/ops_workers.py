@@ -66,7 +66,9 @@ class _Timers:
         if command == "round":
             name, index = argument
             return self.timers[name].round(index)
-        return self.timers[argument].summary()
+        if command == "summary":
+            return self.timers[argument].summary()
+        raise ValueError(f"bench: unknown request {command!r} (reset, setup, round or summary)")
 
 
 def _runtime_worker(conn: Any, runtime: Runtime, threads: int) -> None:
@@ -183,7 +185,8 @@ def bench_cases(
     between the impls. With ``interleave`` every case is built first and each round times every case, in an
     order that rotates from round to round, so that the rows compare with each other as well (one network's
     images/s against another's: this machine's speed drifts over minutes); else one case after the other, each
-    freed before the next is built. Per case the row gives images/s for every (runtime, impl, mode) and:
+    freed before the next is built (interleaved, every case's naive and fast copies are held at once, in both
+    workers). Per case the row gives images/s for every (runtime, impl, mode) and:
 
     * ``naive_*_ips``: the naive reference under the system malloc (a plain PyTorch script);
     * ``fast_*_ips``: igcnas's fast ops under the tuned malloc (what ``igcnas train``/``search`` run);
@@ -214,6 +217,8 @@ def _bench(cases: Sequence[_Case], *, batch: int, size: int, repeats: int, warmu
            input_format: InputFormat, seed: int, interleave: bool, here: bool) -> list[dict[str, Any]]:
     """:func:`bench_cases`'s rounds, in the two runtimes' worker processes or (``here``) in this process."""
     _check_options(input_format, batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
+    if not cases:
+        return []
     names = [case.name for case in cases]
     if interleave and len(set(names)) != len(names):
         raise UserError(f"bench: interleaved cases need distinct names, got {names}")

@@ -24,7 +24,7 @@ from typing import Any
 from igcnas._allocator import allocator_status
 from igcnas.nn.plan import ConvPlan
 
-__all__ = ["fingerprint", "malloc_regime", "cache_file", "lookup", "store", "entries"]
+__all__ = ["METHOD", "fingerprint", "malloc_regime", "cache_file", "lookup", "store", "entries"]
 
 _loaded: dict[str, dict[str, Any]] = {}
 

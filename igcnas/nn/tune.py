@@ -56,6 +56,7 @@ NEAR = 0.15
 """A form that beats the table's choice by less than this (a fraction of the choice's time) is timed against it
 :data:`CONFIRMATIONS` more times before it replaces it: single timings of a few milliseconds swing by that much."""
 CONFIRMATIONS = 2
+"""How many more times a near win is timed against the table's choice (see :data:`NEAR`)."""
 _MAX_BATCH = 32
 """Signatures are timed at a batch of at most this many images (the time per image barely depends on it)."""
 _MERGED_MAX = 16
@@ -252,7 +253,8 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
     candidate ``plans`` and the ``prior``, keyed by :func:`label`) and cached; ``prior`` is kept unless another is
     faster by :data:`MARGIN`, and returned untimed in mode ``cache`` (or ``off``) when nothing is cached. A
     fastest form within :data:`NEAR` of the prior is timed against it alone :data:`CONFIRMATIONS` more times, and
-    the two are compared by the median of their timings."""
+    the two are compared by the median of their timings (the other forms keep their one timing: a form it did not
+    confirm is not tried in its place, and the prior stays)."""
     global _memory_regime
     mode = mode if mode is not None else tune_mode()
     if mode == "off":
@@ -276,8 +278,8 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
             candidates.append(prior)
         timed = seconds(candidates)
         best = min(candidates, key=lambda p: timed[label(p)])
-        timed = _confirmed(timed, best=label(best), prior=label(prior),
-                           again=lambda: seconds([p for p in candidates if label(p) in (label(best), label(prior))]))
+        pair = [p for p in candidates if label(p) in (label(best), label(prior))]
+        timed = _confirmed(timed, best=label(best), prior=label(prior), again=lambda: seconds(pair))
         if timed[label(best)] > (1 - MARGIN) * timed[label(prior)]:
             best = prior
         chosen = ConvPlan(best.form, best.channels_last, f"measured here ({label(best)} fastest of "

@@ -91,6 +91,7 @@ def test_off_cpu_the_same_rounds_run_in_this_process() -> None:
     with pytest.raises(UserError, match="^bench: unknown block 'nope'"):
         _bench([bench.CaseRef("block", "nope")], batch=2, size=8, repeats=1, warmup=1, device="cpu",
                input_format="native", seed=0, interleave=False, here=True)
+    assert bench.bench_cases([], batch=2, repeats=1, interleave=True) == []  # no case: no worker started
 
 
 def test_blocks_use_the_requested_impl_and_share_weights() -> None:
