@@ -147,8 +147,14 @@ class _PairTimer:
                 _eval_step(model, self.inputs[impl])
 
     def round(self, index: int) -> dict[str, float]:
-        """Seconds of one training step and one inference of each impl (order alternates with ``index``)."""
+        """Seconds of one training step and one inference of each impl (order alternates with ``index``), after
+        one untimed inference of the impl timed first: a round starts after other processes' rounds, with this
+        one's caches cold and its threads asleep, and that cost would fall on the first impl alone (the naive one
+        in most rounds of an odd count). An inference, not a training step, so that both copies' BatchNorm
+        statistics stay equal."""
         order = _IMPLS if index % 2 == 0 else _IMPLS[::-1]
+        _eval_step(self.models[order[0]].eval(), self.inputs[order[0]])
+        _sync(self.device)
         seconds: dict[str, float] = {}
         for impl in order:
             step = functools.partial(_train_step, self.models[impl].train(), self.inputs[impl], self.grads[impl])

@@ -1,9 +1,9 @@
 """Side by side under two malloc runtimes: one spawned worker process each, rounds alternating between them.
 
 :func:`bench_cases` starts a worker per :data:`RUNTIMES` entry (the system malloc and igcnas's tuned malloc:
-malloc settings are process-wide and cannot be undone), has each build the ``_PairTimer`` of
-:mod:`igcnas.bench.ops_timing` for a case (for every case at once when interleaved), alternates the timed rounds
-between the workers (and between the cases) and reduces them to one row per case. Off CPU, and for
+malloc settings are process-wide and cannot be undone; a pair per case when the cases are interleaved), has each
+build the ``_PairTimer`` of :mod:`igcnas.bench.ops_timing` for its case, alternates the timed rounds between the
+workers (and between the cases) and reduces them to one row per case. Off CPU, and for
 :func:`bench_pair`, the same requests are served in this process (one runtime, ``current``).
 """
 
@@ -108,40 +108,41 @@ class _Here:
 
 
 class _Workers:
-    """One spawned worker process per runtime (torch threads as in the parent)."""
+    """Spawned worker processes (torch threads as in the parent), each under its runtime: ``slots`` maps a
+    worker's name to its runtime."""
 
-    def __init__(self, runtimes: Sequence[Runtime]) -> None:
+    def __init__(self, slots: dict[str, Runtime]) -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self.pipes: dict[str, Any] = {}
         self.processes: list[Any] = []
         try:
-            for runtime in runtimes:
+            for name, runtime in slots.items():
                 parent, child = context.Pipe()
                 process = context.Process(
                     target=_runtime_worker, args=(child, runtime, torch.get_num_threads()), daemon=True
                 )
                 process.start()
                 child.close()
-                self.pipes[runtime] = parent
+                self.pipes[name] = parent
                 self.processes.append(process)
         except BaseException:
             self.close()  # the workers already started
             raise
 
-    def ask(self, runtime: str, command: str, argument: Any = None) -> Any:
-        """Send one request to ``runtime``'s worker and return its reply (RuntimeError if it failed or died)."""
-        pipe = self.pipes[runtime]
+    def ask(self, name: str, command: str, argument: Any = None) -> Any:
+        """Send one request to worker ``name`` and return its reply (RuntimeError if it failed or died)."""
+        pipe = self.pipes[name]
         try:
             pipe.send((command, argument))
             status, reply = pipe.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError) as error:
-            raise RuntimeError(f"bench: the {runtime} worker process died ({error!r}); out of memory?") from error
+            raise RuntimeError(f"bench: the {name} worker process died ({error!r}); out of memory?") from error
         if status == "user-error":  # a bad argument: the same one-line error as in-process
             raise UserError(str(reply).split(": ", 1)[1])
         if status != "ok":
-            raise RuntimeError(f"bench: the {runtime} worker failed: {reply}")
+            raise RuntimeError(f"bench: the {name} worker failed: {reply}")
         return reply
 
     def close(self) -> None:
@@ -182,18 +183,19 @@ def bench_cases(
 
     Two worker processes, one per runtime (malloc settings are process-wide and cannot be undone), each
     holding the naive and the fast copy; the rounds alternate between the workers and, inside a worker,
-    between the impls. With ``interleave`` every case is built first and each round times every case, in an
-    order that rotates from round to round, so that the rows compare with each other as well (one network's
-    images/s against another's: this machine's speed drifts over minutes); else one case after the other, each
-    freed before the next is built (interleaved, every case's naive and fast copies are held at once, in both
-    workers). Per case the row gives images/s for every (runtime, impl, mode) and:
+    between the impls. With ``interleave`` every case is built first, in its own two workers, and each round
+    times every case, in an order that rotates from round to round, so that the rows compare with each other as
+    well (one network's images/s against another's: this machine's speed drifts over minutes); else one case
+    after the other in the same two workers, each freed before the next is built. Per case the row gives images/s
+    for every (runtime, impl, mode) and:
 
     * ``naive_*_ips``: the naive reference under the system malloc (a plain PyTorch script);
     * ``fast_*_ips``: igcnas's fast ops under the tuned malloc (what ``igcnas train``/``search`` run);
     * ``*_speedup``: fast / naive of those two: the training engine against the reference;
     * ``*_ops_speedup``: fast / naive both under the tuned malloc: the ops alone.
 
-    On a non-CPU device there is one runtime (the parent process) and both speed-ups are the ops'.
+    On a non-CPU device there is one runtime (the parent process, which then holds every interleaved case) and
+    both speed-ups are the ops'.
 
     The workers are started with ``spawn``: a script that calls this must guard its entry point with
     ``if __name__ == "__main__":`` (the command line tools do).
@@ -226,27 +228,36 @@ def _bench(cases: Sequence[_Case], *, batch: int, size: int, repeats: int, warmu
     options = {"batch": batch, "size": size, "warmup": warmup, "device": str(dev), "input_format": input_format,
                "seed": seed}
     runtimes: tuple[str, ...] = ("current",) if here else RUNTIMES
-    workers: _Here | _Workers = _Here() if here else _Workers(RUNTIMES)
+    # interleaved on CPU, each case has its own pair of workers, so that no case runs in a process another case
+    # has run in (the heap, caches and library state one network leaves behind slowed another's steps)
+    per_case = interleave and not here
+
+    def worker(runtime: str, case: _Case) -> str:
+        """The name of the worker that times ``case`` under ``runtime``."""
+        return f"{runtime} {case.name}" if per_case else runtime
+
+    workers: _Here | _Workers = (_Here() if here else _Workers(
+        {worker(runtime, case): runtime for case in cases for runtime in RUNTIMES}))
     rows = []
     try:
         for group in [list(cases)] if interleave else [[case] for case in cases]:
-            for runtime in runtimes:
-                workers.ask(runtime, "reset")
-            malloc = {case.name: {runtime: workers.ask(runtime, "setup", (case, dict(options)))
+            for name in {worker(runtime, case) for case in group for runtime in runtimes}:
+                workers.ask(name, "reset")
+            malloc = {case.name: {runtime: workers.ask(worker(runtime, case), "setup", (case, dict(options)))
                                   for runtime in runtimes} for case in group}
             samples: dict[str, dict[tuple[str, str, str], list[float]]] = {case.name: {} for case in group}
             for index in range(repeats):
                 for case in rotated(group, index):
                     for runtime in runtimes if index % 2 == 0 else runtimes[::-1]:
-                        for key, seconds in workers.ask(runtime, "round", (case.name, index)).items():
+                        for key, seconds in workers.ask(worker(runtime, case), "round", (case.name, index)).items():
                             samples[case.name].setdefault((runtime, *_impl_mode(key)), []).append(seconds)
             for case in group:
                 ips = {key: batch / statistics.median(times) for key, times in samples[case.name].items()}
                 channels, case_size = case.input_shape(size)
                 label = "current" if here else f"naive: system malloc, fast: {malloc[case.name]['tuned']} malloc"
                 rows.append(_row(case.name, channels, case_size, batch,
-                                 workers.ask(runtimes[-1], "summary", case.name), _ratio_fields(ips, runtimes),
-                                 label, input_format, str(dev)))
+                                 workers.ask(worker(runtimes[-1], case), "summary", case.name),
+                                 _ratio_fields(ips, runtimes), label, input_format, str(dev)))
     finally:
         workers.close()
     return rows
