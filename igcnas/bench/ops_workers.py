@@ -210,21 +210,24 @@ def bench_cases(
         >>> row["train_ops_speedup"] == row["fast_train_ips_tuned"] / row["naive_train_ips_tuned"]
         True
     """
-    here = torch.device(device).type != "cpu"
     return _bench(cases, batch=batch, size=size, repeats=repeats, warmup=warmup, device=device,
-                  input_format=input_format, seed=seed, interleave=interleave, here=here)
+                  input_format=input_format, seed=seed, interleave=interleave, here=None)
 
 
 def _bench(cases: Sequence[_Case], *, batch: int, size: int, repeats: int, warmup: int, device: str | torch.device,
-           input_format: InputFormat, seed: int, interleave: bool, here: bool) -> list[dict[str, Any]]:
-    """:func:`bench_cases`'s rounds, in the two runtimes' worker processes or (``here``) in this process."""
+           input_format: InputFormat, seed: int, interleave: bool, here: bool | None) -> list[dict[str, Any]]:
+    """:func:`bench_cases`'s rounds, in the two runtimes' worker processes or (``here``; default: off CPU) in this
+    process."""
+    from igcnas.train import resolve_device
+
     _check_options(input_format, batch=batch, size=size, repeats=repeats, warmup=warmup + 1)
+    dev = resolve_device(device)  # a one-line error for a device that is not one, or not on this machine
+    here = dev.type != "cpu" if here is None else here
     if not cases:
         return []
     names = [case.name for case in cases]
     if interleave and len(set(names)) != len(names):
         raise UserError(f"bench: interleaved cases need distinct names, got {names}")
-    dev = torch.device(device)
     options = {"batch": batch, "size": size, "warmup": warmup, "device": str(dev), "input_format": input_format,
                "seed": seed}
     runtimes: tuple[str, ...] = ("current",) if here else RUNTIMES

@@ -152,8 +152,10 @@ def _cost(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     from igcnas.bench.ops import bandwidth_note, bench_blocks, bench_networks, copy_bandwidth
+    from igcnas.train import resolve_device
 
-    on_cpu = str(args.device).split(":")[0] == "cpu"
+    args.device = str(resolve_device(args.device))  # a one-line error before anything runs
+    on_cpu = args.device == "cpu"
     noted = on_cpu and args.format == "table"  # the memory line is printed under the table only
     before = copy_bandwidth() if noted else 0.0
     rows = list(bench_blocks(batch=args.batch, size=args.size, repeats=args.repeats, device=args.device))

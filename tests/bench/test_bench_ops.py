@@ -92,6 +92,9 @@ def test_off_cpu_the_same_rounds_run_in_this_process() -> None:
         _bench([bench.CaseRef("block", "nope")], batch=2, size=8, repeats=1, warmup=1, device="cpu",
                input_format="native", seed=0, interleave=False, here=True)
     assert bench.bench_cases([], batch=2, repeats=1, interleave=True) == []  # no case: no worker started
+    with pytest.raises(UserError, match="^device: 'gpu0' is not a device; use 'auto', 'cpu'"):
+        bench.bench_pair("igc", lambda impl: bench.igc_l24m2_block(impl=impl), channels=48, batch=2, size=8,
+                         device="gpu0")
 
 
 def test_blocks_use_the_requested_impl_and_share_weights() -> None:
