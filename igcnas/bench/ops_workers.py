@@ -231,8 +231,8 @@ def _bench(cases: Sequence[_Case], *, batch: int, size: int, repeats: int, warmu
     options = {"batch": batch, "size": size, "warmup": warmup, "device": str(dev), "input_format": input_format,
                "seed": seed}
     runtimes: tuple[str, ...] = ("current",) if here else RUNTIMES
-    # interleaved on CPU, each case has its own pair of workers, so that no case runs in a process another case
-    # has run in (the heap, caches and library state one network leaves behind slowed another's steps)
+    # interleaved on CPU, each case has its own pair of workers: it runs in a process of its own, as when it
+    # trains, with nothing another case left behind in that process's heap or libraries
     per_case = interleave and not here
 
     def worker(runtime: str, case: _Case) -> str:

@@ -45,8 +45,8 @@ from igcnas.errors import UserError
 from igcnas.nn import _tune_cache
 from igcnas.nn.plan import ConvPlan, ConvSpec, native_measurable
 
-__all__ = ["MODES", "MARGIN", "NEAR", "CONFIRMATIONS", "TuneKey", "tune_mode", "candidate_plans", "label", "measure", "tuned_plan",
-           "decide", "round_robin", "timing_input", "choices", "note_form", "last_forms", "MEMO_SIZE",
+__all__ = ["MODES", "MARGIN", "NEAR", "CONFIRMATIONS", "TuneKey", "tune_mode", "candidate_plans", "label",
+           "measure", "tuned_plan", "decide", "round_robin", "timing_input", "choices", "note_form", "last_forms", "MEMO_SIZE",
            "memo_lookup", "memo_store", "plan_token"]
 
 MODES: tuple[str, ...] = ("auto", "cache", "off")
