@@ -22,8 +22,8 @@ from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
 from igcnas.nn.ops import sparse_conv
 from igcnas.nn.plan import _is_exporting
 
-__all__ = ["Cost", "LayerCost", "Block", "Network", "build", "block_cost", "layer_costs", "network_cost", "conv_out",
-           "closing_takes_the_sum", "sum_in_closing_bn"]
+__all__ = ["Cost", "LayerCost", "Block", "Network", "NetworkPart", "build", "block_cost", "layer_costs", "network_cost",
+           "conv_out", "closing_takes_the_sum", "network_parts", "run_in_runs", "sum_in_closing_bn"]
 
 
 @dataclass(frozen=True)
@@ -249,32 +249,13 @@ class Network(nn.Module):
         """Whether :meth:`_body_in_runs` may run the stem and stages: a fast build (``channels_last_input``), not
         tracing or exporting, no hook on the stages container that would not see it run, and the stem and every
         stage still ``nn.Sequential`` containers."""
-        return (self.channels_last_input and not (torch.jit.is_tracing() or _is_exporting())
-                and not hooked(self.stages) and isinstance(self.stem, nn.Sequential)
-                and all(isinstance(stage, nn.Sequential) for stage in self.stages))
+        return (self.channels_last_input and not hooked(self.stages)
+                and _runs_allowed([self.stem, *self.stages]))
 
     @torch.jit.unused
     def _body_in_runs(self, x: torch.Tensor) -> torch.Tensor:
-        """The stem and the stages, with the modules of the stem and of consecutive :meth:`Block.plain` blocks run
-        as one list (:func:`~igcnas.nn.chain_ops.run_modules`), so that a BatchNorm closing one block folds into the
-        first conv of the next (IGCV1's BN + ReLU into the next grouped 3x3 conv) where measured faster; the same
-        modules in the same order as ``stages(stem(x))``. A hooked stem, stage or block runs as a unit (a hooked
-        stages container: :meth:`_in_runs` is False)."""
-        pending: list[nn.Module] = []
-        if hooked(self.stem):
-            x = self.stem(x)
-        else:
-            pending.extend(self.stem)
-        for stage in self.stages:
-            assert isinstance(stage, nn.Sequential)
-            for block in [stage] if hooked(stage) else list(stage):
-                if isinstance(block, Block) and block.plain():
-                    pending.extend(block.body)
-                    continue
-                if pending:
-                    x, pending = run_modules(pending, x), []
-                x = block(x)
-        return run_modules(pending, x) if pending else x
+        """The stem and the stages through :func:`run_in_runs`."""
+        return run_in_runs(x, stem=self.stem, stages=list(self.stages))
 
     @torch.jit.unused
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -284,6 +265,88 @@ class Network(nn.Module):
                 or _is_exporting()):
             return x
         return x.contiguous(memory_format=torch.channels_last)
+
+
+def _runs_allowed(containers: list[nn.Module]) -> bool:
+    """Whether :func:`run_in_runs` may run ``containers``: not tracing or exporting, and each an ``nn.Sequential``
+    (not replaced since the build)."""
+    return (not (torch.jit.is_tracing() or _is_exporting())
+            and all(isinstance(container, nn.Sequential) for container in containers))
+
+
+def run_in_runs(x: torch.Tensor, *, stem: nn.Sequential | None, stages: list[nn.Module]) -> torch.Tensor:
+    """``stages(stem(x))`` with the modules of the stem and of consecutive :meth:`Block.plain` blocks run as one
+    list (:func:`~igcnas.nn.chain_ops.run_modules`), so that a BatchNorm closing one block folds into the first
+    conv of the next (IGCV1's BN + ReLU into the next grouped 3x3 conv) where measured faster: the same modules in
+    the same order. A hooked stem, stage or block runs as a unit. What a fast :class:`Network` runs (without
+    ``stem``: a run of its stages, as :class:`NetworkPart` times one)."""
+    pending: list[nn.Module] = []
+    if stem is not None:
+        if hooked(stem):
+            x = stem(x)
+        else:
+            pending.extend(stem)
+    for stage in stages:
+        assert isinstance(stage, nn.Sequential)
+        for block in [stage] if hooked(stage) else list(stage):
+            if isinstance(block, Block) and block.plain():
+                pending.extend(block.body)
+                continue
+            if pending:
+                x, pending = run_modules(pending, x), []
+            x = block(x)
+    return run_modules(pending, x) if pending else x
+
+
+def network_parts(network: Network) -> list[str]:
+    """The names :class:`NetworkPart` takes for ``network``, in forward order: ``stem``, ``stages.0``, ...,
+    ``head`` (the head with the classifier).
+
+    Example:
+        >>> from igcnas.zoo import get_zoo
+        >>> network_parts(build(get_zoo("IGC-L24M2-D20").spec, impl="naive"))
+        ['stem', 'stages.0', 'stages.1', 'stages.2', 'head']
+    """
+    return ["stem", *(f"stages.{index}" for index in range(len(network.stages))), "head"]
+
+
+class NetworkPart(nn.Module):
+    """One part of a built :class:`Network` (its stem, one stage, or its head with the classifier; see
+    :func:`network_parts`), run as the whole network runs it: a fast build's stem takes an NCHW input to
+    channels_last, and its stages run through :func:`run_in_runs`. Only the folds across the part's boundaries
+    (a BatchNorm closing the part into the first conv after it) do not happen, since the part runs alone. Holds
+    the network's own modules (no copy), so its parameters and state_dict are those of the part.
+
+    Example:
+        >>> from igcnas.zoo import get_zoo
+        >>> net = build(get_zoo("IGC-L24M2-D20").spec, impl="naive")
+        >>> NetworkPart(net, "stages.1")(torch.randn(2, 48, 32, 32)).shape
+        torch.Size([2, 96, 16, 16])
+    """
+
+    def __init__(self, network: Network, part: str) -> None:
+        super().__init__()
+        names = network_parts(network)
+        if part not in names:
+            raise ValueError(f"NetworkPart: part {part!r} is not one of {', '.join(names)}")
+        self.part = part
+        self.channels_last_input = network.channels_last_input
+        if part == "stem":
+            self.body: nn.Module = network.stem
+        elif part == "head":
+            self.body = nn.Sequential(OrderedDict(head=network.head, classifier=network.classifier))
+        else:
+            self.body = network.stages[int(part.split(".")[1])]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or not self.channels_last_input or self.part == "head":
+            return self.body(x)
+        if not (x.dim() == 4 and x.device.type == "cpu" and _runs_allowed([self.body])):
+            return self.body(x)
+        x = x.contiguous(memory_format=torch.channels_last)  # the network's _prepare (a later part gets it so)
+        if self.part == "stem":
+            return run_in_runs(x, stem=self.body, stages=[])  # type: ignore[arg-type]
+        return run_in_runs(x, stem=None, stages=[self.body])
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -251,3 +251,54 @@ def test_plain_blocks_run_as_one_list_so_a_closing_bn_folds_into_the_next_blocks
         model(x)
         handle.remove()
     assert seen == [1, 2, 2]
+
+
+@pytest.mark.parametrize("impl", ["naive", "auto"])
+def test_the_parts_of_a_network_run_in_order_are_the_network(impl):
+    """Stem, stages and head (with the classifier) of :func:`network_parts`, each a :class:`NetworkPart` of the
+    network's own modules, compose to the network's output and hold exactly its parameters."""
+    from igcnas.nn.network import NetworkPart, network_parts
+
+    spec = SPECS["gc_pwg"]
+    torch.manual_seed(0)
+    model = build(spec, impl=impl).eval()
+    names = network_parts(model)
+    assert names == ["stem", "stages.0", "stages.1", "head"]
+    parts = [NetworkPart(model, name) for name in names]
+    x = torch.randn(2, *spec.input_shape)
+    y = x
+    for part in parts:
+        y = part(y)
+    torch.testing.assert_close(y, model(x), rtol=1e-5, atol=1e-6)
+    owned = {id(p) for part in parts for p in part.parameters()}
+    assert owned == {id(p) for p in model.parameters()}
+    assert sum(p.numel() for part in parts for p in part.parameters()) == sum(p.numel() for p in model.parameters())
+    stem_out = parts[0](x)
+    assert stem_out.is_contiguous(memory_format=torch.channels_last) == (impl != "naive")  # as the network's stem
+    with pytest.raises(ValueError, match="part 'stages.2' is not one of stem, stages.0, stages.1, head"):
+        NetworkPart(model, "stages.2")
+
+
+@pytest.mark.skipif(not _native.native_available(), reason=f"native kernels {_native.native_status()}")
+def test_a_stage_part_runs_its_plain_blocks_in_one_list_as_the_network_does(monkeypatch):
+    """Inside a stage part, a plain block's closing BN folds into the next block's grouped conv, as in the whole
+    network; nothing folds across the part's own boundaries."""
+    from igcnas.nn import chain_ops
+    from igcnas.nn.network import NetworkPart
+
+    spec = ArchSpec(
+        stem=StemSpec(width=16),
+        block=BlockSpec((KernelSpec("GC", groups=8), KernelSpec("PWG", group_width=8)), bn="block", identity=False),
+        stages=(StageSpec(16, 3),),
+        input_shape=(3, 8, 8),
+    )
+    monkeypatch.setattr(chain_ops, "fold_form", lambda *a: "native")
+    real = chain_ops.normed
+    folds: list[int] = []
+    monkeypatch.setattr(chain_ops, "normed", lambda *a, **kw: folds.append(1) or real(*a, **kw))
+    model = build(spec).train()
+    NetworkPart(model, "stages.0")(torch.randn(2, 16, 8, 8).contiguous(memory_format=torch.channels_last))
+    assert folds == [1, 1]  # block 0's closing BN into block 1, block 1's into block 2
+    folds.clear()
+    model(torch.randn(2, 3, 8, 8))
+    assert folds == [1, 1, 1]  # and the stem's into block 0
