@@ -329,6 +329,7 @@ def last_forms(module: Any) -> dict[str, dict[str, str]]:
 
     Example:
         >>> from igcnas.nn.ops import FastSparseConv2d
+        >>> from igcnas.nn.tune import last_forms  # the module the ops record into (a doctest run may hold a copy)
         >>> conv = FastSparseConv2d(ConvSpec(8, 8, 1, groups=2))
         >>> _ = conv(torch.randn(1, 8, 4, 4))
         >>> sorted(last_forms(conv)["train"])
