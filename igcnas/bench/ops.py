@@ -76,6 +76,7 @@ from igcnas.bench.ops_blocks import (
     igc_l24m2_block,
     igcv2_star_c416_block,
     igcv3_d_block,
+    network_cases,
 )
 from igcnas.bench.ops_timing import InputFormat
 from igcnas.bench.ops_workers import RUNTIMES, Runtime, bench_cases, bench_pair, rotated
@@ -97,6 +98,9 @@ __all__ = [
     "rotated",
     "bench_blocks",
     "bench_networks",
+    "bench_stages",
+    "network_cases",
+    "stage_table",
     "NETWORKS",
     "format_table",
     "forms_listing",
@@ -138,7 +142,8 @@ def bench_networks(
 ) -> list[dict[str, Any]]:
     """Whole zoo networks, ``build(spec, impl="naive")`` vs the default build, one row each (:func:`bench_cases`).
 
-    The input is an NCHW image batch for both (the fast network converts it in its first layer). The networks
+    The input is an NCHW image batch for both (the fast network converts it in its first layer), without a
+    gradient, as in training. The networks
     are timed interleaved: each round times every network, so their rows compare with each other as well as
     naive with fast (:func:`versus_regular`).
 
@@ -149,6 +154,66 @@ def bench_networks(
     """
     return bench_cases([CaseRef("zoo", name) for name in names], batch=batch, repeats=repeats, device=device,
                        input_format="nchw", interleave=True)
+
+
+def bench_stages(
+    name: str,
+    *,
+    batch: int = 32,
+    repeats: int = 3,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """Every part of the zoo network ``name`` (stem, each stage, head with classifier), naive vs fast, one row
+    each (:func:`bench_cases`, interleaved as :func:`bench_networks` times networks): where a training step's time
+    goes, and which parts the fast build speeds up. A part gets a random input of the shape it gets in the network,
+    in the layout each build carries there; it runs as the whole network runs it, except that a BatchNorm closing
+    it does not fold into the conv after it (:class:`~igcnas.nn.network.NetworkPart`). :func:`stage_table`
+    prints the rows.
+
+    Example (not run as a doctest: worker processes, several seconds; ``tests/bench`` runs this case):
+        >>> rows = bench_stages("IGC-L24M2-D20", batch=2, repeats=1)  # doctest: +SKIP
+        >>> [row["block"] for row in rows][:2]  # doctest: +SKIP
+        ['IGC-L24M2-D20:stem', 'IGC-L24M2-D20:stages.0']
+    """
+    return bench_cases(network_cases(name), batch=batch, repeats=repeats, device=device, input_format="native",
+                       interleave=True)
+
+
+def stage_table(rows: Sequence[dict[str, Any]], *,
+                display: bool = True) -> tuple[list[dict[str, Any]], str]:
+    """The rows of :func:`bench_stages` as milliseconds per training step (both builds under the same malloc:
+    the ops alone), each part's share of the sum over the parts, and the ops speed-ups; and the line summing
+    the parts. With ``display`` False the shares are fractions and the speed-ups plain numbers (JSON).
+
+    Example:
+        >>> rows = [{"block": "N:stem", "channels": 3, "size": 32, "batch": 32, "naive_train_ips_tuned": 3200.0,
+        ...          "fast_train_ips_tuned": 6400.0, "train_ops_speedup": 2.0, "eval_ops_speedup": 1.5},
+        ...         {"block": "N:head", "channels": 64, "size": 8, "batch": 32, "naive_train_ips_tuned": 1600.0,
+        ...          "fast_train_ips_tuned": 1600.0, "train_ops_speedup": 1.0, "eval_ops_speedup": 1.0}]
+        >>> table, line = stage_table(rows)
+        >>> [(r["part"], r["naive_train_ms"], r["fast_train_ms"], r["fast_share"]) for r in table]
+        [('stem', 10.0, 5.0, '20%'), ('head', 20.0, 20.0, '80%')]
+        >>> line
+        'N: the parts sum to 30.0 ms per training step naive, 25.0 ms fast (1.20x; batch 32)'
+    """
+    if not rows:
+        return [], ""
+    engine = "tuned" if "naive_train_ips_tuned" in rows[0] else "current"
+    naive = [1e3 * row["batch"] / row[f"naive_train_ips_{engine}"] for row in rows]
+    fast = [1e3 * row["batch"] / row[f"fast_train_ips_{engine}"] for row in rows]
+    table = []
+    for row, n_ms, f_ms in zip(rows, naive, fast, strict=True):
+        network, _, part = row["block"].partition(":")
+        ratios = {"train_ops_speedup": row["train_ops_speedup"], "naive_share": n_ms / sum(naive),
+                  "fast_share": f_ms / sum(fast), "eval_ops_speedup": row["eval_ops_speedup"]}
+        shown = ({key: f"{value:.0%}" if key.endswith("share") else f"{value:.2f}x" for key, value in ratios.items()}
+                 if display else {key: round(value, 3) for key, value in ratios.items()})
+        table.append({"network": network, "part": part, "input": f"{row['channels']}x{row['size']}x{row['size']}",
+                      "naive_train_ms": round(n_ms, 2), "fast_train_ms": round(f_ms, 2), **shown})
+    network = rows[0]["block"].partition(":")[0]
+    line = (f"{network}: the parts sum to {sum(naive):.1f} ms per training step naive, {sum(fast):.1f} ms fast "
+            f"({sum(naive) / sum(fast):.2f}x; batch {rows[0]['batch']})")
+    return table, line
 
 
 TABLE_COLUMNS = (

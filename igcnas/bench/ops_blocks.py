@@ -8,6 +8,7 @@ worker processes of :mod:`igcnas.bench.ops_workers`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "igc_l24m2_block",
     "igcv2_star_c416_block",
     "igcv3_d_block",
+    "network_cases",
 ]
 
 
@@ -155,28 +157,75 @@ NETWORKS: tuple[str, ...] = ("IGC-L24M2-D20", "IGCV2-C64-D20", "IGCV3-D-CIFAR", 
 
 @dataclass(frozen=True)
 class CaseRef:
-    """A picklable benchmark case: a reference block (``kind="block"``, a :data:`BLOCKS` name) or a zoo network."""
+    """A picklable benchmark case: a reference block (``kind="block"``, a :data:`BLOCKS` name), a zoo network
+    (``"zoo"``) or one part of a zoo network (``"part"``, named ``NETWORK:PART`` with a part of
+    :func:`~igcnas.nn.network.network_parts`, run as :class:`~igcnas.nn.network.NetworkPart` runs it)."""
 
-    kind: Literal["block", "zoo"]
+    kind: Literal["block", "zoo", "part"]
     name: str
 
     def build(self, impl: Impl) -> nn.Module:
         """The module of this case for ``impl``."""
         if self.kind == "block":
             return _block_case(self.name).build(impl)
-        from igcnas.nn.network import build
+        from igcnas.nn.network import NetworkPart, build
         from igcnas.zoo import get_zoo
 
-        return build(get_zoo(self.name).spec, impl=impl)
+        network, _, part = self.name.partition(":")
+        built = build(get_zoo(network).spec, impl=impl)
+        return built if self.kind == "zoo" else NetworkPart(built, part)
 
     def input_shape(self, size: int) -> tuple[int, int]:
-        """(channels, spatial size) of the input (a zoo network's own; a block's at ``size``)."""
+        """(channels, spatial size) of the input (a zoo network's own, or what its part gets in the network; a
+        block's at ``size``)."""
         if self.kind == "block":
             return _block_case(self.name).channels, size
         from igcnas.zoo import get_zoo
 
-        shape = get_zoo(self.name).spec.input_shape
-        return shape[0], shape[1]
+        network, _, part = self.name.partition(":")
+        spec = get_zoo(network).spec
+        if self.kind == "zoo" or part == "stem":
+            return spec.input_shape[0], spec.input_shape[1]
+        return _part_input(network, part)
+
+    def input_grad(self) -> bool:
+        """Whether the training step computes the input's gradient: for a block or a network's stage or head, as
+        inside the network; not for a network's input or its stem's (the images), as in training."""
+        return self.kind == "block" or (self.kind == "part" and not self.name.endswith(":stem"))
+
+
+@functools.lru_cache(maxsize=64)
+def _part_input(network: str, part: str) -> tuple[int, int]:
+    """(channels, size) of the input the part ``part`` of the zoo network ``network`` gets (a batch-1 forward of
+    the naive build through the parts before it; ValueError for a part it does not have)."""
+    from igcnas.nn.network import NetworkPart, build, network_parts
+    from igcnas.zoo import get_zoo
+
+    spec = get_zoo(network).spec
+    built = build(spec, impl="naive").eval()
+    names = network_parts(built)
+    if part not in names:
+        raise UserError(f"bench: {network} has no part {part!r}; its parts: {', '.join(names)}")
+    x = torch.zeros(1, *spec.input_shape)
+    with torch.no_grad():
+        for name in names[:names.index(part)]:
+            x = NetworkPart(built, name)(x)
+    return int(x.shape[1]), int(x.shape[2])
+
+
+def network_cases(name: str) -> list[CaseRef]:
+    """The :class:`CaseRef` of every part of the zoo network ``name``, in forward order (UserError listing the
+    known networks for an unknown name).
+
+    Example:
+        >>> [case.name for case in network_cases("IGC-L24M2-D20")][:2]
+        ['IGC-L24M2-D20:stem', 'IGC-L24M2-D20:stages.0']
+    """
+    from igcnas.nn.network import build, network_parts
+    from igcnas.zoo import get_zoo
+
+    spec = get_zoo(name).spec  # the zoo's own one-line error for an unknown name
+    return [CaseRef("part", f"{name}:{part}") for part in network_parts(build(spec, impl="naive"))]
 
 
 def _block_case(name: str) -> BlockCase:

@@ -111,7 +111,10 @@ def _check_options(input_format: str, **values: int) -> None:
 
 
 class _PairTimer:
-    """The naive and the fast copy of one module, same weights and input values, ready to be timed in rounds."""
+    """The naive and the fast copy of one module, same weights and input values, ready to be timed in rounds.
+
+    The training step computes the input's gradient too with ``input_grad`` (a block or a stage inside a network);
+    not for a network's own input (the images), as in training."""
 
     def __init__(
         self,
@@ -124,6 +127,7 @@ class _PairTimer:
         device: str | torch.device,
         input_format: InputFormat,
         seed: int,
+        input_grad: bool = True,
     ) -> None:
         self.device = dev = torch.device(device)
         self.batch = batch
@@ -132,7 +136,7 @@ class _PairTimer:
         self.models["fast"].load_state_dict(self.models["naive"].state_dict())
         values = torch.randn(batch, channels, size, size, device=dev)
         self.inputs = {
-            impl: values.contiguous(memory_format=_input_format(impl, input_format, dev)).requires_grad_(True)
+            impl: values.contiguous(memory_format=_input_format(impl, input_format, dev)).requires_grad_(input_grad)
             for impl in self.models
         }
         self.grads: dict[str, Tensor] = {}

@@ -42,6 +42,8 @@ class _Case(Protocol):
 
     def input_shape(self, size: int) -> tuple[int, int]: ...
 
+    def input_grad(self) -> bool: ...
+
 
 class _Timers:
     """The cases one runtime has built, by name: the requests a worker process (or this process) serves."""
@@ -61,7 +63,8 @@ class _Timers:
 
             case, options = argument
             channels, size = case.input_shape(options.pop("size"))
-            self.timers[case.name] = _PairTimer(case.build, channels=channels, size=size, **options)
+            self.timers[case.name] = _PairTimer(case.build, channels=channels, size=size,
+                                                input_grad=case.input_grad(), **options)
             return allocator_status() if self.runtime == "tuned" else self.runtime
         if command == "round":
             name, index = argument
@@ -281,6 +284,10 @@ class _Built:
     def input_shape(self, size: int) -> tuple[int, int]:
         """(channels, size) of the input."""
         return self.channels, size
+
+    def input_grad(self) -> bool:
+        """True: a block's step computes its input's gradient, as inside a network."""
+        return True
 
 
 def bench_pair(

@@ -21,6 +21,10 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
   ops    naive vs fast sparse-kernel blocks and zoo networks, train and eval images/s (the networks timed
          interleaved, every network in every round, so their rows compare with each other too)
          (with --data-dir, also the data benchmark below: one command for the whole training engine)
+  stages  where a zoo network's training step goes: its stem, each stage and its head timed naive vs fast, as
+         ops times the networks (interleaved, batch --batch / 2, --repeats / 2 rounds), as ms per step with both
+         builds under the same malloc, each part's share of the step and the speed-ups; --network NAME (repeat
+         it; default: the four networks ops times)
   data   igcnas's tensor pipeline vs torchvision ImageFolder + DataLoader (needs --data-dir)
   train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)
   search two parts (--part; default: both with --data-dir, else tabular):
@@ -45,22 +49,26 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` command."""
-    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, data, train, search, workers, proxies, "
-                                   "proxy-time)",
+    parser = subparsers.add_parser("bench", help="run a benchmark (space, cost, ops, stages, data, train, search, workers, "
+                                   "proxies, proxy-time)",
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
                                    parents=[format_parent()])
-    parser.add_argument("what", choices=("space", "cost", "ops", "data", "train", "search", "workers", "proxies",
-                                         "proxy-time"),
+    parser.add_argument("what", choices=("space", "cost", "ops", "stages", "data", "train", "search", "workers",
+                                         "proxies", "proxy-time"),
                         help="which benchmark")
     parser.add_argument("--repeats", type=positive_int, default=None,
                         help="timed repeats per case, median reported (default: 5; workers, proxy-time: 3)")
     parser.add_argument("--batch", type=positive_int, default=64,
-                        help="ops, proxy-time: batch size (default 64, also the proxies' scoring batch)")
+                        help="ops, stages, proxy-time: batch size (default 64; ops times the networks, and stages "
+                             "their parts, at half of it; also the proxies' scoring batch)")
     parser.add_argument("--size", type=positive_int, default=32, help="ops: spatial size (default 32)")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="proxy-time: torch CPU threads while scoring (default %(default)s, as each search worker "
                              "scores; a script calling igcnas.proxies.score gets torch's default, all cores)")
-    parser.add_argument("--device", default="cpu", help="ops/train: cpu or cuda (default cpu)")
+    parser.add_argument("--device", default="cpu", help="ops/stages/train: cpu or cuda (default cpu)")
+    parser.add_argument("--network", action="append", default=None, metavar="NAME",
+                        help="stages: a zoo network to break down (repeat for several; default: the four networks "
+                             "ops times)")
     parser.add_argument("--data-dir", help="data/train/search (and ops, optionally): an ImageFolder root with train/ "
                         "and test/ (CIFAR-10 JPGs)")
     parser.add_argument("--limit", type=positive_int, help="data: use at most this many images")
@@ -103,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         "space": _space,
         "cost": _cost,
         "ops": _ops,
+        "stages": _stages,
         "data": _data,
         "train": _train,
         "workers": _workers,
@@ -184,6 +193,29 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     data_rows = _data(args)
     print("data pipeline vs torchvision ImageFolder + DataLoader (ratio = images/s over torchvision's):")
     return data_rows
+
+
+def _stages(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    from igcnas.bench.ops import NETWORKS, bench_stages, stage_table
+    from igcnas.bench.ops_blocks import network_cases
+    from igcnas.train import resolve_device
+
+    args.device = str(resolve_device(args.device))
+    names = args.network or list(NETWORKS)
+    for name in names:
+        network_cases(name)  # an unknown name: one line listing the zoo, before anything runs
+    if args.format == "table":
+        print("ms per training step of each part, both builds under igcnas's tuned malloc (the ops alone); share = "
+              "the part's share of the sum over the parts\n", flush=True)
+    rows = []
+    for name in names:
+        table, line = stage_table(bench_stages(name, batch=max(1, args.batch // 2),
+                                               repeats=max(1, args.repeats // 2), device=args.device),
+                                  display=args.format == "table")
+        if args.format == "table":
+            print(render_table(table) + "\n" + line + "\n", flush=True)  # each network as soon as it is timed
+        rows += [{**row, "summary": line} for row in table]
+    return rows if args.format == "json" else None
 
 
 def _require_data_dir(args: argparse.Namespace) -> str:

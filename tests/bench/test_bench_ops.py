@@ -63,6 +63,37 @@ def test_zoo_cases_run_in_the_workers_and_unknown_blocks_are_named() -> None:
         bench.bench_cases([bench.CaseRef("block", "nope")], batch=2, size=8, repeats=1)
 
 
+def test_network_parts_are_cases_with_the_input_each_part_gets() -> None:
+    cases = bench.network_cases("IGC-L24M2-D20")
+    assert [case.name.split(":")[1] for case in cases] == ["stem", "stages.0", "stages.1", "stages.2", "head"]
+    assert [case.input_shape(8) for case in cases] == [(3, 32), (48, 32), (48, 32), (96, 16), (192, 8)]
+    # the images get no gradient, as in training; a stage's or a block's input does, as inside a network
+    assert [case.input_grad() for case in cases] == [False, True, True, True, True]
+    assert not bench.CaseRef("zoo", "IGC-L24M2-D20").input_grad() and bench.CaseRef("block", "IGCV3-D").input_grad()
+    naive = cases[2].build("naive")
+    assert sum(p.numel() for p in naive.parameters()) > 0 and not hasattr(naive, "stem")  # the stage alone
+    with pytest.raises(UserError, match="IGC-L24M2-D20 has no part 'stages.9'; its parts: stem, stages.0"):
+        bench.CaseRef("part", "IGC-L24M2-D20:stages.9").input_shape(32)
+    with pytest.raises(UserError, match="unknown zoo network 'nope'"):
+        bench.network_cases("nope")
+
+
+def test_the_stage_table_sums_the_parts_in_this_process() -> None:
+    from igcnas.bench.ops_workers import _bench
+
+    rows = _bench(bench.network_cases("RegConv-W16-D8"), batch=2, size=32, repeats=1, warmup=1, device="cpu",
+                  input_format="native", seed=0, interleave=True, here=True)
+    assert [row["block"] for row in rows] == [f"RegConv-W16-D8:{part}" for part in
+                                              ("stem", "stages.0", "stages.1", "stages.2", "head")]
+    assert all(row["max_abs_diff"] < 1e-3 for row in rows)
+    table, line = bench.stage_table(rows, display=False)
+    assert [row["part"] for row in table] == ["stem", "stages.0", "stages.1", "stages.2", "head"]
+    assert sum(row["fast_share"] for row in table) == pytest.approx(1.0, abs=0.01)
+    naive, fast = (sum(row[key] for row in table) for key in ("naive_train_ms", "fast_train_ms"))
+    assert line.startswith(f"RegConv-W16-D8: the parts sum to {naive:.1f} ms per training step naive, {fast:.1f} ms")
+    assert bench.stage_table([]) == ([], "")
+
+
 def test_interleaved_cases_give_one_row_each_in_order_and_need_distinct_names() -> None:
     from igcnas.bench.ops_workers import rotated
 

@@ -58,6 +58,23 @@ def test_bench_ops_table_compares_igc_with_regular_convs_and_lists_the_forms(cap
     assert re.search(r"memory: copying 256 MiB ran at \d+\.\d GB/s before the cases and \d+\.\d GB/s after", out)
 
 
+def test_bench_stages_breaks_a_network_down_and_names_unknown_networks(capsys) -> None:
+    threads = torch.get_num_threads()
+    try:
+        assert main(["bench", "stages", "--network", "RegConv-W16-D8", "--batch", "4", "--repeats", "1",
+                     "--format", "json"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["part"] for row in rows] == ["stem", "stages.0", "stages.1", "stages.2", "head"]
+    assert all(row["network"] == "RegConv-W16-D8" and row["fast_train_ms"] > 0 for row in rows)
+    assert rows[0]["summary"].startswith("RegConv-W16-D8: the parts sum to ")
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "stages", "--network", "nope"])
+    assert info.value.code == 2
+    assert "unknown zoo network 'nope'" in capsys.readouterr().err
+
+
 def test_bench_space_table(capsys) -> None:
     assert main(["bench", "space", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
