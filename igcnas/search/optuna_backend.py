@@ -15,33 +15,35 @@ For optuna-dashboard (``optuna-dashboard sqlite:///trials/igcnas.db``), the stud
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
-
-import numpy as np
-from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 
 from igcnas.errors import UserError
 from igcnas.search._baselines import resolve_baselines, run_baselines
-from igcnas.search._fidelity import ETA, pareto_promote, rung_epochs
+from igcnas.search._fidelity import pareto_promote, rung_epochs
 from igcnas.search._prescreen import SCREENING, screener_for, stale_screening
 from igcnas.search._progress import Progress, tally
+from igcnas.search._samplers import (  # noqa: F401  # the classes: what Ray searchers pickled before the move name
+    _NSGAIISampler,
+    _RandomSampler,
+    _TPESampler,
+    make_pruner,
+    make_sampler,
+    mirror_constraints,
+)
 from igcnas.search._storage import (
-    ARTIFACTS_ATTR,
     GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S,
     open_storage,
     set_user_attrs,
 )
+from igcnas.search._study import name_objectives, open_study
 from igcnas.search._workers import WorkerSlot
 from igcnas.search.config import (
     SearchConfig,
-    compare_settings,
     default_storage,
-    fingerprint,
     redact_url,
     study_file,
     study_settings,
@@ -61,201 +63,6 @@ _SCREEN_ATTR = "screen"
 """Trial user attr: prescreening's verdict (a screened trial's, or the trained trial it chose)."""
 _ROLE_ATTR = "key_role"
 """Trial user attr of the duplicate protocol (:func:`_wait_for_running_twin`): waiting, training or reused."""
-
-_NAMED_CONSTRAINT = "constraints:"
-"""Prefix of the trial system attrs ``Trial.set_constraint(name, value)`` writes in Optuna 5."""
-_CONSTRAINT_LIST = "constraints"
-"""Trial system attr with the constraint values as one list: what Optuna's deprecated ``constraints_func`` writes
-and the only one optuna-dashboard 0.21 reads (its trial's ``constraints``; a trial is feasible there when every
-value is <= 0, so an empty list shows an over-budget COMPLETE trial as a feasible one)."""
-
-
-def mirror_constraints(study: Any, trial: Any) -> list[float]:
-    """Copy a running trial's named constraints into the ``constraints`` list; returns that list.
-
-    The values are ordered by constraint name (``max_flops`` before ``max_params``). Optuna's samplers read both
-    forms (``FrozenTrial.constraints`` merges them), so a mirrored trial counts each violation twice in their
-    penalty sums; that scales every mirrored trial alike and changes no feasibility decision.
-    """
-    attrs = trial.system_attrs
-    named = {key[len(_NAMED_CONSTRAINT):]: float(value) for key, value in attrs.items()
-             if key.startswith(_NAMED_CONSTRAINT)}
-    values = [named[key] for key in sorted(named)]
-    if values and attrs.get(_CONSTRAINT_LIST) != values:
-        study._storage.set_trial_system_attr(trial._trial_id, _CONSTRAINT_LIST, values)
-    return values
-
-
-class _MirrorConstraints(BaseSampler):
-    """Sampler mixin: :func:`mirror_constraints` on every trial right before it is finished (``after_trial``).
-
-    Both backends tell their trials through this sampler (the Optuna backend's ``study.optimize``, the Ray
-    backend's OptunaSearch), wherever they set the constraints, so optuna-dashboard sees them on both.
-    """
-
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Sequence[float] | None) -> None:
-        mirror_constraints(study, trial)
-        super().after_trial(study, trial, state, values)
-
-    # The Ray backend's searcher is pickled (Tune sends it around and checkpoints it), and with it its study and
-    # sampler. Optuna 5.1's GA samplers (NSGA-II) hold a ``threading.Lock`` (``_thread_lock``, guarding their
-    # generation cache), which cannot be pickled: every lock attribute travels as a placeholder and is made anew.
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for key, value in state.items():
-            if isinstance(value, _LOCK_TYPES):
-                state[key] = _LockPlaceholder(isinstance(value, _RLOCK_TYPE))
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = {key: value.make() if isinstance(value, _LockPlaceholder) else value for key, value in state.items()}
-        if callable(getattr(type(self), "_sync_generation_cache", None)):  # Optuna >= 5.1 GA samplers
-            # rebuilt from the study on first use; a sampler pickled under Optuna 5.0 (a Ray experiment resumed
-            # after an upgrade) had no cache and no lock at all
-            state.update(_cached_study_id=None, _cached_generation=0, _cached_generation_numbers=[],
-                         _cached_unfinished_numbers=[], _cached_unseen_trial_start=0)
-            state.setdefault("_thread_lock", threading.Lock())
-        self.__dict__.update(state)
-
-
-_RLOCK_TYPE = type(threading.RLock())
-_LOCK_TYPES = (type(threading.Lock()), _RLOCK_TYPE)
-
-
-class _LockPlaceholder:
-    """What a sampler's lock pickles as (:class:`_MirrorConstraints`)."""
-
-    def __init__(self, reentrant: bool) -> None:
-        self.reentrant = reentrant
-
-    def make(self) -> Any:
-        return threading.RLock() if self.reentrant else threading.Lock()
-
-
-def trial_seeds(seed: int, number: int) -> tuple[int, int]:
-    """The two seeds of trial ``number``'s draws in a study sampled with ``seed`` (independent of the worker):
-    one for the sampler's own generator, one for its start-up random sampler's.
-
-    Two, not one: NSGA-II draws its crossover decision from the first and the parameters it leaves out from the
-    second, so the same seed in both would tie each value to that decision.
-
-    Example:
-        >>> a, b = trial_seeds(0, 5)
-        >>> (a, b) == trial_seeds(0, 5), a != b, (a, b) != trial_seeds(0, 6)
-        (True, True, True)
-    """
-    own, start_up = np.random.SeedSequence([seed, number]).generate_state(2)
-    return int(own), int(start_up)
-
-
-class _SeedPerTrial(BaseSampler):
-    """Sampler mixin: the random draws of trial ``n`` are seeded by (seed, ``n``), not by what came before.
-
-    So the worker that happens to sample trial ``n`` does not matter: a random search trains the same
-    candidates with ``--workers 1`` as with ``--workers 4``, and so do TPE's and NSGA-II's random start-up trials.
-    (Their later, model-based trials still depend on which trials had finished.) Each Optuna sampler keeps its
-    draws in a ``LazyRandomState`` (``_rng``, and ``_random_sampler._rng`` for its start-up draws), each reseeded
-    here with its own seed (:func:`trial_seeds`), in place since NSGA-II's operators hold a reference to it.
-    """
-
-    def __init__(self, *args: Any, seed: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, seed=seed, **kwargs)  # type: ignore[call-arg]
-        self._igcnas_seed = seed
-
-    def before_trial(self, study: Any, trial: Any) -> None:
-        base = getattr(self, "_igcnas_seed", None)  # None: unseeded, or pickled before this mixin existed
-        if base is not None:
-            owners = (self, getattr(self, "_random_sampler", None))
-            for owner, seed in zip(owners, trial_seeds(base, trial.number), strict=True):
-                state = getattr(owner, "_rng", None)
-                if state is not None:
-                    state.rng.seed(seed)
-        super().before_trial(study, trial)
-
-
-class _RandomSampler(_MirrorConstraints, _SeedPerTrial, RandomSampler):
-    """RandomSampler seeded per trial, whose trials' constraints optuna-dashboard shows."""
-
-
-class _TPESampler(_MirrorConstraints, _SeedPerTrial, TPESampler):
-    """TPESampler seeded per trial, whose trials' constraints optuna-dashboard shows."""
-
-
-class _NSGAIISampler(_MirrorConstraints, _SeedPerTrial, NSGAIISampler):
-    """NSGAIISampler seeded per trial, whose trials' constraints optuna-dashboard shows."""
-
-
-def _sampler(config: SearchConfig, seed: int) -> Any:
-    """The Optuna sampler for the config (seeded); it mirrors constraints for the dashboard."""
-    name = config.sampler_name()
-    if name == "random":
-        return _RandomSampler(seed=seed)
-    if name == "tpe":
-        return _TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                           n_startup_trials=max(4, min(10, config.trials // 2)))
-    return _NSGAIISampler(seed=seed, population_size=max(4, min(20, config.trials // 2)))
-
-
-def name_objectives(study: Any, names: list[str]) -> None:
-    """Name the study's objectives (``study.set_metric_names``: optuna-dashboard's objective names), unless set."""
-    if study.metric_names is None:
-        study.set_metric_names(names)
-
-
-def _pruner(config: SearchConfig) -> Any:
-    """The pruner of the side study (None for --pruner none)."""
-    import optuna
-
-    if config.pruner == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=ETA)
-    if config.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs, reduction_factor=ETA)
-    return None  # none, or pareto (our own rung bookkeeping in the main study's user_attrs)
-
-
-def _directions(config: SearchConfig) -> list[Any]:
-    """Optuna directions of the objectives."""
-    return ["maximize" if d == "max" else "minimize" for _, d in config.objective_columns()]
-
-
-def _open_study(config: SearchConfig, storage: Any, name: str, settings: dict[str, Any], where: str) -> Any:
-    """Create the study or reuse it after checking its stored settings."""
-    import optuna
-
-    try:
-        existing = optuna.study.get_all_study_names(storage)
-    except Exception as error:  # noqa: BLE001
-        raise UserError(f"--storage: cannot read {where} ({type(error).__name__}: {str(error)[:200]})") from None
-    if name in existing:
-        study = optuna.load_study(study_name=name, storage=storage)
-        stored = study.user_attrs.get("igcnas_settings")
-        for _ in range(20):  # another worker may have created the study a moment ago and not yet tagged it
-            if stored is not None or study.get_trials(deepcopy=False):
-                break
-            time.sleep(0.25)
-            stored = study.user_attrs.get("igcnas_settings")
-        if stored is None:
-            raise UserError(f"study {name!r} in {where} was not created by igcnas search; give another --study name")
-        compare_settings(name, where, stored, settings)
-        name_objectives(study, [col for col, _ in config.objective_columns()])  # a study of an older igcnas
-        _record_artifacts(study, config)
-        return study
-    try:
-        study = optuna.create_study(study_name=name, storage=storage, directions=_directions(config))
-    except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
-        return _open_study(config, storage, name, settings, where)
-    study.set_user_attr("igcnas_settings", settings)
-    study.set_user_attr("igcnas_fingerprint", fingerprint(settings))
-    name_objectives(study, [col for col, _ in config.objective_columns()])
-    _record_artifacts(study, config)
-    return study
-
-
-def _record_artifacts(study: Any, config: SearchConfig) -> None:
-    """Record the artifact store in the study, unless one is recorded already (the first worker's URI)."""
-    if config.artifacts and study.user_attrs.get(ARTIFACTS_ATTR) is None:
-        study.set_user_attr(ARTIFACTS_ATTR, config.artifacts)
-
 
 def run_optuna(
     config: SearchConfig,
@@ -286,8 +93,8 @@ def run_optuna(
     store = StudyStore(config.trials_dir, name, artifacts=config.artifacts)
     ctx = TrialContext(config, space, store, data=data, train_fn=train_fn)
     shape, classes = ctx.shape()  # bad data or a budget nothing fits fail before the study is created
-    _check_space_fits(ctx, space, shape, classes)
-    study = _open_study(config, storage, name, settings, where)
+    ctx.check_space_fits()
+    study = open_study(config, storage, name, settings, where)
     store.write_settings(study_file(config, name, where, settings, space.path))
     slot = slot or WorkerSlot.single()
     progress = Progress(config, name, label=slot.label)
@@ -299,8 +106,8 @@ def run_optuna(
                                   max_params=config.max_params, max_flops=config.max_flops)
     run_baselines(ctx, baselines, url=url, progress=progress, backend="optuna")
     previous = len(study.get_trials(deepcopy=False))
-    study.sampler = _sampler(config, config.seed)  # seeded per trial number: workers draw unalike
-    pruner = _pruner(config)
+    study.sampler = make_sampler(config, config.seed)  # seeded per trial number: workers draw unalike
+    pruner = make_pruner(config)
     side = None
     if pruner is not None:
         side = optuna.create_study(study_name=f"{name}::fidelity", storage=open_storage(url, heartbeat=False),
@@ -660,28 +467,6 @@ def _values(objectives: list[tuple[str, str]], values: dict[str, float]) -> floa
     """Objective values in order (a float for a single objective)."""
     out = tuple(float(values[col]) for col, _ in objectives)
     return out[0] if len(out) == 1 else out
-
-
-def _check_space_fits(ctx: TrialContext, space: Any, shape: tuple[int, int, int], classes: int) -> None:
-    """Fail early when even the cheapest architecture of the space is over budget (nothing could be trained)."""
-    from igcnas.cost import count
-
-    if ctx.config.fill_budget:
-        return
-    budgets = {"params": ctx.config.max_params, "flops": ctx.config.max_flops}
-    for by, budget in budgets.items():
-        if budget is None:
-            continue
-        smallest, value = space.smallest_spec(input_shape=shape, num_classes=classes, by=by)
-        if value > budget:
-            cost = count(smallest)
-            _, over = ctx.violations(cost.params, cost.flops)
-            raise UserError(
-                f"budget too small for space {space.name}: its smallest architecture by {by} ({smallest.design}, "
-                f"widths {'-'.join(str(s.width) for s in smallest.stages)}, depths "
-                f"{'-'.join(str(s.depth) for s in smallest.stages)}) has {cost.params:,} params and "
-                f"{cost.flops:,} FLOPs ({over}); raise --max-{by}"
-            )
 
 
 def _wait_for_running_twin(study: Any, trial: Any, key: str, *, poll_s: float = 1.0) -> None:

@@ -110,7 +110,9 @@ def run_ray(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from igcnas.search.optuna_backend import _directions, _open_study, _sampler, open_storage
+    from igcnas.search._samplers import make_sampler
+    from igcnas.search._storage import open_storage
+    from igcnas.search._study import directions, open_study
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -123,11 +125,9 @@ def run_ray(
     ctx = TrialContext(config, space, store, data=data, train_fn=train_fn)
     shape, classes = ctx.shape()
     bundle = ctx.data
-    from igcnas.search.optuna_backend import _check_space_fits
-
-    _check_space_fits(ctx, space, shape, classes)
+    ctx.check_space_fits()
     storage = open_storage(url, heartbeat=False)
-    study = _open_study(config, storage, name, settings, where)
+    study = open_study(config, storage, name, settings, where)
     stored = study.user_attrs.get("igcnas_settings", {})
     compare_settings(name, where, stored, settings)
     store.write_settings(study_file(config, name, where, settings, space.path))
@@ -175,14 +175,14 @@ def run_ray(
             Define(space, config.fill_budget),
             metric=objective_metrics(config),
             mode=[d for _, d in objectives],
-            sampler=_sampler(config, config.seed),  # seeded per trial number
+            sampler=make_sampler(config, config.seed),  # seeded per trial number
             study_name=name,
             storage=storage,
             max_fidelity=config.epochs,
             ctx=searcher_ctx,
             screener=screener,
         )
-        assert _directions(config)
+        assert directions(config)
         if config.pruner == "none":
             scheduler: Any = FIFOScheduler()
         elif config.pruner == "pareto":
@@ -400,7 +400,7 @@ def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> No
             if record is not None and record.state == "pruned" and monitor.reached:
                 record.reason = f"stopped after epoch {record.epochs}/{record.max_epochs}: the search reached --trials"
                 ctx.store.write_record(record)
-    from igcnas.search.optuna_backend import _sampler
+    from igcnas.search._samplers import make_sampler
 
     metrics = objective_metrics(ctx.config)
     teller: Any = None  # the study with the search's sampler: its after_trial hooks see these trials end too
@@ -411,6 +411,6 @@ def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> No
         elif record.state in SETTLED_STATES:
             if teller is None:
                 teller = optuna.load_study(study_name=study.study_name, storage=study._storage,
-                                           sampler=_sampler(ctx.config, ctx.config.seed))
+                                           sampler=make_sampler(ctx.config, ctx.config.seed))
             tell_outcome(teller, optuna.trial.Trial(teller, trial._trial_id), outcome_of(ctx, record),
                           metrics=metrics, max_fidelity=ctx.config.epochs, label=f"trial {trial.number}")

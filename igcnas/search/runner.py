@@ -159,6 +159,29 @@ class TrialContext:
 
         return budget_violations(params, flops, max_params=self.config.max_params, max_flops=self.config.max_flops)
 
+    def check_space_fits(self) -> None:
+        """UserError, before any trial, when even the space's cheapest architecture is over a budget (nothing
+        could be trained); nothing to check when budgets are filled."""
+        from igcnas.cost import count
+
+        if self.config.fill_budget:
+            return
+        shape, classes = self.shape()
+        budgets = {"params": self.config.max_params, "flops": self.config.max_flops}
+        for by, budget in budgets.items():
+            if budget is None:
+                continue
+            smallest, value = self.space.smallest_spec(input_shape=shape, num_classes=classes, by=by)
+            if value > budget:
+                cost = count(smallest)
+                _, over = self.violations(cost.params, cost.flops)
+                raise UserError(
+                    f"budget too small for space {self.space.name}: its smallest architecture by {by} "
+                    f"({smallest.design}, widths {'-'.join(str(s.width) for s in smallest.stages)}, depths "
+                    f"{'-'.join(str(s.depth) for s in smallest.stages)}) has {cost.params:,} params and "
+                    f"{cost.flops:,} FLOPs ({over}); raise --max-{by}"
+                )
+
     def base_record(self, number: int, spec: Any, cost: Any, params: dict[str, Any], *, backend: str,
                     node: str = "") -> TrialRecord:
         """A trial.json row filled with what is known before training."""

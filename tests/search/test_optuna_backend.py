@@ -198,41 +198,6 @@ def test_a_run_short_of_its_trials_warns_even_when_quiet(tmp_path: Path, digits:
     assert "warning: stopped after 2 sampled candidates with only 2 of 5 trained" in err
 
 
-@pytest.mark.parametrize("name", ["random", "tpe", "nsga2"])
-def test_a_trials_random_draws_do_not_depend_on_the_worker_that_samples_it(name: str) -> None:
-    from optuna.storages import InMemoryStorage
-
-    from igcnas.search.optuna_backend import _sampler
-
-    def draw(trial: Any) -> tuple[Any, ...]:
-        design = trial.suggest_categorical("design", ["GC+PWG", "DW+PW", "PW+DW+PW"])
-        return design, trial.suggest_int(f"width.{design}", 8, 512), trial.suggest_float("x", 0.0, 1.0)
-
-    config = SearchConfig(sampler=name, trials=8, objectives=("accuracy",))
-    alone = optuna.create_study(sampler=_sampler(config, 7), direction="maximize")
-    expected = []
-    for _ in range(4):  # the random start-up trials of TPE and NSGA-II too
-        trial = alone.ask()
-        expected.append(draw(trial))
-        alone.tell(trial, 0.5)
-    storage = InMemoryStorage()  # two workers on one storage, each with its own sampler, taking turns unevenly
-    workers = [optuna.create_study(study_name="s", storage=storage, sampler=_sampler(config, 7), direction="maximize",
-                                   load_if_exists=True) for _ in range(2)]
-    shared = []
-    for worker in (0, 0, 1, 0):
-        trial = workers[worker].ask()
-        shared.append(draw(trial))
-        workers[worker].tell(trial, 0.5)
-    assert shared == expected
-    other = optuna.create_study(sampler=_sampler(config, 8), direction="maximize").ask()
-    assert draw(other) != expected[0]  # the seed still matters
-    sampler = _sampler(config, 7)
-    sampler.before_trial(alone, alone.trials[0])
-    start_up = getattr(sampler, "_random_sampler", None)
-    if start_up is not None:  # the start-up sampler's stream is not the sampler's own one replayed
-        assert sampler._rng.rng.rand(4).tolist() != start_up._rng.rng.rand(4).tolist()
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_a_trial_whose_process_died_before_any_beat_is_failed_and_retried(kind: str, tmp_path: Path) -> None:
     """A trial created by a worker killed before the objective's first lines has no heartbeat, which Optuna's RDB

@@ -22,8 +22,10 @@ pytest.importorskip("ray")
 def _searcher(tmp_path: Path, sampler: str, study: str) -> object:
     """The searcher exactly as :func:`igcnas.search.ray_backend.run_ray` builds it (RDB storage, real space)."""
     from igcnas.search._ray_tune import Define, FidelityAwareOptunaSearch, objective_metrics
+    from igcnas.search._samplers import make_sampler
+    from igcnas.search._storage import open_storage
+    from igcnas.search._study import directions
     from igcnas.search.config import default_storage
-    from igcnas.search.optuna_backend import _directions, _sampler, open_storage
     from igcnas.search.runner import TrialContext
     from igcnas.store import StudyStore
 
@@ -35,12 +37,12 @@ def _searcher(tmp_path: Path, sampler: str, study: str) -> object:
     storage = open_storage(default_storage(config.trials_dir), heartbeat=False)
     import optuna
 
-    optuna.create_study(study_name=study, storage=storage, directions=_directions(config), load_if_exists=True)
+    optuna.create_study(study_name=study, storage=storage, directions=directions(config), load_if_exists=True)
     return FidelityAwareOptunaSearch(
         Define(space, config.fill_budget),
         metric=objective_metrics(config),
         mode=[d for _, d in config.objective_columns()],
-        sampler=_sampler(config, config.seed),
+        sampler=make_sampler(config, config.seed),
         study_name=study,
         storage=storage,
         max_fidelity=config.epochs,
