@@ -1,5 +1,5 @@
 """The search's study in an Optuna storage, as both backends open it: created with its directions, settings and
-objective names, or reused after checking its settings (:func:`open_study`)."""
+objective names, or reused after checking its settings (:func:`open_search_study`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from igcnas.errors import UserError
 from igcnas.search._storage import ARTIFACTS_ATTR
 from igcnas.search.config import SearchConfig, compare_settings, fingerprint
 
-__all__ = ["directions", "name_objectives", "open_study", "record_artifacts"]
+__all__ = ["directions", "name_objectives", "open_search_study", "record_artifacts"]
 
 
 def name_objectives(study: Any, names: list[str]) -> None:
@@ -24,7 +24,7 @@ def directions(config: SearchConfig) -> list[Any]:
     return ["maximize" if d == "max" else "minimize" for _, d in config.objective_columns()]
 
 
-def open_study(config: SearchConfig, storage: Any, name: str, settings: dict[str, Any], where: str) -> Any:
+def open_search_study(config: SearchConfig, storage: Any, name: str, settings: dict[str, Any], where: str) -> Any:
     """The search's study in ``storage``: created (directions, settings, objective names, artifact store), or
     reused after checking that its stored settings are this search's (a one-line UserError naming what differs)."""
     import optuna
@@ -50,7 +50,7 @@ def open_study(config: SearchConfig, storage: Any, name: str, settings: dict[str
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions(config))
     except optuna.exceptions.DuplicatedStudyError:  # another process created it just now
-        return open_study(config, storage, name, settings, where)
+        return open_search_study(config, storage, name, settings, where)
     study.set_user_attr("igcnas_settings", settings)
     study.set_user_attr("igcnas_fingerprint", fingerprint(settings))
     name_objectives(study, [col for col, _ in config.objective_columns()])

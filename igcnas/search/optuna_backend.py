@@ -39,7 +39,7 @@ from igcnas.search._storage import (
     open_storage,
     set_user_attrs,
 )
-from igcnas.search._study import name_objectives, open_study
+from igcnas.search._study import name_objectives, open_search_study
 from igcnas.search._workers import WorkerSlot
 from igcnas.search.config import (
     SearchConfig,
@@ -94,7 +94,7 @@ def run_optuna(
     ctx = TrialContext(config, space, store, data=data, train_fn=train_fn)
     shape, classes = ctx.shape()  # bad data or a budget nothing fits fail before the study is created
     ctx.check_space_fits()
-    study = open_study(config, storage, name, settings, where)
+    study = open_search_study(config, storage, name, settings, where)
     store.write_settings(study_file(config, name, where, settings, space.path))
     slot = slot or WorkerSlot.single()
     progress = Progress(config, name, label=slot.label)

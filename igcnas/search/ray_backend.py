@@ -112,7 +112,7 @@ def run_ray(
 
     from igcnas.search._samplers import make_sampler
     from igcnas.search._storage import open_storage
-    from igcnas.search._study import directions, open_study
+    from igcnas.search._study import directions, open_search_study
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -127,7 +127,7 @@ def run_ray(
     bundle = ctx.data
     ctx.check_space_fits()
     storage = open_storage(url, heartbeat=False)
-    study = open_study(config, storage, name, settings, where)
+    study = open_search_study(config, storage, name, settings, where)
     stored = study.user_attrs.get("igcnas_settings", {})
     compare_settings(name, where, stored, settings)
     store.write_settings(study_file(config, name, where, settings, space.path))
