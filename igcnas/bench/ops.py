@@ -203,14 +203,14 @@ def stage_table(rows: Sequence[dict[str, Any]], *,
     fast = [1e3 * row["batch"] / row[f"fast_train_ips_{engine}"] for row in rows]
     table = []
     for row, n_ms, f_ms in zip(rows, naive, fast, strict=True):
-        network, _, part = row["block"].partition(":")
+        network, _, part = row["block"].rpartition(":")
         ratios = {"train_ops_speedup": row["train_ops_speedup"], "naive_share": n_ms / sum(naive),
                   "fast_share": f_ms / sum(fast), "eval_ops_speedup": row["eval_ops_speedup"]}
         shown = ({key: f"{value:.0%}" if key.endswith("share") else f"{value:.2f}x" for key, value in ratios.items()}
                  if display else {key: round(value, 3) for key, value in ratios.items()})
         table.append({"network": network, "part": part, "input": f"{row['channels']}x{row['size']}x{row['size']}",
                       "naive_train_ms": round(n_ms, 2), "fast_train_ms": round(f_ms, 2), **shown})
-    network = rows[0]["block"].partition(":")[0]
+    network = rows[0]["block"].rpartition(":")[0]
     line = (f"{network}: the parts sum to {sum(naive):.1f} ms per training step naive, {sum(fast):.1f} ms fast "
             f"({sum(naive) / sum(fast):.2f}x; batch {rows[0]['batch']})")
     return table, line

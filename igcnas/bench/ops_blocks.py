@@ -157,9 +157,10 @@ NETWORKS: tuple[str, ...] = ("IGC-L24M2-D20", "IGCV2-C64-D20", "IGCV3-D-CIFAR", 
 
 @dataclass(frozen=True)
 class CaseRef:
-    """A picklable benchmark case: a reference block (``kind="block"``, a :data:`BLOCKS` name), a zoo network
-    (``"zoo"``) or one part of a zoo network (``"part"``, named ``NETWORK:PART`` with a part of
-    :func:`~igcnas.nn.network.network_parts`, run as :class:`~igcnas.nn.network.NetworkPart` runs it)."""
+    """A picklable benchmark case: a reference block (``kind="block"``, a :data:`BLOCKS` name), a network
+    (``"zoo"``: a zoo name or an arch.json, :func:`~igcnas.zoo.resolve_network`) or one part of a network
+    (``"part"``, named ``NETWORK:PART`` with a part of :func:`~igcnas.nn.network.network_parts`, run as
+    :class:`~igcnas.nn.network.NetworkPart` runs it)."""
 
     kind: Literal["block", "zoo", "part"]
     name: str
@@ -169,10 +170,10 @@ class CaseRef:
         if self.kind == "block":
             return _block_case(self.name).build(impl)
         from igcnas.nn.network import NetworkPart, build
-        from igcnas.zoo import get_zoo
+        from igcnas.zoo import resolve_network
 
-        network, _, part = self.name.partition(":")
-        built = build(get_zoo(network).spec, impl=impl)
+        network, part = self._network_part()
+        built = build(resolve_network(network)[0], impl=impl)
         return built if self.kind == "zoo" else NetworkPart(built, part)
 
     def input_shape(self, size: int) -> tuple[int, int]:
@@ -180,10 +181,10 @@ class CaseRef:
         block's at ``size``)."""
         if self.kind == "block":
             return _block_case(self.name).channels, size
-        from igcnas.zoo import get_zoo
+        from igcnas.zoo import resolve_network
 
-        network, _, part = self.name.partition(":")
-        spec = get_zoo(network).spec
+        network, part = self._network_part()
+        spec = resolve_network(network)[0]
         if self.kind == "zoo" or part == "stem":
             return spec.input_shape[0], spec.input_shape[1]
         return _part_input(network, part)
@@ -191,17 +192,24 @@ class CaseRef:
     def input_grad(self) -> bool:
         """Whether the training step computes the input's gradient: for a block or a network's stage or head, as
         inside the network; not for a network's input or its stem's (the images), as in training."""
-        return self.kind == "block" or (self.kind == "part" and not self.name.endswith(":stem"))
+        return self.kind == "block" or (self.kind == "part" and self._network_part()[1] != "stem")
+
+    def _network_part(self) -> tuple[str, str]:
+        """(network, part) of a network or part case (part '' for a whole network; a path may hold ':')."""
+        if self.kind == "zoo":
+            return self.name, ""
+        network, _, part = self.name.rpartition(":")
+        return network, part
 
 
 @functools.lru_cache(maxsize=64)
 def _part_input(network: str, part: str) -> tuple[int, int]:
-    """(channels, size) of the input the part ``part`` of the zoo network ``network`` gets (a batch-1 forward of
-    the naive build through the parts before it; ValueError for a part it does not have)."""
+    """(channels, size) of the input the part ``part`` of the network ``network`` gets (a batch-1 forward of the
+    naive build through the parts before it; UserError for a part it does not have)."""
     from igcnas.nn.network import NetworkPart, build, network_parts
-    from igcnas.zoo import get_zoo
+    from igcnas.zoo import resolve_network
 
-    spec = get_zoo(network).spec
+    spec = resolve_network(network)[0]
     built = build(spec, impl="naive").eval()
     names = network_parts(built)
     if part not in names:
@@ -214,17 +222,17 @@ def _part_input(network: str, part: str) -> tuple[int, int]:
 
 
 def network_cases(name: str) -> list[CaseRef]:
-    """The :class:`CaseRef` of every part of the zoo network ``name``, in forward order (UserError listing the
-    known networks for an unknown name).
+    """The :class:`CaseRef` of every part of the network ``name`` (a zoo name or an arch.json), in forward order
+    (UserError listing the zoo for an unknown name).
 
     Example:
         >>> [case.name for case in network_cases("IGC-L24M2-D20")][:2]
         ['IGC-L24M2-D20:stem', 'IGC-L24M2-D20:stages.0']
     """
     from igcnas.nn.network import build, network_parts
-    from igcnas.zoo import get_zoo
+    from igcnas.zoo import resolve_network
 
-    spec = get_zoo(name).spec  # the zoo's own one-line error for an unknown name
+    spec = resolve_network(name)[0]  # the zoo's own one-line error for an unknown name
     return [CaseRef("part", f"{name}:{part}") for part in network_parts(build(spec, impl="naive"))]
 
 

@@ -23,8 +23,8 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
          (with --data-dir, also the data benchmark below: one command for the whole training engine)
   stages  where a zoo network's training step goes: its stem, each stage and its head timed naive vs fast, as
          ops times the networks (interleaved, batch --batch / 2, --repeats / 2 rounds), as ms per step with both
-         builds under the same malloc, each part's share of the step and the speed-ups; --network NAME (repeat
-         it; default: the four networks ops times)
+         builds under the same malloc, each part's share of the step and the speed-ups; --network NAME or
+         arch.json (repeat it; default: the four networks ops times)
   data   igcnas's tensor pipeline vs torchvision ImageFolder + DataLoader (needs --data-dir)
   train  IGC-L24M2 vs RegConv-W16 (D=20), same short schedule, full CIFAR-10 (needs --data-dir)
   search two parts (--part; default: both with --data-dir, else tabular):
@@ -66,9 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="proxy-time: torch CPU threads while scoring (default %(default)s, as each search worker "
                              "scores; a script calling igcnas.proxies.score gets torch's default, all cores)")
     parser.add_argument("--device", default="cpu", help="ops/stages/train: cpu or cuda (default cpu)")
-    parser.add_argument("--network", action="append", default=None, metavar="NAME",
-                        help="stages: a zoo network to break down (repeat for several; default: the four networks "
-                             "ops times)")
+    parser.add_argument("--network", action="append", default=None, metavar="NAME|arch.json",
+                        help="stages: a zoo network or an arch.json (e.g. an exported search result) to break down "
+                             "(repeat for several; default: the four networks ops times)")
     parser.add_argument("--data-dir", help="data/train/search (and ops, optionally): an ImageFolder root with train/ "
                         "and test/ (CIFAR-10 JPGs)")
     parser.add_argument("--limit", type=positive_int, help="data: use at most this many images")

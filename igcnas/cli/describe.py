@@ -6,7 +6,6 @@ import argparse
 import json
 import textwrap
 import warnings
-from pathlib import Path
 from typing import Any
 
 from igcnas._table import render_table
@@ -14,7 +13,7 @@ from igcnas.arch.spec import ArchSpec
 from igcnas.cli._common import format_parent
 from igcnas.units import format_count
 
-__all__ = ["register", "run", "resolve", "describe"]
+__all__ = ["register", "run", "describe"]
 
 HELP = """\
 Describe a network: a zoo name (see 'igcnas zoo') or an arch.json file (or a folder holding one).
@@ -35,20 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fvcore", action="store_true",
                         help="also count with fvcore on the built model (seconds) and compare with the closed form")
     parser.set_defaults(func=run)
-
-
-def resolve(source: str) -> tuple[ArchSpec, Any]:
-    """The spec named by ``source`` and its zoo entry (None for an arch.json that is not a zoo network)."""
-    from igcnas.arch.spec import load_spec
-    from igcnas.zoo import ZOO, get_zoo
-
-    path = Path(source).expanduser()
-    if path.is_dir() or path.is_file() or source.endswith(".json"):
-        spec = load_spec(path)
-        entry = next((e for e in ZOO.values() if e.spec.id == spec.id), None)
-        return spec, entry
-    entry = get_zoo(source)
-    return entry.spec, entry
 
 
 def _merged_layers(spec: ArchSpec) -> list[dict[str, Any]]:
@@ -189,7 +174,9 @@ def format_description(info: dict[str, Any], spec: ArchSpec) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas describe``."""
-    spec, entry = resolve(args.arch)
+    from igcnas.zoo import resolve_network
+
+    spec, entry = resolve_network(args.arch)
     info = describe(spec, entry, fvcore=args.fvcore)
     if args.format == "json":
         print(json.dumps(info, indent=2))

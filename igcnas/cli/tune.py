@@ -44,9 +44,9 @@ def _specs(args: argparse.Namespace) -> list[tuple[str, object]]:
     if (args.arch is None) == (args.space is None):
         raise UserError("igcnas tune: give a network (NAME|arch.json) or --space NAME, not both")
     if args.arch is not None:
-        from igcnas.cli.describe import resolve
+        from igcnas.zoo import resolve_network
 
-        spec, _ = resolve(args.arch)
+        spec, _ = resolve_network(args.arch)
         return [(args.arch, spec)]
     import optuna
 

@@ -39,6 +39,7 @@ __all__ = [
     "FAMILIES",
     "CLAIMS",
     "get_zoo",
+    "resolve_network",
     "zoo_names",
     "paper_figures",
     "paper_row",
@@ -78,6 +79,28 @@ def get_zoo(name: str) -> ZooEntry:
     raise UserError(
         f"unknown zoo network {name!r}; {hint}known: {', '.join(ZOO)} (list them with 'igcnas zoo')"
     )
+
+
+def resolve_network(source: str) -> tuple[ArchSpec, ZooEntry | None]:
+    """The spec ``source`` names, a zoo network (case-insensitive) or an ``arch.json`` (a file, or an exported
+    folder holding one), with its zoo entry (None for an arch.json that is no zoo network). An unknown name raises
+    :func:`get_zoo`'s UserError.
+
+    Example:
+        >>> spec, entry = resolve_network("igc-l24m2-d20")
+        >>> spec.design, entry.name
+        ('GC+PWG', 'IGC-L24M2-D20')
+    """
+    from pathlib import Path
+
+    from igcnas.arch.spec import load_spec
+
+    path = Path(source).expanduser()
+    if path.is_dir() or path.is_file() or source.endswith(".json"):
+        spec = load_spec(path)
+        return spec, next((e for e in ZOO.values() if e.spec.id == spec.id), None)
+    entry = get_zoo(source)
+    return entry.spec, entry
 
 
 @functools.lru_cache(maxsize=1)

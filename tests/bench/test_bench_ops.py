@@ -78,6 +78,19 @@ def test_network_parts_are_cases_with_the_input_each_part_gets() -> None:
         bench.network_cases("nope")
 
 
+def test_an_arch_json_is_a_network_case_too(tmp_path) -> None:
+    from igcnas.zoo import get_zoo
+
+    path = tmp_path / "run:1" / "arch.json"  # a ':' in the path: the part is what follows the last one
+    path.parent.mkdir()
+    path.write_text(get_zoo("IGC-L24M2-D20").spec.to_json(), encoding="utf-8")
+    cases = bench.network_cases(str(path))
+    assert cases[1].name == f"{path}:stages.0"
+    assert [case.input_shape(8) for case in cases] == [(3, 32), (48, 32), (48, 32), (96, 16), (192, 8)]
+    assert bench.CaseRef("zoo", str(path)).input_shape(8) == (3, 32)
+    assert sum(p.numel() for p in cases[-1].build("fast").parameters()) == 192 * 10 + 10  # the head: the classifier
+
+
 def test_the_stage_table_sums_the_parts_in_this_process() -> None:
     from igcnas.bench.ops_workers import _bench
 
