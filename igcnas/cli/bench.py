@@ -196,7 +196,7 @@ def _ops(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 
 
 def _stages(args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    from igcnas.bench.ops import NETWORKS, bench_stages, stage_table
+    from igcnas.bench.ops import NETWORKS, bench_stages, forms_listing, stage_table
     from igcnas.bench.ops_blocks import network_cases
     from igcnas.train import resolve_device
 
@@ -209,12 +209,13 @@ def _stages(args: argparse.Namespace) -> list[dict[str, Any]] | None:
               "the part's share of the sum over the parts\n", flush=True)
     rows = []
     for name in names:
-        table, line = stage_table(bench_stages(name, batch=max(1, args.batch // 2),
-                                               repeats=max(1, args.repeats // 2), device=args.device),
-                                  display=args.format == "table")
-        if args.format == "table":
-            print(render_table(table) + "\n" + line + "\n", flush=True)  # each network as soon as it is timed
-        rows += [{**row, "summary": line} for row in table]
+        measured = bench_stages(name, batch=max(1, args.batch // 2), repeats=max(1, args.repeats // 2),
+                                device=args.device)
+        table, line = stage_table(measured, display=args.format == "table")
+        if args.format == "table":  # each network as soon as it is timed, with the forms each part's fast build ran
+            print("\n".join([render_table(table), line, forms_listing(measured), ""]), flush=True)
+        rows += [{**row, "summary": line, "forms": source.get("forms", "")}
+                 for row, source in zip(table, measured, strict=True)]
     return rows if args.format == "json" else None
 
 

@@ -69,6 +69,8 @@ def test_bench_stages_breaks_a_network_down_and_names_unknown_networks(capsys) -
     assert [row["part"] for row in rows] == ["stem", "stages.0", "stages.1", "stages.2", "head"]
     assert all(row["network"] == "RegConv-W16-D8" and row["fast_train_ms"] > 0 for row in rows)
     assert rows[0]["summary"].startswith("RegConv-W16-D8: the parts sum to ")
+    assert all(row["forms"].startswith("train ") for row in rows[:-1])  # what each part's fast build ran
+    assert rows[-1]["forms"] == ""  # the head (pool, linear) has no op with forms to choose
     with pytest.raises(SystemExit) as info:
         main(["bench", "stages", "--network", "nope"])
     assert info.value.code == 2
