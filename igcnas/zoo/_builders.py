@@ -1,7 +1,7 @@
 """Spec builders for the papers' network layouts (IGCV1, IGCV2, IGCV3/MobileNet, the Fog paper's Table 1).
 
 Each builder returns an :class:`~igcnas.arch.ArchSpec` for one layout template of ``paper_figures.json`` (see
-``docs/paper_layouts.md`` in the repository for where every choice comes from). Details the spec cannot express
+``paper_layouts.md`` beside this module for where every choice comes from). Details the spec cannot express
 are replaced by the closest expressible form; the zoo entry that uses a builder says which.
 """
 
