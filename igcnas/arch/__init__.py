@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from igcnas.arch.layout import layout_arch
+from igcnas.arch.plan import BlockPlan, plan_block
 from igcnas.arch.spec import (
     ArchSpec,
-    BlockPlan,
     BlockSpec,
     HeadSpec,
     KernelSpec,
     StageSpec,
     StemSpec,
     load_spec,
-    plan_block,
 )
 
 __all__ = [

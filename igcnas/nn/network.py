@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from igcnas.arch.spec import ArchSpec, BlockPlan, BlockSpec
+from igcnas.arch.plan import BlockPlan
+from igcnas.arch.spec import ArchSpec, BlockSpec
 from igcnas.nn.chain_ops import FusedSequential, fuse_chains, hooked, run_modules
 from igcnas.nn.norm import BatchNormAct2d, batch_norm_act
 from igcnas.nn.ops import sparse_conv

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from igcnas.arch.spec import ArchSpec, BlockPlan
+from igcnas.arch.plan import BlockPlan
+from igcnas.arch.spec import ArchSpec
 from igcnas.space.chain import Chain, InfoField, shuffle_permutation
 
 if TYPE_CHECKING:

@@ -112,19 +112,19 @@ def test_required_complementary_condition_is_checked_per_stage():
 
 def test_each_block_position_is_planned_once_per_spec(monkeypatch):
     """Validating, building and counting a spec (and the zoo's stage plans) plan each (stage, block) once."""
-    import igcnas.arch.spec as spec_module
+    import igcnas.arch.plan as plan_module
     from igcnas.cost import count
     from igcnas.nn.network import build, layer_costs, network_cost
     from igcnas.zoo.compare import stage_plans
 
     calls: list[tuple[int, int, bool]] = []
-    real = spec_module.plan_block
+    real = plan_module.plan_block
 
     def counting(spec, stage_index, in_width, *, first):
         calls.append((stage_index, in_width, first))
         return real(spec, stage_index, in_width, first=first)
 
-    monkeypatch.setattr(spec_module, "plan_block", counting)
+    monkeypatch.setattr(plan_module, "plan_block", counting)
     spec = ArchSpec.simple("GC+PWG", widths=(16, 32, 64), depths=(3, 1, 2), groups=(4, 2), name="counted")
     build(spec)
     build(spec, impl="naive")
@@ -151,3 +151,17 @@ def test_cached_plans_leave_identity_alone():
     assert [len(stage) for stage in spec.plans()] == [2, 2]
     assert spec.block_plan(1, 0) == plan_block(spec, 1, 32, first=True)
     assert spec.block_plan(1, 5) == plan_block(spec, 1, 64, first=False)
+
+
+def test_plans_keep_their_former_module_name_for_pickled_specs():
+    """Block planning lives in igcnas.arch.plan; a spec pickled with its plans before the move names their class
+    under igcnas.arch.spec, which still resolves it."""
+    import pickle
+
+    import igcnas.arch.spec as spec_module
+    from igcnas.arch.plan import BlockPlan, plan_block
+
+    assert pickle.loads(b"cigcnas.arch.spec\nBlockPlan\n.") is BlockPlan
+    assert spec_module.plan_block is plan_block
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        spec_module.nope  # noqa: B018

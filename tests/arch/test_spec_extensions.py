@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from igcnas.arch import ArchSpec, BlockSpec, KernelSpec, StageSpec, StemSpec, plan_block
-from igcnas.arch.spec import _place_shuffles
+from igcnas.arch.plan import _place_shuffles
 from igcnas.cost import count, fvcore_cost
 from igcnas.errors import UserError
 from igcnas.nn.network import build

@@ -65,7 +65,7 @@ def test_same_params_give_the_same_spec_id() -> None:
 
 def test_complementary_rule_only_keeps_complementary_group_numbers() -> None:
     space = SearchSpace.load(REPO / "search_spaces/igc_cifar.yaml")
-    from igcnas.arch.spec import plan_block
+    from igcnas.arch.plan import plan_block
 
     checked = 0
     for params in _sample(space, 40, seed=2):
