@@ -30,7 +30,6 @@ from igcnas.search._prescreen import SCREENING, screener_for
 from igcnas.search._progress import Progress, tally
 from igcnas.search.config import (
     SearchConfig,
-    compare_settings,
     default_storage,
     redact_url,
     study_file,
@@ -127,9 +126,7 @@ def run_ray(
     bundle = ctx.data
     ctx.check_space_fits()
     storage = open_storage(url, heartbeat=False)
-    study = open_search_study(config, storage, name, settings, where)
-    stored = study.user_attrs.get("igcnas_settings", {})
-    compare_settings(name, where, stored, settings)
+    study = open_search_study(config, storage, name, settings, where)  # a reused study's settings checked there
     store.write_settings(study_file(config, name, where, settings, space.path))
     progress = Progress(config, name)
     objectives = config.objective_columns()
