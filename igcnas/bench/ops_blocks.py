@@ -181,13 +181,16 @@ class CaseRef:
         block's at ``size``)."""
         if self.kind == "block":
             return _block_case(self.name).channels, size
-        from igcnas.zoo import resolve_network
-
         network, part = self._network_part()
-        spec = resolve_network(network)[0]
-        if self.kind == "zoo" or part == "stem":
-            return spec.input_shape[0], spec.input_shape[1]
-        return _part_input(network, part)
+        if self.kind == "zoo":
+            from igcnas.zoo import resolve_network
+
+            shape = resolve_network(network)[0].input_shape
+            return shape[0], shape[1]
+        inputs = _part_inputs(network)
+        if part not in inputs:
+            raise UserError(f"bench: {network} has no part {part!r}; its parts: {', '.join(inputs)}")
+        return inputs[part]
 
     def input_grad(self) -> bool:
         """Whether the training step computes the input's gradient: for a block or a network's stage or head, as
@@ -202,23 +205,22 @@ class CaseRef:
         return network, part
 
 
-@functools.lru_cache(maxsize=64)
-def _part_input(network: str, part: str) -> tuple[int, int]:
-    """(channels, size) of the input the part ``part`` of the network ``network`` gets (a batch-1 forward of the
-    naive build through the parts before it; UserError for a part it does not have)."""
+@functools.lru_cache(maxsize=16)
+def _part_inputs(network: str) -> dict[str, tuple[int, int]]:
+    """(channels, size) of the input each part of the network ``network`` gets, by part in forward order: one
+    batch-1 forward of its naive build (not to be mutated: cached)."""
     from igcnas.nn.network import NetworkPart, build, network_parts
     from igcnas.zoo import resolve_network
 
     spec = resolve_network(network)[0]
     built = build(spec, impl="naive").eval()
-    names = network_parts(built)
-    if part not in names:
-        raise UserError(f"bench: {network} has no part {part!r}; its parts: {', '.join(names)}")
+    inputs: dict[str, tuple[int, int]] = {}
     x = torch.zeros(1, *spec.input_shape)
     with torch.no_grad():
-        for name in names[:names.index(part)]:
+        for name in network_parts(built):
+            inputs[name] = (int(x.shape[1]), int(x.shape[2]))
             x = NetworkPart(built, name)(x)
-    return int(x.shape[1]), int(x.shape[2])
+    return inputs
 
 
 def network_cases(name: str) -> list[CaseRef]:
@@ -229,11 +231,7 @@ def network_cases(name: str) -> list[CaseRef]:
         >>> [case.name for case in network_cases("IGC-L24M2-D20")][:2]
         ['IGC-L24M2-D20:stem', 'IGC-L24M2-D20:stages.0']
     """
-    from igcnas.nn.network import build, network_parts
-    from igcnas.zoo import resolve_network
-
-    spec = resolve_network(name)[0]  # the zoo's own one-line error for an unknown name
-    return [CaseRef("part", f"{name}:{part}") for part in network_parts(build(spec, impl="naive"))]
+    return [CaseRef("part", f"{name}:{part}") for part in _part_inputs(name)]  # the zoo's error for an unknown name
 
 
 def _block_case(name: str) -> BlockCase:
