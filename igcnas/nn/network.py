@@ -340,9 +340,8 @@ class NetworkPart(nn.Module):
             self.body = network.stages[int(part.split(".")[1])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting() or not self.channels_last_input or self.part == "head":
-            return self.body(x)
-        if not (x.dim() == 4 and x.device.type == "cpu" and _runs_allowed([self.body])):
+        if (not self.channels_last_input or self.part == "head"
+                or not (x.dim() == 4 and x.device.type == "cpu" and _runs_allowed([self.body]))):
             return self.body(x)
         x = x.contiguous(memory_format=torch.channels_last)  # the network's _prepare (a later part gets it so)
         if self.part == "stem":
