@@ -105,6 +105,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+_TIMED = frozenset({"ops", "stages", "data", "train", "workers", "proxy-time"})
+"""The benchmarks that time code: their tables open with the machine's line (CPU, ISA, native build, threads)."""
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas bench``."""
     runner: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]] | None]] = {
@@ -120,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
         args.repeats = 3 if args.what in ("workers", "proxy-time") else 5
     if args.epochs is None:
         args.epochs = 6 if args.what == "workers" else 3  # workers: the main job's size
+    if args.format == "table" and args.what in _TIMED:
+        import torch
+
+        from igcnas.bench._machine import machine_line
+
+        print(machine_line(threads=args.threads if args.what == "proxy-time" else torch.get_num_threads()) + "\n",
+              flush=True)
     if args.what == "search":
         return _search(args)
     if args.what == "proxies":

@@ -1,10 +1,11 @@
 """The cache file of measured forms (:mod:`igcnas.nn.tune`): one JSON file per machine fingerprint.
 
-The fingerprint is the CPU's model and ISA flags (``/proc/cpuinfo``), the versions of torch and igcnas, the
-native kernels' source and build (``IGCNAS_NATIVE_MARCH``), the thread count, the malloc regime (:func:`malloc_regime`)
-and how choices are measured (:data:`METHOD`): a change of any of them is a new file, so every choice is remeasured. Files live in ``$IGCNAS_TUNE_DIR``, else ``$IGCNAS_CACHE_DIR/tune``, else ``~/.cache/igcnas/tune``;
-every write replaces the
-file atomically (concurrent writers lose at most a choice, which is then measured again).
+The fingerprint is the CPU's model and ISA flags (``/proc/cpuinfo``), the versions of torch and igcnas, the ISA
+the libraries run (:func:`library_isa`), the native kernels' source and build (``IGCNAS_NATIVE_MARCH``), the thread
+count, the malloc regime (:func:`malloc_regime`) and how choices are measured (:data:`METHOD`): a change of any of
+them is a new file, so every choice is remeasured. Files live in ``$IGCNAS_TUNE_DIR``, else
+``$IGCNAS_CACHE_DIR/tune``, else ``~/.cache/igcnas/tune``; every write replaces the file atomically (concurrent
+writers lose at most a choice, which is then measured again).
 
 Example:
     >>> fingerprint(threads=2)["threads"]
@@ -24,7 +25,7 @@ from typing import Any
 from igcnas._allocator import allocator_status
 from igcnas.nn.plan import ConvPlan
 
-__all__ = ["METHOD", "fingerprint", "malloc_regime", "cache_file", "lookup", "store", "entries"]
+__all__ = ["METHOD", "ISA_CAPS", "fingerprint", "library_isa", "malloc_regime", "cache_file", "lookup", "store", "entries"]
 
 _loaded: dict[str, dict[str, Any]] = {}
 
@@ -41,6 +42,27 @@ def malloc_regime() -> str:
     there (several times slower, and noisy) does not hold where training runs (tuned).
     """
     return "tuned" if allocator_status() == "tuned" else "system"
+
+
+ISA_CAPS: tuple[str, ...] = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+"""Environment variables that cap the instruction set of torch's own kernels, oneDNN's and MKL's: the reference
+forms a choice is timed against run other code under each."""
+
+
+def library_isa() -> dict[str, str]:
+    """The vector ISA torch's kernels dispatch to, with every :data:`ISA_CAPS` variable that is set.
+
+    A cap changes the speed of the torch forms (and of the naive reference), not of the native kernels, so a
+    choice measured under one does not hold under another.
+
+    Example:
+        >>> list(library_isa())[0]
+        'torch'
+    """
+    import torch
+
+    return {"torch": torch.backends.cpu.get_cpu_capability(),
+            **{name: os.environ[name] for name in ISA_CAPS if os.environ.get(name)}}
 
 
 def fingerprint(*, threads: int) -> dict[str, Any]:
@@ -64,7 +86,7 @@ def _fingerprint(threads: int, malloc: str) -> dict[str, Any]:
     return {"cpu": model, "isa": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4", "neon",
                                                                             "asimd", "sve"))),
             "cpu_signature": hashlib.sha256(cpu.encode()).hexdigest()[:16], "torch": torch.__version__,
-            "igcnas": __version__, "native_source": sources,
+            "igcnas": __version__, "library_isa": library_isa(), "native_source": sources,
             "native_march": march_setting(), "threads": int(threads), "malloc": malloc, "method": METHOD}
 
 

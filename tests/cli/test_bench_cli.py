@@ -52,6 +52,9 @@ def test_bench_ops_table_compares_igc_with_regular_convs_and_lists_the_forms(cap
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
+    machine = out.splitlines()[0]  # the table names the CPU and the code its ratios come from
+    assert machine.startswith("machine: ") and f"runs {torch.backends.cpu.get_cpu_capability()} kernels" in machine
+    assert "native kernels -march=" in machine
     assert "IGC-L24M2-D20 trains at " in out and "x the images/s of RegConv-W16-D20" in out
     assert "forms the fast build ran" in out and "  IGC-L24M2-D20: train " in out
     assert "per image IGC-L24M2-D20 has 0.71x the FLOPs and 4.27x the bytes of layer outputs" in out

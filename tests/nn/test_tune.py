@@ -93,6 +93,21 @@ def test_another_thread_count_is_another_machine(tmp_path: Path) -> None:
     assert _tune_cache.fingerprint(threads=1)["cpu_signature"] == _tune_cache.fingerprint(threads=2)["cpu_signature"]
 
 
+def test_a_library_isa_cap_is_another_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    _tune_cache._fingerprint.cache_clear()
+    before = _tune_cache.cache_file(threads=1)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN's convs (the reference form) run AVX2 code only
+    _tune_cache._fingerprint.cache_clear()
+    try:
+        assert _tune_cache.fingerprint(threads=1)["library_isa"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+        assert _tune_cache.cache_file(threads=1) != before
+    finally:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+        _tune_cache._fingerprint.cache_clear()
+    assert _tune_cache.cache_file(threads=1) == before
+
+
 def test_choices_under_the_system_malloc_are_not_the_tuned_mallocs(monkeypatch: pytest.MonkeyPatch) -> None:
     from igcnas import _allocator
 

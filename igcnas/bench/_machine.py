@@ -1,0 +1,55 @@
+"""The one line that names the machine a speed benchmark ran on (CPU, vector ISA, library caps, native build)."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+__all__ = ["machine_line"]
+
+
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each field of ``/proc/cpuinfo`` (empty where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip().lower(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def _widest_vectors(flags: set[str]) -> str:
+    """The widest x86 vector extension among the CPU's flags (or the architecture's name elsewhere)."""
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2")):
+        if flag in flags:
+            return name
+    return platform.machine() or "unknown ISA"
+
+
+def machine_line(*, threads: int) -> str:
+    """``machine: <CPU>, <cores>, <widest vectors>; torch <version> runs <ISA> kernels[, caps]; native kernels
+    -march=<value>; <threads> threads`` for the header of a speed benchmark's table, so that every printed ratio
+    names the CPU and the code that produced it.
+
+    Example:
+        >>> machine_line(threads=2).startswith("machine: ") and machine_line(threads=2).endswith("; 2 threads")
+        True
+    """
+    import torch
+
+    from igcnas.nn._native_build import march_setting
+    from igcnas.nn._tune_cache import ISA_CAPS
+
+    info = _cpuinfo()
+    model = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if info.get("cpu family") and info.get("model"):
+        model += f" (family {info['cpu family']} model {info['model']})"
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
+    library = f"torch {torch.__version__} runs {torch.backends.cpu.get_cpu_capability()} kernels"
+    return (f"machine: {model}, {os.cpu_count()} logical CPUs, {_widest_vectors(set(info.get('flags', '').split()))}"
+            f"; {library}{' (' + ', '.join(caps) + ')' if caps else ''}; native kernels -march={march_setting()}"
+            f"; {threads} threads")
