@@ -32,7 +32,7 @@ def _widest_vectors(flags: set[str]) -> str:
 
 def machine_line(*, threads: int) -> str:
     """``machine: <CPU>, <cores>, <widest vectors>; torch <version> runs <ISA> kernels[, caps]; native kernels
-    -march=<value>; <threads> threads`` for the header of a speed benchmark's table, so that every printed ratio
+    -march=<value>; <n> thread(s)`` for the header of a speed benchmark's table, so that every printed ratio
     names the CPU and the code that produced it.
 
     Example:
@@ -52,4 +52,4 @@ def machine_line(*, threads: int) -> str:
     library = f"torch {torch.__version__} runs {torch.backends.cpu.get_cpu_capability()} kernels"
     return (f"machine: {model}, {os.cpu_count()} logical CPUs, {_widest_vectors(set(info.get('flags', '').split()))}"
             f"; {library}{' (' + ', '.join(caps) + ')' if caps else ''}; native kernels -march={march_setting()}"
-            f"; {threads} threads")
+            f"; {threads} thread{'' if threads == 1 else 's'}")

@@ -44,7 +44,8 @@ meaningful on a noisy machine; run them on your own hardware (CUDA is used when 
   proxies  Spearman/Kendall of every training-free proxy against the tabular benchmark's trained accuracy (--table, --target)
   proxy-time  seconds each proxy takes, alone, on every CIFAR-10 zoo network with <= --max-params params (default
          1M), --threads torch threads (default 1, as a search worker scores), batch --batch (64), after one
-         warm-up scoring; median of --repeats (default 3)"""
+         warm-up scoring; median of --repeats (default 3); floor_s: snip's and grad_norm's multiply-adds at
+         this machine's float32 matrix-product rate on those threads (nothing computes them faster here)"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

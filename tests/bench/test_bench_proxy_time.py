@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from igcnas.bench.proxy_time import bench_proxy_time, cifar_zoo, render
+from igcnas.bench.proxy_time import bench_proxy_time, cifar_zoo, gradient_macs, matmul_rate, render
 from igcnas.cli import main
 from igcnas.cost import count
 from igcnas.errors import UserError
@@ -29,8 +29,31 @@ def test_rows_hold_every_proxy_sorted_by_flops() -> None:
         assert all(row[f"{p}_s"] >= 0 for p in PROXIES) and row["slowest"] in PROXIES
         assert row[row["slowest"] + "_s"] == max(row[f"{p}_s"] for p in PROXIES)
     assert rows[0]["flops"] == count(get_zoo("RegConv-W16-D8").spec).flops
+    # the floor: the gradient passes' multiply-adds at the matmul rate measured once for the run
+    assert len({r["matmul_gmacs"] for r in rows}) == 1 and rows[0]["matmul_gmacs"] > 0
+    for row in rows:
+        macs = gradient_macs(get_zoo(row["network"]).spec, batch=4)
+        assert row["floor_s"] == pytest.approx(macs / (row["matmul_gmacs"] * 1e9), rel=0.01, abs=1e-4)
     text = render(rows, batch=4)
     assert "RegConv-W16-D8" in text and "of 2 networks" in text
+    assert f"{rows[0]['matmul_gmacs']:.1f} GMAC/s on 1 thread(s)" in text and "matmul_gmacs" not in text
+
+
+def test_gradient_macs_are_three_passes_but_the_images_gradient() -> None:
+    from igcnas.nn.network import layer_costs
+
+    spec = get_zoo("RegConv-W16-D8").spec
+    stem = layer_costs(spec)[0]
+    assert stem.role == "stem"
+    assert gradient_macs(spec, batch=5) == 5 * (3 * count(spec).flops - stem.flops)
+
+
+def test_matmul_rate_restores_the_threads() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    assert matmul_rate(num_threads=1, size=64, repeats=1) > 0
+    assert torch.get_num_threads() == before
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
