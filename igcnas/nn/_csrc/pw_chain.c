@@ -22,6 +22,16 @@
 
 #include "pw_tiles.h"
 
+/* Output channels per block of tile_matmul_map2 (then blocks of 4, then one at a time): 2 x MAP2_BLOCK
+ * accumulators, the two inputs and the broadcast weight must fit the vector registers, or the compiler keeps some
+ * accumulators on the stack and every step of the inner loop waits on a store and a reload (AVX2 and NEON have 16
+ * and 32 registers of 8 and 4 floats). */
+#if defined(__AVX512F__)
+#define MAP2_BLOCK 8
+#else
+#define MAP2_BLOCK 4
+#endif
+
 /* As tile_matmul for two tiles at once (it0 -> ot0, it1 -> ot1; each broadcast weight feeds two FMAs, so the loop
  * is bound by the FMA units rather than by the loads), with output channel k (= g*Out_g + o) going to slot omap[k]
  * of the output (omap NULL = identity). */
@@ -34,6 +44,7 @@ static void tile_matmul_map2(const vf *restrict it0, const vf *restrict it1, con
         const float *restrict wg = w + g * out_g * in_g;
         const int64_t base = g * out_g;
         int64_t o = 0;
+#if MAP2_BLOCK == 8
         for (; o + 8 <= out_g; o += 8) {
             const float *restrict w0 = wg + o * in_g;
             vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
@@ -52,6 +63,26 @@ static void tile_matmul_map2(const vf *restrict it0, const vf *restrict it1, con
             }
             const vf ra[8] = {a0, a1, a2, a3, a4, a5, a6, a7}, rb[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
             for (int q = 0; q < 8; ++q) {
+                const int64_t k = omap ? omap[base + o + q] : base + o + q;
+                ot0[k] = ra[q];
+                ot1[k] = rb[q];
+            }
+        }
+#endif
+        for (; o + 4 <= out_g; o += 4) {
+            const float *restrict w0 = wg + o * in_g;
+            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            vf b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+            for (int64_t i = 0; i < in_g; ++i) {
+                const vf xa = ia[i], xb = ib[i];
+                float k;
+                k = w0[i]; a0 += k * xa; b0 += k * xb;
+                k = w0[in_g + i]; a1 += k * xa; b1 += k * xb;
+                k = w0[2 * in_g + i]; a2 += k * xa; b2 += k * xb;
+                k = w0[3 * in_g + i]; a3 += k * xa; b3 += k * xb;
+            }
+            const vf ra[4] = {a0, a1, a2, a3}, rb[4] = {b0, b1, b2, b3};
+            for (int q = 0; q < 4; ++q) {
                 const int64_t k = omap ? omap[base + o + q] : base + o + q;
                 ot0[k] = ra[q];
                 ot1[k] = rb[q];

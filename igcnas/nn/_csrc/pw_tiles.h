@@ -178,6 +178,40 @@ static inline void map_tile(float *restrict buf, int64_t c, const int64_t *restr
     }
 }
 
+/* Input channels per block of dw_update4's register-held accumulators: two output channels'
+ * 2 x DWU_BLOCK accumulators, their two gradients and one input must fit the vector registers (32 with AVX-512;
+ * AVX2's 16 would spill 2 x 8 of them to the stack, where every update waits on a store and a reload). */
+#if defined(__AVX512F__)
+#define DWU_BLOCK 8
+#else
+#define DWU_BLOCK 4
+#endif
+
+/* dw_update4 for the output channels oc, oc + 1 and the input channels i0 .. i0 + DWU_BLOCK - 1: their
+ * 2 x DWU_BLOCK accumulators stay in registers over the 4 tiles. */
+static inline __attribute__((always_inline)) void dwu_pair(vf *restrict mine, const vf *restrict dt,
+                                                           const vf *restrict x0, int64_t oc, int64_t i0,
+                                                           int64_t in_g, int64_t in_c, int64_t out_c) {
+    vf *restrict a = mine + oc * in_g + i0, *restrict b = a + in_g;
+    vf r[DWU_BLOCK], q[DWU_BLOCK];
+    for (int i = 0; i < DWU_BLOCK; ++i) {
+        r[i] = a[i];
+        q[i] = b[i];
+    }
+    for (int s = 0; s < 4; ++s) {
+        const vf d0 = dt[s * out_c + oc], d1 = dt[s * out_c + oc + 1];
+        const vf *restrict xs = x0 + s * in_c + i0;
+        for (int i = 0; i < DWU_BLOCK; ++i) {
+            r[i] += d0 * xs[i];
+            q[i] += d1 * xs[i];
+        }
+    }
+    for (int i = 0; i < DWU_BLOCK; ++i) {
+        a[i] = r[i];
+        b[i] = q[i];
+    }
+}
+
 /* mine[g*Og + o][i] += sum_s dt[s][g*Og + o] * xt[s][g*Ig + i] over the WSUB = 4 tiles of a step (TILE lanes kept):
  * the weight-gradient update of a grouped 1x1 conv (group_pw.c) or of a chain's layer (pw_chain.c). */
 static inline void dw_update4(vf *restrict mine, const vf *restrict dt, const vf *restrict xt, int64_t groups,
@@ -186,24 +220,10 @@ static inline void dw_update4(vf *restrict mine, const vf *restrict dt, const vf
     for (int64_t g = 0; g < groups; ++g) {
         const vf *restrict x0 = xt + g * in_g;
         int64_t o = 0;
-        if (in_g == 8) {
-            /* two output channels' 8 + 8 accumulators stay in registers over the 4 tiles */
-            for (; o + 2 <= out_g; o += 2) {
-                const int64_t oc = g * out_g + o;
-                vf *restrict a = mine + oc * 8;
-                vf r[16];
-                for (int q = 0; q < 16; ++q) r[q] = a[q];
-                for (int s = 0; s < 4; ++s) {
-                    const vf d0 = dt[s * out_c + oc], d1 = dt[s * out_c + oc + 1];
-                    const vf *restrict xs = x0 + s * in_c;
-                    for (int i = 0; i < 8; ++i) {
-                        r[i] += d0 * xs[i];
-                        r[8 + i] += d1 * xs[i];
-                    }
-                }
-                for (int q = 0; q < 16; ++q) a[q] = r[q];
-            }
-        }
+        if (in_g % DWU_BLOCK == 0) /* other widths: one output at a time (blocks of 4 measured slower with AVX-512) */
+            for (; o + 2 <= out_g; o += 2)
+                for (int64_t i0 = 0; i0 < in_g; i0 += DWU_BLOCK)
+                    dwu_pair(mine, dt, x0, g * out_g + o, i0, in_g, in_c, out_c);
         for (; o < out_g; ++o) {
             const int64_t oc = g * out_g + o;
             const vf d0 = dt[oc], d1 = dt[out_c + oc], d2 = dt[2 * out_c + oc], d3 = dt[3 * out_c + oc];
