@@ -29,7 +29,14 @@
 #include "native_common.h"
 
 #define DV NV /* floats per vector: one zmm register with AVX-512, else one ymm (16-float vectors would spill) */
-#define DT 8  /* output pixels per interior block */
+/* Output pixels per interior block: its DT accumulators, the DT + K - 1 input vectors they read, a weight and the
+ * BatchNorm's scale and shift must fit the vector registers (32 with AVX-512; AVX2's 16 hold them for 4 pixels,
+ * while 8 kept some on the stack, reloaded at every tap). */
+#if defined(__AVX512F__)
+#define DT 8
+#else
+#define DT 4
+#endif
 
 typedef float dvf __attribute__((vector_size(DV * 4), aligned(4), may_alias));
 typedef int32_t dvi __attribute__((vector_size(DV * 4), aligned(4), may_alias));
