@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -103,7 +104,12 @@ def test_the_stage_table_sums_the_parts_in_this_process() -> None:
     assert [row["part"] for row in table] == ["stem", "stages.0", "stages.1", "stages.2", "head"]
     assert sum(row["fast_share"] for row in table) == pytest.approx(1.0, abs=0.01)
     naive, fast = (sum(row[key] for row in table) for key in ("naive_train_ms", "fast_train_ms"))
-    assert line.startswith(f"RegConv-W16-D8: the parts sum to {naive:.1f} ms per training step naive, {fast:.1f} ms")
+    # the line sums the unrounded times, the table shows them to 0.01 ms: equal within the rounding
+    found = re.fullmatch(r"RegConv-W16-D8: the parts sum to (\d+\.\d) ms per training step naive, (\d+\.\d) ms fast "
+                         r"\((\d+\.\d\d)x; batch 2\)", line)
+    assert found, line
+    assert float(found[1]) == pytest.approx(naive, abs=0.06) and float(found[2]) == pytest.approx(fast, abs=0.06)
+    assert float(found[3]) == pytest.approx(float(found[1]) / float(found[2]), rel=0.02)
     assert bench.stage_table([]) == ([], "")
 
 
