@@ -319,3 +319,150 @@ def test_a_training_step_under_inference_mode_keeps_the_prior(monkeypatch: pytes
         x = torch.randn(2, 8, 5, 5).contiguous(memory_format=CL)
         assert module.form_for(x) == "native"
         assert module(x).shape == x.shape
+
+
+@pytest.fixture
+def native_eval_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The native eval kernel wherever it applies, whatever this machine measures."""
+    monkeypatch.setattr(BatchNormAct2d, "_eval_form", lambda self, x, **_: "native")
+
+
+def _eval_pair(channels: int, relu: bool) -> tuple[BatchNormAct2d, nn.Sequential]:
+    """A fused BN and its reference in eval mode, with running statistics away from 0 and 1."""
+    fused, reference = _pair(channels, relu)
+    with torch.no_grad():
+        fused.running_mean.uniform_(-1.0, 1.0)
+        fused.running_var.uniform_(0.25, 4.0)
+    reference[0].load_state_dict(fused.state_dict())
+    return fused.eval(), reference.eval()
+
+
+@needs_native
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("no_autograd", [torch.no_grad, torch.inference_mode])
+def test_eval_without_autograd_equals_the_reference(relu: bool, no_autograd: type, native_eval_form: None) -> None:
+    fused, reference = _eval_pair(24, relu)
+    x = torch.randn(3, 24, 7, 5).contiguous(memory_format=CL)
+    with no_autograd():
+        assert fused.uses_eval_native(x)
+        out = fused(x)
+        torch.testing.assert_close(out, reference(x), rtol=1e-5, atol=1e-5)
+        assert out.is_contiguous(memory_format=CL)
+    residual = torch.randn_like(x)
+    plain, plain_reference = _eval_pair(24, False)
+    for add_relu in (True, False):
+        with no_autograd():
+            assert plain.uses_eval_native(x, residual=residual, add_relu=add_relu)
+            expected = plain_reference(x) + residual
+            torch.testing.assert_close(plain.forward_add(x, residual, relu=add_relu),
+                                       torch.relu(expected) if add_relu else expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_eval_with_autograd_or_outside_channels_last_runs_the_reference(native_eval_form: None) -> None:
+    fused, reference = _eval_pair(8, True)
+    x = torch.randn(2, 8, 4, 4).contiguous(memory_format=CL).requires_grad_()
+    assert not fused.uses_eval_native(x)  # autograd on: the reference, whose graph has a backward
+    fused(x).sum().backward()
+    assert x.grad is not None and fused.weight.grad is not None
+    with torch.no_grad():
+        assert not fused.uses_eval_native(x.detach().contiguous())  # NCHW
+        assert not fused.uses_eval_native(x.detach().double())
+        fused.train()
+        assert not fused.uses_eval_native(x.detach())  # training: the batch statistics' path
+
+
+@needs_native
+def test_eval_coefficients_follow_the_running_statistics(native_eval_form: None) -> None:
+    fused, reference = _eval_pair(8, False)
+    x = torch.randn(2, 8, 4, 4).contiguous(memory_format=CL)
+    with torch.no_grad():
+        before = fused(x)
+        other, other_reference = _eval_pair(8, False)
+        fused.load_state_dict(other.state_dict())  # new statistics and parameters: the kept scale and shift go
+        after = fused(x)
+        torch.testing.assert_close(after, other_reference(x), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(before, after)
+        fused.running_var.mul_(4.0)  # an in-place change of one statistic too
+        torch.testing.assert_close(fused(x) - fused.bias.view(1, -1, 1, 1),
+                                   (after - fused.bias.view(1, -1, 1, 1)) / 2, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_the_eval_form_is_measured_as_its_own_signature(residual: bool, monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    from igcnas.nn import _tune_cache, norm, tune
+
+    monkeypatch.setenv("IGCNAS_TUNE_DIR", str(tmp_path / "tune"))
+    monkeypatch.setenv("IGCNAS_TUNE", "auto")
+    monkeypatch.setattr(tune, "_memory", {})
+    _tune_cache._loaded.clear()
+    calls: list[tuple[bool, bool]] = []
+
+    def fake(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float, forms: list[str],
+             residual: bool = False) -> dict[str, float]:
+        calls.append((relu, residual))
+        return {"native": 2.0, "reference": 1.0}  # against the prior (native: a ReLU to save)
+
+    monkeypatch.setattr(norm, "_measure_eval_forms", fake)
+    monkeypatch.setattr(norm, "_measure_forms", lambda *a, **k: pytest.fail("an eval forward timed a training step"))
+    module = BatchNormAct2d(8, relu=not residual).eval()
+    x = torch.randn(2, 8, 5, 5).contiguous(memory_format=CL)
+    with torch.no_grad():
+        assert module._eval_form(x, residual=residual, add_relu=residual) == "reference"
+        assert module._eval_form(x, residual=residual, add_relu=residual) == "reference" and len(calls) == 1
+    assert calls == [(True, residual)]
+    (text,) = tune.choices()
+    op = "BN+add+ReLU" if residual else "BN+ReLU"
+    assert text == f"{op} 8 5x5 float32 t{torch.get_num_threads()} eval cl"
+    tune._forget()
+    monkeypatch.setenv("IGCNAS_TUNE", "off")
+    with torch.no_grad():
+        assert module._eval_form(x, residual=residual, add_relu=residual) == "native"  # the prior
+    _tune_cache._loaded.clear()
+
+
+@needs_native
+def test_the_eval_measurement_times_both_forms_of_a_forward() -> None:
+    from igcnas.nn import norm
+
+    for residual in (False, True):
+        seconds = norm._measure_eval_forms(8, (4, 8, 6, 6), relu=True, eps=1e-5, forms=["native", "reference"],
+                                           residual=residual)
+        assert set(seconds) == {"native", "reference"} and all(v > 0 for v in seconds.values())
+
+
+@needs_native
+def test_eval_of_a_module_built_under_inference_mode(native_eval_form: None) -> None:
+    with torch.inference_mode():  # its statistics are inference tensors, which keep no version counter
+        fused = BatchNormAct2d(8, relu=True).eval()
+        fused.running_var.fill_(4.0)
+        x = torch.randn(2, 8, 3, 3).contiguous(memory_format=CL)
+        torch.testing.assert_close(fused(x), torch.relu(x / (4.0 + fused.eps) ** 0.5), rtol=1e-5, atol=1e-6)
+        fused.running_var.fill_(1.0)  # changed in place: seen without a version counter
+        torch.testing.assert_close(fused(x), torch.relu(x / (1.0 + fused.eps) ** 0.5), rtol=1e-5, atol=1e-6)
+
+
+@needs_native
+def test_eval_after_native_training_steps_uses_the_updated_statistics(native_form: None,
+                                                                      native_eval_form: None) -> None:
+    # the native training step writes the running statistics through raw pointers, without a version bump: the
+    # eval scale and shift kept before it must not outlive it
+    fused, reference = _pair(8, True)
+    x = torch.randn(4, 8, 5, 5).contiguous(memory_format=CL)
+    for _ in range(2):
+        fused.eval(), reference.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x), reference(x), rtol=1e-5, atol=1e-5)
+        fused.train(), reference.train()
+        fused._eval_coefficients()  # kept from the statistics as they are, as an eval forward keeps them
+        fused(x * 3.0 + 1.0), reference(x * 3.0 + 1.0)  # new batch statistics into the running ones
+        fused.training = False  # eval mode without train(False), which would drop them too
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x), reference.eval()(x), rtol=1e-5, atol=1e-5)
+        fused.training = True
+        reference.train()
+        fused(x * 2.0 - 1.0), reference(x * 2.0 - 1.0)
+    fused.eval(), reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), reference(x), rtol=1e-5, atol=1e-5)
