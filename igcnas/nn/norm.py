@@ -5,12 +5,9 @@ is ``relu(batch_norm(x))`` (or plain ``batch_norm(x)`` with ``relu=False``). Whe
 float32 CPU tensor and the native kernels are available (:mod:`igcnas.nn._native`), forward and backward run
 in a C kernel (``_csrc/bn_act.c``): statistics then normalise+ReLU in the forward (3 passes over the tensor
 instead of 5: BN's 3 plus ReLU's 2), and in the backward two passes that recompute the ReLU mask from the
-input (5 instead of 8). The running statistics are updated exactly as ``nn.BatchNorm2d`` does. In eval mode
-without autograd (``torch.no_grad``, ``torch.inference_mode``) the same kernel normalises by the running
-statistics, the ReLU (and a residual sum, :meth:`BatchNormAct2d.forward_add`) in the same pass. Each path is
-taken where measured faster than PyTorch's ops on this machine (:mod:`igcnas.nn.tune`). Everywhere else (NCHW or
-non-float32 inputs, autocast, CUDA, scripting, tracing, export, fvcore) it runs the reference ``F.batch_norm`` +
-``relu_``, the same graph the naive build (``nn.BatchNorm2d`` + ``nn.ReLU``) has.
+input (5 instead of 8). The running statistics are updated exactly as ``nn.BatchNorm2d`` does. Everywhere else
+(eval mode, NCHW or non-float32 inputs, autocast, CUDA, scripting, tracing, export, fvcore) it runs the
+reference ``F.batch_norm`` + ``relu_``, the same graph the naive build (``nn.BatchNorm2d`` + ``nn.ReLU``) has.
 
 Example:
     >>> import torch
@@ -192,101 +189,6 @@ class BatchNormAct2d(nn.BatchNorm2d):
         )
 
     @torch.jit.unused
-    def eval_usable(self, x: Tensor, *, residual: Tensor | None = None) -> bool:
-        """Whether the native kernel can compute this forward from the running statistics: eval mode, no
-        autograd, a channels_last float32 CPU input (and residual)."""
-        return (
-            native_kernels_usable()
-            and not self.training
-            and not torch.is_grad_enabled()
-            and self.running_mean is not None
-            and self.running_var is not None
-            and x.device.type == "cpu"
-            and x.dtype == torch.float32
-            and x.dim() == 4
-            and x.shape[1] == self.num_features
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and (residual is None or (residual.shape == x.shape and residual.dtype == torch.float32
-                                      and residual.device.type == "cpu"))
-        )
-
-    @torch.jit.unused
-    def uses_eval_native(self, x: Tensor, *, residual: Tensor | None = None, add_relu: bool = False) -> bool:
-        """Whether this forward on ``x`` takes the native eval kernel (:meth:`eval_usable` and measured faster)."""
-        return self.eval_usable(x, residual=residual) and self._eval_form(x, residual=residual is not None,
-                                                                           add_relu=add_relu) == "native"
-
-    @torch.jit.unused
-    def _eval_form(self, x: Tensor, *, residual: bool, add_relu: bool) -> str:
-        """``native`` or ``reference`` for this eval input, measured as its own signature (forward only); the
-        prior is native where it saves a pass (a ReLU or a residual sum), else PyTorch's."""
-        key = (x.shape[2], x.shape[3], residual, add_relu, torch.get_num_threads())
-        found = tune.memo_lookup(self, "_eval_form_memo", key)
-        if found is not None:
-            tune.note_form(self, mode="eval", kind=found[0], plan=found[1])
-            return str(found[1].form)
-        relu = add_relu if residual else self.relu
-        op = f"{'BN+add' if residual else 'BN'}{'+ReLU' if relu else ''}"
-        prior = ConvPlan("native" if relu or residual else "reference", True, "table")
-        threads = torch.get_num_threads()
-        text = f"{op} {self.num_features} {x.shape[2]}x{x.shape[3]} float32 t{threads} eval cl"
-
-        def plans() -> list[ConvPlan]:
-            return [ConvPlan("reference", True, "measured: PyTorch's batch norm"),
-                    ConvPlan("native", True, "measured: native kernel")]
-
-        def seconds(candidates: list[ConvPlan]) -> dict[str, float]:
-            return _measure_eval_forms(self.num_features, tuple(x.shape), relu=relu, eps=self.eps,
-                                       forms=[p.form for p in candidates], residual=residual)
-
-        chosen = tune.decide(text, threads=threads, prior=prior, plans=plans, seconds=seconds)
-        tune.note_form(self, mode="eval", kind=op, plan=chosen)
-        tune.memo_store(self, "_eval_form_memo", key, (op, chosen))
-        return chosen.form
-
-    @torch.jit.unused
-    def _eval_native(self, x: Tensor, *, relu: bool, residual: Tensor | None = None) -> Tensor:
-        """``relu(x * scale + shift [+ residual])`` with the running statistics' scale and shift, in one pass."""
-        lib = _native.library()
-        assert lib is not None
-        coef = self._eval_coefficients()
-        n, channels, h, w = x.shape
-        y = torch.empty_like(x, memory_format=torch.channels_last)
-        r = None if residual is None else residual.contiguous(memory_format=torch.channels_last)
-        lib.bna_apply_add(data_ptr(x), data_ptr(r), n * h * w, channels, coef.data_ptr(),
-                          coef.data_ptr() + 4 * channels, int(relu), data_ptr(y), torch.get_num_threads())
-        return y
-
-    def train(self, mode: bool = True) -> BatchNormAct2d:
-        """``nn.Module.train``; the eval scale and shift kept from the running statistics are dropped."""
-        self.__dict__.pop("_eval_coef", None)
-        return super().train(mode)
-
-    @torch.jit.unused
-    def _eval_coefficients(self) -> Tensor:
-        """Scale then shift (float32, 2C) of the running statistics, kept until a statistic or parameter changes:
-        their version counters (``load_state_dict``, an optimizer step, any in-place op), a native update of the
-        statistics or a switch to training mode drop them."""
-        assert self.running_mean is not None and self.running_var is not None
-        tensors = [t for t in (self.running_mean, self.running_var, self.weight, self.bias) if t is not None]
-        # inference tensors (a module built under torch.inference_mode) keep no version: computed every time
-        key = None if any(t.is_inference() for t in tensors) else (tuple((id(t), t._version) for t in tensors),
-                                                                     self.eps)
-        cached = self.__dict__.get("_eval_coef")
-        if key is not None and cached is not None and cached[0] == key:
-            return cached[1]
-        with torch.no_grad():
-            scale = torch.rsqrt(self.running_var.double() + self.eps)
-            if self.weight is not None:
-                scale = scale * self.weight.double()
-            shift = -self.running_mean.double() * scale
-            if self.bias is not None:
-                shift = shift + self.bias.double()
-            coef = torch.cat([scale, shift]).float().contiguous()
-        self.__dict__["_eval_coef"] = (key, coef)
-        return coef
-
-    @torch.jit.unused
     def form_for(self, x: Tensor, *, residual: bool = False, add_relu: bool = False) -> str:
         """``native`` or ``reference`` for this training input: the form measured faster on this machine
         (:func:`igcnas.nn.tune.decide`), the prior being native for BN + ReLU and PyTorch's for BN alone.
@@ -336,8 +238,6 @@ class BatchNormAct2d(nn.BatchNorm2d):
         """
         if self.relu:
             raise ValueError("forward_add needs a BatchNormAct2d built with relu=False (the ReLU follows the sum)")
-        if self.uses_eval_native(x, residual=residual, add_relu=relu):
-            return self._eval_native(x, relu=relu, residual=residual)
         if not self.uses_native(x, residual=residual, add_relu=relu):
             return self._reference_add(x, residual, relu=relu)
         return self._native(x, relu=relu, residual=residual)
@@ -356,9 +256,7 @@ class BatchNormAct2d(nn.BatchNorm2d):
 
     @torch.jit.unused
     def _dispatch(self, x: Tensor) -> Tensor:
-        """The native training or eval path where it applies and measured faster, else the reference."""
-        if self.uses_eval_native(x):
-            return self._eval_native(x, relu=self.relu)
+        """The native training path where it applies, else the reference."""
         if not self.uses_native(x):
             return self._reference(x)
         return self._native(x, relu=self.relu)
@@ -369,7 +267,6 @@ class BatchNormAct2d(nn.BatchNorm2d):
         unbiased variance in ``coef`` (:class:`_BatchNormAct`'s coefficients: rows 2 and 4)."""
         assert self.num_batches_tracked is not None and self.running_mean is not None
         assert self.running_var is not None
-        self.__dict__.pop("_eval_coef", None)  # the native update below writes the statistics, versions unchanged
         channels = self.num_features
         rm, rv = self.running_mean, self.running_var
         with torch.no_grad():
@@ -404,28 +301,6 @@ def _measure_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: fl
 
     return tune.time_steps(shape, {form: functools.partial(step, form) for form in forms}, grad=True,
                            channels_last=True, params=[*module.parameters(), *([] if r is None else [r])])
-
-
-def _measure_eval_forms(channels: int, shape: tuple[int, ...], *, relu: bool, eps: float,
-                        forms: list[str], residual: bool = False) -> dict[str, float]:
-    """Median seconds of an eval forward (no autograd) of each form on a random channels_last input, running
-    statistics and parameters random (with ``residual``: BN, a residual sum, then the ReLU if ``relu``)."""
-    with torch.inference_mode(False), torch.no_grad():  # a module as built outside inference mode
-        module = BatchNormAct2d(channels, relu=relu and not residual, eps=eps).eval()
-        for tensor in (module.running_mean, module.running_var, module.weight, module.bias):
-            assert tensor is not None
-            tensor.uniform_(0.5, 1.5)
-    r = tune.timing_input(shape, channels_last=True, grad=False) if residual else None
-
-    def step(form: str, x: Tensor) -> Tensor:
-        if form == "native":
-            return module._eval_native(x, relu=relu, residual=r)
-        if r is not None:
-            return module._reference_add(x, r, relu=relu)
-        return module._reference(x)
-
-    return tune.time_steps(shape, {form: functools.partial(step, form) for form in forms}, grad=False,
-                           channels_last=True, params=[])
 
 
 def batch_norm_act(channels: int, *, relu: bool, impl: str = "auto") -> Iterator[tuple[str, nn.Module]]:
