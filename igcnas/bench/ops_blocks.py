@@ -165,6 +165,11 @@ class CaseRef:
     kind: Literal["block", "zoo", "part"]
     name: str
 
+    def __post_init__(self) -> None:
+        if self.kind not in ("block", "zoo", "part"):
+            raise UserError(f"bench: case kind {self.kind!r} is not one of block, zoo, part (e.g. CaseRef(\"zoo\", "
+                            f"{self.name!r}) for a network)")
+
     def build(self, impl: Impl) -> nn.Module:
         """The module of this case for ``impl``."""
         if self.kind == "block":

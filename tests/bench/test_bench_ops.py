@@ -71,6 +71,9 @@ def test_network_parts_are_cases_with_the_input_each_part_gets() -> None:
     # the images get no gradient, as in training; a stage's or a block's input does, as inside a network
     assert [case.input_grad() for case in cases] == [False, True, True, True, True]
     assert not bench.CaseRef("zoo", "IGC-L24M2-D20").input_grad() and bench.CaseRef("block", "IGCV3-D").input_grad()
+    with pytest.raises(UserError, match=r"^bench: case kind 'network' is not one of block, zoo, part \(e\.g\. "
+                                        r"CaseRef\(\"zoo\", 'IGC-L24M2-D20'\) for a network\)$"):
+        bench.CaseRef("network", "IGC-L24M2-D20")  # type: ignore[arg-type]
     naive = cases[2].build("naive")
     assert sum(p.numel() for p in naive.parameters()) > 0 and not hasattr(naive, "stem")  # the stage alone
     with pytest.raises(UserError, match="IGC-L24M2-D20 has no part 'stages.9'; its parts: stem, stages.0"):
