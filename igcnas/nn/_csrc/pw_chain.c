@@ -32,6 +32,29 @@
 #define MAP2_BLOCK 4
 #endif
 
+/* Output channels o .. o + B - 1 of one group of tile_matmul_map2 (B a constant once inlined): their 2 x B
+ * accumulators stay in registers over the group's inputs, each broadcast weight feeding two FMAs. */
+static inline __attribute__((always_inline)) void map2_block(const vf *restrict ia, const vf *restrict ib,
+                                                             const float *restrict w0, int64_t in_g, int64_t first,
+                                                             const int64_t *restrict omap, vf *restrict ot0,
+                                                             vf *restrict ot1, const int B) {
+    vf a[MAP2_BLOCK], b[MAP2_BLOCK];
+    for (int q = 0; q < B; ++q) a[q] = b[q] = (vf){0};
+    for (int64_t i = 0; i < in_g; ++i) {
+        const vf xa = ia[i], xb = ib[i];
+        for (int q = 0; q < B; ++q) {
+            const float k = w0[q * in_g + i];
+            a[q] += k * xa;
+            b[q] += k * xb;
+        }
+    }
+    for (int q = 0; q < B; ++q) {
+        const int64_t k = omap ? omap[first + q] : first + q;
+        ot0[k] = a[q];
+        ot1[k] = b[q];
+    }
+}
+
 /* As tile_matmul for two tiles at once (it0 -> ot0, it1 -> ot1; each broadcast weight feeds two FMAs, so the loop
  * is bound by the FMA units rather than by the loads), with output channel k (= g*Out_g + o) going to slot omap[k]
  * of the output (omap NULL = identity). */
@@ -44,50 +67,10 @@ static void tile_matmul_map2(const vf *restrict it0, const vf *restrict it1, con
         const float *restrict wg = w + g * out_g * in_g;
         const int64_t base = g * out_g;
         int64_t o = 0;
-#if MAP2_BLOCK == 8
-        for (; o + 8 <= out_g; o += 8) {
-            const float *restrict w0 = wg + o * in_g;
-            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-            vf b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}, b4 = {0}, b5 = {0}, b6 = {0}, b7 = {0};
-            for (int64_t i = 0; i < in_g; ++i) {
-                const vf xa = ia[i], xb = ib[i];
-                float k;
-                k = w0[i]; a0 += k * xa; b0 += k * xb;
-                k = w0[in_g + i]; a1 += k * xa; b1 += k * xb;
-                k = w0[2 * in_g + i]; a2 += k * xa; b2 += k * xb;
-                k = w0[3 * in_g + i]; a3 += k * xa; b3 += k * xb;
-                k = w0[4 * in_g + i]; a4 += k * xa; b4 += k * xb;
-                k = w0[5 * in_g + i]; a5 += k * xa; b5 += k * xb;
-                k = w0[6 * in_g + i]; a6 += k * xa; b6 += k * xb;
-                k = w0[7 * in_g + i]; a7 += k * xa; b7 += k * xb;
-            }
-            const vf ra[8] = {a0, a1, a2, a3, a4, a5, a6, a7}, rb[8] = {b0, b1, b2, b3, b4, b5, b6, b7};
-            for (int q = 0; q < 8; ++q) {
-                const int64_t k = omap ? omap[base + o + q] : base + o + q;
-                ot0[k] = ra[q];
-                ot1[k] = rb[q];
-            }
-        }
-#endif
-        for (; o + 4 <= out_g; o += 4) {
-            const float *restrict w0 = wg + o * in_g;
-            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            vf b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
-            for (int64_t i = 0; i < in_g; ++i) {
-                const vf xa = ia[i], xb = ib[i];
-                float k;
-                k = w0[i]; a0 += k * xa; b0 += k * xb;
-                k = w0[in_g + i]; a1 += k * xa; b1 += k * xb;
-                k = w0[2 * in_g + i]; a2 += k * xa; b2 += k * xb;
-                k = w0[3 * in_g + i]; a3 += k * xa; b3 += k * xb;
-            }
-            const vf ra[4] = {a0, a1, a2, a3}, rb[4] = {b0, b1, b2, b3};
-            for (int q = 0; q < 4; ++q) {
-                const int64_t k = omap ? omap[base + o + q] : base + o + q;
-                ot0[k] = ra[q];
-                ot1[k] = rb[q];
-            }
-        }
+        for (; o + MAP2_BLOCK <= out_g; o += MAP2_BLOCK)
+            map2_block(ia, ib, wg + o * in_g, in_g, base + o, omap, ot0, ot1, MAP2_BLOCK);
+        if (MAP2_BLOCK > 4)
+            for (; o + 4 <= out_g; o += 4) map2_block(ia, ib, wg + o * in_g, in_g, base + o, omap, ot0, ot1, 4);
         for (; o < out_g; ++o) {
             const float *restrict w0 = wg + o * in_g;
             vf a0 = {0}, b0 = {0};
