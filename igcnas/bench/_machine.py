@@ -8,20 +8,6 @@ import platform
 __all__ = ["machine_line"]
 
 
-def _cpuinfo() -> dict[str, str]:
-    """The first value of each field of ``/proc/cpuinfo`` (empty where there is none)."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                key, sep, value = line.partition(":")
-                if sep:
-                    fields.setdefault(key.strip().lower(), value.strip())
-    except OSError:
-        pass
-    return fields
-
-
 def _widest_vectors(flags: set[str]) -> str:
     """The widest x86 vector extension among the CPU's flags (or the architecture's name elsewhere)."""
     for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2")):
@@ -41,15 +27,18 @@ def machine_line(*, threads: int) -> str:
     """
     import torch
 
-    from igcnas.nn._native_build import march_setting
-    from igcnas.nn._tune_cache import ISA_CAPS
+    from igcnas.nn._native_build import cpuinfo_lines, march_setting
+    from igcnas.nn._tune_cache import library_isa
 
-    info = _cpuinfo()
+    info: dict[str, str] = {}
+    for key, value, _ in cpuinfo_lines():
+        info.setdefault(key, value)  # the first processor's
     model = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     if info.get("cpu family") and info.get("model"):
         model += f" (family {info['cpu family']} model {info['model']})"
-    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
-    library = f"torch {torch.__version__} runs {torch.backends.cpu.get_cpu_capability()} kernels"
+    isa = library_isa()
+    caps = [f"{name}={value}" for name, value in isa.items() if name != "torch"]
+    library = f"torch {torch.__version__} runs {isa['torch']} kernels"
     return (f"machine: {model}, {os.cpu_count()} logical CPUs, {_widest_vectors(set(info.get('flags', '').split()))}"
             f"; {library}{' (' + ', '.join(caps) + ')' if caps else ''}; native kernels -march={march_setting()}"
             f"; {threads} thread{'' if threads == 1 else 's'}")

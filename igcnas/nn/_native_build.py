@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -70,17 +71,26 @@ def _compiler() -> str | None:
     return None
 
 
-def _cpu_signature() -> str:
-    """Model name and feature flags of this CPU (``-march=native`` code depends on them)."""
-    keys = ("model name", "flags", "features", "cpu part")
-    lines: set[str] = set()
+@functools.lru_cache(maxsize=1)
+def cpuinfo_lines() -> tuple[tuple[str, str, str], ...]:
+    """Every ``field : value`` line of ``/proc/cpuinfo`` as (field lowercased, value, the line stripped), in file
+    order, every processor's; empty where there is no such file. Read once per process."""
+    lines: list[tuple[str, str, str]] = []
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
-                if line.split(":", 1)[0].strip().lower() in keys:
-                    lines.add(line.strip())
+                key, sep, value = line.partition(":")
+                if sep:
+                    lines.append((key.strip().lower(), value.strip(), line.strip()))
     except OSError:
         pass
+    return tuple(lines)
+
+
+def _cpu_signature() -> str:
+    """Model name and feature flags of this CPU (``-march=native`` code depends on them)."""
+    keys = ("model name", "flags", "features", "cpu part")
+    lines = {line for key, _, line in cpuinfo_lines() if key in keys}
     return platform.machine() + "\n" + "\n".join(sorted(lines))
 
 
