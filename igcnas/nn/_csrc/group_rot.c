@@ -17,10 +17,11 @@
  * give that BatchNorm's backward sums while in cache (bn_grad_sums).
  *
  * Channels in strips of NV (16 with AVX-512, 8 with AVX; the last strip masked), output pixels 4 at a time inside
- * the row (each weight vector loaded once for the 4). Rows are spread over OpenMP threads with schedule(static);
- * the weight gradient is summed in per-thread accumulators added up in thread order (deterministic for a thread
- * count). Needs AVX or AVX-512 (M = 8: AVX2 or AVX-512); rot_handles is 0 elsewhere and group_conv.c runs the
- * conv.
+ * the row (each weight vector loaded once for the 4), each block of 4 through every strip before the next block, so
+ * that the rows are read in order rather than one strip along the whole row at a time (slower on rows read from
+ * memory). Rows are spread over OpenMP threads with schedule(static); the weight gradient is summed in per-thread
+ * accumulators added up in thread order (deterministic for a thread count). Needs AVX or AVX-512 (M = 8: AVX2 or
+ * AVX-512); rot_handles is 0 elsewhere and group_conv.c runs the conv.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -162,9 +163,14 @@ static inline __attribute__((always_inline)) void grad_strip(const float *const 
     static __attribute__((noinline)) void conv_row_##M_(const float *const *rows, const float *wt, int64_t cpad,   \
                                                         float *out, int64_t x0, int64_t x1, int64_t wd,            \
                                                         int64_t c) {                                               \
-        int64_t cb = 0;                                                                                            \
-        for (; cb + NV <= c; cb += NV) conv_strip(rows, wt, cpad, out, x0, x1, wd, c, cb, M_, 0, lanes_first(NV)); \
-        if (cb < c) conv_strip(rows, wt, cpad, out, x0, x1, wd, c, cb, M_, 1, lanes_first(c - cb));               \
+        for (int64_t xa = x0; xa < x1;) { /* a block of pixels (pixel 0 alone) through every strip, then the next */ \
+            const int64_t xb = xa < 1 ? 1 : (xa + PB < x1 ? xa + PB : x1);                                      \
+            float *o = out + (xa - x0) * c;                                                                        \
+            int64_t cb = 0;                                                                                        \
+            for (; cb + NV <= c; cb += NV) conv_strip(rows, wt, cpad, o, xa, xb, wd, c, cb, M_, 0, lanes_first(NV)); \
+            if (cb < c) conv_strip(rows, wt, cpad, o, xa, xb, wd, c, cb, M_, 1, lanes_first(c - cb));             \
+            xa = xb;                                                                                               \
+        }                                                                                                          \
     }                                                                                                              \
     static __attribute__((noinline)) void grad_row_##M_(const float *const *rows, const float *dy, float *acc,     \
                                                         int64_t cpad, int64_t wd, int64_t c) {                     \
