@@ -1,4 +1,5 @@
-"""The one line that names the machine a speed benchmark ran on (CPU, vector ISA, library caps, native build)."""
+"""The one line that names the machine a speed benchmark ran on (CPU, vector ISA, library caps, native build, and
+the GPU when it runs on one)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,30 @@ def _widest_vectors(flags: set[str]) -> str:
     return platform.machine() or "unknown ISA"
 
 
-def machine_line(*, threads: int) -> str:
+def _gpu(device: str) -> str:
+    """``; GPU <name> (<memory> GiB), CUDA <version>`` for a CUDA ``device`` (that it is unavailable, when it is);
+    nothing for a CPU device."""
+    if not device.startswith("cuda"):
+        return ""
+    import torch
+
+    if not torch.cuda.is_available():
+        return f"; {device} asked for, but torch sees no CUDA device"
+    try:
+        index = torch.device(device).index
+    except RuntimeError:
+        return f"; device {device!r} is not a torch device (cpu, cuda or cuda:N)"
+    index = torch.cuda.current_device() if index is None else index
+    props = torch.cuda.get_device_properties(index)
+    return (f"; GPU {index}: {torch.cuda.get_device_name(index)} ({props.total_memory / 2**30:.0f} GiB), "
+            f"CUDA {torch.version.cuda}")
+
+
+def machine_line(*, threads: int, device: str = "cpu") -> str:
     """``machine: <CPU>, <cores>, <widest vectors>; torch <version> runs <ISA> kernels[, caps]; native kernels
-    -march=<value>; <n> thread(s)`` for the header of a speed benchmark's table, so that every printed ratio
-    names the CPU and the code that produced it.
+    -march=<value>; <n> thread(s)[; GPU <i>: <name> (<memory> GiB), CUDA <version>]`` for the header of a speed
+    benchmark's table, so that every printed ratio names the CPU (and, on a CUDA ``device``, the GPU) and the code
+    that produced it.
 
     Example:
         >>> machine_line(threads=2).startswith("machine: ") and machine_line(threads=2).endswith("; 2 threads")
@@ -41,4 +62,4 @@ def machine_line(*, threads: int) -> str:
     library = f"torch {torch.__version__} runs {isa['torch']} kernels"
     return (f"machine: {model}, {os.cpu_count()} logical CPUs, {_widest_vectors(set(info.get('flags', '').split()))}"
             f"; {library}{' (' + ', '.join(caps) + ')' if caps else ''}; native kernels -march={march_setting()}"
-            f"; {threads} thread{'' if threads == 1 else 's'}")
+            f"; {threads} thread{'' if threads == 1 else 's'}{_gpu(device)}")

@@ -130,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
 
         from igcnas.bench._machine import machine_line
 
-        print(machine_line(threads=args.threads if args.what == "proxy-time" else torch.get_num_threads()) + "\n",
-              flush=True)
+        threads = args.threads if args.what == "proxy-time" else torch.get_num_threads()
+        print(machine_line(threads=threads, device=args.device) + "\n", flush=True)
     if args.what == "search":
         return _search(args)
     if args.what == "proxies":
