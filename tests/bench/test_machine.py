@@ -30,4 +30,5 @@ def test_a_cuda_run_without_cuda_or_with_a_bad_device_says_so(monkeypatch: pytes
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert machine_line(threads=2, device="cuda").endswith("; cuda asked for, but torch sees no CUDA device")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert machine_line(threads=2, device="cuda:x").endswith("; device 'cuda:x' is not a torch device (cpu, cuda or cuda:N)")
+    assert machine_line(threads=2, device="cuda:x").endswith(
+        "; device 'cuda:x' is not a torch device (cpu, cuda or cuda:N)")
