@@ -111,7 +111,7 @@ def run_ray(
 
     from igcnas.search._samplers import make_sampler
     from igcnas.search._storage import open_storage
-    from igcnas.search._study import directions, open_search_study
+    from igcnas.search._study import open_search_study
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -179,7 +179,6 @@ def run_ray(
             ctx=searcher_ctx,
             screener=screener,
         )
-        assert directions(config)
         if config.pruner == "none":
             scheduler: Any = FIFOScheduler()
         elif config.pruner == "pareto":
