@@ -61,7 +61,9 @@ def _read_study(name: str, *, storage: str | None, trials_dir: str | Path,
     store = StudyStore(trials_dir, name)
     info = store.settings()
     url = storage or (info.get("storage") if info.get("backend") == "optuna" else None)
-    stored = _optuna_study(name, url, required=not store.exists()) if url and "***" not in url else None
+    # a storage the user names must hold the study (else the folder's rows would pass for the storage's)
+    required = storage is not None or not store.exists()
+    stored = _optuna_study(name, url, required=required) if url and "***" not in url else None
     if stored is None and not store.exists():
         known = list_study_names(trials_dir)
         raise UserError(
@@ -111,9 +113,15 @@ def _optuna_study(name: str, url: str, *, required: bool) -> tuple[dict[str, Any
         return None
     except Exception as error:  # noqa: BLE001 - the folder is still a complete record
         if required:
-            raise UserError(f"--storage: cannot read {where} ({type(error).__name__}); check the URL and that "
+            raise UserError(f"--storage: cannot read {where} ({_why(error, url)}); check the URL and that "
                             "the database server is reachable") from None
         return None
+
+
+def _why(error: Exception, url: str) -> str:
+    """``<type>: <first line of the message>`` of a storage error, the URL's password hidden."""
+    text = str(error).splitlines()[0].replace(url, redact_url(url)) if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _merge_optuna(name: str, rows: list[dict[str, Any]], trials: list[Any],
@@ -158,6 +166,7 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
         ...     print(row["study"], row["complete"], row["best_accuracy"])
     """
     names = [n for n in list_study_names(trials_dir) if (Path(trials_dir) / n / STUDY_FILE).is_file()]
+    in_storage: set[str] = set()
     if storage:
         import optuna
 
@@ -166,12 +175,17 @@ def list_studies(*, trials_dir: str | Path = "trials", storage: str | None = Non
             raise UserError(f"--storage: {redact_url(storage)} does not exist; check the path")
         try:
             stored = optuna.study.get_all_study_names(open_storage(storage, heartbeat=False, write=False))
+        except UserError:
+            raise
         except Exception as error:  # noqa: BLE001
-            raise UserError(f"--storage: cannot read {redact_url(storage)} ({type(error).__name__})") from None
-        names = sorted(set(names) | {n for n in stored if "::" not in n})
+            raise UserError(f"--storage: cannot read {redact_url(storage)} ({_why(error, storage)})") from None
+        in_storage = {n for n in stored if "::" not in n}
+        names = sorted(set(names) | in_storage)
     out = []
     for name in names:
-        frame = load_study(name, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
+        # a study of the folder only is read as without --storage (its own settings name its storage)
+        frame = load_study(name, storage=storage if storage and name in in_storage else None,
+                           trials_dir=trials_dir, artifacts=artifacts)
         info = study_info(name, trials_dir=trials_dir)
         states = frame["state"].astype(str).value_counts().to_dict()
         full = frame[fully_trained_mask(frame)]
