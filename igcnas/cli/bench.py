@@ -103,8 +103,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="proxies, search: the tabular benchmark CSV (default: the packaged table)")
     parser.add_argument("--target", choices=("low", "high"), default="low",
                         help="proxies, search: the fidelity whose val accuracy is the target (default: %(default)s)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, bench_defaults={dest: parser.get_default(dest) for dest in _READERS})
 
+
+_READERS: dict[str, tuple[str, ...]] = {
+    "repeats": ("space", "cost", "ops", "stages", "workers", "proxy-time"),
+    "batch": ("ops", "stages", "proxy-time"),
+    "size": ("ops",),
+    "threads": ("proxy-time",),
+    "device": ("ops", "stages", "train"),
+    "network": ("stages",),
+    "data_dir": ("ops", "data", "train", "search", "workers"),
+    "limit": ("ops", "data"),
+    "epochs": ("train", "search", "workers"),
+    "train_subset": ("train", "search", "workers"),
+    "trials": ("search", "workers"),
+    "max_params": ("search", "workers", "proxy-time"),
+    "part": ("search",),
+    "seeds": ("search",),
+    "prescreen": ("search",),
+    "proxy": ("search",),
+    "space": ("search", "workers"),
+    "table": ("proxies", "search"),
+    "target": ("proxies", "search"),
+}
+"""The benchmarks that read each option (by its argparse dest): any other refuses it rather than ignore it."""
 
 _TIMED = frozenset({"ops", "stages", "data", "train", "workers", "proxy-time"})
 """The benchmarks that time code: their tables open with the machine's line (CPU, ISA, native build, threads)."""
@@ -112,6 +135,7 @@ _TIMED = frozenset({"ops", "stages", "data", "train", "workers", "proxy-time"})
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas bench``."""
+    _refuse_unread_options(args)
     runner: dict[str, Callable[[argparse.Namespace], list[dict[str, Any]] | None]] = {
         "space": _space,
         "cost": _cost,
@@ -157,6 +181,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_table(rows))
     return 0
+
+
+def _refuse_unread_options(args: argparse.Namespace) -> None:
+    """A one-line UserError for an option given (other than its default) to a benchmark that does not read it."""
+    from igcnas.errors import UserError
+
+    defaults: dict[str, Any] = getattr(args, "bench_defaults", {})
+    for dest, readers in _READERS.items():
+        if dest in defaults and getattr(args, dest) != defaults[dest] and args.what not in readers:
+            flag = "--" + dest.replace("_", "-")
+            raise UserError(f"{flag}: 'bench {args.what}' does not read it (it is for "
+                            f"{', '.join(f'bench {name}' for name in readers)}); drop {flag}")
 
 
 def _space(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -92,3 +92,19 @@ def test_bench_data_without_a_folder_is_a_one_line_error(capsys) -> None:
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("igcnas: error: bench data: give --data-dir") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("argv", "flag", "readers"), [
+    (["bench", "ops", "--network", "best/arch.json"], "--network", "bench stages"),
+    (["bench", "space", "--device", "cuda"], "--device", "bench ops, bench stages, bench train"),
+    (["bench", "proxies", "--repeats", "3"], "--repeats", "bench space"),
+    (["bench", "cost", "--table", "t.csv"], "--table", "bench proxies, bench search"),
+])
+def test_an_option_the_benchmark_does_not_read_is_refused_not_ignored(capsys, argv: list[str], flag: str,
+                                                                       readers: str) -> None:
+    with pytest.raises(SystemExit) as info:  # before anything runs
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"igcnas: error: {flag}: '{' '.join(argv[:2])}' does not read it") and readers in err
+    assert "\n" not in err
