@@ -7,6 +7,9 @@ import time
 
 __all__ = ["register", "run"]
 
+SAMPLES = 4
+"""Sampled configurations of a search space that ``igcnas tune --space`` measures by default."""
+
 HELP = """\
 Measure, on this machine, which form (reference conv, grouped, dense, native kernel) computes each sparse conv of
 a network fastest, for a training step and for inference, and cache the choices (per CPU model, ISA flags,
@@ -29,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                    parents=[format_parent(("table", "json"))])
     parser.add_argument("arch", nargs="?", metavar="NAME|arch.json", help="zoo name or arch.json (or --space)")
     parser.add_argument("--space", help="tune the networks a search space claims and --samples sampled ones")
-    parser.add_argument("--samples", type=positive_int, default=4,
-                        help="sampled configurations of --space (default: %(default)s)")
+    parser.add_argument("--samples", type=positive_int, default=None,
+                        help=f"sampled configurations of --space (default: {SAMPLES}; only with --space)")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="batch (default: %(default)s)")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads per trial, as training will use (default: %(default)s)")
@@ -41,8 +44,13 @@ def _specs(args: argparse.Namespace) -> list[tuple[str, object]]:
     """(label, spec) of what to tune."""
     from igcnas.errors import UserError
 
-    if (args.arch is None) == (args.space is None):
-        raise UserError("igcnas tune: give a network (NAME|arch.json) or --space NAME, not both")
+    if args.arch is None and args.space is None:
+        raise UserError("igcnas tune: give a network (NAME|arch.json, e.g. igcnas tune IGC-L24M2-D20) or --space NAME")
+    if args.arch is not None and args.space is not None:
+        raise UserError(f"igcnas tune: give a network ({args.arch}) or --space {args.space}, not both")
+    if args.samples is not None and args.space is None:
+        raise UserError(f"--samples {args.samples}: is for --space (sampled configurations of a search space); "
+                        "drop it when tuning one network")
     if args.arch is not None:
         from igcnas.zoo import resolve_network
 
@@ -61,7 +69,7 @@ def _specs(args: argparse.Namespace) -> list[tuple[str, object]]:
                                         num_classes=reference.num_classes)[0]))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for index in range(args.samples):
+    for index in range(SAMPLES if args.samples is None else args.samples):
         params = space.define(study.ask())
         out.append((f"sample {index}", space.to_spec(params, input_shape=(3, 32, 32), num_classes=10)[0]))
     return out
