@@ -57,9 +57,12 @@ ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in build_entries()}
 
 
 def zoo_names(family: str | None = None) -> list[str]:
-    """Names of the zoo entries (of one family when given), in display order."""
-    if family is not None and family not in FAMILIES:
-        raise UserError(f"--family: {family!r} is not a zoo family; choose one of {', '.join(FAMILIES)}")
+    """Names of the zoo entries (of one family when given, case-insensitive, as the names are), in display
+    order."""
+    if family is not None:
+        given, family = family, family.strip().lower()
+        if family not in FAMILIES:
+            raise UserError(f"--family: {given!r} is not a zoo family; choose one of {', '.join(FAMILIES)}")
     return [name for name, entry in ZOO.items() if family is None or entry.family == family]
 
 

@@ -44,3 +44,8 @@ def test_zoo_help_names_every_family(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for family in FAMILIES:
         assert family in out
+
+
+def test_zoo_family_is_case_insensitive_as_the_names_are(capsys):
+    assert main(["zoo", "--format", "json", "--family", "IGCV3"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == zoo_names("igcv3")
