@@ -9,6 +9,7 @@ extent is read.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -148,10 +149,15 @@ class Chain:
 
 
 def parse_design(text: str) -> tuple[str, ...]:
-    """Parse ``"PWG+DW+PWG"`` (also ``,`` or spaces) into kernel kind names, checking each name."""
-    tokens = [t for t in text.replace(",", "+").replace(" ", "+").split("+") if t]
-    if not tokens:
+    """Parse ``"PWG+DW+PWG"`` (also ``,`` or spaces between kinds) into kernel kind names, checking each name and
+    that no separator stands without a kernel on each side (``GC++PW``, ``+GC``)."""
+    stripped = text.strip()
+    if not stripped:
         raise UserError(f"design: {text!r} names no kernel; write kinds joined by '+', e.g. PWG+DW+PWG")
+    tokens = re.split(r"\s*[+,]\s*|\s+", stripped)
+    if "" in tokens:
+        raise UserError(f"design: {text!r} has a '+' or ',' without a kernel kind on each side; write kinds "
+                        "joined by '+', e.g. PWG+DW+PWG")
     return tuple(kernel_kind(t).name for t in tokens)
 
 

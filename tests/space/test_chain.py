@@ -102,6 +102,10 @@ def test_parse_design_and_registry():
         kernel_kind("XX")
     with pytest.raises(UserError):
         parse_design("+")
+    assert parse_design(" PWG DW  PWG ") == ("PWG", "DW", "PWG")
+    for text in ("GC++PW", "+GC", "GC+", "GC,,PW", "GC + , PW"):
+        with pytest.raises(UserError, match="without a kernel kind on each side"):
+            parse_design(text)
 
 
 def test_connectivity_matches_explicit_matrix_product():
