@@ -95,6 +95,27 @@ class _DesignPlan:
         return ()
 
 
+
+def _unique_keys_loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        """SafeLoader whose mappings refuse duplicate keys, naming the key and its line."""
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice; keep one", key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return UniqueKeys
+
 @dataclass(frozen=True)
 class SearchSpace:
     """A validated search space (load one with :meth:`load`).
@@ -139,7 +160,12 @@ class SearchSpace:
 
         text, source = read_space_text(path)
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_unique_keys_loader())  # a SafeLoader that refuses duplicate keys
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise UserError(f"{source}: not valid YAML{where} ({error.problem or str(error).splitlines()[0]})"
+                            ) from None
         except yaml.YAMLError as error:
             raise UserError(f"{source}: not valid YAML ({str(error).splitlines()[0]})") from None
         return cls.from_dict(data, source=source, digest=hashlib.sha256(text.encode()).hexdigest()[:16])

@@ -129,6 +129,18 @@ def test_missing_key_and_missing_file(tmp_path: Path) -> None:
         SearchSpace.load(tmp_path / "nope.yaml")
 
 
+def test_a_key_given_twice_and_broken_yaml_name_the_line(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: a\nlayout: cifar\nlayout: imagenet\n")
+    with pytest.raises(UserError, match=r"twice\.yaml: not valid YAML at line 3, column 1 \(key 'layout' is given "
+                                        r"twice; keep one\)"):
+        SearchSpace.load(twice)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: a\ndesigns: [GC+PWG,\n")
+    with pytest.raises(UserError, match=r"broken\.yaml: not valid YAML at line 3, column 1 \("):
+        SearchSpace.load(broken)
+
+
 def test_complementary_without_any_valid_group_number(tmp_path: Path) -> None:
     # GC+PWG needs g | every width; g = 32 divides neither base width 8 nor 16 (the first stage's width)
     path = _write(tmp_path, {**BASE, "designs": ["GC+PWG"], "groups": [32], "groups_rule": "complementary"})
