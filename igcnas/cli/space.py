@@ -51,12 +51,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+MAX_CHANNELS = 4096
+"""The widest C ``igcnas space`` takes: its rules compare C x C path-count matrices, whose time and memory grow as
+C squared."""
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas space``."""
-    if args.channels < 2:
+    if not 2 <= args.channels <= MAX_CHANNELS:
         from igcnas.cli._common import die
 
-        die(f"--channels: {args.channels} is too small; C must be at least 2 (e.g. --channels 64)")
+        die(f"--channels: {args.channels} is {'too small' if args.channels < 2 else 'too large'}; give C from 2 to "
+            f"{MAX_CHANNELS} (the funnel checks C x C connectivity matrices; the papers use up to a few hundred, "
+            "e.g. --channels 64)")
     options = SpaceOptions(
         channels=args.channels,
         max_length=args.max_length,

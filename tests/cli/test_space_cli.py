@@ -45,6 +45,8 @@ def test_space_help_explains_every_option():
     [
         (["--channels", "0"], "--channels"),
         (["--channels", "abc"], "--channels"),
+        (["--channels", "1"], "--channels: 1 is too small; give C from 2 to 4096"),
+        (["--channels", "8192"], "--channels: 8192 is too large; give C from 2 to 4096"),
         (["--max-length", "0"], "--max-length"),
         (["--explain", "FOO"], "unknown kernel kind"),
         (["--format", "xml"], "--format"),
