@@ -14,7 +14,7 @@ _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?
 
 
 def parse_count(text: str | float | int, *, field: str = "value") -> int:
-    """Parse a positive count written with an optional k/M/G/T suffix.
+    """Parse a positive count written with an optional k/M/G/T suffix; it must round to at least 1.
 
     Example:
         >>> parse_count("0.5M")
@@ -36,7 +36,10 @@ def parse_count(text: str | float | int, *, field: str = "value") -> int:
         value = float(match.group(1)) * _SUFFIX[match.group(2).upper()]
     if not math.isfinite(value) or value <= 0:
         raise UserError(f"{field}: {text!r} must be a positive number (e.g. 0.5M)")
-    return int(round(value))
+    rounded = int(round(value))
+    if rounded < 1:  # 0.4 is positive but counts nothing (and a budget of 0 divides by zero)
+        raise UserError(f"{field}: {text!r} rounds to 0; give a count of at least 1 (e.g. 50k)")
+    return rounded
 
 
 def format_count(value: float | int | None, *, digits: int = 3) -> str:

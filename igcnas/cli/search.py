@@ -188,9 +188,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Ray: where Tune keeps its experiment state for resuming (a local or NFS path, or a "
                         "pyarrow URI such as s3://bucket/igcnas); default: trials/<study>/ray on the driver. "
                         "Trial records, metrics and weights always reach the driver's --trials-dir")
-    g.add_argument("--cpus-per-trial", type=_positive_float, default=1.0,
+    g.add_argument("--cpus-per-trial", type=_positive_float, default=None,
                    help="Ray: CPUs reserved per trial (default: 1)")
-    g.add_argument("--gpus-per-trial", type=_nonnegative_float, default=0.0,
+    g.add_argument("--gpus-per-trial", type=_nonnegative_float, default=None,
                    help="Ray: GPUs per trial, fractions share a GPU, e.g. 0.5 (default: 0)")
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)
@@ -205,8 +205,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas search``."""
     from igcnas.search import SearchConfig, load_space, load_study, run_search
+    from igcnas.search.config import RAY_ONLY, check_ray_only
 
     started = time.perf_counter()
+    check_ray_only(args.backend, {name: getattr(args, name) for name in RAY_ONLY})  # None: not given
     config = SearchConfig(
         space=args.space,
         dataset=args.dataset,
@@ -227,8 +229,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         address=args.address,
         storage_path=args.storage_path,
-        cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+        gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial,
         seed=args.seed,
         trials_dir=args.trials_dir,
         batch_size=args.batch_size,

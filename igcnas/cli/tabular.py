@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "build":
         from igcnas.cli._common import start_helpers, wait_helpers
+        from igcnas.search.config import check_device
 
+        check_device(args.device)  # before the helpers start: one error line, nothing written
         helpers = start_helpers(_helper_argv(args), args.workers - 1) if args.workers > 1 else []
         try:
             path = build_table(data_dir=args.data_dir, trials_dir=args.trials_dir, out=args.out, device=args.device,

@@ -31,6 +31,9 @@ __all__ = [
     "fingerprint",
     "redact_url",
     "default_storage",
+    "check_device",
+    "check_ray_only",
+    "RAY_ONLY",
 ]
 
 OBJECTIVES: dict[str, tuple[str, str]] = {
@@ -43,7 +46,37 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
 SAMPLERS: tuple[str, ...] = ("auto", "random", "tpe", "nsga2")
 PRUNERS: tuple[str, ...] = ("sha", "hyperband", "pareto", "none")
 BACKENDS: tuple[str, ...] = ("optuna", "ray")
+RAY_ONLY: tuple[str, ...] = ("address", "storage_path", "cpus_per_trial", "gpus_per_trial")
+"""The fields (options) that only the Ray backend reads."""
+_RAY_DEFAULTS: dict[str, float | None] = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_SEED_LIMIT = 2**32
+
+
+def check_device(device: object, *, here: bool = True) -> None:
+    """Raise a one-line UserError naming --device unless ``device`` is auto, cpu or cuda[:N] (that exists here)."""
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise UserError(f"--device: {device!r} is not a device; use auto, cpu, cuda or cuda:N (e.g. --device cpu)")
+    if not here or device in ("auto", "cpu"):
+        return
+    from igcnas.train import resolve_device
+
+    try:
+        resolve_device(device)
+    except UserError as error:
+        reason = str(error).split(": ", 1)[-1]
+        raise UserError(f"--device: {reason}") from None
+
+
+def check_ray_only(backend: str, given: dict[str, object]) -> None:
+    """Raise a one-line UserError for a Ray-only option (``given[name]`` not None) without ``--backend ray``."""
+    if backend == "ray":
+        return
+    for name in RAY_ONLY:
+        if given.get(name) is not None:
+            option = f"--{name.replace('_', '-')}"
+            raise UserError(f"{option} is for --backend ray; add --backend ray (or drop {option})")
 
 
 @dataclass(frozen=True)
@@ -113,6 +146,10 @@ class SearchConfig:
         columns = [OBJECTIVES[o][0] for o in objectives]
         if len(set(columns)) != len(columns):
             raise UserError(f"--objectives: {','.join(objectives)} names an objective twice")
+        if "accuracy" not in columns:
+            raise UserError(f"--objectives: {','.join(objectives)} has no accuracy objective, so every candidate "
+                            f"would be trained and the smallest would win; add acc (e.g. --objectives "
+                            f"acc,{','.join(objectives)})")
         object.__setattr__(self, "objectives", objectives)
         if self.sampler not in SAMPLERS:
             raise UserError(f"--sampler: {self.sampler!r} is not allowed; allowed: {', '.join(SAMPLERS)}")
@@ -124,6 +161,19 @@ class SearchConfig:
             raise UserError(f"--study: {self.study!r} must be letters, digits, '_', '-' or '.' (e.g. igc-digits)")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (e.g. 1 and 0.5)")
+        # the Ray-only resources keep their Ray defaults here; the CLI also refuses one given equal to its default
+        check_ray_only(self.backend, {name: None if getattr(self, name) == _RAY_DEFAULTS.get(name) else
+                                      getattr(self, name) for name in RAY_ONLY})
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < _SEED_LIMIT:
+            raise UserError(f"--seed: {self.seed!r} must be an integer from 0 to 2**32 - 1 = {_SEED_LIMIT - 1} "
+                            "(e.g. --seed 0)")
+        for name in ("max_params", "max_flops"):
+            budget = getattr(self, name)
+            if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                       or not 1 <= budget < float("inf")):
+                raise UserError(f"--{name.replace('_', '-')}: {budget!r} must be a count >= 1 or none (e.g. 50k)")
+        # a cluster's workers train (--address): this machine need not have the device
+        check_device(self.device, here=not (self.backend == "ray" and self.address))
         if self.baselines not in ("auto", "none"):
             from igcnas.zoo import get_zoo
 

@@ -82,6 +82,7 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
     from igcnas.data import load_data
     from igcnas.nn.network import build
     from igcnas.proxies import PROXY_BATCH, proxy_batch, score
+    from igcnas.search.config import check_device
     from igcnas.store import (
         RunLock,
         TabularRun,
@@ -95,6 +96,7 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
     )
     from igcnas.train import TrainConfig, train
 
+    check_device(device)  # before anything is scored, trained or written
     if isinstance(high_every, bool) or not isinstance(high_every, int) or high_every < 1:
         raise UserError(f"--high-every: {high_every!r} must be an integer >= 1")
     names = tuple(fidelities)

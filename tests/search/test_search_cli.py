@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +111,83 @@ def test_killed_trial_is_failed_and_retried_once_on_rerun(tmp_path: Path) -> Non
     assert frame.loc[0, "state"] == "failed" and "heartbeat stopped" in frame.loc[0, "reason"]
     assert "retried as trial 1" in frame.loc[0, "reason"]
     assert frame.loc[1, "state"] == "complete" and frame.loc[1, "sampled"] == frame.loc[0, "sampled"]
+
+
+def _refused(capsys: pytest.CaptureFixture[str], tmp_path: Path, *args: str) -> str:
+    """Run ``igcnas search ARGS`` in this process; assert a one-line error (rc 2) and no study written."""
+    from igcnas.cli import main
+
+    trials = tmp_path / "trials"
+    # the missing CIFAR-10 folder is a tripwire: input that passes the upfront checks stops at the data error
+    tripwire = ["--dataset", "cifar10", "--data-dir", str(tmp_path / "no-cifar10"), "--trials", "1", "--epochs", "1",
+                "--baselines", "none", "--trials-dir", str(trials), "--quiet"]
+    with pytest.raises(SystemExit) as exited:
+        main(["search", *args, *tripwire])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("igcnas: error: ") and len(err.strip().splitlines()) == 1, err
+    assert not trials.exists()
+    return err
+
+
+@pytest.mark.parametrize(("device", "words"), [("gpu", "'gpu' is not a device"), ("cuda:99", "'cuda:99'")])
+def test_search_checks_device_before_writing(capsys: pytest.CaptureFixture[str], tmp_path: Path, device: str,
+                                             words: str) -> None:
+    err = _refused(capsys, tmp_path, "--device", device)
+    assert err.startswith("igcnas: error: --device: ") and words in err
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "99999999999"])
+def test_search_refuses_seed_out_of_numpy_range(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                seed: str) -> None:
+    err = _refused(capsys, tmp_path, "--seed", seed)
+    assert err.startswith(f"igcnas: error: --seed: {seed} must be an integer from 0 to 2**32 - 1")
+
+
+@pytest.mark.parametrize("option", ["--max-params", "--max-flops"])
+def test_search_refuses_budget_rounding_to_zero(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                option: str) -> None:
+    err = _refused(capsys, tmp_path, option, "0.4")
+    assert f"argument {option}: '0.4' rounds to 0; give a count of at least 1" in err
+
+
+@pytest.mark.parametrize(("option", "value"), [("--address", "10.0.0.1:6379"), ("--storage-path", "ray-state"),
+                                               ("--cpus-per-trial", "4"), ("--cpus-per-trial", "1"),
+                                               ("--gpus-per-trial", "0")])
+def test_search_refuses_ray_only_options_without_ray(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                     option: str, value: str) -> None:
+    err = _refused(capsys, tmp_path, option, value)  # a given value is refused, even the Ray default
+    assert err == f"igcnas: error: {option} is for --backend ray; add --backend ray (or drop {option})\n"
+
+
+@pytest.mark.parametrize("objectives", ["params", "flops", "params,flops"])
+def test_search_refuses_objectives_without_accuracy(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                    objectives: str) -> None:
+    err = _refused(capsys, tmp_path, "--objectives", objectives)
+    assert err.startswith(f"igcnas: error: --objectives: {objectives} has no accuracy objective") and "add acc" in err
+
+
+def test_search_config_checks_input_up_front() -> None:
+    from igcnas.errors import UserError
+    from igcnas.search import SearchConfig
+
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"device": "gpu"}, "--device: 'gpu' is not a device"),
+        ({"seed": -1}, "--seed: -1 must be an integer from 0"),
+        ({"seed": 2**32}, "--seed: 4294967296 must be an integer from 0"),
+        ({"max_params": 0}, "--max-params: 0 must be a count >= 1"),
+        ({"max_flops": 0.4}, "--max-flops: 0.4 must be a count >= 1"),
+        ({"address": "auto"}, "--address is for --backend ray"),
+        ({"storage_path": "s3://bucket/x"}, "--storage-path is for --backend ray"),
+        ({"cpus_per_trial": 4.0}, "--cpus-per-trial is for --backend ray"),
+        ({"gpus_per_trial": 0.5}, "--gpus-per-trial is for --backend ray"),
+        ({"objectives": ("params",)}, "--objectives: params has no accuracy objective"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(UserError, match="^" + re.escape(message)):
+            SearchConfig(**changes)
+    # the Ray backend keeps its resource defaults and takes the Ray-only options; cuda on a cluster is not checked here
+    ray = SearchConfig(backend="ray")
+    assert (ray.cpus_per_trial, ray.gpus_per_trial, ray.address, ray.storage_path) == (1.0, 0.0, None, None)
+    assert SearchConfig(backend="ray", address="auto", device="cuda", gpus_per_trial=0.5).gpus_per_trial == 0.5
+    assert SearchConfig(seed=2**32 - 1, max_params=1).seed == 2**32 - 1

@@ -111,3 +111,26 @@ def test_a_row_another_worker_is_scoring_is_left_to_it(tmp_path: Path, plan: lis
     assert list(pd.read_csv(tmp_path / "t.csv")["spec_id"]) == [plan[0].spec.id, plan[2].spec.id]
     build_table(**build)  # the rerun scores what is left
     assert list(pd.read_csv(tmp_path / "t.csv")["spec_id"]) == [r.spec.id for r in plan]
+
+
+@pytest.mark.parametrize(("device", "words"), [("gpu", "'gpu' is not a device"), ("cuda:99", "'cuda:99'")])
+def test_build_checks_the_device_before_anything(tmp_path: Path, plan: list[PlannedRow], device: str,
+                                                 words: str) -> None:
+    with pytest.raises(UserError, match="^--device: ") as refused:
+        build_table(data_dir=None, dataset="digits", table="t", trials_dir=tmp_path, out=tmp_path / "t.csv",
+                    plan=plan, fidelities=TINY, device=device, progress=False)
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []  # nothing scored, trained or written
+
+
+def test_tabular_build_cli_checks_the_device_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from igcnas.cli import main
+
+    # a missing CIFAR-10 folder as a tripwire: without the upfront check the error would be the data's
+    with pytest.raises(SystemExit) as exited:
+        main(["tabular", "build", "--device", "gpu", "--workers", "2", "--trials-dir", str(tmp_path / "trials"),
+              "--data-dir", str(tmp_path / "no-cifar10"), "--out", str(tmp_path / "t.csv"), "--quiet"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("igcnas: error: --device: 'gpu' is not a device") and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
