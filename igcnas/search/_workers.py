@@ -123,6 +123,21 @@ def worker_env(index: int, *, gpus: int, visible: str | None, num_threads: int =
     return env
 
 
+def _visible_for(device: str, visible: str | None) -> str | None:
+    """The GPUs a spawned worker may take, as ``CUDA_VISIBLE_DEVICES`` ids, from this process's ``visible`` ones
+    (None: all): all of them, or only the one ``cuda:N`` names.
+
+    Example:
+        >>> _visible_for("cuda:1", "4,5"), _visible_for("cuda", "4,5"), _visible_for("cuda:2", None)
+        ('5', '4,5', '2')
+    """
+    if ":" not in device:
+        return visible
+    index = int(device.split(":", 1)[1])
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    return ids[index] if index < len(ids) else str(index)
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGKILL when the parent dies (Linux ``prctl(PR_SET_PDEATHSIG)``)."""
     try:
@@ -237,10 +252,13 @@ class _Spawned:
 
     def __init__(self, config: SearchConfig, space: Any, slot: WorkerSlot, *, gpus: int) -> None:
         space_file = str(space.path) if space.path and Path(str(space.path)).is_file() else config.space
-        payload = json.dumps({"config": asdict(config.replace(space=space_file)), "slot": asdict(slot)})
+        # it sees one GPU (its CUDA_VISIBLE_DEVICES), which is cuda:0 there whatever its number here
+        payload = json.dumps({"config": asdict(config.replace(space=space_file, device="cuda:0")),
+                              "slot": asdict(slot)})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "igcnas.search._workers", payload],
-            env=worker_env(slot.index, gpus=gpus, visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            env=worker_env(slot.index, gpus=gpus,
+                           visible=_visible_for(config.device, os.environ.get("CUDA_VISIBLE_DEVICES")),
                            num_threads=config.num_threads),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
         self.tail: list[str] = []
