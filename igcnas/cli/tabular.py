@@ -29,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                                    parents=[device_parent("auto"), data_dir_parent(), format_parent()])
     parser.add_argument("action", choices=("build", "show"), help="build (train what is missing) or show")
     add_trials_dir(parser)  # the runs are kept in <trials-dir>/tabular-cifar10/
-    parser.add_argument("--out", help="the CSV to write (default: the packaged table, igcnas/tabular/cifar10.csv)")
+    parser.add_argument("--out", help="build: the CSV to write (default: <trials-dir>/tabular-cifar10/cifar10.csv, "
+                                      "beside the runs; give --out igcnas/tabular/cifar10.csv in a source checkout to "
+                                      "replace the packaged table that bench proxies/search and --prescreen-proxy "
+                                      "auto read)")
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="build: processes training at once, each taking the next run not taken (default: "
                              "%(default)s; e.g. the number of physical cores)")

@@ -19,7 +19,7 @@ from typing import Any
 
 from igcnas.errors import UserError
 from igcnas.tabular._sample import SIZE_BINS, PlannedRow, frozen_plan
-from igcnas.tabular._schema import FIDELITIES, PROXY_COLUMNS, TABLE_FILE, Fidelity, columns, epoch_columns
+from igcnas.tabular._schema import FIDELITIES, PROXY_COLUMNS, Fidelity, columns, epoch_columns
 
 __all__ = ["build_table", "gather_table", "high_rows", "table_state"]
 
@@ -74,8 +74,9 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
     """Score and train every planned row that is not done yet, then write the table's CSV; returns its path.
 
     ``plan`` defaults to the table folder's frozen plan (:func:`~igcnas.tabular._sample.frozen_plan`); the first fidelity trains every row, the
-    others the rows of :func:`high_rows`. ``out`` defaults to the packaged :data:`TABLE_FILE`. Several
-    processes may build one table at once (each run is locked by the process training it).
+    others the rows of :func:`high_rows`. ``out`` defaults to ``<table folder>/<table>.csv`` beside the runs (the
+    packaged :data:`TABLE_FILE` is replaced only when ``out`` names it). Several processes may build one table at
+    once (each run is locked by the process training it).
     """
     import torch
 
@@ -104,7 +105,7 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
         raise UserError("fidelities: give at least one fidelity")
     root = tabular_folder(trials_dir, table)
     rows = list(plan) if plan is not None else frozen_plan(root)
-    target = Path(out) if out is not None else TABLE_FILE
+    target = Path(out) if out is not None else root / f"{table}.csv"
     high = {row.spec.id for row in high_rows(rows, every=high_every)}
     runs = [(row, name) for name in names for row in rows
             if (name == names[0] or row.spec.id in high) and read_tabular_run(root, row.spec.id, name) is None]

@@ -11,7 +11,7 @@ from igcnas.arch import ArchSpec
 from igcnas.cost import count
 from igcnas.errors import UserError
 from igcnas.store import read_tabular_run, tabular_folder
-from igcnas.tabular import PROXY_COLUMNS, Fidelity, columns, read_table
+from igcnas.tabular import PROXY_COLUMNS, TABLE_FILE, Fidelity, columns, read_table
 from igcnas.tabular._build import build_table, gather_table, high_rows
 from igcnas.tabular._sample import PlannedRow
 
@@ -54,6 +54,10 @@ def test_build_writes_every_row_and_resumes(tmp_path: Path, plan: list[PlannedRo
     build_table(**build)  # nothing left: trains nothing, rewrites the same table
     assert (root / plan[0].spec.id / "low" / "run.json").stat().st_mtime_ns == stamp
     assert pd.read_csv(out).equals(frame)
+    packaged = TABLE_FILE.stat().st_mtime_ns if TABLE_FILE.is_file() else None
+    beside = build_table(**{**build, "out": None})  # no --out: beside the runs, the packaged table left alone
+    assert beside == root / "t.csv" and pd.read_csv(beside).equals(frame)
+    assert (TABLE_FILE.stat().st_mtime_ns if TABLE_FILE.is_file() else None) == packaged
 
 
 def test_gather_leaves_out_rows_not_trained_yet(tmp_path: Path, plan: list[PlannedRow]) -> None:
