@@ -11,8 +11,9 @@ The tabular benchmark: architectures sampled from the shipped spaces, stratified
 the zoo's CIFAR networks, each scored by every training-free proxy and trained once on CIFAR-10 at a low
 fidelity (a stratified part of them also at a high one). 'igcnas bench proxies' and 'igcnas bench search' read it.
 
-  build  score and train what is not done yet, then write the CSV. Resumable: rerunning the same command
-         continues (each training resumes from its checkpoint); --workers N processes share the runs.
+  build  score and train what is not done yet, then write the CSV (--out; default beside the runs, under
+         --trials-dir). Resumable: rerunning the same command continues (each training resumes from its
+         checkpoint); --workers N processes share the runs.
   show   how many rows are planned, scored and trained, per size bin (no training)
 
 Examples:

@@ -94,7 +94,7 @@ def read_table(path: str | Path | None = None) -> pd.DataFrame:
     where = Path(path) if path is not None else TABLE_FILE
     if not where.is_file():
         raise UserError(f"--table: {where} does not exist; build it with 'igcnas tabular build --data-dir "
-                        "../shared/datasets/cifar10' or name an existing table CSV")
+                        f"../shared/datasets/cifar10 --out {where}' or name an existing table CSV")
     frame = pd.read_csv(where)
     needed = [*ID_COLUMNS, *PROXY_COLUMNS]
     for name in FIDELITIES:
