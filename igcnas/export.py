@@ -45,7 +45,15 @@ from igcnas.analysis.pareto import filter_budget
 from igcnas.arch.spec import load_spec
 from igcnas.errors import UserError
 from igcnas.search.results import StudyTrials, open_study
-from igcnas.store import ARCH_FILE, METRICS_FILE, WEIGHTS_FILE, StudyStore, read_json_file, trial_folder_name
+from igcnas.store import (
+    ARCH_FILE,
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    StudyStore,
+    read_json_file,
+    trial_folder_name,
+)
 from igcnas.units import format_count
 
 __all__ = [
@@ -66,6 +74,10 @@ __all__ = [
 ]
 
 SEARCH_METRICS_FILE = "search_metrics.json"  # the trial's metrics.json, copied into the export
+#: files that mark a folder as an export or an 'igcnas train' run: an export refuses to write over them unless forced
+_MODEL_FILES = (ARCH_FILE, WEIGHTS_FILE, CHECKPOINT_FILE)
+#: an 'igcnas train' run's files that an export does not write: removed when forced, so no stale ones remain
+_RUN_ONLY_FILES = (CHECKPOINT_FILE, METRICS_FILE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,6 +268,24 @@ def _missing_weights(values: Mapping[str, Any], number: int, name: str, folder: 
             "(the search keeps weights of completed trials only); pick another trial")
 
 
+def _check_out(out: Path, *, force: bool) -> None:
+    """UserError when ``out`` is no folder, or holds a model (an export or a training run) and ``force`` is off."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out: {str(out)!r} is a file, not a folder; give a folder to export into")
+    held = [name for name in _MODEL_FILES if (out / name).exists()]
+    if held and not force:
+        raise UserError(
+            f"--out: {str(out)!r} already holds a model ({', '.join(held)}); choose another --out, or pass --force "
+            "to replace it"
+        )
+
+
+def _remove_run_files(out: Path) -> None:
+    """Delete the files of an 'igcnas train' run in ``out`` that an export would not replace (forced export)."""
+    for name in _RUN_ONLY_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
 def export_row(
     row: pd.Series | Mapping[str, Any],
     *,
@@ -263,6 +293,7 @@ def export_row(
     study: StudyTrials | None = None,
     trials_dir: str | Path = "trials",
     check_batch: int = 8,
+    force: bool = False,
 ) -> ExportResult:
     """Export the trial in ``row``, one row of a trials frame, into ``out_dir``.
 
@@ -277,7 +308,9 @@ def export_row(
     The trial's ``arch.json`` and ``weights.safetensors`` (or a ``.pt`` state_dict, read with
     ``weights_only=True``) are exported with :func:`export_model`; its ``metrics.json`` is copied as
     ``search_metrics.json``. A row that is not ``complete``, or whose trial has no weights, raises a one-line
-    :class:`~igcnas.errors.UserError` naming the trial and the fix.
+    :class:`~igcnas.errors.UserError` naming the trial and the fix. An ``out_dir`` that already holds a model
+    (``arch.json``, ``weights.safetensors`` or a training ``checkpoint.pt``) is refused unless ``force``; then its
+    files are replaced, and a training run's ``checkpoint.pt`` and ``metrics.json`` are removed.
 
     Example:
         >>> from igcnas import load_study, pareto_front
@@ -305,6 +338,7 @@ def export_row(
     out = Path(out_dir)
     if out.resolve() == folder.resolve():
         raise UserError(f"--out: {str(out)!r} is the trial's own folder; export into a new folder")
+    _check_out(out, force=force)
     from igcnas.nn.network import build
     from igcnas.train import load_weights
 
@@ -325,6 +359,8 @@ def export_row(
     }
     if (metrics.get("result") or {}).get("test_accuracy") is not None and pd.isna(info["test_accuracy"]):
         info["test_accuracy"] = metrics["result"]["test_accuracy"]
+    if force:
+        _remove_run_files(out)
     result = export_model(spec, model.state_dict(), out, info=info, check_batch=check_batch)
     if (folder / METRICS_FILE).is_file():
         shutil.copyfile(folder / METRICS_FILE, out / SEARCH_METRICS_FILE)
@@ -342,19 +378,22 @@ def export_trial(
     trials_dir: str | Path = "trials",
     artifacts: str | None = None,
     check_batch: int = 8,
+    force: bool = False,
 ) -> ExportResult:
     """Export one trial of a study to ``out``: trial number ``trial``, else the best within the budgets.
 
     Reads the study (:func:`~igcnas.search.results.open_study`), picks its row with :func:`select_trial` (see
-    there for the choice and its errors) and exports it with :func:`export_row`.
+    there for the choice and its errors) and exports it with :func:`export_row` (``force``: replace a model
+    already in ``out``).
 
     Example:
         >>> result = export_trial("e2e", "exported/best", max_params="20k")  # doctest: +SKIP
         >>> result.params <= 20_000  # doctest: +SKIP
         True
     """
+    _check_out(Path(out), force=force)  # before reading the study: a mistaken --out fails at once
     # a baseline (negative trial number) is exported like any trial; "best" never picks one
     data = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts,
                       baselines=trial is not None and trial < 0)
     row = select_trial(data.frame, study=study, trial=trial, max_params=max_params, max_flops=max_flops)
-    return export_row(row, out_dir=out, study=data, check_batch=check_batch)
+    return export_row(row, out_dir=out, study=data, check_batch=check_batch, force=force)

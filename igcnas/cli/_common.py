@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from igcnas.errors import UserError
@@ -11,7 +13,8 @@ from igcnas.units import parse_count
 
 __all__ = [
     "Parser", "positive_int", "count", "fraction", "die", "argument_group", "format_parent", "study_parent",
-    "storage_parent", "dataset_parent", "device_parent", "FORMAT_HELP",
+    "storage_parent", "dataset_parent", "device_parent", "FORMAT_HELP", "check_data_dir", "check_dataset_options",
+    "unrecognized_arguments", "os_error_message",
 ]
 
 
@@ -26,6 +29,37 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         die(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _close_option(parser: argparse.ArgumentParser, flag: str) -> str | None:
+    """The long option of ``parser`` spelled most like ``flag``, if any is close."""
+    options = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def unrecognized_arguments(parser: argparse.ArgumentParser, extras: Sequence[str]) -> NoReturn:
+    """Report ``extras`` against ``parser`` (the sub-command that got them), with close option names, and exit 2.
+
+    Example: ``igcnas search: unrecognized arguments: --trails 5 (did you mean --trials? see 'igcnas search --help')``
+    """
+    flags = [text.split("=", 1)[0] for text in extras if text.startswith("--")]
+    guesses = {flag: close for flag in flags if (close := _close_option(parser, flag))}
+    if len(guesses) == 1:
+        hint = f"did you mean {next(iter(guesses.values()))}? "
+    elif guesses:
+        hint = "did you mean " + ", ".join(f"{close} for {flag}" for flag, close in guesses.items()) + "? "
+    else:
+        hint = ""
+    die(f"{parser.prog}: unrecognized arguments: {' '.join(extras)} ({hint}see '{parser.prog} --help')")
+
+
+def os_error_message(error: OSError) -> str:
+    """One line for an OSError no command turned into a UserError: the file and the system's reason."""
+    if error.filename is None:
+        return f"{type(error).__name__}: {error}"
+    target = str(error.filename) + (f" -> {error.filename2}" if error.filename2 is not None else "")
+    return f"cannot write/read {target}: {error.strerror or error}"
 
 
 def _integer(text: str, *, minimum: int, what: str) -> int:
@@ -129,13 +163,65 @@ def storage_parent(group: str | None = None) -> argparse.ArgumentParser:
     return parent
 
 
+class _StoreGiven(argparse._StoreAction):
+    """Store the value and record that the option was given (``<dest>_given``): tells it from its default."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        """Store ``values`` and mark the option as given."""
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def dataset_parent(default_help: str, default: str | None = None, *,
                    group: str | None = None) -> argparse.ArgumentParser:
     """``--dataset NAME`` (``default_help`` says what its default is) and ``--data-dir DIR``."""
     parent, where = _parent(group)
-    where.add_argument("--dataset", default=default,
+    where.add_argument("--dataset", default=default, action=_StoreGiven,
                        help=f"dataset name: digits, cifar10, ..., imagefolder:PATH (default: {default_help})")
     return data_dir_parent(parent=(parent, where))
+
+
+def check_data_dir(dataset: object, data_dir: object, *, origin: str | None = None, fixed: bool = False) -> None:
+    """UserError when ``--data-dir`` is given but ``dataset`` never reads it (``digits``, ``imagefolder:PATH``).
+
+    ``origin`` says where ``dataset`` came from when the user did not type it ("the default", "recorded in
+    runs/x/export.json"); ``fixed``: the command cannot take another dataset, so the fix is to drop --data-dir.
+
+    Example:
+        >>> check_data_dir("digits", "data/cifar10", origin="the default")
+        Traceback (most recent call last):
+        ...
+        igcnas.errors.UserError: --data-dir is not read by --dataset digits (the default); add --dataset cifar10 (or drop --data-dir)
+    """
+    if data_dir is None or not isinstance(dataset, str):
+        return
+    head, sep, path = dataset.strip().partition(":")
+    kind = head.strip().lower()
+    if kind == "digits":
+        other = "--dataset cifar10"
+    elif kind == "imagefolder" and sep and path.strip():
+        other = "--dataset imagefolder (it reads --data-dir; imagefolder:PATH reads PATH)"
+    else:
+        return
+    if origin is None or origin == "the default":
+        named = f"--dataset {dataset}" + (f" ({origin})" if origin else "")
+    else:
+        named = f"the dataset {dataset} ({origin})"
+    if fixed:
+        fix = "drop --data-dir"
+    elif origin is None:
+        fix = f"drop --data-dir, or use {other}"
+    else:
+        fix = f"add {other} (or drop --data-dir)"
+    raise UserError(f"--data-dir is not read by {named}; {fix}")
+
+
+def check_dataset_options(args: argparse.Namespace) -> None:
+    """:func:`check_data_dir` for a command given both ``--dataset`` (with a default) and ``--data-dir``."""
+    if getattr(args, "dataset", None) is not None and getattr(args, "data_dir", None) is not None:
+        check_data_dir(args.dataset, args.data_dir,
+                       origin=None if getattr(args, "dataset_given", False) else "the default")
 
 
 def data_dir_parent(*, parent: tuple[argparse.ArgumentParser, Any] | None = None) -> argparse.ArgumentParser:

@@ -30,9 +30,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas evaluate``."""
     import json
+    from pathlib import Path
 
-    from igcnas.export import evaluate_exported
+    from igcnas.cli._common import check_data_dir
+    from igcnas.export import MANIFEST_FILE, evaluate_exported, read_manifest
 
+    if args.dataset is None and args.data_dir is not None and Path(args.path).is_dir():  # else main() checked it
+        recorded = read_manifest(args.path).get("dataset")
+        check_data_dir(recorded, args.data_dir, origin=f"recorded in {str(Path(args.path) / MANIFEST_FILE)!r}")
     report = evaluate_exported(args.path, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                                batch_size=args.batch_size, device=args.device)
     if args.format == "json":

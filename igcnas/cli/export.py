@@ -33,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--best-under-flops", type=count, metavar="COUNT",
                         help="the most accurate completed trial with at most COUNT FLOPs, e.g. 30M")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the export into")
+    parser.add_argument("--force", action="store_true",
+                        help="write into an --out that already holds a model (an export, or an 'igcnas train' run: "
+                             "its files are replaced, its checkpoint.pt and metrics.json removed); without it such an "
+                             "--out is refused")
     parser.set_defaults(func=run)
 
 
@@ -55,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage,
         artifacts=args.artifacts,
         trials_dir=args.trials_dir,
+        force=args.force,
     )
     if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2, sort_keys=True))

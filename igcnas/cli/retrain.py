@@ -57,6 +57,16 @@ def _helper_argv(args: argparse.Namespace) -> list[str]:
                         "--data-dir", "--storage", "--num-threads"))
 
 
+def _check_data_dir(args: argparse.Namespace) -> None:
+    """Refuse ``--data-dir`` when the study's dataset (in its local study.json) never reads it, e.g. digits."""
+    from igcnas.cli._common import check_data_dir
+    from igcnas.store import StudyStore
+
+    if args.data_dir is not None:
+        dataset = StudyStore(args.trials_dir, args.study).settings().get("dataset")
+        check_data_dir(dataset, args.data_dir, origin=f"of study {args.study!r}", fixed=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas retrain``."""
     import json
@@ -66,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from igcnas.search.retrain import retrain
     from igcnas.units import format_count
 
+    _check_data_dir(args)
     helpers = start_helpers(_helper_argv(args), args.workers - 1) if args.workers > 1 else []
     try:
         rows = retrain(args.study, top=args.top, seeds=args.seeds, epochs=args.epochs, baselines=args.baselines,

@@ -55,6 +55,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(func=run)
 
 
+def _looks_like_path(source: str) -> bool:
+    """Whether ``source`` names a file rather than a zoo network: a ``*.json`` name or one with a path separator."""
+    import os
+
+    separators = [sep for sep in (os.sep, os.altsep, "/") if sep]
+    return source.lower().endswith(".json") or source.startswith("~") or any(sep in source for sep in separators)
+
+
 def resolve_architecture(source: str) -> tuple[ArchSpec, Path | None]:
     """The spec named by ``source`` (folder, arch.json or zoo name) and the folder it came from (if any).
 
@@ -73,7 +81,7 @@ def resolve_architecture(source: str) -> tuple[ArchSpec, Path | None]:
     path = Path(source).expanduser()
     if path.is_dir():
         return load_spec(path), path
-    if path.is_file():
+    if path.is_file() or _looks_like_path(source):  # a missing file: the same error as 'igcnas describe'
         return load_spec(path), None
     import importlib
 
@@ -102,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas train``."""
     import torch
 
+    from igcnas.cli._common import check_data_dir
     from igcnas.data import load_data
-    from igcnas.export import read_manifest
+    from igcnas.export import MANIFEST_FILE, read_manifest
     from igcnas.nn.network import build
     from igcnas.train import CHECKPOINT_FILE, WEIGHTS_FILE, TrainConfig, resolve_device, train
     from igcnas.units import format_count
@@ -113,7 +122,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or manifest.get("dataset")
     if not dataset:
         raise UserError(f"--dataset: {args.arch!r} does not record its dataset; pass --dataset (e.g. --dataset digits)")
+    if args.dataset is None and folder is not None and manifest.get("dataset"):  # else main() checked --dataset
+        check_data_dir(str(dataset), args.data_dir, origin=f"recorded in {str(folder / MANIFEST_FILE)!r}")
     out = Path(args.out) if args.out else Path("runs") / f"{spec.name or 'arch'}-{spec.id}".replace("/", "-")
+    if args.resume and not (out / CHECKPOINT_FILE).is_file():
+        raise UserError(f"--resume: no {CHECKPOINT_FILE} in {str(out)!r}; drop --resume to start a new run "
+                        "(or give the --out of the run to continue)")
     if not args.resume and ((out / CHECKPOINT_FILE).is_file() or (out / WEIGHTS_FILE).is_file()):
         raise UserError(
             f"--out: {str(out)!r} already holds a training run; pass --resume to continue it or choose another --out"

@@ -174,6 +174,16 @@ def _required_files(name: str) -> list[str]:
     return [f"{cls.base_folder}/{f}" for f in names]
 
 
+def _where_to_get(name: str, root: Path) -> str:
+    """Where the files of torchvision dataset ``name`` come from and where they must go under ``root``."""
+    cls = _torchvision_class(name)
+    if name == "svhn":
+        urls = [cls.split_list[split][0] for split in ("train", "test")]
+        site = urls[0].rsplit("/", 1)[0] + "/"
+        return f"download {' and '.join(u.rsplit('/', 1)[1] for u in urls)} from {site} into {root}"
+    return f"download {cls.url} and unpack it in {root} (it makes {cls.base_folder}/)"
+
+
 def _torchvision_splits(name: str, root: Path, download: bool) -> tuple[Any, Any]:
     """Instantiate torchvision's train and test datasets."""
     cls = _torchvision_class(name)
@@ -195,11 +205,11 @@ def _load_torchvision(req: _Request) -> RawDataset:
     required = _required_files(name)
     missing = [f for f in required if not (root / f).is_file()]
     if missing and not req.download:
+        listed = missing[0] + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         raise UserError(
-            f"{name}: dataset files missing in {root}: {', '.join(missing)}; run with --download "
-            f"(download=True) to fetch them into {root}, or put them there (or an image folder copy as "
-            f"{root}/train/<class>/*.jpg, optionally {root}/test/<class>/*.jpg), or point --data-dir "
-            "(data_dir) at the folder that has them"
+            f"{name}: dataset files missing in {root} ({listed}); {_where_to_get(name, root)}, or put an image "
+            "folder copy there (train/<class>/ images, optionally test/<class>/), or point --data-dir at the folder "
+            "that holds them"
         )
     try:
         if req.download:
@@ -209,8 +219,8 @@ def _load_torchvision(req: _Request) -> RawDataset:
         raise
     except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted" (md5 mismatch)
         raise UserError(
-            f"{name}: the dataset files in {root} are incomplete or corrupted ({exc}); delete them and run "
-            "with --download (download=True), or put intact copies there"
+            f"{name}: the dataset files in {root} are incomplete or corrupted ({exc}); delete them and "
+            f"{_where_to_get(name, root)} again"
         ) from exc
     except Exception as exc:  # network errors, permission problems, ...
         action = "downloading into" if req.download else "reading"

@@ -128,7 +128,9 @@ def test_torchvision_missing_files_name_folder_and_fix(tmp_path: Path, name: str
     message = str(info.value)
     assert str(tmp_path) in message
     assert expected_file in message
-    assert "--download" in message
+    assert "--download" not in message and "download=True" not in message  # no command has --download
+    assert "download http" in message or " from http" in message  # where to get the files
+    assert "train/<class>/" in message and "--data-dir" in message
     assert list(tmp_path.iterdir()) == []  # nothing was downloaded or created
 
 
