@@ -329,8 +329,16 @@ def print_front(frame: object, objectives: list[tuple[str, str]], name: str, *,
 
 def run_studies(args: argparse.Namespace) -> int:
     """Execute ``igcnas studies``."""
+    from pathlib import Path
+
+    from igcnas.errors import UserError
     from igcnas.search import list_studies
 
+    folder = Path(args.trials_dir)
+    if not args.storage and not folder.is_dir():  # a mistyped folder is not "no studies"
+        what = "a file" if folder.exists() else "no such folder"
+        raise UserError(f"--trials-dir: {str(folder)!r} is {what}; give the folder a search wrote "
+                        "(default trials)")
     rows = list_studies(trials_dir=args.trials_dir, storage=args.storage, artifacts=args.artifacts)
     if not rows:
         print(f"no studies in {args.trials_dir}", file=sys.stderr)

@@ -78,10 +78,10 @@ def get_zoo(name: str) -> ZooEntry:
     if key is not None:
         return ZOO[key]
     close = difflib.get_close_matches(str(name).lower(), list(folded), n=5, cutoff=0.5)
-    hint = (f"did you mean {', '.join(folded[c] for c in close)}? " if close else "")
-    raise UserError(
-        f"unknown zoo network {name!r}; {hint}known: {', '.join(ZOO)} (list them with 'igcnas zoo')"
-    )
+    if close:  # the close names only: the whole zoo is a long line
+        raise UserError(f"unknown zoo network {name!r}; did you mean {', '.join(folded[c] for c in close)}? "
+                        "(list them all with 'igcnas zoo')")
+    raise UserError(f"unknown zoo network {name!r}; known: {', '.join(ZOO)} (list them with 'igcnas zoo')")
 
 
 def resolve_network(source: str) -> tuple[ArchSpec, ZooEntry | None]:

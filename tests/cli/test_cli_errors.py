@@ -122,3 +122,11 @@ def test_an_oserror_without_a_file_and_a_bug_keep_their_kind(monkeypatch, capsys
     _patched_command(monkeypatch, KeyError("bug"))
     with pytest.raises(KeyError):  # not a user mistake: the traceback stays
         main(["zoo"])
+
+
+def test_studies_in_a_folder_that_is_not_there_is_an_error_not_no_studies(tmp_path, capsys) -> None:
+    err = _one_line_error(capsys, ["studies", "--trials-dir", str(tmp_path / "nope")])
+    assert err == f"igcnas: error: --trials-dir: {str(tmp_path / 'nope')!r} is no such folder; give the folder a " \
+                  "search wrote (default trials)"
+    (tmp_path / "file").write_text("x")
+    assert "is a file" in _one_line_error(capsys, ["studies", "--trials-dir", str(tmp_path / "file")])

@@ -69,7 +69,8 @@ def test_auto_takes_the_layouts_networks_within_the_budget() -> None:
 
 
 def test_an_unknown_baseline_is_a_one_line_error_listing_the_zoo() -> None:
-    with pytest.raises(UserError, match=r"^--baselines: unknown zoo network 'IGC-L99'; did you mean .* known: RegConv-W16-D8"):
+    with pytest.raises(UserError, match=r"^--baselines: unknown zoo network 'IGC-L99'; did you mean .*\? \(list "
+                                        r"them all with 'igcnas zoo'\)$"):
         SearchConfig(baselines="IGC-L24M2-D20,IGC-L99")
 
 
