@@ -41,6 +41,21 @@ def layout_spec(
         >>> layout_spec("PWG+DW+PWG", 32, groups=(2, None, 2)).stages[-1].width
         128
     """
+    block = _design_block(design, groups=groups, group_widths=group_widths, bottleneck=bottleneck,
+                          relu_after=relu_after)
+    return layout_arch(block, base_width=base_width, depths=depths or None, layout=layout,
+                       input_shape=input_shape, num_classes=num_classes, name=name)
+
+
+def _design_block(
+    design: str,
+    *,
+    groups: tuple[int | None, ...] | None = None,
+    group_widths: tuple[int | None, ...] | None = None,
+    bottleneck: float | None = None,
+    relu_after: tuple[int, ...] = (),
+) -> BlockSpec:
+    """The block of ``design`` on every layout and width (its kernels' group numbers and bottleneck ratio)."""
     kinds = parse_design(design)
     if groups is not None and group_widths is not None:
         raise UserError("give groups or group_widths, not both")
@@ -59,9 +74,7 @@ def layout_spec(
         else:
             kernels.append(KernelSpec(kind))
     ratio = (bottleneck if bottleneck is not None else 0.25) if is_bottleneck_form(kinds) else 1.0
-    block = BlockSpec(tuple(kernels), bottleneck=ratio, relu_after=relu_after)
-    return layout_arch(block, base_width=base_width, depths=depths or None, layout=layout,
-                       input_shape=input_shape or None, num_classes=num_classes or None, name=name)
+    return BlockSpec(tuple(kernels), bottleneck=ratio, relu_after=relu_after)
 
 
 @dataclass(frozen=True)
@@ -96,21 +109,28 @@ def fit_budget(
     """
     if max_params is None and max_flops is None:
         raise UserError("give a budget: --max-params and/or --max-flops (e.g. --max-params 0.5M)")
+    # a mistake in the design, its group numbers or bottleneck fails here with its own message: in the scan
+    # below, a UserError only marks a width as invalid
+    _design_block(design, **{k: v for k, v in template.items() if k in _BLOCK_OPTIONS})  # type: ignore[arg-type]
     groups = template.get("groups")
     quantum = step or _quantum(groups)  # type: ignore[arg-type]
     best, over = widest_within(
         lambda width: layout_spec(design, width, layout=layout, **template),  # type: ignore[arg-type]
         quantum, max_params=max_params, max_flops=max_flops, max_width=max_width,
     )
+    if best is None and over is None:
+        raise UserError(
+            f"no valid width of {design} up to base width {max_width} (widths step by {quantum}, the least common "
+            "multiple of the group counts); use smaller group counts"
+        )
     if best is None:
         # the scan stops at the first valid width over budget: with nothing within budget, that is the narrowest
-        detail = (
-            f"the narrowest valid {design} network (base width {over.width}) already has "
-            f"{over.params:,} params and {over.flops:,} FLOPs"
-            if over is not None
-            else f"no valid width of {design} up to {max_width}"
+        assert over is not None
+        raise UserError(
+            f"budget too small: the narrowest valid {design} network (base width {over.width}) already has "
+            f"{over.params:,} params and {over.flops:,} FLOPs; raise --max-params/--max-flops or use a shallower "
+            "layout"
         )
-        raise UserError(f"budget too small: {detail}; raise --max-params/--max-flops or use a shallower layout")
     if over is None:
         return FitResult(best.spec, best.width, best.params, best.flops, None, None, None)
     return FitResult(best.spec, best.width, best.params, best.flops, over.width, over.params, over.flops)
@@ -167,7 +187,8 @@ def widest_within(
 
     ``build(width)`` gives the spec at a base width, or None (or raises UserError) when that width is not valid
     (skipped). Returns the widest width within budget (None when the narrowest valid one is already over it) and
-    the first valid width over budget (None when every valid width up to ``max_width`` fits).
+    the first valid width over budget (None when every valid width up to ``max_width`` fits). When no width is
+    valid and ``build`` raised, the last UserError is raised again: it names the mistake, which no budget fixes.
 
     Example:
         >>> best, over = widest_within(lambda w: layout_spec("DW+PW", w), 8, max_params=50_000, max_flops=None)
@@ -177,12 +198,13 @@ def widest_within(
     from igcnas.cost import count
 
     best: WidthFit | None = None
+    invalid: UserError | None = None
     width = quantum
     while width <= max_width:
         try:
             spec = build(width)
-        except UserError:
-            spec = None
+        except UserError as error:
+            spec, invalid = None, error
         if spec is not None:
             cost = count(spec)
             point = WidthFit(width, spec, cost.params, cost.flops)
@@ -190,7 +212,12 @@ def widest_within(
                 return best, point
             best = point
         width += quantum
+    if best is None and invalid is not None:
+        raise invalid
     return best, None
+
+
+_BLOCK_OPTIONS = ("groups", "group_widths", "bottleneck", "relu_after")
 
 
 def _quantum(groups: tuple[int | None, ...] | None) -> int:

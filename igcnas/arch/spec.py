@@ -175,8 +175,23 @@ class StageSpec:
     def __post_init__(self) -> None:
         for name in ("width", "depth", "stride"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise UserError(f"stages[].{name}: {value!r} must be a positive integer")
+        if self.groups is not None:
+            object.__setattr__(self, "groups", tuple(self.groups))
+            for value in self.groups:
+                if value is not None and (not _is_int(value) or value < 1):
+                    raise UserError(
+                        f"stages[].groups: {value!r} must be a positive integer, or null to keep the block's"
+                    )
+        bottleneck = self.bottleneck
+        if bottleneck is not None and not (
+            isinstance(bottleneck, (int, float)) and not isinstance(bottleneck, bool)
+            and bottleneck > 0 and math.isfinite(bottleneck)
+        ):
+            raise UserError(
+                f"stages[].bottleneck: {bottleneck!r} must be a positive number, or null to keep the block's"
+            )
 
 
 @dataclass(frozen=True)
@@ -189,8 +204,14 @@ class StemSpec:
     pool: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.width, int) or self.width < 1:
+        if not _is_int(self.width) or self.width < 1:
             raise UserError(f"stem.width: {self.width!r} must be a positive integer")
+        if not _is_int(self.kernel_size) or self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise UserError(f"stem.kernel_size: {self.kernel_size!r} must be a positive odd integer (e.g. 3, or 7)")
+        if not _is_int(self.stride) or self.stride < 1:
+            raise UserError(f"stem.stride: {self.stride!r} must be an integer >= 1")
+        if not isinstance(self.pool, bool):
+            raise UserError(f"stem.pool: {self.pool!r} must be true or false")
 
 
 @dataclass(frozen=True)
@@ -199,6 +220,13 @@ class HeadSpec:
 
     width: int | None = None
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.width is not None and (not _is_int(self.width) or self.width < 1):
+            raise UserError(f"head.width: {self.width!r} must be an integer >= 1, or null for no 1x1 conv")
+        dropout = self.dropout
+        if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
+            raise UserError(f"head.dropout: {dropout!r} must be a number with 0 <= dropout < 1 (0: no dropout)")
 
 
 @dataclass(frozen=True)
@@ -222,10 +250,12 @@ class ArchSpec:
     def __post_init__(self) -> None:
         if not self.stages:
             raise UserError("stages: a network needs at least one stage")
-        if len(self.input_shape) != 3 or any(not isinstance(v, int) or v < 1 for v in self.input_shape):
+        if len(self.input_shape) != 3 or any(not _is_int(v) or v < 1 for v in self.input_shape):
             raise UserError(f"input_shape: {self.input_shape!r} must be three positive integers (C, H, W)")
-        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+        if not _is_int(self.num_classes) or self.num_classes < 2:
             raise UserError(f"num_classes: {self.num_classes!r} must be an integer >= 2")
+        if not isinstance(self.name, str):
+            raise UserError(f"name: {self.name!r} must be a string (a label, e.g. \"my-net\")")
         # every stage's block must plan (groups divide widths, ...): fail now, naming the field
         self.plans()
 
@@ -300,20 +330,16 @@ class ArchSpec:
             raise UserError(f"arch.version: {version!r} is not supported (this igcnas reads version {SPEC_VERSION})")
         _check_keys("arch", data, cls)
         try:
-            stages = []
-            for s in data["stages"]:
-                s = dict(s)
-                if s.get("groups") is not None:
-                    s["groups"] = tuple(s["groups"])
-                if s.get("block") is not None:
-                    s["block"] = _block_from_dict("arch.stages[].block", s["block"])
-                stages.append(_build("arch.stages[]", StageSpec, s))
+            stages = tuple(
+                _stage_from_dict(index, stage)
+                for index, stage in enumerate(_as_tuple("arch.stages", data["stages"], " of stage objects"))
+            )
             return cls(
                 stem=_build("arch.stem", StemSpec, data["stem"]),
                 block=_block_from_dict("arch.block", data["block"]),
-                stages=tuple(stages),
+                stages=stages,
                 head=_build("arch.head", HeadSpec, data.get("head", {})),
-                input_shape=tuple(data.get("input_shape", (3, 32, 32))),
+                input_shape=_as_tuple("arch.input_shape", data.get("input_shape", (3, 32, 32)), " (C, H, W)"),
                 num_classes=data.get("num_classes", 10),
                 name=data.get("name", ""),
             )
@@ -323,12 +349,13 @@ class ArchSpec:
             raise UserError(f"arch: {error}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> ArchSpec:
-        """Parse JSON text."""
+    def from_json(cls, text: str, *, source: str = "arch.json") -> ArchSpec:
+        """Parse JSON text; ``source`` names it in the error when it is not JSON."""
         try:
-            return cls.from_dict(json.loads(text))
+            payload = json.loads(text)
         except json.JSONDecodeError as error:
-            raise UserError(f"arch.json: not valid JSON ({error})") from None
+            raise UserError(f"{source}: not valid JSON ({error})") from None
+        return cls.from_dict(payload)
 
     def save(self, path: str | Path) -> Path:
         """Write ``arch.json`` (path may be a directory)."""
@@ -390,15 +417,45 @@ def _drop_defaults(payload: dict[str, Any], defaults: dict[str, Any]) -> None:
             del payload[key]
 
 
+def _is_int(value: object) -> bool:
+    """An ``int`` that is not a ``bool`` (JSON ``true`` is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _as_tuple(where: str, value: Any, what: str = "") -> tuple[Any, ...]:
+    """A JSON list as a tuple, or UserError naming ``where``."""
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"{where}: expected a list{what}, got {value!r}")
+    return tuple(value)
+
+
+def _stage_from_dict(index: int, data: Any) -> StageSpec:
+    """A StageSpec from its JSON dict; errors name the stage as ``stages[index]``."""
+    where = f"arch.stages[{index}]"
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a stage object (width, depth, stride, ...), got {data!r}")
+    stage = dict(data)
+    if stage.get("groups") is not None:
+        stage["groups"] = _as_tuple(f"{where}.groups", stage["groups"], " (one value or null per kernel)")
+    if stage.get("block") is not None:
+        stage["block"] = _block_from_dict(f"{where}.block", stage["block"])
+    try:
+        spec: StageSpec = _build(where, StageSpec, stage)
+    except UserError as error:
+        raise UserError(str(error).replace("stages[].", f"stages[{index}].", 1)) from None
+    return spec
+
+
 def _block_from_dict(where: str, data: Any) -> BlockSpec:
     """A BlockSpec from its JSON dict (lists become tuples)."""
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected an object, got {data!r}")
     block = dict(data)
     _check_keys(where, block, BlockSpec)
-    block["kernels"] = tuple(_build(f"{where}.kernels[]", KernelSpec, k) for k in block["kernels"])
+    kernels = _as_tuple(f"{where}.kernels", block["kernels"], " of kernel objects")
+    block["kernels"] = tuple(_build(f"{where}.kernels[]", KernelSpec, k) for k in kernels)
     if "relu_after" in block:
-        block["relu_after"] = tuple(block["relu_after"])
+        block["relu_after"] = _as_tuple(f"{where}.relu_after", block["relu_after"], " of kernel indices")
     if isinstance(block.get("bn"), list):
         block["bn"] = tuple(block["bn"])
     return BlockSpec(**block)
@@ -427,7 +484,16 @@ def load_spec(path: str | Path) -> ArchSpec:
         target = target / ARCH_FILE
     if not target.is_file():
         raise UserError(f"{path}: no such arch.json (give a zoo name, an arch.json file or a directory with one)")
-    return ArchSpec.from_json(target.read_text())
+    try:
+        text = target.read_bytes().decode("utf-8-sig")  # a BOM some editors write is no error
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{target}: not a UTF-8 text file (byte {error.object[error.start]:#04x} at offset {error.start}); "
+            "an arch.json is JSON text, as 'igcnas fit --out' or 'igcnas export' write it"
+        ) from None
+    except OSError as error:
+        raise UserError(f"{target}: cannot read it ({error.strerror or error})") from None
+    return ArchSpec.from_json(text, source=str(target))
 
 
 def _parse_requirement(text: str) -> tuple[str, int | None]:

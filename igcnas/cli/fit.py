@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from igcnas._table import render_table
-from igcnas.cli._common import count, format_parent, positive_int
+from igcnas.cli._common import count, format_parent
+from igcnas.errors import UserError
 from igcnas.units import format_count
+
+if TYPE_CHECKING:
+    from igcnas.arch.spec import ArchSpec
 
 __all__ = ["register", "run"]
 
@@ -38,6 +44,39 @@ def _int_list(text: str) -> tuple[int | None, ...]:
     return tuple(values)
 
 
+def _design(text: str) -> str:
+    """Check a block design such as ``PWG+DW+PWG`` (the text is kept: it labels the result)."""
+    from igcnas.space.chain import parse_design
+
+    try:
+        parse_design(text)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("design: ")) from None
+    return text
+
+
+def _bottleneck(text: str) -> float:
+    """Parse a bottleneck ratio: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.25, or 6 for IGCV3)") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0 (e.g. 0.25, or 6 for IGCV3)")
+    return value
+
+
+def _num_classes(text: str) -> int:
+    """Parse a class count: an integer >= 2."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (give 2 or more, e.g. 10)") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is too few classes (give 2 or more, e.g. 10)")
+    return value
+
+
 def _depths(text: str) -> tuple[int, ...]:
     """Parse ``3,3,3``."""
     values = _int_list(text)
@@ -50,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``fit`` command."""
     parser = subparsers.add_parser("fit", help="widest network of a design within a budget", description=HELP,
                                    formatter_class=argparse.RawDescriptionHelpFormatter, parents=[format_parent()])
-    parser.add_argument("--design", required=True, help="block design, kernels joined by '+', e.g. PWG+DW+PWG")
+    parser.add_argument("--design", required=True, type=_design, help="block design, kernels joined by '+', e.g. PWG+DW+PWG")
     parser.add_argument("--max-params", type=count, help="parameter budget, e.g. 0.5M")
     parser.add_argument("--max-flops", type=count, help="FLOP budget (multiply-adds per image), e.g. 40M")
     parser.add_argument("--layout", choices=("cifar", "imagenet"), default="cifar",
@@ -58,10 +97,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--depths", type=_depths, help="blocks per stage, e.g. 3,3,3 (default: 3,3,3 / 2,2,2,2)")
     parser.add_argument("--groups", type=_int_list,
                         help="group count per kernel, '-' for kernels without groups, e.g. 2,-,2 (default 2)")
-    parser.add_argument("--bottleneck", type=float,
+    parser.add_argument("--bottleneck", type=_bottleneck,
                         help="inner width / output width for bottleneck chains (default 0.25, Fog; 6 for IGCV3)")
-    parser.add_argument("--num-classes", type=positive_int, help="classes (default 10 / 1000)")
-    parser.add_argument("--out", help="write the arch.json of the result to this directory")
+    parser.add_argument("--num-classes", type=_num_classes, help="classes, 2 or more (default 10 / 1000)")
+    parser.add_argument("--out", metavar="DIR|FILE.json",
+                        help="write the result's arch.json into this folder (made if missing), or to this file when "
+                             "the name ends in .json")
     parser.set_defaults(func=run)
 
 
@@ -72,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_params is None and args.max_flops is None:
         die("fit: give a budget with --max-params and/or --max-flops (e.g. --max-params 0.5M)")
+    _check_groups(args.design, args.groups)
     template: dict[str, Any] = {
         key: getattr(args, key)
         for key in ("depths", "groups", "bottleneck", "num_classes")
@@ -80,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
     result = fit_budget(args.design, max_params=args.max_params, max_flops=args.max_flops, layout=args.layout,
                         **template)
     spec = result.spec.with_name(f"{args.design}-fit")
-    if args.out:
-        spec.save(args.out)
+    written = _save(spec, args.out) if args.out else None
     row = {
         "design": args.design,
         "layout": args.layout,
@@ -102,6 +143,35 @@ def run(args: argparse.Namespace) -> int:
     for key in ("params", "flops", "next_params", "next_flops"):
         shown[key] = format_count(row[key]) if row[key] is not None else None
     print(render_table([shown]))
-    if args.out:
-        print(f"wrote {args.out}/arch.json")
+    if written is not None:
+        print(f"wrote {written}")
     return 0
+
+
+def _check_groups(design: str, groups: tuple[int | None, ...] | None) -> None:
+    """``--groups`` gives one value per kernel of ``--design``."""
+    from igcnas.space.chain import parse_design
+    from igcnas.space.kernels import KERNEL_KINDS
+
+    kinds = parse_design(design)
+    if groups is not None and len(groups) != len(kinds):
+        text = ",".join("-" if g is None else str(g) for g in groups)
+        example = ",".join("2" if KERNEL_KINDS[kind].grouping == "grouped" else "-" for kind in kinds)
+        raise UserError(
+            f"--groups: {text!r} has {len(groups)} values for the {len(kinds)} kernels of {design} "
+            f"(give one per kernel, '-' for a kernel without groups, e.g. --groups {example})"
+        )
+
+
+def _save(spec: ArchSpec, out: str) -> Path:
+    """Write ``spec`` to ``--out`` (a folder, or a file named ``*.json``) and return the file written."""
+    target = Path(out).expanduser()
+    is_file = target.suffix.lower() == ".json"
+    if not is_file and target.exists() and not target.is_dir():
+        raise UserError(f"--out: {out!r} is a file, not a folder (give a folder, or a file name ending in .json)")
+    try:
+        # a folder is made first: ArchSpec.save alone would take a folder name with a dot (best.v2) for a file
+        (target.parent if is_file else target).mkdir(parents=True, exist_ok=True)
+        return spec.save(target)
+    except OSError as error:
+        raise UserError(f"--out: cannot write {out!r} ({error.strerror or error})") from None

@@ -82,3 +82,37 @@ def test_budget_violations_names_the_overshoot():
     assert values == {"max_params": 500.0, "max_flops": 1_000_000.0}
     assert reason == "params 1.5k > budget 1k (+500, 50% over); flops 2M > budget 1M (+1M, 100% over)"
     assert budget_violations(900, 10, max_params=1_000, max_flops=None) == ({"max_params": -100.0}, "")
+
+
+@pytest.mark.parametrize(
+    ("design", "options", "message"),
+    [
+        ("FOO", {}, "unknown kernel kind 'FOO'"),
+        ("PWG+DW+PWG", {"groups": (2, None)}, r"groups: 2 values for the 3 kernels of PWG\+DW\+PWG"),
+        ("PWG+DW+PWG", {"bottleneck": -1.0}, "block.bottleneck: -1.0 must be a positive number"),
+        ("PWG+DW+PWG", {"bottleneck": float("nan")}, "block.bottleneck: nan must be a positive number"),
+        ("PWG+DW+PWG", {"bottleneck": float("inf")}, "block.bottleneck: inf must be a positive number"),
+        ("PWG+DW+PWG", {"num_classes": 1}, "num_classes: 1 must be an integer >= 2"),
+        ("PWG+DW+PWG", {"num_classes": 0}, "num_classes: 0 must be an integer >= 2"),
+        ("GC+PWG", {"groups": (8192, 2)}, r"no valid width of GC\+PWG up to base width 4096 .*smaller group counts"),
+    ],
+)
+def test_fit_budget_names_a_spec_mistake_not_the_budget(design, options, message):
+    """A mistake no budget can fix is reported as itself, not as 'budget too small'."""
+    with pytest.raises(UserError, match=message) as info:
+        fit_budget(design, max_params=50_000, **options)
+    assert "budget too small" not in str(info.value)
+
+
+def test_widest_within_raises_the_mistake_when_no_width_is_valid():
+    from igcnas.arch.fit import widest_within
+
+    def broken(width: int) -> None:
+        raise UserError(f"head.width: {-width} must be an integer >= 1")
+
+    with pytest.raises(UserError, match="head.width: -64 must be an integer >= 1"):  # the last one
+        widest_within(broken, 8, max_params=1_000, max_flops=None, max_width=64)
+    # widths that raise before a valid one are still only skipped
+    best, over = widest_within(lambda w: broken(w) if w < 24 else layout_spec("DW+PW", w), 8, max_params=None,
+                               max_flops=None, max_width=32)
+    assert best is not None and best.width == 32 and over is None

@@ -165,3 +165,62 @@ def test_plans_keep_their_former_module_name_for_pickled_specs():
     assert spec_module.plan_block is plan_block
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         spec_module.nope  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["stem"].update(stride=-2), "stem.stride: -2 must be an integer >= 1"),
+        (lambda d: d["stem"].update(stride=0), "stem.stride: 0 must be an integer >= 1"),
+        (lambda d: d["stem"].update(kernel_size=0), "stem.kernel_size: 0 must be a positive odd integer"),
+        (lambda d: d["stem"].update(kernel_size=4), "stem.kernel_size: 4 must be a positive odd integer"),
+        (lambda d: d["stem"].update(pool=1), "stem.pool: 1 must be true or false"),
+        (lambda d: d["stem"].update(width=True), "stem.width: True must be a positive integer"),
+        (lambda d: d["head"].update(width=-5), "head.width: -5 must be an integer >= 1, or null"),
+        (lambda d: d["head"].update(width=0), "head.width: 0 must be an integer >= 1, or null"),
+        (lambda d: d["head"].update(width=True), "head.width: True must be an integer >= 1, or null"),
+        (lambda d: d["head"].update(dropout=2.0), r"head.dropout: 2.0 must be a number with 0 <= dropout < 1"),
+        (lambda d: d["head"].update(dropout=-1), r"head.dropout: -1 must be a number with 0 <= dropout < 1"),
+        (lambda d: d["head"].update(dropout=float("nan")), r"head.dropout: nan must be a number"),
+        (lambda d: d["head"].update(dropout=True), r"head.dropout: True must be a number"),
+        (lambda d: d["stages"][1].update(depth=True), r"stages\[1\].depth: True must be a positive integer"),
+        (lambda d: d["stages"][1].update(width=-8), r"stages\[1\].width: -8 must be a positive integer"),
+        (lambda d: d["stages"][0].update(bottleneck=-1), r"stages\[0\].bottleneck: -1 must be a positive number"),
+        (lambda d: d["stages"][0].update(groups=[-2, 2]), r"stages\[0\].groups: -2 must be a positive integer"),
+        (lambda d: d["stages"].__setitem__(1, 5), r"arch.stages\[1\]: expected a stage object .*got 5"),
+        (lambda d: d.update(stages={"width": 8}), "arch.stages: expected a list of stage objects"),
+        (lambda d: d.update(input_shape=[3, True, 32]), r"input_shape: \(3, True, 32\) must be three positive"),
+        (lambda d: d.update(name=123), "name: 123 must be a string"),
+    ],
+)
+def test_stem_head_and_stage_fields_are_checked(mutate, message):
+    """Bad stem/head values, bools given as counts and non-object stages are one-line errors naming the field."""
+    data = make().to_dict()
+    mutate(data)
+    with pytest.raises(UserError, match=message):
+        ArchSpec.from_dict(json.loads(json.dumps(data)))
+
+
+def test_stem_and_head_accept_their_valid_values():
+    spec = ArchSpec.from_dict({**make().to_dict(), "stem": {"width": 32, "kernel_size": 7, "stride": 2, "pool": True},
+                               "head": {"width": 64, "dropout": 0.5}})
+    assert (spec.stem.kernel_size, spec.stem.stride, spec.head.width, spec.head.dropout) == (7, 2, 64, 0.5)
+
+
+def test_unreadable_arch_json_names_the_file(tmp_path):
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match=r"binary\.json: not a UTF-8 text file \(byte 0xff at offset 0\)") as info:
+        load_spec(binary)
+    assert str(binary) in str(info.value) and "\n" not in str(info.value)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"stages": ')
+    with pytest.raises(UserError, match=r"broken\.json: not valid JSON") as info:
+        load_spec(broken)
+    assert str(broken) in str(info.value)
+    with pytest.raises(UserError, match=r"^arch\.json: not valid JSON"):  # text with no file: the generic name
+        ArchSpec.from_json("{")
+    bom = tmp_path / "bom"
+    bom.mkdir()
+    (bom / "arch.json").write_bytes(b"\xef\xbb\xbf" + make().to_json().encode())  # as some editors save it
+    assert load_spec(bom) == make()
