@@ -96,12 +96,13 @@ class _DesignPlan:
 
 
 
-def _unique_keys_loader() -> type:
-    """A ``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
+def _refusing_duplicate_keys(base: type) -> type:
+    """A subclass of the YAML loader ``base`` (``yaml.SafeLoader``) that refuses a key given twice in one mapping
+    (plain YAML keeps the last one)."""
     import yaml
 
-    class UniqueKeys(yaml.SafeLoader):
-        """SafeLoader whose mappings refuse duplicate keys, naming the key and its line."""
+    class UniqueKeys(base):
+        """``base`` whose mappings refuse duplicate keys, naming the key."""
 
     def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
         seen: set[Any] = set()
@@ -160,7 +161,7 @@ class SearchSpace:
 
         text, source = read_space_text(path)
         try:
-            data = yaml.load(text, Loader=_unique_keys_loader())  # a SafeLoader that refuses duplicate keys
+            data = yaml.load(text, Loader=_refusing_duplicate_keys(yaml.SafeLoader))
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
