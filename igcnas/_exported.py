@@ -73,8 +73,9 @@ def load_exported(path: str | Path, *, impl: str = "auto", device: str | torch.d
 
 
 def _data_options(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The ``load_data`` options that carve the study's validation split (val_fraction, train_subset)."""
-    settings = manifest.get("search_settings") or {}
+    """The ``load_data`` options that carve the validation split (val_fraction, train_subset) of the study (an
+    export's ``search_settings``) or of the run (an ``igcnas train`` folder's ``data``)."""
+    settings = manifest.get("search_settings") or manifest.get("data") or {}
     options: dict[str, Any] = {}
     if isinstance(settings.get("val_fraction"), float):
         options["val_fraction"] = settings["val_fraction"]
@@ -115,6 +116,10 @@ def evaluate_exported(
         )
     spec = load_spec(path)
     seed = manifest.get("seed")
+    if split == "val" and not isinstance(seed, int):
+        raise UserError(f"--split val: {str(path)!r} does not record the data split it was trained with (no "
+                        f"{MANIFEST_FILE} with its seed), so the validation images would not be the ones held out; "
+                        "use --split test")
     data = load_data(str(name), data_dir=data_dir, seed=int(seed) if isinstance(seed, int) else 0,
                      **_data_options(manifest))
     if tuple(data.input_shape) != tuple(spec.input_shape) or data.num_classes != spec.num_classes:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from igcnas.errors import UserError
 
 if TYPE_CHECKING:
     from igcnas.arch.spec import ArchSpec
+    from igcnas.train import TrainConfig
 
 __all__ = ["register", "run", "resolve_architecture"]
 
@@ -61,6 +64,47 @@ def _looks_like_path(source: str) -> bool:
 
     separators = [sep for sep in (os.sep, os.altsep, "/") if sep]
     return source.lower().endswith(".json") or source.startswith("~") or any(sep in source for sep in separators)
+
+
+_FLAGS = {"num_threads": "--threads", "augment": "--no-augment"}
+"""TrainConfig fields whose option is not ``--<field with dashes>``."""
+
+
+def _train_config(**fields: Any) -> TrainConfig:
+    """``TrainConfig(**fields)`` with its errors naming this command's options (``--lr``, not ``TrainConfig.lr``).
+
+    Example:
+        >>> _train_config(epochs=5, warmup_epochs=50)
+        Traceback (most recent call last):
+        ...
+        igcnas.errors.UserError: --warmup-epochs: 50 must be smaller than --epochs 5
+    """
+    from igcnas.train import TrainConfig
+
+    def flag(name: str) -> str:
+        return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+    try:
+        return TrainConfig(**fields)
+    except UserError as error:
+        names = {f.name for f in dataclasses.fields(TrainConfig)}
+        text = re.sub(r"^TrainConfig\.(\w+)", lambda m: flag(m[1]) if m[1] in names else m[0], str(error))
+        text = re.sub(r"\b(\w+)=([^\s,)]+)", lambda m: f"{flag(m[1])} {m[2]}" if m[1] in names else m[0], text)
+        raise UserError(text) from None
+
+
+def _record_data(out: Path, *, dataset: str, seed: int, val_fraction: float, train_subset: int | None) -> None:
+    """Write the run's ``export.json`` with its dataset and data split before training, so that ``igcnas evaluate
+    OUT --split val`` carves the validation images this run held out (and ``igcnas train OUT`` knows the
+    dataset)."""
+    from igcnas.export import MANIFEST_FILE
+    from igcnas.store import write_json_if_changed
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_if_changed(out / MANIFEST_FILE, {
+        "source": "igcnas train", "dataset": dataset, "seed": seed,
+        "data": {"val_fraction": val_fraction, "train_subset": train_subset},
+    })
 
 
 def resolve_architecture(source: str) -> tuple[ArchSpec, Path | None]:
@@ -114,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from igcnas.data import load_data
     from igcnas.export import MANIFEST_FILE, read_manifest
     from igcnas.nn.network import build
-    from igcnas.train import CHECKPOINT_FILE, WEIGHTS_FILE, TrainConfig, resolve_device, train
+    from igcnas.train import CHECKPOINT_FILE, WEIGHTS_FILE, resolve_device, train
     from igcnas.units import format_count
 
     spec, folder = resolve_architecture(args.arch)
@@ -134,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if folder is not None and out.resolve() == folder.resolve():
         raise UserError(f"--out: {str(out)!r} is the folder ARCH was read from; choose another --out")
-    config = TrainConfig(
+    config = _train_config(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -146,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
         augment=not args.no_augment,
         num_threads=args.threads,
     )
+    _record_data(out, dataset=str(dataset), seed=args.seed, val_fraction=args.val_fraction,
+                 train_subset=args.train_subset)
     data = load_data(str(dataset), data_dir=args.data_dir, val_fraction=args.val_fraction,
                      train_subset=args.train_subset, seed=args.seed, progress=not args.quiet)
     if tuple(data.input_shape) != tuple(spec.input_shape) or data.num_classes != spec.num_classes:

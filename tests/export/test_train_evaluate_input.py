@@ -52,3 +52,30 @@ def test_train_refuses_data_dir_for_the_recorded_digits(exported: Path, tmp_path
 def test_evaluate_refuses_data_dir_for_the_recorded_digits(exported: Path, tmp_path: Path, capsys) -> None:
     err = _one_line_error(capsys, ["evaluate", str(exported), "--data-dir", str(tmp_path)])
     assert "--data-dir is not read by the dataset digits (recorded in" in err
+
+
+def test_evaluate_val_on_a_train_run_uses_the_split_it_held_out(exported: Path, tmp_path: Path, capsys) -> None:
+    import json
+
+    out = tmp_path / "run"
+    assert main(["train", str(exported), "--out", str(out), "--epochs", "1", "--train-subset", "200",
+                 "--val-fraction", "0.3", "--seed", "3", "--device", "cpu", "--quiet"]) == 0
+    recorded = json.loads((out / "export.json").read_text())
+    assert recorded == {"source": "igcnas train", "dataset": "digits", "seed": 3,
+                        "data": {"val_fraction": 0.3, "train_subset": 200}}
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--split", "val", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 60  # 30% of the run's 200 images, not 10% of all
+    (out / "export.json").unlink()  # a folder that does not record its split
+    err = _one_line_error(capsys, ["evaluate", str(out), "--dataset", "digits", "--split", "val"])
+    assert "does not record the data split it was trained with" in err and "use --split test" in err
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--lr", "-1"], "igcnas: error: --lr: -1.0 must be > 0 (e.g. --lr 0.1)"),
+    (["--warmup-epochs", "50", "--epochs", "5"], "igcnas: error: --warmup-epochs: 50 must be smaller than --epochs 5"),
+])
+def test_train_errors_name_the_options_not_the_config_fields(exported: Path, tmp_path: Path, capsys,
+                                                             options: list[str], message: str) -> None:
+    err = _one_line_error(capsys, ["train", str(exported), "--out", str(tmp_path / "run"), *options])
+    assert err == message and "TrainConfig" not in err
