@@ -74,6 +74,39 @@ FAULTS: Counter[str] = Counter()
 
 
 @pytest.fixture
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> Any:
+    """``run(argv)``: run ``igcnas argv``, check it exits 2 with one ``igcnas: error:`` line and return that line."""
+    from igcnas.cli import main
+
+    def run(argv: list[str]) -> str:
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("igcnas: error: ") and len(err.strip().splitlines()) == 1, err
+        return err.strip()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def fake_study() -> Any:
+    """tests/export/fake_study.py (a small study on disk with known accuracies), imported by path (the tests run
+    with --import-mode=importlib)."""
+    import importlib.util
+    import sys
+
+    name = "igcnas_tests_fake_study"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / "export" / "fake_study.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture
 def fault_stats() -> Counter[str]:
     """The suite-wide fault tally (tests increment it for every fault they inject or bad input they try)."""
     FAULTS["modules"] = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -14,7 +15,8 @@ from igcnas.units import parse_count
 __all__ = [
     "Parser", "positive_int", "count", "fraction", "die", "argument_group", "format_parent", "study_parent",
     "storage_parent", "dataset_parent", "device_parent", "FORMAT_HELP", "check_data_dir", "check_dataset_options",
-    "unrecognized_arguments", "os_error_message",
+    "unrecognized_arguments", "os_error_message", "integer", "real", "positive_float", "nonnegative_float",
+    "nonnegative_int",
 ]
 
 
@@ -62,25 +64,51 @@ def os_error_message(error: OSError) -> str:
     return f"cannot write/read {target}: {error.strerror or error}"
 
 
-def _integer(text: str, *, minimum: int, what: str) -> int:
-    """``text`` as an integer >= ``minimum``, or argparse's error naming ``what`` it must be."""
+def integer(text: str, *, minimum: int, what: str, example: str = "") -> int:
+    """``text`` as an integer >= ``minimum``, or argparse's error naming ``what`` it must be (and ``example``)."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}" + (f" (e.g. {example})" if example else "")) \
+            from None
     if value < minimum:
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what} (give a number >= {minimum})")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what} (give a number >= {minimum}"
+                                         + (f", e.g. {example})" if example else ")"))
     return value
 
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
-    return _integer(text, minimum=1, what="a positive integer")
+    return integer(text, minimum=1, what="a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    return _integer(text, minimum=0, what="an integer >= 0")
+    return integer(text, minimum=0, what="an integer >= 0")
+
+
+def real(text: str, *, minimum: float, inclusive: bool, example: str = "") -> float:
+    """``text`` as a finite number >= ``minimum`` (> with ``inclusive`` False), or argparse's error; ``example``
+    (e.g. ``"0.25"``) ends the message."""
+    hint = f" (e.g. {example})" if example else ""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number{hint}") from None
+    if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number {bound}{hint}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    return real(text, minimum=0.0, inclusive=False)
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return real(text, minimum=0.0, inclusive=True)
 
 
 def count(text: str) -> int:

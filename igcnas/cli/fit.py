@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from igcnas._table import render_table
-from igcnas.cli._common import count, format_parent
+from igcnas.cli._common import count, format_parent, integer, real
 from igcnas.errors import UserError
 from igcnas.units import format_count
 
@@ -57,24 +56,12 @@ def _design(text: str) -> str:
 
 def _bottleneck(text: str) -> float:
     """Parse a bottleneck ratio: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. 0.25, or 6 for IGCV3)") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0 (e.g. 0.25, or 6 for IGCV3)")
-    return value
+    return real(text, minimum=0.0, inclusive=False, example="0.25, or 6 for IGCV3")
 
 
 def _num_classes(text: str) -> int:
     """Parse a class count: an integer >= 2."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (give 2 or more, e.g. 10)") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is too few classes (give 2 or more, e.g. 10)")
-    return value
+    return integer(text, minimum=2, what="a class count", example="10")
 
 
 def _depths(text: str) -> tuple[int, ...]:

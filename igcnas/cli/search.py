@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
@@ -13,7 +12,9 @@ from igcnas.cli._common import (
     count,
     dataset_parent,
     device_parent,
+    nonnegative_float,
     nonnegative_int,
+    positive_float,
     positive_int,
     storage_parent,
 )
@@ -71,28 +72,6 @@ def _prescreen_k(text: str) -> int | str:
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r} is not auto or an integer >= 0 (e.g. --prescreen 8, "
                                          "or 0 for off)") from None
-
-
-def _positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def _nonnegative_float(text: str) -> float:
-    """argparse type: a number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
 
 
 def _budget(text: str) -> int | None:
@@ -167,9 +146,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g = argument_group(p, training)
     g.add_argument("--batch-size", type=positive_int, default=64,
                    help="mini-batch size (default: %(default)s, the IGC papers' CIFAR batch)")
-    g.add_argument("--lr", type=_positive_float, default=0.1, help="initial learning rate, cosine schedule "
+    g.add_argument("--lr", type=positive_float, default=0.1, help="initial learning rate, cosine schedule "
                                                                   "(default: %(default)s)")
-    g.add_argument("--weight-decay", type=_nonnegative_float, default=1e-4, help="weight decay (default: 1e-4)")
+    g.add_argument("--weight-decay", type=nonnegative_float, default=1e-4, help="weight decay (default: 1e-4)")
     g.add_argument("--num-threads", type=positive_int, default=1,
                    help="torch CPU threads per trial (default: %(default)s: small models train fastest on one)")
     g.add_argument("--workers", type=_workers, default=None, metavar="N|auto",
@@ -188,9 +167,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Ray: where Tune keeps its experiment state for resuming (a local or NFS path, or a "
                         "pyarrow URI such as s3://bucket/igcnas); default: trials/<study>/ray on the driver. "
                         "Trial records, metrics and weights always reach the driver's --trials-dir")
-    g.add_argument("--cpus-per-trial", type=_positive_float, default=None,
+    g.add_argument("--cpus-per-trial", type=positive_float, default=None,
                    help="Ray: CPUs reserved per trial (default: 1)")
-    g.add_argument("--gpus-per-trial", type=_nonnegative_float, default=None,
+    g.add_argument("--gpus-per-trial", type=nonnegative_float, default=None,
                    help="Ray: GPUs per trial, fractions share a GPU, e.g. 0.5 (default: 0)")
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=run)

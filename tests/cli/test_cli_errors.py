@@ -14,38 +14,27 @@ from igcnas.cli import main
 from igcnas.errors import UserError
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run ``igcnas argv``, check it exits 2 with one ``igcnas: error:`` line, and return that line."""
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("igcnas: error: ") and len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err
-    return err.strip()
-
-
-def test_a_mistyped_option_is_blamed_on_its_subcommand_with_a_close_name(capsys) -> None:
-    err = _one_line_error(capsys, ["search", "--trails", "5"])
+def test_a_mistyped_option_is_blamed_on_its_subcommand_with_a_close_name(capsys, one_line_error) -> None:
+    err = one_line_error(["search", "--trails", "5"])
     assert err == ("igcnas: error: igcnas search: unrecognized arguments: --trails 5 (did you mean --trials? "
                    "see 'igcnas search --help')")
 
 
-def test_several_mistyped_options_each_get_their_close_name(capsys) -> None:
-    err = _one_line_error(capsys, ["train", "IGC-L24M2-D20", "--epoks=3", "--bacth-size", "8"])
+def test_several_mistyped_options_each_get_their_close_name(capsys, one_line_error) -> None:
+    err = one_line_error(["train", "IGC-L24M2-D20", "--epoks=3", "--bacth-size", "8"])
     assert "igcnas train: unrecognized arguments: --epoks=3 --bacth-size 8" in err
     assert "--epochs for --epoks" in err and "--batch-size for --bacth-size" in err
     assert "see 'igcnas train --help'" in err
 
 
-def test_an_extra_positional_names_the_subcommand_without_a_guess(capsys) -> None:
-    err = _one_line_error(capsys, ["space", "--channels", "64", "extra_positional"])
+def test_an_extra_positional_names_the_subcommand_without_a_guess(capsys, one_line_error) -> None:
+    err = one_line_error(["space", "--channels", "64", "extra_positional"])
     assert err == ("igcnas: error: igcnas space: unrecognized arguments: extra_positional "
                    "(see 'igcnas space --help')")
 
 
-def test_an_unknown_top_level_option_is_blamed_on_igcnas(capsys) -> None:
-    err = _one_line_error(capsys, ["--verison"])
+def test_an_unknown_top_level_option_is_blamed_on_igcnas(capsys, one_line_error) -> None:
+    err = one_line_error(["--verison"])
     assert "igcnas: unrecognized arguments: --verison (did you mean --version? see 'igcnas --help')" in err
 
 
@@ -57,9 +46,9 @@ def test_version_prints_the_package_version(capsys) -> None:
 
 
 def test_data_dir_with_the_default_digits_is_refused_before_anything_is_written(
-        tmp_path: Path, capsys, monkeypatch) -> None:
+        tmp_path: Path, capsys, monkeypatch, one_line_error) -> None:
     monkeypatch.chdir(tmp_path)
-    err = _one_line_error(capsys, ["search", "--data-dir", str(tmp_path / "cifar10"), "--trials", "1",
+    err = one_line_error(["search", "--data-dir", str(tmp_path / "cifar10"), "--trials", "1",
                                    "--trials-dir", str(tmp_path / "trials")])
     assert err == ("igcnas: error: --data-dir is not read by --dataset digits (the default); add --dataset "
                    "cifar10 (or drop --data-dir)")
@@ -77,9 +66,9 @@ def test_data_dir_with_the_default_digits_is_refused_before_anything_is_written(
     ],
 )
 def test_data_dir_with_a_dataset_that_never_reads_it_is_refused(tmp_path: Path, capsys, monkeypatch,
-                                                                argv: list[str], needle: str) -> None:
+                                                                argv: list[str], needle: str, one_line_error) -> None:
     monkeypatch.chdir(tmp_path)  # were the check missing, nothing lands in the working tree
-    assert needle in _one_line_error(capsys, argv)
+    assert needle in one_line_error(argv)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -95,11 +84,11 @@ def test_check_data_dir_lets_datasets_that_read_it_pass() -> None:
         check_data_dir("digits", "data", origin="of study 's'", fixed=True)
 
 
-def test_retrain_refuses_data_dir_for_a_digits_study(tmp_path: Path, capsys) -> None:
+def test_retrain_refuses_data_dir_for_a_digits_study(tmp_path: Path, capsys, one_line_error) -> None:
     study = tmp_path / "trials" / "s"
     study.mkdir(parents=True)
     (study / "study.json").write_text(json.dumps({"name": "s", "dataset": "digits"}))
-    err = _one_line_error(capsys, ["retrain", "--study", "s", "--trials-dir", str(tmp_path / "trials"),
+    err = one_line_error(["retrain", "--study", "s", "--trials-dir", str(tmp_path / "trials"),
                                    "--data-dir", str(tmp_path / "cifar10")])
     assert err == "igcnas: error: --data-dir is not read by the dataset digits (of study 's'); drop --data-dir"
 
@@ -114,19 +103,19 @@ def _patched_command(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     monkeypatch.setattr(zoo, "run", run)
 
 
-def test_an_oserror_without_a_file_and_a_bug_keep_their_kind(monkeypatch, capsys) -> None:
+def test_an_oserror_without_a_file_and_a_bug_keep_their_kind(monkeypatch, capsys, one_line_error) -> None:
     _patched_command(monkeypatch, ConnectionRefusedError(111, "Connection refused"))
-    assert _one_line_error(capsys, ["zoo"]) == "igcnas: error: ConnectionRefusedError: [Errno 111] Connection refused"
+    assert one_line_error(["zoo"]) == "igcnas: error: ConnectionRefusedError: [Errno 111] Connection refused"
     _patched_command(monkeypatch, PermissionError(13, "Permission denied", "out/x.png"))
-    assert _one_line_error(capsys, ["zoo"]) == "igcnas: error: cannot write/read out/x.png: Permission denied"
+    assert one_line_error(["zoo"]) == "igcnas: error: cannot write/read out/x.png: Permission denied"
     _patched_command(monkeypatch, KeyError("bug"))
     with pytest.raises(KeyError):  # not a user mistake: the traceback stays
         main(["zoo"])
 
 
-def test_studies_in_a_folder_that_is_not_there_is_an_error_not_no_studies(tmp_path, capsys) -> None:
-    err = _one_line_error(capsys, ["studies", "--trials-dir", str(tmp_path / "nope")])
+def test_studies_in_a_folder_that_is_not_there_is_an_error_not_no_studies(tmp_path, capsys, one_line_error) -> None:
+    err = one_line_error(["studies", "--trials-dir", str(tmp_path / "nope")])
     assert err == f"igcnas: error: --trials-dir: {str(tmp_path / 'nope')!r} is no such folder; give the folder a " \
                   "search wrote (default trials)"
     (tmp_path / "file").write_text("x")
-    assert "is a file" in _one_line_error(capsys, ["studies", "--trials-dir", str(tmp_path / "file")])
+    assert "is a file" in one_line_error(["studies", "--trials-dir", str(tmp_path / "file")])

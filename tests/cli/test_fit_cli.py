@@ -13,15 +13,6 @@ from igcnas.cli import main
 FIT = ["fit", "--design", "PWG+DW+PWG", "--max-params", "50k"]
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run ``igcnas argv``, check it exits 2 with one ``igcnas: error:`` line, and return that line."""
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.startswith("igcnas: error: ") and len(err.strip().splitlines()) == 1, err
-    return err.strip()
-
 
 @pytest.mark.parametrize(
     ("options", "message"),
@@ -32,11 +23,11 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
         (["--bottleneck", "nan"], "argument --bottleneck: 'nan' must be a finite number > 0"),
         (["--bottleneck", "inf"], "argument --bottleneck: 'inf' must be a finite number > 0"),
         (["--bottleneck", "wide"], "argument --bottleneck: 'wide' is not a number"),
-        (["--num-classes", "1"], "argument --num-classes: '1' is too few classes (give 2 or more"),
+        (["--num-classes", "1"], "argument --num-classes: '1' is not a class count (give a number >= 2, e.g. 10)"),
     ],
 )
-def test_fit_option_mistakes_name_the_option_not_the_budget(capsys, options, message):
-    err = _one_line_error(capsys, [*FIT, *options])
+def test_fit_option_mistakes_name_the_option_not_the_budget(capsys, options, message, one_line_error):
+    err = one_line_error([*FIT, *options])
     assert message in err and "budget too small" not in err
 
 
@@ -52,10 +43,10 @@ def test_fit_out_prints_the_file_it_wrote(capsys, tmp_path):
     assert json.loads(file.read_text())["name"] == "PWG+DW+PWG-fit"
 
 
-def test_fit_out_that_is_a_file_is_refused(capsys, tmp_path):
+def test_fit_out_that_is_a_file_is_refused(capsys, tmp_path, one_line_error):
     taken = tmp_path / "notes"
     taken.write_text("mine")
-    err = _one_line_error(capsys, [*FIT, "--out", str(taken)])
+    err = one_line_error([*FIT, "--out", str(taken)])
     assert err == f"igcnas: error: --out: {str(taken)!r} is a file, not a folder (give a folder, or a file name " \
                   "ending in .json)"
     assert taken.read_text() == "mine" and sorted(p.name for p in Path(tmp_path).iterdir()) == ["notes"]

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import sys
@@ -15,21 +14,9 @@ from igcnas.cli.pareto import parse_objective_list
 from igcnas.errors import UserError
 
 
-def _fake_study_module() -> ModuleType:
-    """tests/export/fake_study.py, imported by path (tests run with --import-mode=importlib)."""
-    name = "igcnas_tests_fake_study"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "export" / "fake_study.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
-def trials_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    fake = _fake_study_module()
+def trials_dir(tmp_path_factory: pytest.TempPathFactory, fake_study) -> Path:
+    fake = fake_study
     root = tmp_path_factory.mktemp("trials")
     fake.write_fake_study(root, "demo")
     fake.write_empty_study(root, "empty")
@@ -41,11 +28,12 @@ def _pareto(capsys, trials_dir: Path, *args: str) -> str:
     return capsys.readouterr().out
 
 
-def test_table_lists_the_front_best_first_with_architecture_and_hypervolume(capsys, trials_dir: Path) -> None:
+def test_table_lists_the_front_best_first_with_architecture_and_hypervolume(capsys, trials_dir: Path,
+                                                                           fake_study) -> None:
     out = _pareto(capsys, trials_dir)
     assert "7 trials (5 complete, 1 pruned, 1 failed)" in out
     lines = [line.split() for line in out.splitlines() if line.strip() and line.split()[0].isdigit()]
-    assert [int(cells[0]) for cells in lines] == _fake_study_module().FRONT
+    assert [int(cells[0]) for cells in lines] == fake_study.FRONT
     assert lines[1][-1] == "1"  # trial 6 ties trial 1 exactly
     assert "PW+DW+PW" in out and "8-16" in out and "1-1" in out
     # front (accuracy, params): (0.9, 2298), (0.85, 1290), (0.8, 834); reference (0, 20k): the study's own budget
@@ -54,9 +42,9 @@ def test_table_lists_the_front_best_first_with_architecture_and_hypervolume(caps
     assert float(hv_line.split()[1]) == pytest.approx(expected_hv, rel=1e-5)
 
 
-def test_csv_is_the_front_with_schema_columns(capsys, trials_dir: Path) -> None:
+def test_csv_is_the_front_with_schema_columns(capsys, trials_dir: Path, fake_study) -> None:
     front = pd.read_csv(io.StringIO(_pareto(capsys, trials_dir, "--format", "csv")))
-    assert front["trial"].tolist() == _fake_study_module().FRONT
+    assert front["trial"].tolist() == fake_study.FRONT
     assert {"design", "widths", "depths", "arch_path", "duplicate_of", "params", "flops"} <= set(front.columns)
     assert (front["state"] == "complete").all()
 
