@@ -54,7 +54,7 @@ def _helper_argv(args: argparse.Namespace) -> list[str]:
 
     return helper_argv(args, ["retrain", "--format", "json"],
                        ("--study", "--top", "--seeds", "--epochs", "--baselines", "--trials-dir", "--device",
-                        "--data-dir", "--storage", "--num-threads"))
+                        "--data-dir", "--storage", "--artifacts", "--num-threads"))
 
 
 def _check_data_dir(args: argparse.Namespace) -> None:
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows = retrain(args.study, top=args.top, seeds=args.seeds, epochs=args.epochs, baselines=args.baselines,
                        data_dir=args.data_dir, storage=args.storage, trials_dir=args.trials_dir, device=args.device,
-                       num_threads=args.num_threads, progress=not args.quiet)
+                       num_threads=args.num_threads, progress=not args.quiet, artifacts=args.artifacts)
     except BaseException:
         wait_helpers(helpers, "retrain", check=False)
         raise

@@ -38,16 +38,16 @@ class Candidate:
 
 
 def retrain_candidates(study: str, *, top: int, baselines: str = "all", storage: str | None = None,
-                       trials_dir: str | Path = "trials") -> list[Candidate]:
+                       trials_dir: str | Path = "trials", artifacts: str | None = None) -> list[Candidate]:
     """The ``top`` searched trials by validation accuracy within the study's budget, then its trained baselines
     (``all``, ``none`` or a comma-separated list of their names)."""
     from igcnas.analysis import candidate_mask, filter_budget
     from igcnas.analysis.baselines import baseline_mask
     from igcnas.search.results import load_study, open_study
 
-    opened = open_study(study, storage=storage, trials_dir=trials_dir)
+    opened = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
     settings = opened.settings
-    frame = load_study(study, storage=storage, trials_dir=trials_dir, baselines=True)
+    frame = load_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts, baselines=True)
     usable = frame[candidate_mask(frame) & frame["accuracy"].notna()]
     usable = filter_budget(usable, max_params=settings.get("max_params"), max_flops=settings.get("max_flops"))
     is_baseline = baseline_mask(usable)
@@ -75,8 +75,12 @@ def retrain_candidates(study: str, *, top: int, baselines: str = "all", storage:
 
 def retrain(study: str, *, top: int = 1, seeds: int = 2, epochs: int = 15, baselines: str = "all",
             data_dir: str | None = None, storage: str | None = None, trials_dir: str | Path = "trials",
-            device: str = "auto", num_threads: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+            device: str = "auto", num_threads: int | None = None, progress: bool = True,
+            artifacts: str | None = None) -> list[dict[str, Any]]:
     """Retrain the comparison's architectures (``seeds`` seeds each, ``epochs`` epochs); returns its rows.
+
+    ``artifacts``: the artifact store that holds the study's trial files where ``trials_dir`` lacks them (default:
+    the one recorded with the study).
 
     The rows are those of :func:`igcnas.store.read_retrained` (all finished runs of the study, this call's and
     earlier ones): ``{name, role, trial, params, flops, epochs, seeds, test_accuracy_mean, test_accuracy_std}``.
@@ -95,11 +99,12 @@ def retrain(study: str, *, top: int = 1, seeds: int = 2, epochs: int = 15, basel
     for name, value, low in (("--top", top, 1), ("--seeds", seeds, 1), ("--epochs", epochs, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{name}: {value!r} must be an integer >= {low}")
-    opened = open_study(study, storage=storage, trials_dir=trials_dir)
+    opened = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
     settings = opened.settings
     if not settings.get("dataset"):
         raise UserError(f"--study {study}: its study.json names no dataset; was it made by 'igcnas search'?")
-    candidates = retrain_candidates(study, top=top, baselines=baselines, storage=storage, trials_dir=trials_dir)
+    candidates = retrain_candidates(study, top=top, baselines=baselines, storage=storage, trials_dir=trials_dir,
+                                    artifacts=artifacts)
     todo = [(c, s) for c in candidates for s in range(seeds)
             if not (run_folder(opened.folder, role=c.role, name=c.name, trial=c.trial, seed=s) / "run.json").is_file()]
     if not todo:  # every run finished: nothing to load

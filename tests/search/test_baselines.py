@@ -203,3 +203,18 @@ def test_retrain_with_two_workers_trains_each_run_once(tmp_path: Path, digits: D
 
     with pytest.raises(UserError, match=r"^--baselines: IGC-L24M2-D20 is not a trained baseline of study"):
         retrain_candidates(name, top=1, baselines="IGC-L24M2-D20", trials_dir=config.trials_dir)
+
+
+def test_retrain_reads_the_study_through_the_artifact_store_it_is_given(tmp_path: Path, monkeypatch,
+                                                                        one_line_error) -> None:
+    import igcnas.search.results as results
+
+    seen: dict[str, object] = {}
+
+    def opened(name: str, **options: object) -> None:
+        seen.update(options)
+        raise UserError("stop: the options are seen")
+
+    monkeypatch.setattr(results, "open_study", opened)
+    err = one_line_error(["retrain", "--study", "s", "--trials-dir", str(tmp_path), "--artifacts", "file:///store"])
+    assert err == "igcnas: error: stop: the options are seen" and seen["artifacts"] == "file:///store"
