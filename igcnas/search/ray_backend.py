@@ -355,9 +355,12 @@ def _retries_out(study: Any) -> bool:
 
 def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before: int) -> None:
     """Trials a killed run left running that the resumed experiment does not contain are failed, and their
-    configuration is queued once (``enqueue_trial``): the searcher's next ``ask`` trains it again."""
+    configuration is queued once (``enqueue_trial``): the searcher's next ``ask`` trains it again. One whose
+    trial.json records its end (the killed run finished it but was killed before telling the study) is told as
+    recorded instead: a completed trial is never lost."""
     from optuna.trial import TrialState
 
+    teller: Any = None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number >= before or trial.number in restored:
             continue
@@ -365,6 +368,10 @@ def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before:
             study.tell(trial.number, state=TrialState.FAIL)
             continue
         record = ctx.store.record(trial.number)
+        if record is not None and record.state in SETTLED_STATES:
+            teller = teller or _recorded_teller(ctx, study)
+            _tell_as_recorded(ctx, teller, trial, record)
+            continue
         if record is not None:
             record.state = "failed"
             record.reason = ("the search process running it was killed before Ray's last experiment snapshot "
@@ -375,6 +382,24 @@ def _retry_orphans(ctx: TrialContext, study: Any, restored: set[Any], *, before:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
+def _recorded_teller(ctx: TrialContext, study: Any) -> Any:
+    """The study with the search's sampler: its after_trial hooks see the trials told through it end too."""
+    import optuna
+
+    from igcnas.search._samplers import make_sampler
+
+    return optuna.load_study(study_name=study.study_name, storage=study._storage,
+                             sampler=make_sampler(ctx.config, ctx.config.seed))
+
+
+def _tell_as_recorded(ctx: TrialContext, teller: Any, trial: Any, record: TrialRecord) -> None:
+    """Tell the RUNNING Optuna ``trial`` the outcome its trial.json ``record`` holds (values and constraints)."""
+    import optuna
+
+    tell_outcome(teller, optuna.trial.Trial(teller, trial._trial_id), outcome_of(ctx, record),
+                 metrics=objective_metrics(ctx.config), max_fidelity=ctx.config.epochs, label=f"trial {trial.number}")
+
+
 def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> None:
     """After fit: no trial may stay 'running', in trial.json or in the Optuna study.
 
@@ -382,8 +407,8 @@ def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> No
     even one whose worker had already decided it (an infeasible candidate takes a fraction of a second) and
     written its trial.json: each Optuna trial still RUNNING is told here as its trial.json says, with its
     constraints (never started: FAIL). Trials of an earlier, killed run outside the restored experiment were
-    already failed and retried by :func:`_retry_orphans`."""
-    import optuna
+    already settled by :func:`_retry_orphans` (told as their trial.json records their end, else failed and
+    retried)."""
     from optuna.trial import TrialState
 
     for result in grid:
@@ -396,17 +421,11 @@ def _finalise(grid: Any, ctx: TrialContext, monitor: _Monitor, study: Any) -> No
             if record is not None and record.state == "pruned" and monitor.reached:
                 record.reason = f"stopped after epoch {record.epochs}/{record.max_epochs}: the search reached --trials"
                 ctx.store.write_record(record)
-    from igcnas.search._samplers import make_sampler
-
-    metrics = objective_metrics(ctx.config)
-    teller: Any = None  # the study with the search's sampler: its after_trial hooks see these trials end too
+    teller: Any = None
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         record = ctx.store.record(trial.number)
         if record is None:
             study.tell(trial.number, state=TrialState.FAIL)
         elif record.state in SETTLED_STATES:
-            if teller is None:
-                teller = optuna.load_study(study_name=study.study_name, storage=study._storage,
-                                           sampler=make_sampler(ctx.config, ctx.config.seed))
-            tell_outcome(teller, optuna.trial.Trial(teller, trial._trial_id), outcome_of(ctx, record),
-                          metrics=metrics, max_fidelity=ctx.config.epochs, label=f"trial {trial.number}")
+            teller = teller or _recorded_teller(ctx, study)
+            _tell_as_recorded(ctx, teller, trial, record)

@@ -81,6 +81,33 @@ def test_finalise_tells_trials_tune_stopped_before_their_report(tmp_path: Path) 
     assert trials[0].user_attrs["state"] == "infeasible"
 
 
+def test_a_killed_runs_trial_that_finished_untold_keeps_its_result_on_resume(tmp_path: Path) -> None:
+    """The killed driver may have finished a trial (its trial.json says complete) and died before telling the
+    study, in a trial the resumed experiment's snapshot does not hold: the resume tells it as recorded. It used to
+    fail it, rewrite its trial.json as failed and queue a retry: a completed trial lost (seen once under the
+    parallel suite's load in the Ray kill test)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from igcnas.search.ray_backend import _retry_orphans
+    from igcnas.search.runner import TrialContext
+    from igcnas.store import StudyStore
+
+    config = _config(tmp_path, epochs=3)
+    ctx = TrialContext(config, None, StudyStore(config.trials_dir, "s"))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(2):
+        study.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+    _write(ctx, 0, "complete", params=20_000, flops=500_000, accuracy=0.5, epochs=3, spec_id="b")
+    _write(ctx, 1, "running", params=20_000, flops=500_000, accuracy=0.2, epochs=1, spec_id="c")
+    _retry_orphans(ctx, study, set(), before=2)
+    trials = study.get_trials()
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert trials[0].values == [0.5, 20_000] and ctx.store.record(0).state == "complete"  # type: ignore[union-attr]
+    assert ctx.store.record(1).state == "failed"  # type: ignore[union-attr]
+    assert [t.user_attrs.get("retry_of") for t in trials[2:]] == [1]  # only the unfinished one is retried
+
+
 def test_reaching_trials_stops_only_once_no_retry_of_a_killed_trial_is_queued_or_training(tmp_path: Path) -> None:
     """A retry queued for a killed run's trial is trained before the run stops (as the Optuna backend does): never
     left WAITING, which the trials table would show as running, and never cut short once started."""
