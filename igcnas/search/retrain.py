@@ -17,9 +17,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from igcnas.errors import UserError
+
+if TYPE_CHECKING:
+    from igcnas.search.results import StudyTrials
 
 __all__ = ["retrain", "retrain_candidates", "Candidate"]
 
@@ -41,13 +44,18 @@ def retrain_candidates(study: str, *, top: int, baselines: str = "all", storage:
                        trials_dir: str | Path = "trials", artifacts: str | None = None) -> list[Candidate]:
     """The ``top`` searched trials by validation accuracy within the study's budget, then its trained baselines
     (``all``, ``none`` or a comma-separated list of their names)."""
+    from igcnas.search.results import open_study
+
+    opened = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts, baselines=True)
+    return _candidates(opened, top=top, baselines=baselines)
+
+
+def _candidates(opened: StudyTrials, *, top: int, baselines: str) -> list[Candidate]:
+    """:func:`retrain_candidates` of a study read with its baselines (``open_study(..., baselines=True)``)."""
     from igcnas.analysis import candidate_mask, filter_budget
     from igcnas.analysis.baselines import baseline_mask
-    from igcnas.search.results import load_study, open_study
 
-    opened = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
-    settings = opened.settings
-    frame = load_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts, baselines=True)
+    study, settings, frame = opened.name, opened.settings, opened.frame
     usable = frame[candidate_mask(frame) & frame["accuracy"].notna()]
     usable = filter_budget(usable, max_params=settings.get("max_params"), max_flops=settings.get("max_flops"))
     is_baseline = baseline_mask(usable)
@@ -99,12 +107,11 @@ def retrain(study: str, *, top: int = 1, seeds: int = 2, epochs: int = 15, basel
     for name, value, low in (("--top", top, 1), ("--seeds", seeds, 1), ("--epochs", epochs, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise UserError(f"{name}: {value!r} must be an integer >= {low}")
-    opened = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts)
+    opened = open_study(study, storage=storage, trials_dir=trials_dir, artifacts=artifacts, baselines=True)
     settings = opened.settings
     if not settings.get("dataset"):
         raise UserError(f"--study {study}: its study.json names no dataset; was it made by 'igcnas search'?")
-    candidates = retrain_candidates(study, top=top, baselines=baselines, storage=storage, trials_dir=trials_dir,
-                                    artifacts=artifacts)
+    candidates = _candidates(opened, top=top, baselines=baselines)  # the study read once
     todo = [(c, s) for c in candidates for s in range(seeds)
             if not (run_folder(opened.folder, role=c.role, name=c.name, trial=c.trial, seed=s) / "run.json").is_file()]
     if not todo:  # every run finished: nothing to load
