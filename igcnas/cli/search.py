@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
     from igcnas.search.config import RAY_ONLY, check_ray_only
 
     started = time.perf_counter()
-    check_ray_only(args.backend, {name: getattr(args, name) for name in RAY_ONLY})  # None: not given
+    ray = {name: getattr(args, name) for name in RAY_ONLY if getattr(args, name) is not None}  # those given
+    check_ray_only(args.backend, ray)
     config = SearchConfig(
         space=args.space,
         dataset=args.dataset,
@@ -206,10 +207,7 @@ def run(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         pruner=args.pruner,
         backend=args.backend,
-        address=args.address,
-        storage_path=args.storage_path,
-        cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
-        gpus_per_trial=0.0 if args.gpus_per_trial is None else args.gpus_per_trial,
+        **ray,  # the Ray-only options given; SearchConfig's defaults for the others
         seed=args.seed,
         trials_dir=args.trials_dir,
         batch_size=args.batch_size,

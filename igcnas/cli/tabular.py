@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "build":
         from igcnas.cli._common import start_helpers, wait_helpers
-        from igcnas.search.config import check_device
+        from igcnas.train import check_device
 
         check_device(args.device)  # before the helpers start: one error line, nothing written
         helpers = start_helpers(_helper_argv(args), args.workers - 1) if args.workers > 1 else []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +31,6 @@ __all__ = [
     "fingerprint",
     "redact_url",
     "default_storage",
-    "check_device",
     "check_ray_only",
     "RAY_ONLY",
 ]
@@ -48,25 +47,8 @@ PRUNERS: tuple[str, ...] = ("sha", "hyperband", "pareto", "none")
 BACKENDS: tuple[str, ...] = ("optuna", "ray")
 RAY_ONLY: tuple[str, ...] = ("address", "storage_path", "cpus_per_trial", "gpus_per_trial")
 """The fields (options) that only the Ray backend reads."""
-_RAY_DEFAULTS: dict[str, float | None] = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _SEED_LIMIT = 2**32
-
-
-def check_device(device: object, *, here: bool = True) -> None:
-    """Raise a one-line UserError naming --device unless ``device`` is auto, cpu or cuda[:N] (that exists here)."""
-    if not isinstance(device, str) or not _DEVICE.match(device):
-        raise UserError(f"--device: {device!r} is not a device; use auto, cpu, cuda or cuda:N (e.g. --device cpu)")
-    if not here or device in ("auto", "cpu"):
-        return
-    from igcnas.train import resolve_device
-
-    try:
-        resolve_device(device)
-    except UserError as error:
-        reason = str(error).split(": ", 1)[-1]
-        raise UserError(f"--device: {reason}") from None
 
 
 def check_ray_only(backend: str, given: dict[str, object]) -> None:
@@ -161,9 +143,10 @@ class SearchConfig:
             raise UserError(f"--study: {self.study!r} must be letters, digits, '_', '-' or '.' (e.g. igc-digits)")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0 (e.g. 1 and 0.5)")
-        # the Ray-only resources keep their Ray defaults here; the CLI also refuses one given equal to its default
-        check_ray_only(self.backend, {name: None if getattr(self, name) == _RAY_DEFAULTS.get(name) else
-                                      getattr(self, name) for name in RAY_ONLY})
+        # a Ray-only field at its default counts as not given (the CLI also refuses one given equal to it)
+        defaults = {f.name: f.default for f in fields(self)}
+        check_ray_only(self.backend, {name: None if getattr(self, name) == defaults[name] else getattr(self, name)
+                                      for name in RAY_ONLY})
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < _SEED_LIMIT:
             raise UserError(f"--seed: {self.seed!r} must be an integer from 0 to 2**32 - 1 = {_SEED_LIMIT - 1} "
                             "(e.g. --seed 0)")
@@ -173,6 +156,8 @@ class SearchConfig:
                                        or not 1 <= budget < float("inf")):
                 raise UserError(f"--{name.replace('_', '-')}: {budget!r} must be a count >= 1 or none (e.g. 50k)")
         # a cluster's workers train (--address): this machine need not have the device
+        from igcnas.train import check_device
+
         check_device(self.device, here=not (self.backend == "ray" and self.address))
         if self.baselines not in ("auto", "none"):
             from igcnas.zoo import get_zoo

@@ -83,7 +83,6 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
     from igcnas.data import load_data
     from igcnas.nn.network import build
     from igcnas.proxies import PROXY_BATCH, proxy_batch, score
-    from igcnas.search.config import check_device
     from igcnas.store import (
         RunLock,
         TabularRun,
@@ -95,7 +94,7 @@ def build_table(*, data_dir: str | None, dataset: str = "cifar10", table: str = 
         write_proxy_scores,
         write_tabular_run,
     )
-    from igcnas.train import TrainConfig, train
+    from igcnas.train import TrainConfig, check_device, train
 
     check_device(device)  # before anything is scored, trained or written
     if isinstance(high_every, bool) or not isinstance(high_every, int) or high_every < 1:

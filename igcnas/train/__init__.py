@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from igcnas.train._checkpoint import ARCH_FILE, CHECKPOINT_FILE, METRICS_FILE, WEIGHTS_FILE
 from igcnas.train._config import SCHEDULES, TrainConfig, learning_rate
-from igcnas.train._device import resolve_device
+from igcnas.train._device import check_device, resolve_device
 from igcnas.train._evaluate import evaluate
 from igcnas.train._io import load_weights, save_weights
 from igcnas.train._results import EpochMetrics, Status, TrainResult
@@ -32,6 +32,7 @@ __all__ = [
     "load_weights",
     "save_weights",
     "resolve_device",
+    "check_device",
     "ARCH_FILE",
     "WEIGHTS_FILE",
     "METRICS_FILE",

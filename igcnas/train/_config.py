@@ -15,7 +15,8 @@ __all__ = ["TrainConfig", "SCHEDULES", "AMP_MODES", "CHANNELS_LAST_MODES", "lear
 SCHEDULES = ("cosine", "step", "step30", "constant")
 AMP_MODES = ("auto", "bf16", "off")
 CHANNELS_LAST_MODES = ("auto", "on", "off")
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE_NAME = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+"""How a device is spelled: auto, cpu, cuda or cuda:N."""
 # Milestones (fractions of the run) of the papers' CIFAR step schedule: IGCV1/V2/V3 train 400 epochs and divide
 # the learning rate by 10 at epochs 200, 300 and 350.
 STEP_MILESTONES = (0.5, 0.75, 0.875)
@@ -106,7 +107,7 @@ class TrainConfig:
         _check_int(self.seed, "seed", minimum=0, example="seed=0")
         if self.seed >= 2**63:
             raise UserError(f"TrainConfig.seed: {self.seed} must be < 2**63")
-        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+        if not isinstance(self.device, str) or not DEVICE_NAME.match(self.device):
             raise UserError(
                 f"TrainConfig.device: {self.device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
             )

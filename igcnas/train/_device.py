@@ -23,6 +23,23 @@ __all__ = ["resolve_device"]
 _GPU_RESIDENT_BYTES = 4 << 30
 
 
+def check_device(device: object, *, here: bool = True) -> None:
+    """Raise a one-line UserError naming --device unless ``device`` is auto, cpu or cuda[:N] (spelled as
+    :class:`~igcnas.train.TrainConfig` takes it) and, with ``here``, a device this machine has
+    (:func:`resolve_device`)."""
+    from igcnas.train._config import DEVICE_NAME
+
+    if not isinstance(device, str) or not DEVICE_NAME.match(device):
+        raise UserError(f"--device: {device!r} is not a device; use auto, cpu, cuda or cuda:N (e.g. --device cpu)")
+    if not here or device in ("auto", "cpu"):
+        return
+    try:
+        resolve_device(device)
+    except UserError as error:
+        reason = str(error).split(": ", 1)[-1]
+        raise UserError(f"--device: {reason}") from None
+
+
 def resolve_device(name: str | torch.device) -> torch.device:
     """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"`` into a ``torch.device`` that exists on this machine."""
     if isinstance(name, torch.device):
