@@ -7,6 +7,7 @@ import difflib
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from igcnas.errors import UserError
@@ -14,7 +15,7 @@ from igcnas.units import parse_count
 
 __all__ = [
     "Parser", "positive_int", "count", "fraction", "die", "argument_group", "format_parent", "study_parent",
-    "storage_parent", "dataset_parent", "device_parent", "FORMAT_HELP", "check_data_dir", "check_dataset_options",
+    "storage_parent", "dataset_parent", "device_parent", "FORMAT_HELP", "check_data_dir", "check_recorded_data_dir", "check_dataset_options",
     "unrecognized_arguments", "os_error_message", "integer", "real", "positive_float", "nonnegative_float",
     "nonnegative_int",
 ]
@@ -243,6 +244,14 @@ def check_data_dir(dataset: object, data_dir: object, *, origin: str | None = No
     else:
         fix = f"add {other} (or drop --data-dir)"
     raise UserError(f"--data-dir is not read by {named}; {fix}")
+
+
+def check_recorded_data_dir(folder: Path, manifest: dict[str, Any], data_dir: object) -> None:
+    """:func:`check_data_dir` for the dataset recorded in the ``export.json`` (``manifest``) of ``folder``, the
+    model folder a command was given without ``--dataset``."""
+    from igcnas._artifacts import MANIFEST_FILE
+
+    check_data_dir(manifest.get("dataset"), data_dir, origin=f"recorded in {str(folder / MANIFEST_FILE)!r}")
 
 
 def check_dataset_options(args: argparse.Namespace) -> None:

@@ -32,12 +32,11 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from igcnas.cli._common import check_data_dir
-    from igcnas.export import MANIFEST_FILE, evaluate_exported, read_manifest
+    from igcnas.cli._common import check_recorded_data_dir
+    from igcnas.export import evaluate_exported, read_manifest
 
     if args.dataset is None and args.data_dir is not None and Path(args.path).is_dir():  # else main() checked it
-        recorded = read_manifest(args.path).get("dataset")
-        check_data_dir(recorded, args.data_dir, origin=f"recorded in {str(Path(args.path) / MANIFEST_FILE)!r}")
+        check_recorded_data_dir(Path(args.path), read_manifest(args.path), args.data_dir)
     report = evaluate_exported(args.path, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                                batch_size=args.batch_size, device=args.device)
     if args.format == "json":

@@ -154,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``igcnas train``."""
     import torch
 
-    from igcnas.cli._common import check_data_dir
+    from igcnas.cli._common import check_recorded_data_dir
     from igcnas.data import load_data
-    from igcnas.export import MANIFEST_FILE, read_manifest
+    from igcnas.export import read_manifest
     from igcnas.nn.network import build
     from igcnas.train import CHECKPOINT_FILE, WEIGHTS_FILE, resolve_device, train
     from igcnas.units import format_count
@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or manifest.get("dataset")
     if not dataset:
         raise UserError(f"--dataset: {args.arch!r} does not record its dataset; pass --dataset (e.g. --dataset digits)")
-    if args.dataset is None and folder is not None and manifest.get("dataset"):  # else main() checked --dataset
-        check_data_dir(str(dataset), args.data_dir, origin=f"recorded in {str(folder / MANIFEST_FILE)!r}")
+    if args.dataset is None and folder is not None:  # else main() checked --dataset
+        check_recorded_data_dir(folder, manifest, args.data_dir)
     out = Path(args.out) if args.out else Path("runs") / f"{spec.name or 'arch'}-{spec.id}".replace("/", "-")
     if args.resume and not (out / CHECKPOINT_FILE).is_file():
         raise UserError(f"--resume: no {CHECKPOINT_FILE} in {str(out)!r}; drop --resume to start a new run "
