@@ -185,10 +185,7 @@ class StageSpec:
                         f"stages[].groups: {value!r} must be a positive integer, or null to keep the block's"
                     )
         bottleneck = self.bottleneck
-        if bottleneck is not None and not (
-            isinstance(bottleneck, (int, float)) and not isinstance(bottleneck, bool)
-            and bottleneck > 0 and math.isfinite(bottleneck)
-        ):
+        if bottleneck is not None and not (_is_real(bottleneck) and bottleneck > 0):
             raise UserError(
                 f"stages[].bottleneck: {bottleneck!r} must be a positive number, or null to keep the block's"
             )
@@ -225,7 +222,7 @@ class HeadSpec:
         if self.width is not None and (not _is_int(self.width) or self.width < 1):
             raise UserError(f"head.width: {self.width!r} must be an integer >= 1, or null for no 1x1 conv")
         dropout = self.dropout
-        if not (isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0 <= dropout < 1):
+        if not (_is_real(dropout) and 0 <= dropout < 1):
             raise UserError(f"head.dropout: {dropout!r} must be a number with 0 <= dropout < 1 (0: no dropout)")
 
 
@@ -420,6 +417,11 @@ def _drop_defaults(payload: dict[str, Any], defaults: dict[str, Any]) -> None:
 def _is_int(value: object) -> bool:
     """An ``int`` that is not a ``bool`` (JSON ``true`` is no count)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A finite ``int`` or ``float`` that is not a ``bool``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _as_tuple(where: str, value: Any, what: str = "") -> tuple[Any, ...]:
