@@ -26,7 +26,7 @@ import ctypes
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -34,6 +34,9 @@ from torch.autograd.function import once_differentiable
 
 from igcnas.nn._native_build import _reset as _reset  # re-exported: tests call ``_native._reset()``
 from igcnas.nn._native_build import library, native_available, native_status
+
+if TYPE_CHECKING:
+    from igcnas.nn.plan import PwKernel
 
 __all__ = [
     "native_available",
@@ -137,25 +140,30 @@ class _GroupPointwise(torch.autograd.Function):
     """Autograd wrapper of the native grouped 1x1 conv (see :func:`group_pointwise`)."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int) -> Tensor:
+    def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int, direct: bool) -> Tensor:
         lib = library()
         assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
         w = weight.detach().contiguous()
-        slots = _slot_tensor(x.shape[1], shuffle_groups)
         ctx.save_for_backward(x, weight)
-        ctx.groups = groups
-        ctx.slots = slots
-        return _pointwise(lib, x, slots, w.view(weight.shape[0], -1), groups, weight.shape[0], None)
+        ctx.groups, ctx.shuffle_groups, ctx.direct = groups, shuffle_groups, direct
+        if not direct:
+            return _pointwise(lib, x, _slot_tensor(x.shape[1], shuffle_groups), w.view(weight.shape[0], -1), groups,
+                              weight.shape[0], None)
+        n, c, h, wd = x.shape
+        out = torch.empty((n, weight.shape[0], h, wd), dtype=x.dtype, memory_format=torch.channels_last)
+        perm, _ = _shuffle_tensors(c, shuffle_groups) or (None, None)
+        check_code(lib.gpd_forward(data_ptr(x), c, data_ptr(perm), data_ptr(out), weight.shape[0], data_ptr(w), groups,
+                                   n * h * wd, torch.get_num_threads()), "grouped pointwise")
+        return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
         lib = library()
         assert lib is not None
         x, weight = ctx.saved_tensors
         groups: int = ctx.groups
-        slots: Tensor | None = ctx.slots
         dy = kernel_grad(grad)
         out_c, in_g = weight.shape[0], weight.shape[1]
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -165,15 +173,23 @@ class _GroupPointwise(torch.autograd.Function):
         if need_w:
             grad_w = torch.empty(weight.shape, dtype=torch.float32)
         if need_x or need_w:
-            # dx[p, perm(g*Ig+i)] = sum_o W[g*Og+o, i] * dy[p, g*Og+o]: W transposed per group
-            wt = weight.detach().reshape(groups, out_c // groups, in_g).transpose(1, 2).contiguous()
             n, c, h, wd = x.shape
-            code = lib.gpw_backward(
-                data_ptr(x), c, data_ptr(slots), data_ptr(dy), out_c, data_ptr(wt), data_ptr(grad_x), data_ptr(grad_w), groups,
-                n * h * wd, torch.get_num_threads(),
-            )  # fmt: skip
+            perm, slots = _shuffle_tensors(c, ctx.shuffle_groups) or (None, None)
+            if ctx.direct:
+                w = weight.detach().contiguous()  # held while the kernel reads it
+                code = lib.gpd_backward(
+                    data_ptr(x), c, data_ptr(perm), data_ptr(slots), data_ptr(dy), out_c, data_ptr(w),
+                    data_ptr(grad_x), data_ptr(grad_w), groups, n * h * wd, torch.get_num_threads(),
+                )  # fmt: skip
+            else:
+                # dx[p, perm(g*Ig+i)] = sum_o W[g*Og+o, i] * dy[p, g*Og+o]: W transposed per group
+                wt = weight.detach().reshape(groups, out_c // groups, in_g).transpose(1, 2).contiguous()
+                code = lib.gpw_backward(
+                    data_ptr(x), c, data_ptr(slots), data_ptr(dy), out_c, data_ptr(wt), data_ptr(grad_x),
+                    data_ptr(grad_w), groups, n * h * wd, torch.get_num_threads(),
+                )  # fmt: skip
             check_code(code, "backward")
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
 
 
 def check_depthwise(what: str, x: Tensor, depthwise: Tensor) -> None:
@@ -219,13 +235,15 @@ def check_fit(what: str, weight: Tensor, groups: int, shuffle_groups: int, chann
         )
 
 
-def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int = 1) -> Tensor:
+def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int = 1, *,
+                    kernel: PwKernel = "tiles") -> Tensor:
     """``F.conv2d(channel_shuffle(x, shuffle_groups), weight, groups=groups)`` for a 1x1 ``weight``, natively.
 
     ``x`` is a float32 CPU ``(N, C, H, W)`` tensor (made channels_last if it is not), ``weight`` has shape
     ``(out, C // groups, 1, 1)``; stride 1, no padding, no bias. The shuffle is folded into the kernel's
     indexing (no activation copy); the output is channels_last. Differentiable in ``x`` and ``weight`` (each
-    gradient is computed only when needed). Requires :func:`native_available`; raises ``RuntimeError``
+    gradient is computed only when needed). ``kernel``: ``tiles`` (``_csrc/group_pw.c``) or ``direct``
+    (``_csrc/group_direct.c``; :class:`~igcnas.nn.plan.ConvPlan`). Requires :func:`native_available`; raises ``RuntimeError``
     otherwise, so check it (or use :func:`igcnas.nn.ops.sparse_conv`, which falls back by itself).
 
     Example:
@@ -246,7 +264,9 @@ def group_pointwise(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int 
             f"on {x.device}, weight {weight.dtype} {tuple(weight.shape)}"
         )
     check_fit("group_pointwise: weight", weight, groups, shuffle_groups, x.shape[1])
-    out: Tensor = _GroupPointwise.apply(x, weight, groups, shuffle_groups)
+    if kernel not in ("tiles", "direct"):
+        raise ValueError(f"group_pointwise: kernel={kernel!r} is not 'tiles' or 'direct'")
+    out: Tensor = _GroupPointwise.apply(x, weight, groups, shuffle_groups, kernel == "direct")
     return out
 
 

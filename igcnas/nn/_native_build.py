@@ -36,8 +36,8 @@ __all__ = ["library", "native_available", "native_status"]
 log = logging.getLogger("igcnas.nn._native")  # the logger name from before the split, kept for log filters
 
 _CSRC = Path(__file__).resolve().parent / "_csrc"
-_SOURCES = tuple(_CSRC / name for name in ("dw_conv.c", "group_pw.c", "pw_chain.c", "group_conv.c", "group_rot.c",
-                                           "bn_act.c", "codes.c"))
+_SOURCES = tuple(_CSRC / name for name in ("dw_conv.c", "group_pw.c", "group_direct.c", "pw_chain.c", "group_conv.c",
+                                           "group_rot.c", "bn_act.c", "codes.c"))
 """The files compiled into the library (the slowest to compile first: they are compiled in parallel)."""
 _HEADERS = (_CSRC / "native_common.h", _CSRC / "pw_tiles.h")
 """The header they include."""
@@ -129,6 +129,10 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.gpw_forward.restype = cint
     lib.gpw_backward.argtypes = [ptr, i64, ptr, ptr, i64, ptr, ptr, ptr, i64, i64, cint]
     lib.gpw_backward.restype = cint
+    lib.gpd_forward.argtypes = [ptr, i64, ptr, ptr, i64, ptr, i64, i64, cint]
+    lib.gpd_forward.restype = cint
+    lib.gpd_backward.argtypes = [ptr, i64, ptr, ptr, ptr, i64, ptr, ptr, ptr, i64, i64, cint]
+    lib.gpd_backward.restype = cint
     lib.gpc_forward.argtypes = [ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, i64, cint]
     lib.gpc_forward.restype = cint
     lib.gpc_backward.argtypes = [ptr, ptr, ptr, ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, ptr, ptr, cint]

@@ -119,7 +119,7 @@ def lookup(signature: str, *, threads: int) -> ConvPlan | None:
         return None
     return ConvPlan(entry["form"], bool(entry.get("channels_last", True)),
                     f"measured on this machine ({entry.get('label', entry['form'])}, cached)",
-                    merge=int(entry.get("merge", 1)))
+                    merge=int(entry.get("merge", 1)), kernel="direct" if entry.get("kernel") == "direct" else "tiles")
 
 
 def store(signature: str, plan: ConvPlan, seconds: dict[str, float], *, threads: int, name: str) -> None:
@@ -131,7 +131,7 @@ def store(signature: str, plan: ConvPlan, seconds: dict[str, float], *, threads:
     data = _read(path, threads)
     fresh = _reread(path)
     data["choices"].update({k: v for k, v in fresh.items() if k not in data["choices"]})  # another process's
-    data["choices"][signature] = {"form": plan.form, "merge": plan.merge, "channels_last": plan.channels_last,
+    data["choices"][signature] = {"form": plan.form, "merge": plan.merge, "kernel": plan.kernel, "channels_last": plan.channels_last,
                                   "label": name,
                                   "ms": {k: round(v * 1000, 4) for k, v in seconds.items()}}
     text = json.dumps(data, separators=(",", ":"), sort_keys=True)

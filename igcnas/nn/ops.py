@@ -25,7 +25,9 @@ Every implementation is an ``nn.Conv2d`` subclass holding exactly one parameter,
                  backward products, input and weight gradients in one pass over the output gradient) or the
                  grouped kxk conv (any odd k, any stride; forward, input gradient as the transposed conv,
                  weight gradient) on channels_last tensors with the shuffle folded into their indexing, without
-                 multiplying the zeros of ``merge``. Not built (no compiler, not Linux,
+                 multiplying the zeros of ``merge``. A grouped 1x1 conv has two kernels, measured against each
+                 other (:mod:`igcnas.nn.tune`; ``ConvPlan.kernel``): pixel tiles transposed in registers, and
+                 the channels_last rows read in place with each input broadcast. Not built (no compiler, not Linux,
                  ``IGCNAS_NATIVE=0``), under autocast or for another dtype, the op uses the form the table has
                  without it.
 
@@ -334,7 +336,8 @@ class FastSparseConv2d(SparseConv2d):
         if plan.form == "native":
             if _native_usable(x, self.weight, spec):
                 if spec.kernel_size == 1:
-                    return _native.group_pointwise(x, self.weight, spec.groups, spec.shuffle_groups)
+                    return _native.group_pointwise(x, self.weight, spec.groups, spec.shuffle_groups,
+                                                   kernel=plan.kernel)
                 return _native.group_conv(x, self.weight, spec.groups, spec.shuffle_groups, spec.stride)
             # autocast, another dtype or device, or the kernel is not built: the torch form the table has without it
             plan = _device_plan(spec, x.device.type, self.impl, False)

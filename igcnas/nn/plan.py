@@ -109,6 +109,7 @@ __all__ = [
     "Impl",
     "KernelKind",
     "PlanForm",
+    "PwKernel",
     "ConvSpec",
     "ConvPlan",
     "DENSE_EXTRA_MACS",
@@ -127,6 +128,7 @@ __all__ = [
 Impl = Literal["auto", "naive", "fast"]
 KernelKind = Literal["PW", "PWG", "DW", "GC", "CONV"]
 PlanForm = Literal["reference", "grouped", "dense", "native"]
+PwKernel = Literal["tiles", "direct"]
 
 #: a grouped 1x1 conv runs as one dense (block-diagonal) GEMM on CPU when the zeros it multiplies cost at most
 #: this many extra multiply-adds per output pixel (``in * out * (groups - 1) / groups``) ...
@@ -228,13 +230,16 @@ class ConvPlan:
 
     ``form``: ``reference`` | ``grouped`` | ``dense`` | ``native`` (the forms of :mod:`igcnas.nn.ops`); ``channels_last``: whether the
     input is converted to channels_last first; ``merge``: for ``grouped``, how many adjacent groups run as one
-    block-diagonal group (1 = the conv's own groups); ``reason``: the decision-table row that chose it.
+    block-diagonal group (1 = the conv's own groups); ``kernel``: for a ``native`` PWG, which C kernel runs it
+    (``tiles``: pixel tiles transposed in registers, ``_csrc/group_pw.c``; ``direct``: the channels_last rows read
+    in place, ``_csrc/group_direct.c``); ``reason``: the decision-table row that chose it.
     """
 
     form: PlanForm
     channels_last: bool
     reason: str
     merge: int = 1
+    kernel: PwKernel = "tiles"
 
 
 def _merge_factor(spec: ConvSpec) -> int:

@@ -143,8 +143,11 @@ class TuneKey:
 
 
 def label(plan: ConvPlan) -> str:
-    """``reference``, ``dense``, ``native``, ``grouped`` or ``grouped/m4`` (4 groups merged)."""
-    return f"grouped/m{plan.merge}" if plan.form == "grouped" and plan.merge > 1 else plan.form
+    """``reference``, ``dense``, ``native``, ``native/direct`` (a PWG's direct kernel), ``grouped`` or
+    ``grouped/m4`` (4 groups merged)."""
+    if plan.form == "grouped" and plan.merge > 1:
+        return f"grouped/m{plan.merge}"
+    return "native/direct" if plan.form == "native" and plan.kernel == "direct" else plan.form
 
 
 def candidate_plans(spec: ConvSpec, *, native: bool) -> list[ConvPlan]:
@@ -161,6 +164,8 @@ def candidate_plans(spec: ConvSpec, *, native: bool) -> list[ConvPlan]:
         plans.append(ConvPlan("dense", True, "measured: one dense conv"))
     if native and native_measurable(spec):
         plans.append(ConvPlan("native", True, "measured: native kernel"))
+        if spec.kind == "PWG":
+            plans.append(ConvPlan("native", True, "measured: native direct kernel", kernel="direct"))
     return plans
 
 
@@ -283,7 +288,7 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
         if timed[label(best)] > (1 - MARGIN) * timed[label(prior)]:
             best = prior
         chosen = ConvPlan(best.form, best.channels_last, f"measured here ({label(best)} fastest of "
-                          f"{len(candidates)}; table: {label(prior)})", merge=best.merge)
+                          f"{len(candidates)}; table: {label(prior)})", merge=best.merge, kernel=best.kernel)
         _memory[text] = chosen
         _tune_cache.store(text, chosen, timed, threads=threads, name=label(best))
         return chosen

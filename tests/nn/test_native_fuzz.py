@@ -1,7 +1,7 @@
 """Seeded fuzz of the native kernels against float64 references: random shapes, layouts, strides and threads.
 
 Covers the module paths (``sparse_conv(..., impl="fast")`` 1x1 and k x k, :class:`FusedSequential` chains,
-:class:`BatchNormAct2d`) and direct calls to ``group_pointwise`` / ``group_conv`` / ``pointwise_chain`` with
+:class:`BatchNormAct2d`) and direct calls to ``group_pointwise`` (both its kernels) / ``group_conv`` / ``pointwise_chain`` with
 shapes outside the decision rule, plus zero-size inputs (an empty H or W with stride > 1 once wrote past the
 output; a non-contiguous weight once reached the kernel as a freed temporary). Every case is fixed by the seed.
 """
@@ -226,7 +226,7 @@ def _pointwise_module_case(fz: Fuzz, i: int) -> None:
     rng = fz.rng
     cin = rng.choice([2, 3, 4, 6, 8, 12, 16, 18, 24, 32, 40, 48, 64, 96])
     groups = rng.choice([d for d in _divisors(cin) if d > 1])
-    og = rng.choice([1, 2, 3, 4, 5, 8, 16, 17])
+    og = rng.choice([1, 2, 3, 4, 5, 8, 16, 17, 26, 40])
     cout = groups * og
     shuffle = rng.choice(_divisors(cin))
     n, h, w = fz.size()
@@ -471,13 +471,15 @@ def _direct_pointwise_case(fz: Fuzz, i: int) -> None:
     """Any groups, 1 and wide ones included (outside the decision rule), and non-contiguous weights."""
     rng = fz.rng
     cin = rng.choice([2, 3, 4, 6, 8, 12, 16, 18, 24, 32, 40, 48, 64, 96])
-    groups, og = rng.choice(_divisors(cin)), rng.choice([1, 2, 3, 4, 5, 8, 16, 17])
+    groups, og = rng.choice(_divisors(cin)), rng.choice([1, 2, 3, 4, 5, 8, 16, 17, 26, 40])
     cout, shuffle = groups * og, rng.choice(_divisors(cin))
     n, h, w = fz.size()
     layout, grad_kind = rng.choice(LAYOUTS), rng.choice(GRAD_KINDS)
     rx, rw, contiguous = rng.random() < 0.8, rng.random() < 0.8, rng.random() < 0.67
+    kernel = rng.choice(["tiles", "direct"])
     fz.describe(
         path="group_pointwise",
+        kernel=kernel,
         cin=cin,
         cout=cout,
         groups=groups,
@@ -493,7 +495,7 @@ def _direct_pointwise_case(fz: Fuzz, i: int) -> None:
     wb = wa.detach().double().requires_grad_(rw)
     _compare(
         fz,
-        lambda x: _native.group_pointwise(x, wa, groups, shuffle),
+        lambda x: _native.group_pointwise(x, wa, groups, shuffle, kernel=kernel),
         lambda x: _ref_conv(x, wb, groups, shuffle, 1, 1),
         fz.input(n, cin, h, w, layout),
         [(wa, wb)],

@@ -11,7 +11,7 @@ import torch
 from igcnas.errors import UserError
 from igcnas.nn import _tune_cache, tune
 from igcnas.nn.ops import FastSparseConv2d, SparseConv2d
-from igcnas.nn.plan import ConvSpec, native_kernels_usable, select_plan
+from igcnas.nn.plan import ConvPlan, ConvSpec, native_kernels_usable, select_plan
 
 SPECS = [
     ConvSpec(48, 48, 1, groups=2, shuffle_groups=24),  # IGC-L24M2 secondary
@@ -86,6 +86,24 @@ def test_the_first_use_measures_then_the_cache_answers(tmp_path: Path) -> None:
     finally:
         tune.measure = original  # type: ignore[assignment]
     assert calls == [] and tune.choices()[text].reason.endswith("cached)")
+    assert tune.label(tune.choices()[text]) == tune.label(plan)  # a native PWG's kernel included
+
+
+@pytest.mark.parametrize("kernel", ["tiles", "direct"])
+def test_a_cached_native_pwg_keeps_its_kernel(kernel: str) -> None:
+    plan = ConvPlan("native", True, "measured", kernel=kernel)  # type: ignore[arg-type]
+    _tune_cache.store("TEST pwg kernel", plan, {"native": 1e-3}, threads=1, name=tune.label(plan))
+    _tune_cache._loaded.clear()
+    cached = _tune_cache.lookup("TEST pwg kernel", threads=1)
+    assert cached is not None and (cached.form, cached.kernel) == ("native", kernel)
+    assert tune.label(cached) == ("native/direct" if kernel == "direct" else "native")
+
+
+def test_both_native_pwg_kernels_are_candidates_and_only_for_a_pwg() -> None:
+    pwg = {tune.label(p) for p in tune.candidate_plans(SPECS[0], native=True)}
+    assert {"native", "native/direct"} <= pwg
+    assert "native/direct" not in {tune.label(p) for p in tune.candidate_plans(SPECS[1], native=True)}
+    assert "native/direct" not in {tune.label(p) for p in tune.candidate_plans(SPECS[0], native=False)}
 
 
 def test_another_thread_count_is_another_machine(tmp_path: Path) -> None:
