@@ -487,6 +487,31 @@ def test_a_large_chain_off_the_vector_width_streams_through_a_buffer_and_equals_
 
 
 @pytest.mark.usefixtures("native")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_direct_pointwise_kernel_streams_a_large_output_off_the_vector_width_and_equals_the_reference(
+        threads: int) -> None:
+    # 12 -> 36 channels (a partial last vector of every output block, rows not line-aligned) x 32 x 64 x 64 pixels
+    # are 18 MiB of output: streamed out a block of rows at a time through the per-thread buffer
+    torch.set_num_threads(threads)
+    x = _cl(torch.randn(32, 12, 64, 64))
+    w = torch.randn(36, 4, 1, 1)
+    xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
+    ref = torch.nn.functional.conv2d(channel_shuffle(xr, 4), wr, groups=3)
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    out = _native.group_pointwise(xg, wg, 3, 4, kernel="direct")
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.numel() * 4 >= 16 << 20
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    grad = _cl(torch.randn_like(out))
+    out.backward(grad)
+    ref.backward(grad.double())
+    assert xg.grad is not None and wg.grad is not None and xr.grad is not None and wr.grad is not None
+    torch.testing.assert_close(xg.grad.double(), xr.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(wg.grad.double(), wr.grad, rtol=1e-4, atol=1e-2)  # sums of 131,072 products
+    with pytest.raises(ValueError, match="kernel='dense' is not 'tiles' or 'direct'"):
+        _native.group_pointwise(x, w, 3, 4, kernel="dense")  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("native")
 def test_group_conv_partial_gradients_are_deterministic_and_checked() -> None:
     x = torch.randn(3, 16, 9, 9)  # NCHW input: converted inside
     w = torch.randn(16, 2, 3, 3)

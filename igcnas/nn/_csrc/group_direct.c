@@ -161,16 +161,30 @@ int gpd_forward(const float *x, int64_t in_c, const int64_t *perm, float *out, i
         free(wo), free(src), free(pad);
         return -1;
     }
+    /* an output past the caches: each block's rows are computed into a buffer and streamed out (a store would
+     * first read every line it writes) */
+    const int stream = past_caches(pixels * out_c);
+    int failed = 0;
     nthreads = clamp_threads(nthreads, blocks);
-#pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-        const int64_t p0 = b * PB;
-        const int np = (int)(pixels - p0 < PB ? pixels - p0 : PB);
-        /* only the last block can be partial: one thread uses pad */
-        forward_block(block_rows(x, in_c, p0, np, pad), in_c, src, wo, out + p0 * out_c, out_c, groups, np);
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        float *stage = stream ? alloc_aligned(sizeof(float) * (size_t)(PB * out_c)) : NULL;
+        if (stream && !stage) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) {
+            if (stream && !stage) continue;
+            const int64_t p0 = b * PB;
+            const int np = (int)(pixels - p0 < PB ? pixels - p0 : PB);
+            /* only the last block can be partial: one thread uses pad */
+            forward_block(block_rows(x, in_c, p0, np, pad), in_c, src, wo, stage ? stage : out + p0 * out_c, out_c,
+                          groups, np);
+            if (stage) stream_copy(out + p0 * out_c, stage, np * out_c);
+        }
+        store_fence();
+        free(stage);
     }
     free(wo), free(src), free(pad);
-    return 0;
+    return failed ? -1 : 0;
 }
 
 /* acc[ii][k] += sum_p dy[p][o0 + 8k ..] * x[p][src[ii]] over the n pixels of a tile, for B inputs (B a constant
@@ -217,6 +231,16 @@ static inline __attribute__((always_inline)) void weight_block(const float *rest
             WEIGHT_NC(B, 1);                                                                                       \
     } while (0)
 
+#if IB > 4
+/* weight_block for 4 inputs (the tail of a group whose width is not a multiple of IB), compiled apart so that the
+ * main blocks' code stays as it is. */
+static __attribute__((noinline)) void weight_run4(const float *x, int64_t in_c, const int64_t *s, const float *d,
+                                                  int64_t out_c, int64_t width, int64_t n, float *a, int64_t op,
+                                                  int nc) {
+    WEIGHT_BLOCK(4);
+}
+#endif
+
 /* The weight gradient of the n pixels of a tile (x, dy at its first row) added to mine[g][i][o] (Og padded). */
 static void weight_tile(const float *x, int64_t in_c, const int64_t *src, const float *dy, int64_t out_c,
                         int64_t groups, int64_t n, float *mine) {
@@ -232,6 +256,10 @@ static void weight_tile(const float *x, int64_t in_c, const int64_t *src, const 
                 float *a = mine + (g * in_g + i) * op + o0;
                 WEIGHT_BLOCK(IB);
             }
+#if IB > 4
+            for (; i + 4 <= in_g; i += 4) /* a tail of 4 inputs or more (Ig = 12, 20 ...) in a block */
+                weight_run4(x, in_c, src + g * in_g + i, d, out_c, width, n, mine + (g * in_g + i) * op + o0, op, nc);
+#endif
             for (; i < in_g; ++i) {
                 const int64_t *s = src + g * in_g + i;
                 float *a = mine + (g * in_g + i) * op + o0;
