@@ -17,7 +17,9 @@
  * give that BatchNorm's backward sums while in cache (bn_grad_sums).
  *
  * Channels in strips of NV (16 with AVX-512, 8 with AVX; the last strip masked), output pixels 4 at a time inside
- * the row (each weight vector loaded once for the 4), each block of 4 through every strip before the next block, so
+ * the row (each weight vector loaded once for the 4, with four independent sums; a tap past either end of the row
+ * reads zeros, so that blocks run up to the ends and the narrow rows of late stages, 8 or 16 pixels, have no pixel
+ * alone, whose one sum of 9 x M products waits on each FMA), each block of 4 through every strip before the next block, so
  * that the rows are read in order rather than one strip along the whole row at a time (slower on rows read from
  * memory). Rows are spread over OpenMP threads with schedule(static); the weight gradient is summed in per-thread
  * accumulators added up in thread order (deterministic for a thread count). Needs AVX or AVX-512 (M = 8: AVX2 or
@@ -42,6 +44,9 @@ float *rot_ring_alloc(const float *aff, int64_t wd, int64_t c, int64_t *tags, in
 #if defined(__AVX512F__) || defined(__AVX__)
 
 #define PB 4   /* output pixels per block */
+
+/* What a tap past either end of a row reads (a strip's worth of zeros, NV floats at most). */
+static const float zero_row[16] __attribute__((aligned(64))) = {0};
 
 typedef float rv_u __attribute__((vector_size(NV * 4), aligned(4), may_alias));  /* an unaligned vector */
 
@@ -95,14 +100,16 @@ static inline __attribute__((always_inline)) void conv_strip(const float *const 
     const nv_t zero = {0};
     int64_t x = x0;
     while (x < x1) {
-        const int block = x >= 1 && x + PB + 1 <= wd && x + PB <= x1;  /* PB pixels whose taps all lie in the row */
-        if (block) {
+        if (x + PB <= x1) { /* PB pixels; a tap past either end of the row reads zeros */
             nv_t a0 = zero, a1 = zero, a2 = zero, a3 = zero;
             for (int kh = 0; kh < K; ++kh) {
                 if (!rows[kh]) continue;
                 for (int kw = 0; kw < K; ++kw) {
-                    const float *q = rows[kh] + (x - 1 + kw) * c + cb;
-                    const nv_t v0 = LDV(q), v1 = LDV(q + c), v2 = LDV(q + 2 * c), v3 = LDV(q + 3 * c);
+                    const int64_t col = x - 1 + kw; /* pixel x's tap; pixel x + j's is col + j */
+                    const float *q = rows[kh] + col * c + cb;
+                    /* only the first pixel's left tap and the last one's right tap can leave the row */
+                    const float *first = col >= 0 ? q : zero_row, *last = col + 3 < wd ? q + 3 * c : zero_row;
+                    const nv_t v0 = LDV(first), v1 = LDV(q + c), v2 = LDV(q + 2 * c), v3 = LDV(last);
                     for (int r = 0; r < m_; ++r) {
                         const nv_t w = *(const nv_t *)(wt + ((r * K + kh) * K + kw) * cpad + cb);
                         a0 += w * rot(v0, m_, r);
@@ -135,7 +142,10 @@ static inline __attribute__((always_inline)) void conv_strip(const float *const 
     }
 }
 
-/* acc[(r * K + kh) * K + kw][c] += sum_x dy[x][c] * rot_r(rows[kh][x - 1 + kw][c]) over one row, strip cb. */
+/* acc[(r * K + kh) * K + kw][c] += sum_x rot_r^-1(dy[x])[c] * rows[kh][x - 1 + kw][c] over one row, strip cb:
+ * the weight gradient's sums sum_x dy[x] * rot_r(rows[kh][x - 1 + kw]) rotated back by r (rot_backward's sum over
+ * the threads reads each channel's from its lane), so that each pixel's dy is rotated once per r rather than each of
+ * its K input taps. */
 static inline __attribute__((always_inline)) void grad_strip(const float *const *rows, const float *dy, float *acc,
                                                              int64_t cpad, int64_t wd, int64_t c, int64_t cb,
                                                              const int m_, const int T, lanes_t m) {
@@ -146,11 +156,14 @@ static inline __attribute__((always_inline)) void grad_strip(const float *const 
             for (int r = 0; r < m_; ++r) g[kw][r] = *(const nv_t *)(acc + ((r * K + kh) * K + kw) * cpad + cb);
         for (int64_t x = 0; x < wd; ++x) {
             const nv_t d = LDV(dy + x * c + cb);
+            nv_t v[K]; /* the pixel's input taps; past either end of the row, zeros */
             for (int kw = 0; kw < K; ++kw) {
                 const int64_t ix = x - 1 + kw;
-                if (ix < 0 || ix >= wd) continue;
-                const nv_t v = LDV(rows[kh] + ix * c + cb);
-                for (int r = 0; r < m_; ++r) g[kw][r] += d * rot(v, m_, r);
+                v[kw] = LDV(ix >= 0 && ix < wd ? rows[kh] + ix * c + cb : zero_row);
+            }
+            for (int r = 0; r < m_; ++r) {
+                const nv_t dr = rot(d, m_, (m_ - r) % m_);
+                for (int kw = 0; kw < K; ++kw) g[kw][r] += dr * v[kw];
             }
         }
         for (int kw = 0; kw < K; ++kw)
@@ -163,8 +176,8 @@ static inline __attribute__((always_inline)) void grad_strip(const float *const 
     static __attribute__((noinline)) void conv_row_##M_(const float *const *rows, const float *wt, int64_t cpad,   \
                                                         float *out, int64_t x0, int64_t x1, int64_t wd,            \
                                                         int64_t c) {                                               \
-        for (int64_t xa = x0; xa < x1;) { /* a block of pixels (pixel 0 alone) through every strip, then the next */ \
-            const int64_t xb = xa < 1 ? 1 : (xa + PB < x1 ? xa + PB : x1);                                      \
+        for (int64_t xa = x0; xa < x1;) { /* a block of pixels through every strip, then the next */           \
+            const int64_t xb = xa + PB < x1 ? xa + PB : x1;                                                        \
             float *o = out + (xa - x0) * c;                                                                        \
             int64_t cb = 0;                                                                                        \
             for (; cb + NV <= c; cb += NV) conv_strip(rows, wt, cpad, o, xa, xb, wd, c, cb, M_, 0, lanes_first(NV)); \
@@ -342,8 +355,10 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
         for (int64_t r = 0; r < mg; ++r)
             for (int64_t t = 0; t < K * K; ++t)
                 for (int64_t co = 0; co < c; ++co) {
+                    /* grad_strip's sums are rotated back by r: output channel co's sits in the lane it reads */
+                    const int64_t lane = co - co % mg + (co % mg + r) % mg;
                     float total = 0.0f;
-                    for (int th = 0; th < nthreads; ++th) total += acc[(int64_t)th * numel + (r * K * K + t) * cpad + co];
+                    for (int th = 0; th < nthreads; ++th) total += acc[(int64_t)th * numel + (r * K * K + t) * cpad + lane];
                     dw[(co * mg + (co % mg + r) % mg) * K * K + t] = total;
                 }
     bn_rows_finish(&sums, nthreads, failed ? NULL : bn_sums);
