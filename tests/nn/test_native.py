@@ -512,6 +512,25 @@ def test_the_direct_pointwise_kernel_streams_a_large_output_off_the_vector_width
 
 
 @pytest.mark.usefixtures("native")
+@pytest.mark.parametrize(("channels", "shuffle", "groups"), [(48, 24, 2), (96, 24, 4), (192, 24, 8), (64, 8, 4),
+                                                             (128, 16, 2), (48, 16, 2), (40, 8, 5)])
+def test_the_direct_kernel_input_gradient_through_an_igc_shuffle_equals_the_reference(
+        channels: int, shuffle: int, groups: int) -> None:
+    # shuffles of 8, 16 or 24 groups of 2, 4 or 8 channels go from slot order to channel order by vector shuffles
+    # (48 in 16 groups of 3 and 40 in 8 groups of 5 channel by channel); 7 x 9 pixels leave a partial block
+    x = _cl(torch.randn(7, channels, 3, 3))
+    w = torch.randn(channels, channels // groups, 1, 1)
+    xr, wr = x.double().requires_grad_(), w.double().requires_grad_()
+    xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
+    grad = _cl(torch.randn(7, channels, 3, 3))
+    _native.group_pointwise(xg, wg, groups, shuffle, kernel="direct").backward(grad)
+    torch.nn.functional.conv2d(channel_shuffle(xr, shuffle), wr, groups=groups).backward(grad.double())
+    assert xg.grad is not None and xr.grad is not None and wg.grad is not None and wr.grad is not None
+    torch.testing.assert_close(xg.grad.double(), xr.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(wg.grad.double(), wr.grad, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.usefixtures("native")
 def test_group_conv_partial_gradients_are_deterministic_and_checked() -> None:
     x = torch.randn(3, 16, 9, 9)  # NCHW input: converted inside
     w = torch.randn(16, 2, 3, 3)

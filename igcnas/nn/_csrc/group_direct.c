@@ -10,8 +10,9 @@
  * Vectors of 8 floats run along the output channels (forward, weight gradient) or the group's input slots (input
  * gradient); each input value is broadcast from its row, so the shuffle is only an index and no tile is transposed.
  * A block of PB pixels keeps its PB x 3 accumulators (24 channels) in registers over a group's inputs. The input
- * gradient is computed in slot order into a per-thread row buffer and written to the natural channels (in place
- * without a shuffle when Ig is a multiple of 8). The weight gradient is summed in per-thread accumulators added up
+ * gradient is computed in slot order into a per-thread row buffer and written to the natural channels (as it is
+ * without a shuffle when Ig is a multiple of 8, by vector shuffles for an IGC shuffle of whole vectors, else value by
+ * value). The weight gradient is summed in per-thread accumulators added up
  * in thread order (deterministic for a thread count). Pixels past the last whole block are copied into a
  * zero-padded block first, so that no row past the tensor is read.
  *
@@ -282,6 +283,60 @@ static void input_block(const float *dy, int64_t out_c, const float *wi, int64_t
         }
 }
 
+typedef int32_t v8i __attribute__((vector_size(DV * 4)));
+#if defined(__clang__)
+#define SHUF(a, b, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
+#else
+#define SHUF(a, b, ...) __builtin_shuffle((a), (b), (v8i){__VA_ARGS__})
+#endif
+
+/* m (2, 4 or 8) when natural channel l * m + j sits in slot j * s + l of a row of C = m * s channels, s a multiple
+ * of 8 (an IGC channel shuffle of s groups), so that a row goes from slot order to channel order as an m x s
+ * matrix transposed; else 0. */
+static int interleave_of(const int64_t *islot, int64_t in_c) {
+    if (!islot) return 0;
+    for (int m = 2; m <= 8; m *= 2) {
+        if (in_c % m || (in_c / m) % DV) continue;
+        const int64_t s = in_c / m;
+        int64_t c = 0;
+        while (c < in_c && islot[c] == (c % m) * s + c / m) ++c;
+        if (c == in_c) return m;
+    }
+    return 0;
+}
+
+/* dst[l * m + j] = src[j * s + l] for l < s, j < m (interleave_of's transpose), 8 values of l at a time. */
+static void interleave_row(const float *restrict src, float *restrict dst, int64_t s, int m) {
+    for (int64_t l = 0; l < s; l += DV, dst += DV * m) {
+        v8 v[8];
+        for (int j = 0; j < m; ++j) v[j] = *(const v8u *)(src + j * s + l);
+        v8 p[8];  /* pairs of segments interleaved value by value: [a0 b0 a1 b1 a2 b2 a3 b3], then the upper half */
+        for (int j = 0; j < m; j += 2) {
+            p[j] = SHUF(v[j], v[j + 1], 0, 8, 1, 9, 2, 10, 3, 11);
+            p[j + 1] = SHUF(v[j], v[j + 1], 4, 12, 5, 13, 6, 14, 7, 15);
+        }
+        if (m == 2) {
+            *(v8u *)dst = p[0];
+            *(v8u *)(dst + DV) = p[1];
+            continue;
+        }
+        v8 q[8];  /* two pairs interleaved two values at a time: [a0 b0 c0 d0 a1 b1 c1 d1] ... */
+        for (int j = 0; j < m; j += 4)
+            for (int h = 0; h < 2; ++h) {
+                q[j + 2 * h] = SHUF(p[j + h], p[j + 2 + h], 0, 1, 8, 9, 2, 3, 10, 11);
+                q[j + 2 * h + 1] = SHUF(p[j + h], p[j + 2 + h], 4, 5, 12, 13, 6, 7, 14, 15);
+            }
+        if (m == 4) {
+            for (int k = 0; k < 4; ++k) *(v8u *)(dst + DV * k) = q[k];
+            continue;
+        }
+        for (int k = 0; k < 4; ++k) { /* two quads four values at a time: [a0 .. h0], [a1 .. h1] */
+            *(v8u *)(dst + DV * 2 * k) = SHUF(q[k], q[4 + k], 0, 1, 2, 3, 8, 9, 10, 11);
+            *(v8u *)(dst + DV * (2 * k + 1)) = SHUF(q[k], q[4 + k], 4, 5, 6, 7, 12, 13, 14, 15);
+        }
+    }
+}
+
 /* Backward of gpd_forward: dx (when not NULL; overwritten) and dw (when not NULL; (Cout, Ig), overwritten) from
  * dy and the saved input x. islot: the inverse of perm (the slot of each natural channel; NULL with perm NULL).
  * Returns 0, or -1 when out of memory. */
@@ -291,6 +346,8 @@ int gpd_backward(const float *x, int64_t in_c, const int64_t *perm, const int64_
     const int64_t tiles = (pixels + TP - 1) / TP, numel = groups * in_g * op, row = groups * ip;
     /* dx written in place (vector stores) when slots are channels and every group's width is whole vectors */
     const int direct_rows = !perm && ip == in_g;
+    /* an IGC shuffle of whole vectors: rows go to channel order by vector shuffles, not value by value */
+    const int interleave = ip == in_g ? interleave_of(islot, in_c) : 0;
     nthreads = clamp_threads(nthreads, tiles);
     float *wi = dx ? pack_weights(w, groups, in_g, out_g, 1) : NULL;
     int64_t *src = slot_sources(perm, in_c);
@@ -328,6 +385,8 @@ int gpd_backward(const float *x, int64_t in_c, const int64_t *perm, const int64_
                     const float *b = buf + p * row;
                     if (direct_rows)
                         memcpy(dst, b, sizeof(float) * (size_t)in_c);
+                    else if (interleave)
+                        interleave_row(b, dst, in_c / interleave, interleave);
                     else
                         for (int64_t c = 0; c < in_c; ++c) dst[c] = b[pos[c]];
                 }
