@@ -33,7 +33,8 @@
 #endif
 #define DV 8   /* floats per vector */
 #define OB 24  /* channels per block: 3 vectors */
-#define TP 64  /* pixels per tile of the backward (a multiple of PB) */
+#define TP_MAX 256           /* pixels per tile of the backward at most (a multiple of PB) ... */
+#define TP_BYTES (256 << 10) /* ... and a tile's rows of x and dy within this many bytes (half of an L2) */
 
 typedef float v8 __attribute__((vector_size(DV * 4), aligned(DV * 4)));
 typedef float v8u __attribute__((vector_size(DV * 4), aligned(4), may_alias)); /* an unaligned vector */
@@ -343,7 +344,12 @@ static void interleave_row(const float *restrict src, float *restrict dst, int64
 int gpd_backward(const float *x, int64_t in_c, const int64_t *perm, const int64_t *islot, const float *dy,
                  int64_t out_c, const float *w, float *dx, float *dw, int64_t groups, int64_t pixels, int nthreads) {
     const int64_t in_g = in_c / groups, out_g = out_c / groups, op = padded(out_g), ip = padded(in_g);
-    const int64_t tiles = (pixels + TP - 1) / TP, numel = groups * in_g * op, row = groups * ip;
+    /* tiles as large as fit in TP_BYTES (each tile adds its weight gradient to the accumulators once), halved
+     * while there are fewer than the threads */
+    int64_t tp = TP_MAX;
+    while (tp > 4 * PB && (tp * (in_c + out_c) * (int64_t)sizeof(float) > TP_BYTES || (pixels + tp - 1) / tp < nthreads))
+        tp /= 2;
+    const int64_t tiles = (pixels + tp - 1) / tp, numel = groups * in_g * op, row = groups * ip;
     /* dx written in place (vector stores) when slots are channels and every group's width is whole vectors */
     const int direct_rows = !perm && ip == in_g;
     /* an IGC shuffle of whole vectors: rows go to channel order by vector shuffles, not value by value */
@@ -374,7 +380,7 @@ int gpd_backward(const float *x, int64_t in_c, const int64_t *perm, const int64_
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < tiles; ++t) {
             if (!ok) continue;
-            const int64_t p0 = t * TP, n = pixels - p0 < TP ? pixels - p0 : TP;
+            const int64_t p0 = t * tp, n = pixels - p0 < tp ? pixels - p0 : tp;
             if (dw) weight_tile(x + p0 * in_c, in_c, src, dy + p0 * out_c, out_c, groups, n, mine);
             if (!dx) continue;
             for (int64_t q = p0; q < p0 + n; q += PB) {
