@@ -20,7 +20,7 @@ __all__ = ["register", "run"]
 HELP = """\
 Widen a block design on a standard layout until the next width would exceed the budget (the papers compare
 designs at equal budget this way). Prints the widest network's widths, params and FLOPs (multiply-adds), the
-next width that did not fit, and writes its arch.json with --out.
+next width that did not fit, and writes its arch.json with --out (an existing one only with --force).
 
 Example: igcnas fit --design PWG+DW+PWG --max-params 0.5M --groups 2,-,2"""
 
@@ -90,6 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="DIR|FILE.json",
                         help="write the result's arch.json into this folder (made if missing), or to this file when "
                              "the name ends in .json")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an arch.json already at --out (without it, an existing one is refused)")
     parser.set_defaults(func=run)
 
 
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     result = fit_budget(args.design, max_params=args.max_params, max_flops=args.max_flops, layout=args.layout,
                         **template)
     spec = result.spec.with_name(f"{args.design}-fit")
-    written = _save(spec, args.out) if args.out else None
+    written = _save(spec, args.out, force=args.force) if args.out else None
     row = {
         "design": args.design,
         "layout": args.layout,
@@ -150,12 +152,18 @@ def _check_groups(design: str, groups: tuple[int | None, ...] | None) -> None:
         )
 
 
-def _save(spec: ArchSpec, out: str) -> Path:
-    """Write ``spec`` to ``--out`` (a folder, or a file named ``*.json``) and return the file written."""
+def _save(spec: ArchSpec, out: str, *, force: bool = False) -> Path:
+    """Write ``spec`` to ``--out`` (a folder, or a file named ``*.json``) and return the file written; an existing
+    arch.json there is refused unless ``force``."""
+    from igcnas.arch.spec import ARCH_FILE
+
     target = Path(out).expanduser()
     is_file = target.suffix.lower() == ".json"
     if not is_file and target.exists() and not target.is_dir():
         raise UserError(f"--out: {out!r} is a file, not a folder (give a folder, or a file name ending in .json)")
+    existing = target if is_file else target / ARCH_FILE
+    if existing.exists() and not force:
+        raise UserError(f"--out: {str(existing)!r} already exists; give --force to replace it, or another --out")
     try:
         # a folder is made first: ArchSpec.save alone would take a folder name with a dot (best.v2) for a file
         (target.parent if is_file else target).mkdir(parents=True, exist_ok=True)

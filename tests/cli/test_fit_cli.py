@@ -50,3 +50,16 @@ def test_fit_out_that_is_a_file_is_refused(capsys, tmp_path, one_line_error):
     assert err == f"igcnas: error: --out: {str(taken)!r} is a file, not a folder (give a folder, or a file name " \
                   "ending in .json)"
     assert taken.read_text() == "mine" and sorted(p.name for p in Path(tmp_path).iterdir()) == ["notes"]
+
+
+def test_fit_out_keeps_an_existing_arch_json_unless_forced(capsys, tmp_path, one_line_error):
+    for out in (tmp_path / "run", tmp_path / "mine.json"):
+        assert main([*FIT, "--out", str(out)]) == 0
+        written = out / "arch.json" if out.suffix != ".json" else out
+        written.write_text("kept")
+        err = one_line_error([*FIT, "--out", str(out)])
+        assert err == f"igcnas: error: --out: {str(written)!r} already exists; give --force to replace it, or " \
+                      "another --out"
+        assert written.read_text() == "kept"
+        assert main([*FIT, "--out", str(out), "--force"]) == 0
+        assert load_spec(written).name == "PWG+DW+PWG-fit"
