@@ -131,8 +131,8 @@ def store(signature: str, plan: ConvPlan, seconds: dict[str, float], *, threads:
     data = _read(path, threads)
     fresh = _reread(path)
     data["choices"].update({k: v for k, v in fresh.items() if k not in data["choices"]})  # another process's
-    data["choices"][signature] = {"form": plan.form, "merge": plan.merge, "kernel": plan.kernel, "channels_last": plan.channels_last,
-                                  "label": name,
+    data["choices"][signature] = {"form": plan.form, "merge": plan.merge, "kernel": plan.kernel,
+                                  "channels_last": plan.channels_last, "label": name,
                                   "ms": {k: round(v * 1000, 4) for k, v in seconds.items()}}
     text = json.dumps(data, separators=(",", ":"), sort_keys=True)
     with contextlib.suppress(OSError):  # a read-only home: the choice still holds for this process

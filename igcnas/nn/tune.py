@@ -36,7 +36,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -287,8 +287,8 @@ def decide(text: str, *, threads: int, prior: ConvPlan, plans: Callable[[], list
         timed = _confirmed(timed, best=label(best), prior=label(prior), again=lambda: seconds(pair))
         if timed[label(best)] > (1 - MARGIN) * timed[label(prior)]:
             best = prior
-        chosen = ConvPlan(best.form, best.channels_last, f"measured here ({label(best)} fastest of "
-                          f"{len(candidates)}; table: {label(prior)})", merge=best.merge, kernel=best.kernel)
+        chosen = replace(best, reason=f"measured here ({label(best)} fastest of {len(candidates)}; "
+                                       f"table: {label(prior)})")
         _memory[text] = chosen
         _tune_cache.store(text, chosen, timed, threads=threads, name=label(best))
         return chosen
