@@ -137,53 +137,57 @@ def _pointwise(
 
 
 class _GroupPointwise(torch.autograd.Function):
-    """Autograd wrapper of the native grouped 1x1 conv (see :func:`group_pointwise`)."""
+    """Autograd wrapper of the native grouped 1x1 conv (see :func:`group_pointwise`), by the tiled kernel or, with
+    ``direct``, the direct one."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int, direct: bool) -> Tensor:
         lib = library()
         assert lib is not None
         x = x.contiguous(memory_format=torch.channels_last)
-        w = weight.detach().contiguous()
         ctx.save_for_backward(x, weight)
         ctx.groups, ctx.shuffle_groups, ctx.direct = groups, shuffle_groups, direct
-        if not direct:
-            return _pointwise(lib, x, _slot_tensor(x.shape[1], shuffle_groups), w.view(weight.shape[0], -1), groups,
-                              weight.shape[0], None)
-        return _direct_forward(x, weight, groups, shuffle_groups)
+        if direct:
+            return _direct_forward(lib, x, weight, groups, shuffle_groups)
+        w = weight.detach().contiguous()
+        return _pointwise(lib, x, _slot_tensor(x.shape[1], shuffle_groups), w.view(weight.shape[0], -1), groups,
+                          weight.shape[0], None)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None, None]:
+        lib = library()
+        assert lib is not None
         x, weight = ctx.saved_tensors
         groups: int = ctx.groups
         dy = kernel_grad(grad)
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        if ctx.direct:
-            return (*_direct_backward(x, weight, groups, ctx.shuffle_groups, dy, need_x=need_x, need_w=need_w),
-                    None, None, None)
-        lib = library()
-        assert lib is not None
         out_c, in_g = weight.shape[0], weight.shape[1]
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
         grad_w = torch.empty(weight.shape, dtype=torch.float32) if need_w else None
         if need_x or need_w:
             n, c, h, wd = x.shape
-            # dx[p, perm(g*Ig+i)] = sum_o W[g*Og+o, i] * dy[p, g*Og+o]: W transposed per group
-            wt = weight.detach().reshape(groups, out_c // groups, in_g).transpose(1, 2).contiguous()
-            code = lib.gpw_backward(
-                data_ptr(x), c, data_ptr(_slot_tensor(c, ctx.shuffle_groups)), data_ptr(dy), out_c, data_ptr(wt),
-                data_ptr(grad_x), data_ptr(grad_w), groups, n * h * wd, torch.get_num_threads(),
-            )  # fmt: skip
+            perm, slots = _shuffle_tensors(c, ctx.shuffle_groups) or (None, None)
+            if ctx.direct:
+                w = weight.detach().contiguous()  # held while the kernel reads it
+                code = lib.gpd_backward(
+                    data_ptr(x), c, data_ptr(perm), data_ptr(slots), data_ptr(dy), out_c, data_ptr(w),
+                    data_ptr(grad_x), data_ptr(grad_w), groups, n * h * wd, torch.get_num_threads(),
+                )  # fmt: skip
+            else:
+                # dx[p, perm(g*Ig+i)] = sum_o W[g*Og+o, i] * dy[p, g*Og+o]: W transposed per group
+                wt = weight.detach().reshape(groups, out_c // groups, in_g).transpose(1, 2).contiguous()
+                code = lib.gpw_backward(
+                    data_ptr(x), c, data_ptr(slots), data_ptr(dy), out_c, data_ptr(wt), data_ptr(grad_x),
+                    data_ptr(grad_w), groups, n * h * wd, torch.get_num_threads(),
+                )  # fmt: skip
             check_code(code, "backward")
         return grad_x, grad_w, None, None, None
 
 
-def _direct_forward(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int) -> Tensor:
-    """``conv2d(channel_shuffle(x, shuffle_groups), weight, groups=groups)`` (1x1) by the direct kernel
-    (``_csrc/group_direct.c``) for a channels_last float32 CPU ``x``; no autograd."""
-    lib = library()
-    assert lib is not None
+def _direct_forward(lib: ctypes.CDLL, x: Tensor, weight: Tensor, groups: int, shuffle_groups: int) -> Tensor:
+    """``conv2d(channel_shuffle(x, shuffle_groups), weight, groups=groups)`` (1x1, channels_last) by the direct
+    kernel (``_csrc/group_direct.c``): :func:`_pointwise`'s twin."""
     n, c, h, wd = x.shape
     out = torch.empty((n, weight.shape[0], h, wd), dtype=x.dtype, memory_format=torch.channels_last)
     perm, _ = _shuffle_tensors(c, shuffle_groups) or (None, None)
@@ -191,28 +195,6 @@ def _direct_forward(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int)
     check_code(lib.gpd_forward(data_ptr(x), c, data_ptr(perm), data_ptr(out), weight.shape[0], data_ptr(w), groups,
                                n * h * wd, torch.get_num_threads()), "grouped pointwise")
     return out
-
-
-def _direct_backward(x: Tensor, weight: Tensor, groups: int, shuffle_groups: int, dy: Tensor, *, need_x: bool,
-                    need_w: bool) -> tuple[Tensor | None, Tensor | None]:
-    """The input and weight gradients of :func:`_direct_forward` (each where asked) for the output gradient ``dy``
-    (channels_last float32)."""
-    lib = library()
-    assert lib is not None
-    n, c, h, wd = x.shape
-    out_c = weight.shape[0]
-    grad_x = torch.empty_like(x, memory_format=torch.channels_last) if need_x else None
-    grad_w = torch.empty(weight.shape, dtype=torch.float32) if need_w else None
-    if grad_x is None and grad_w is None:
-        return None, None
-    perm, slots = _shuffle_tensors(c, shuffle_groups) or (None, None)
-    w = weight.detach().contiguous()  # held while the kernel reads it
-    code = lib.gpd_backward(
-        data_ptr(x), c, data_ptr(perm), data_ptr(slots), data_ptr(dy), out_c, data_ptr(w), data_ptr(grad_x),
-        data_ptr(grad_w), groups, n * h * wd, torch.get_num_threads(),
-    )  # fmt: skip
-    check_code(code, "grouped pointwise backward")
-    return grad_x, grad_w
 
 
 def check_depthwise(what: str, x: Tensor, depthwise: Tensor) -> None:
