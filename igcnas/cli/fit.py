@@ -155,18 +155,18 @@ def _check_groups(design: str, groups: tuple[int | None, ...] | None) -> None:
 def _save(spec: ArchSpec, out: str, *, force: bool = False) -> Path:
     """Write ``spec`` to ``--out`` (a folder, or a file named ``*.json``) and return the file written; an existing
     arch.json there is refused unless ``force``."""
-    from igcnas.arch.spec import ARCH_FILE
+    from igcnas.store import ARCH_FILE
 
     target = Path(out).expanduser()
     is_file = target.suffix.lower() == ".json"
     if not is_file and target.exists() and not target.is_dir():
         raise UserError(f"--out: {out!r} is a file, not a folder (give a folder, or a file name ending in .json)")
-    existing = target if is_file else target / ARCH_FILE
-    if existing.exists() and not force:
-        raise UserError(f"--out: {str(existing)!r} already exists; give --force to replace it, or another --out")
+    # the file itself is given to ArchSpec.save, which would take a folder name with a dot (best.v2) for a file
+    path = target if is_file else target / ARCH_FILE
+    if path.exists() and not force:
+        raise UserError(f"--out: {str(path)!r} already exists; give --force to replace it, or another --out")
     try:
-        # a folder is made first: ArchSpec.save alone would take a folder name with a dot (best.v2) for a file
-        (target.parent if is_file else target).mkdir(parents=True, exist_ok=True)
-        return spec.save(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return spec.save(path)
     except OSError as error:
         raise UserError(f"--out: cannot write {out!r} ({error.strerror or error})") from None
