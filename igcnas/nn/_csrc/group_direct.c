@@ -12,9 +12,11 @@
  * A block of PB pixels keeps its PB x 3 accumulators (24 channels) in registers over a group's inputs. The input
  * gradient is computed in slot order into a per-thread row buffer and written to the natural channels (as it is
  * without a shuffle when Ig is a multiple of 8, by vector shuffles for an IGC shuffle of whole vectors, else value by
- * value). The weight gradient is summed in per-thread accumulators added up
- * in thread order (deterministic for a thread count). Pixels past the last whole block are copied into a
- * zero-padded block first, so that no row past the tensor is read.
+ * value). The weight gradient is summed in per-thread accumulators added up in thread order (deterministic for a
+ * thread count). Pixels past the last whole block are copied into a zero-padded block first, so that no row past the
+ * tensor is read. A forward output of STREAM_BYTES and more (past the caches) is computed a block of rows at a time
+ * into a buffer and written with non-temporal stores; the input gradient is stored normally (streamed, it measured
+ * slower).
  *
  * GNU C (vector extensions; gcc or clang) + OpenMP, no torch headers; called through ctypes with raw pointers.
  */
@@ -350,7 +352,7 @@ int gpd_backward(const float *x, int64_t in_c, const int64_t *perm, const int64_
     while (tp > 4 * PB && (tp * (in_c + out_c) * (int64_t)sizeof(float) > TP_BYTES || (pixels + tp - 1) / tp < nthreads))
         tp /= 2;
     const int64_t tiles = (pixels + tp - 1) / tp, numel = groups * in_g * op, row = groups * ip;
-    /* dx written in place (vector stores) when slots are channels and every group's width is whole vectors */
+    /* dx rows copied as they are when slots are channels and every group's width is whole vectors */
     const int direct_rows = !perm && ip == in_g;
     /* an IGC shuffle of whole vectors: rows go to channel order by vector shuffles, not value by value */
     const int interleave = ip == in_g ? interleave_of(islot, in_c) : 0;

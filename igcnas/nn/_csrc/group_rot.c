@@ -355,11 +355,12 @@ int rot_backward(const float *x, const float *w, const float *dy, float *dx, flo
         for (int64_t r = 0; r < mg; ++r)
             for (int64_t t = 0; t < K * K; ++t)
                 for (int64_t co = 0; co < c; ++co) {
-                    /* grad_strip's sums are rotated back by r: output channel co's sits in the lane it reads */
-                    const int64_t lane = co - co % mg + (co % mg + r) % mg;
+                    /* grad_strip's sums are rotated back by r: output channel co's sits in the lane it reads,
+                     * that of its input j */
+                    const int64_t j = (co % mg + r) % mg, lane = co - co % mg + j;
                     float total = 0.0f;
                     for (int th = 0; th < nthreads; ++th) total += acc[(int64_t)th * numel + (r * K * K + t) * cpad + lane];
-                    dw[(co * mg + (co % mg + r) % mg) * K * K + t] = total;
+                    dw[(co * mg + j) * K * K + t] = total;
                 }
     bn_rows_finish(&sums, nthreads, failed ? NULL : bn_sums);
     free(wb);
